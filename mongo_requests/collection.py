@@ -1,0 +1,671 @@
+"""A collection: CRUD in today's spelling and in PyMongo 2's.
+
+Modern calls return :mod:`pymongo.results` classes; the legacy calls
+(``insert``, ``update``, ``remove``, ``save``, ``find_and_modify``,
+``count``) return what PyMongo 2 returned.  Every write takes ``w=``,
+``safe=`` (PyMongo 2's ``safe=False`` is ``w=0``) or ``write_concern=``.
+
+Validation happens before anything is sent, so bad input never leaves a
+half-written message on a socket: the caller gets a clear error, and the
+socket (pinned or not) stays usable.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import bson
+from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.write_concern import WriteConcern
+
+from . import wire
+from .cursor import CommandCursor, Cursor, index_spec
+from .errors import (
+    BulkWriteError,
+    ConfigurationError,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    InvalidDocument,
+    InvalidName,
+    OperationFailure,
+    check_command,
+    check_write,
+    raise_write_concern_error,
+)
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["Collection", "ReturnDocument"]
+
+_NO_WC: dict[str, Any] = {}
+_ACK = WriteConcern(w=1)
+_UNACK = WriteConcern(w=0)
+
+
+class ReturnDocument:
+    """Which version ``find_one_and_*`` returns (PyMongo's values)."""
+
+    BEFORE = False
+    AFTER = True
+
+
+def _check_mapping(doc: Any, what: str = "document") -> None:
+    if not isinstance(doc, (Mapping, RawBSONDocument)):
+        raise TypeError(
+            "%s must be an instance of dict, bson.son.SON, bson.raw_bson.RawBSONDocument, "
+            "or a type that inherits from collections.abc.Mapping, not %s" % (what, type(doc).__name__)
+        )
+
+
+def _check_top_keys(doc: Mapping[str, Any]) -> None:
+    """Stored documents may not have top-level keys starting with '$'."""
+    for key in doc:
+        if isinstance(key, str) and key[:1] == "$":
+            raise InvalidDocument("key %r must not start with '$' in a stored document" % (key,))
+
+
+def _check_keys_legacy(doc: Mapping[str, Any]) -> None:
+    """PyMongo 2's ``check_keys``: no key, at any depth, starts with '$' or contains '.'."""
+    for key, value in doc.items():
+        if isinstance(key, str):
+            if key[:1] == "$":
+                raise InvalidDocument("key %r must not start with '$'" % (key,))
+            if "." in key:
+                raise InvalidDocument("key %r must not contain '.'" % (key,))
+        if isinstance(value, Mapping):
+            _check_keys_legacy(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Mapping):
+                    _check_keys_legacy(item)
+
+
+def _check_update(update: Any) -> None:
+    if isinstance(update, list):  # an aggregation pipeline update
+        if not update:
+            raise ValueError("update pipeline must not be empty")
+        return
+    _check_mapping(update, "update")
+    if not update:
+        raise ValueError("update must not be empty")
+    first = next(iter(update))
+    if not (isinstance(first, str) and first.startswith("$")):
+        raise ValueError("update only works with $ operators (use replace_one to replace a document)")
+
+
+def _check_replacement(replacement: Any) -> None:
+    _check_mapping(replacement, "replacement")
+    if replacement:
+        first = next(iter(replacement))
+        if isinstance(first, str) and first.startswith("$"):
+            raise ValueError("replacement can not include $ operators")
+
+
+def _legacy_update_result(reply: dict[str, Any]) -> dict[str, Any]:
+    """Shape an update reply the way PyMongo's UpdateResult and PyMongo 2 expect."""
+    upserted = reply.get("upserted")
+    if upserted:
+        reply["upserted"] = upserted[0]["_id"]
+        reply["updatedExisting"] = False
+    else:
+        reply["updatedExisting"] = bool(reply.get("n"))
+    reply.setdefault("err", None)
+    return reply
+
+
+def _raise_legacy(result: Mapping[str, Any]) -> None:
+    """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
+    errors = result.get("writeErrors")
+    if errors:
+        err = errors[0]
+        cls = DuplicateKeyError if err.get("code") in (11000, 11001, 12582) else OperationFailure
+        raise cls(err.get("errmsg", "write error"), err.get("code"), err)
+    if result.get("writeConcernErrors"):
+        raise_write_concern_error(result["writeConcernErrors"][0])
+
+
+class Collection:
+    """A collection in a :class:`~mongo_requests.database.Database`."""
+
+    def __init__(self, database: "Database", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+        if not isinstance(name, str):
+            raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
+        if not name or name.startswith(".") or name.endswith(".") or ".." in name:
+            raise InvalidName("collection names must not be empty, start or end with '.', or contain '..'")
+        if "$" in name and not name.startswith("oplog.$main") and not name.startswith("$cmd"):
+            raise InvalidName("collection names must not contain '$': %r" % (name,))
+        if "\x00" in name:
+            raise InvalidName("collection names must not contain the null character")
+        self._database = database
+        self._client = database.client
+        self._db_name = database.name
+        self._name = name
+        self.codec_options = codec_options or database.codec_options
+        self._set_write_concern(write_concern or database.write_concern)
+
+    def _set_write_concern(self, wc: WriteConcern) -> None:
+        self.write_concern = wc
+        # Precomputed for the hot path: most writes use the default.
+        self._wc_doc = wc.document
+        self._wc_ack = wc.acknowledged
+
+    # -- naming -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self._name
+
+    @property
+    def full_name(self) -> str:
+        """``database.collection``."""
+        return "%s.%s" % (self._db_name, self._name)
+
+    @property
+    def database(self) -> "Database":
+        """The database this collection belongs to."""
+        return self._database
+
+    def __getattr__(self, name: str) -> "Collection":
+        if name.startswith("_"):
+            raise AttributeError("Collection has no attribute %r" % (name,))
+        return self._database.get_collection("%s.%s" % (self._name, name))
+
+    __getitem__ = __getattr__
+
+    def with_options(self, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+        """A copy of this collection with other options."""
+        return Collection(self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Collection) and self._database == other._database and self._name == other._name
+
+    def __hash__(self) -> int:
+        return hash((self._database, self._name))
+
+    def __repr__(self) -> str:
+        return "Collection(%r, %r)" % (self._database, self._name)
+
+    # -- write concern ------------------------------------------------------
+    def _resolve_wc(self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any) -> WriteConcern:
+        """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
+
+        PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
+        ``j``, ``wtimeout``, ``fsync``, means acknowledged.
+        """
+        if write_concern is not None:
+            if not isinstance(write_concern, WriteConcern):
+                raise TypeError("write_concern must be a pymongo.write_concern.WriteConcern")
+            return write_concern
+        unknown = set(kw) - {"j", "wtimeout", "fsync", "wtimeoutMS"}
+        if unknown:
+            raise ConfigurationError("unknown write option(s): %s" % ", ".join(sorted(unknown)))
+        extra = {k: v for k, v in kw.items() if v is not None}
+        if "wtimeoutMS" in extra:
+            extra["wtimeout"] = extra.pop("wtimeoutMS")
+        if w is None and safe is None and not extra:
+            return self.write_concern
+        if w is None:
+            if safe is False and not extra:
+                return _UNACK
+            w = self.write_concern.document.get("w", 1)
+            if w == 0:
+                w = 1
+        elif safe is False and w != 0:
+            raise ConfigurationError("safe=False contradicts w=%r" % (w,))
+        try:
+            return WriteConcern(w=w, **extra)
+        except Exception as exc:
+            raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
+
+    def _max_bson_size(self) -> int:
+        hello = self._client.pool.hello
+        return hello.get("maxBsonObjectSize", 16 * 1024 * 1024) if hello else 16 * 1024 * 1024
+
+    def _encode_for_insert(self, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
+        """Validate a document to store, give it an ``_id``, and BSON-encode it."""
+        if isinstance(doc, RawBSONDocument):
+            data = doc.raw
+        else:
+            _check_mapping(doc)
+            if legacy_check:
+                _check_keys_legacy(doc)
+            else:
+                _check_top_keys(doc)
+            if "_id" not in doc:
+                doc["_id"] = ObjectId()  # PyMongo sets it on the caller's document too
+            data = bson.encode(doc, False, self.codec_options)
+        if len(data) > max_size:
+            raise DocumentTooLarge(
+                "BSON document too large (%d bytes) - the connected server supports "
+                "BSON document sizes up to %d bytes." % (len(data), max_size)
+            )
+        return data
+
+    # -- inserts ------------------------------------------------------------
+    def insert_one(self, document: Any, bypass_document_validation: bool = False, **wc: Any) -> InsertOneResult:
+        """Insert one document; returns :class:`~pymongo.results.InsertOneResult`."""
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        data = self._encode_for_insert(document, self._max_bson_size())
+        cmd: dict[str, Any] = {"insert": self._name, "ordered": True}
+        if concern.document:
+            cmd["writeConcern"] = concern.document
+        if bypass_document_validation:
+            cmd["bypassDocumentValidation"] = True
+        seq = (wire.encode_section("documents", (data,)),)
+        _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
+        if not concern.acknowledged:
+            self._client._command(self._db_name, cmd, self.codec_options, True, seq)
+            return InsertOneResult(_id, False)
+        reply = self._client._command(self._db_name, cmd, self.codec_options, False, seq)
+        check_write(reply)  # type: ignore[arg-type]
+        return InsertOneResult(_id, True)
+
+    def insert_many(
+        self, documents: Iterable[Any], ordered: bool = True, bypass_document_validation: bool = False, **wc: Any
+    ) -> InsertManyResult:
+        """Insert documents in as few messages as the server's limits allow.
+
+        Batches are cut at ``maxWriteBatchSize`` documents or
+        ``maxMessageSizeBytes`` bytes.  An error raises
+        :class:`~pymongo.errors.BulkWriteError` whose ``details`` say what was
+        inserted; with ``ordered=True`` the batches after the failing one are
+        not sent.
+        """
+        if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
+            raise TypeError("documents must be a non-empty list")
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        max_size = self._max_bson_size()
+        docs = list(documents)
+        if not docs:
+            raise TypeError("documents must be a non-empty list")
+        encoded = [self._encode_for_insert(d, max_size) for d in docs]
+        ids = [d["_id"] if not isinstance(d, RawBSONDocument) else d.get("_id") for d in docs]
+        result = self._write_batches("insert", "documents", encoded, concern, ordered, bypass_document_validation)
+        if result.get("writeErrors") or result.get("writeConcernErrors"):
+            raise BulkWriteError(result)
+        return InsertManyResult(ids, concern.acknowledged)
+
+    def _write_batches(
+        self,
+        command: str,
+        field: str,
+        statements: list[bytes],
+        concern: WriteConcern,
+        ordered: bool,
+        bypass: bool = False,
+    ) -> dict[str, Any]:
+        """Send encoded statements in batches on one socket; merge the replies."""
+        total: dict[str, Any] = {
+            "writeErrors": [],
+            "writeConcernErrors": [],
+            "nInserted": 0,
+            "nUpserted": 0,
+            "nMatched": 0,
+            "nModified": 0,
+            "nRemoved": 0,
+            "upserted": [],
+        }
+        with self._client._socket() as sock:
+            # Room for the statements once the command body and framing are in.
+            max_bytes = sock.max_message_size - 16 * 1024
+            max_count = sock.max_write_batch_size
+            start = 0
+            while start < len(statements):
+                end, size = start, 0
+                while end < len(statements) and end - start < max_count:
+                    size += len(statements[end])
+                    if size > max_bytes and end > start:
+                        break
+                    end += 1
+                cmd: dict[str, Any] = {command: self._name, "ordered": ordered}
+                if concern.document:
+                    cmd["writeConcern"] = concern.document
+                if bypass:
+                    cmd["bypassDocumentValidation"] = True
+                seq = (wire.encode_section(field, statements[start:end]),)
+                if not concern.acknowledged:
+                    sock.command(self._db_name, cmd, self.codec_options, True, seq)
+                    start = end
+                    continue
+                reply = sock.command(self._db_name, cmd, self.codec_options, False, seq)
+                n = reply.get("n", 0)  # type: ignore[union-attr]
+                if command == "insert":
+                    total["nInserted"] += n
+                elif command == "delete":
+                    total["nRemoved"] += n
+                else:
+                    upserted = reply.get("upserted", [])  # type: ignore[union-attr]
+                    total["nUpserted"] += len(upserted)
+                    total["nMatched"] += n - len(upserted)
+                    total["nModified"] += reply.get("nModified", 0)  # type: ignore[union-attr]
+                    for item in upserted:
+                        total["upserted"].append({"index": item["index"] + start, "_id": item["_id"]})
+                for err in reply.get("writeErrors", ()):  # type: ignore[union-attr]
+                    err = dict(err)
+                    err["index"] += start
+                    err.setdefault("op", None)
+                    total["writeErrors"].append(err)
+                if reply.get("writeConcernError"):  # type: ignore[union-attr]
+                    total["writeConcernErrors"].append(reply["writeConcernError"])  # type: ignore[index]
+                if ordered and reply.get("writeErrors"):  # type: ignore[union-attr]
+                    break
+                start = end
+        return total
+
+    # -- updates ------------------------------------------------------------
+    def _update(
+        self,
+        filter: Any,
+        update: Any,
+        upsert: bool,
+        multi: bool,
+        concern: WriteConcern,
+        **options: Any,
+    ) -> dict[str, Any] | None:
+        """One update statement; returns the (reshaped) reply, None when unacknowledged."""
+        _check_mapping(filter, "filter")
+        stmt: dict[str, Any] = {"q": filter, "u": update, "upsert": bool(upsert), "multi": multi}
+        for key in ("hint", "collation", "arrayFilters"):
+            if options.get(key) is not None:
+                stmt[key] = options[key]
+        cmd: dict[str, Any] = {"update": self._name, "updates": [stmt], "ordered": True}
+        if concern.document:
+            cmd["writeConcern"] = concern.document
+        if options.get("bypass_document_validation"):
+            cmd["bypassDocumentValidation"] = True
+        if not concern.acknowledged:
+            self._client._command(self._db_name, cmd, self.codec_options, True)
+            return None
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        check_write(reply)  # type: ignore[arg-type]
+        return _legacy_update_result(reply)  # type: ignore[arg-type]
+
+    def update_one(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+        """Update the first matching document with ``$`` operators (or a pipeline)."""
+        _check_update(update)
+        options, wc = self._split_options(kwargs)
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        reply = self._update(filter, update, upsert, False, concern, **options)
+        return UpdateResult(reply, concern.acknowledged)
+
+    def update_many(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
+        """Update every matching document."""
+        _check_update(update)
+        options, wc = self._split_options(kwargs)
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        reply = self._update(filter, update, upsert, True, concern, **options)
+        return UpdateResult(reply, concern.acknowledged)
+
+    def replace_one(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any) -> UpdateResult:
+        """Replace the first matching document."""
+        _check_replacement(replacement)
+        options, wc = self._split_options(kwargs)
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        reply = self._update(filter, replacement, upsert, False, concern, **options)
+        return UpdateResult(reply, concern.acknowledged)
+
+    @staticmethod
+    def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Separate statement options from write-concern arguments."""
+        options: dict[str, Any] = {}
+        wc: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in ("hint", "collation", "bypass_document_validation"):
+                options[key] = value
+            elif key == "array_filters":
+                options["arrayFilters"] = value
+            else:
+                wc[key] = value
+        return options, wc
+
+    # -- deletes ------------------------------------------------------------
+    def _delete(self, filter: Any, limit: int, concern: WriteConcern, hint: Any = None) -> dict[str, Any] | None:
+        _check_mapping(filter, "filter")
+        stmt: dict[str, Any] = {"q": filter, "limit": limit}
+        if hint is not None:
+            stmt["hint"] = hint
+        cmd: dict[str, Any] = {"delete": self._name, "deletes": [stmt], "ordered": True}
+        if concern.document:
+            cmd["writeConcern"] = concern.document
+        if not concern.acknowledged:
+            self._client._command(self._db_name, cmd, self.codec_options, True)
+            return None
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        check_write(reply)  # type: ignore[arg-type]
+        reply.setdefault("err", None)  # type: ignore[union-attr]
+        return reply  # type: ignore[return-value]
+
+    def delete_one(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
+        """Delete the first matching document."""
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        return DeleteResult(self._delete(filter, 1, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+
+    def delete_many(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
+        """Delete every matching document."""
+        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        return DeleteResult(self._delete(filter, 0, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+
+    # -- reads --------------------------------------------------------------
+    def find(self, *args: Any, **kwargs: Any) -> Cursor:
+        """Query the collection; returns a :class:`~mongo_requests.cursor.Cursor`.
+
+        ``find(filter=None, projection=None, skip=0, limit=0, sort=None,
+        batch_size=0, ...)``; PyMongo 2's ``fields=`` works as ``projection``.
+        """
+        return Cursor(self, *args, **kwargs)
+
+    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The first matching document, or None.  A non-mapping filter is an ``_id``."""
+        if filter is not None and not isinstance(filter, Mapping):
+            filter = {"_id": filter}
+        if args or kwargs:
+            kwargs.pop("limit", None)
+            for doc in Cursor(self, filter, *args, limit=-1, **kwargs):
+                return doc
+            return None
+        # The hot path: one find with singleBatch, no Cursor object.
+        cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        return batch[0] if batch else None
+
+    def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
+        """Exact count of matching documents (``skip``, ``limit``, ``hint``, ``maxTimeMS``)."""
+        _check_mapping(filter, "filter")
+        pipeline: list[dict[str, Any]] = [{"$match": filter}]
+        if kwargs.get("skip"):
+            pipeline.append({"$skip": kwargs.pop("skip")})
+        if kwargs.get("limit"):
+            pipeline.append({"$limit": kwargs.pop("limit")})
+        kwargs.pop("skip", None)
+        kwargs.pop("limit", None)
+        pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
+        cmd.update(kwargs)
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        return int(batch[0]["n"]) if batch else 0
+
+    def estimated_document_count(self, **kwargs: Any) -> int:
+        """Fast count from collection metadata."""
+        cmd: dict[str, Any] = {"count": self._name}
+        cmd.update(kwargs)
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        return int(reply["n"])  # type: ignore[index]
+
+    def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
+        """Distinct values of ``key``."""
+        if not isinstance(key, str):
+            raise TypeError("key must be an instance of str")
+        cmd: dict[str, Any] = {"distinct": self._name, "key": key}
+        if filter:
+            cmd["query"] = filter
+        cmd.update(kwargs)
+        return self._client._command(self._db_name, cmd, self.codec_options)["values"]  # type: ignore[index]
+
+    def aggregate(self, pipeline: list[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
+        """Run an aggregation pipeline; returns a cursor."""
+        if not isinstance(pipeline, list):
+            raise TypeError("pipeline must be a list")
+        cursor_opts = {"batchSize": batch_size} if batch_size else {}
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
+        cmd.update(kwargs)
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        return CommandCursor(self, reply, batch_size)  # type: ignore[arg-type]
+
+    # -- find-and-modify ----------------------------------------------------
+    def _find_and_modify(self, query: Any, full_response: bool = False, **fields: Any) -> Any:
+        _check_mapping(query, "filter")
+        cmd: dict[str, Any] = {"findAndModify": self._name, "query": query}
+        cmd.update({k: v for k, v in fields.items() if v is not None})
+        if "sort" in cmd:
+            cmd["sort"] = index_spec(cmd["sort"])
+        if "fields" in cmd and not isinstance(cmd["fields"], Mapping):
+            cmd["fields"] = {name: 1 for name in cmd["fields"]}
+        if self._wc_doc and self._wc_ack:
+            cmd["writeConcern"] = self._wc_doc
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        wce = reply.get("writeConcernError")  # type: ignore[union-attr]
+        if wce:
+            raise_write_concern_error(wce)
+        return reply if full_response else reply.get("value")  # type: ignore[union-attr]
+
+    def find_one_and_update(self, filter: Mapping[str, Any], update: Any, projection: Any = None, sort: Any = None,
+                            upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+        """Update one document and return it (before or after the update)."""
+        _check_update(update)
+        return self._find_and_modify(filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+
+    def find_one_and_replace(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], projection: Any = None,
+                             sort: Any = None, upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+        """Replace one document and return it (before or after)."""
+        _check_replacement(replacement)
+        return self._find_and_modify(filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+
+    def find_one_and_delete(self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None) -> Any:
+        """Delete one document and return it."""
+        return self._find_and_modify(filter, remove=True, fields=projection, sort=sort)
+
+    # -- indexes and housekeeping -------------------------------------------
+    def create_index(self, keys: Any, **kwargs: Any) -> str:
+        """Create an index; returns its name (``ensure_index`` is the PyMongo 2 name)."""
+        spec = index_spec(keys)
+        name = kwargs.pop("name", None) or "_".join("%s_%s" % (k, v) for k, v in spec.items())
+        index: dict[str, Any] = {"key": spec, "name": name}
+        index.update(kwargs)
+        self._client._command(self._db_name, {"createIndexes": self._name, "indexes": [index]})
+        return name
+
+    ensure_index = create_index
+
+    def drop_index(self, index_or_name: Any) -> None:
+        """Drop one index, by name or by key spec."""
+        name = index_or_name
+        if not isinstance(name, str):
+            name = "_".join("%s_%s" % (k, v) for k, v in index_spec(index_or_name).items())
+        self._client._command(self._db_name, {"dropIndexes": self._name, "index": name})
+
+    def drop_indexes(self) -> None:
+        """Drop every index but ``_id``'s."""
+        self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"})
+
+    def list_indexes(self) -> CommandCursor:
+        """A cursor over the index documents."""
+        try:
+            reply = self._client._command(self._db_name, {"listIndexes": self._name, "cursor": {}})
+        except OperationFailure as exc:
+            if exc.code != 26:  # NamespaceNotFound: no collection, no indexes
+                raise
+            reply = {"cursor": {"id": 0, "firstBatch": [], "ns": self.full_name}}
+        return CommandCursor(self, reply)  # type: ignore[arg-type]
+
+    def index_information(self) -> dict[str, Any]:
+        """``{name: {'key': [(field, direction), ...], ...}}`` as in PyMongo."""
+        info = {}
+        for index in self.list_indexes():
+            index = dict(index)
+            name = index.pop("name")
+            index["key"] = list(index["key"].items())
+            index.pop("v", None)
+            info[name] = index
+        return info
+
+    def drop(self) -> None:
+        """Drop the collection; a collection that does not exist is not an error."""
+        reply = self._client._command(self._db_name, {"drop": self._name}, check=False)
+        if reply.get("ok") != 1 and reply.get("code") != 26:  # type: ignore[union-attr]
+            check_command(reply)  # type: ignore[arg-type]
+
+    # -- PyMongo 2 ------------------------------------------------------------
+    def insert(self, doc_or_docs: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True,
+               continue_on_error: bool = False, **kwargs: Any) -> Any:
+        """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
+        concern = self._resolve_wc(safe=safe, **kwargs)
+        single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
+        docs = [doc_or_docs] if single else list(doc_or_docs) if isinstance(doc_or_docs, Iterable) else None
+        if not docs:
+            if docs is None:
+                _check_mapping(doc_or_docs)
+            raise InvalidOperation_("cannot do an empty bulk insert")
+        max_size = self._max_bson_size()
+        encoded = [self._encode_for_insert(d, max_size, legacy_check=check_keys) for d in docs]
+        result = self._write_batches("insert", "documents", encoded, concern, not continue_on_error)
+        _raise_legacy(result)
+        ids = [d.get("_id") for d in docs]
+        return ids[0] if single else ids
+
+    def update(self, spec: Mapping[str, Any], document: Mapping[str, Any], upsert: bool = False, manipulate: bool = False,
+               safe: bool | None = None, multi: bool = False, check_keys: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+        """PyMongo 2's update: ``$`` operators, or a whole replacement document.
+
+        Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
+        for acknowledged writes, None for ``safe=False`` / ``w=0``.
+        """
+        _check_mapping(spec, "spec")
+        _check_mapping(document, "document")
+        concern = self._resolve_wc(safe=safe, **kwargs)
+        first = next(iter(document), None)
+        if not (isinstance(first, str) and first.startswith("$")):
+            if multi:
+                raise InvalidOperation_("multi=True only works with $ operators")
+            if check_keys:
+                _check_keys_legacy(document)
+        return self._update(spec, document, upsert, bool(multi), concern)
+
+    def remove(self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+        """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
+        if spec_or_id is None:
+            spec_or_id = {}
+        elif not isinstance(spec_or_id, Mapping):
+            spec_or_id = {"_id": spec_or_id}
+        concern = self._resolve_wc(safe=safe, **kwargs)
+        return self._delete(spec_or_id, 0 if multi else 1, concern)
+
+    def save(self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any) -> Any:
+        """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
+        _check_mapping(to_save, "to_save")
+        if "_id" not in to_save:
+            return self.insert(to_save, manipulate, safe, check_keys, **kwargs)
+        concern = self._resolve_wc(safe=safe, **kwargs)
+        if check_keys:
+            _check_keys_legacy(to_save)
+        self._update({"_id": to_save["_id"]}, to_save, True, False, concern)
+        return to_save["_id"]
+
+    def find_and_modify(self, query: Mapping[str, Any] | None = None, update: Any = None, upsert: bool = False,
+                        sort: Any = None, full_response: bool = False, manipulate: bool = False, **kwargs: Any) -> Any:
+        """PyMongo 2's find_and_modify (``remove=``, ``new=``, ``fields=`` as keywords)."""
+        if update is None and not kwargs.get("remove"):
+            raise ValueError("Must either update or remove")
+        if update is not None and kwargs.get("remove"):
+            raise ValueError("Can't do both update and remove")
+        return self._find_and_modify(query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs)
+
+    def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
+        """PyMongo 2's count (exact, via the ``count`` command)."""
+        return Cursor(self, filter, **kwargs).count()
+
+
+from .errors import InvalidOperation as InvalidOperation_  # noqa: E402

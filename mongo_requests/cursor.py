@@ -1,0 +1,361 @@
+"""Cursors: ``find`` results, and command cursors from ``aggregate`` and friends.
+
+A cursor fetches its first batch lazily, on the first ``next()``, then calls
+``getMore`` as it runs dry.  Inside a request every batch comes over the
+caller's pinned socket, so a cursor sees the caller's own ``w=0`` writes.
+
+The server-side cursor is killed on :meth:`close`, and is left alone when it
+is exhausted (the server has already closed it).  A cursor dropped while still
+open is killed too: its ``weakref.finalize`` queues the id with the client,
+which sends ``killCursors`` with its next operation (a finalizer may run
+inside the garbage collector, where network I/O and locks are off limits).
+"""
+from __future__ import annotations
+
+import collections
+import weakref
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from .errors import InvalidOperation
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+__all__ = ["Cursor", "CommandCursor", "ASCENDING", "DESCENDING", "index_spec"]
+
+ASCENDING = 1
+DESCENDING = -1
+
+
+def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
+    """Normalise a sort or index spec: 'a', ('a', -1), [('a', 1), ...] or a mapping."""
+    if isinstance(key_or_list, str):
+        return {key_or_list: ASCENDING if direction is None else direction}
+    if direction is not None:
+        raise TypeError("direction may only be given with a single key name")
+    if isinstance(key_or_list, Mapping):
+        return dict(key_or_list)
+    if isinstance(key_or_list, (list, tuple)):
+        spec: dict[str, Any] = {}
+        for item in key_or_list:
+            if isinstance(item, str):
+                spec[item] = ASCENDING
+            elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+                spec[item[0]] = item[1]
+            else:
+                raise TypeError("sort and index keys must be (key, direction) pairs, not %r" % (item,))
+        return spec
+    raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
+
+
+def _finalize(client: Any, ns: str, state: list) -> None:
+    """weakref.finalize callback: queue the kill of a cursor still open on the server."""
+    if state[0]:
+        client._queue_kill(None, ns, state[0])
+
+
+class _CursorBase:
+    """Batches, getMore, close: what every cursor shares."""
+
+    def __init__(self, collection: "Collection") -> None:
+        self._collection = collection
+        self._client = collection.database.client
+        self._codec = collection.codec_options
+        self._batch: collections.deque = collections.deque()
+        self._state = [0]  # [server cursor id]; shared with the finalizer
+        self._ns = collection.full_name
+        self._started = False
+        self._killed = False
+        self._batch_size = 0
+        self._limit = 0
+        self._returned = 0
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def collection(self) -> "Collection":
+        """The collection this cursor reads."""
+        return self._collection
+
+    @property
+    def cursor_id(self) -> int | None:
+        """The server's id for this cursor (0 when the server has closed it)."""
+        return self._state[0] if self._started else None
+
+    @property
+    def alive(self) -> bool:
+        """True while more documents may come."""
+        return not self._killed and (not self._started or bool(self._batch) or bool(self._state[0]))
+
+    def _start_batch(self, reply: Mapping[str, Any]) -> None:
+        cursor = reply["cursor"]
+        self._batch.extend(cursor.get("firstBatch", ()))
+        self._ns = cursor.get("ns", self._ns)
+        self._set_id(cursor.get("id", 0))
+
+    def _set_id(self, cursor_id: int) -> None:
+        self._state[0] = cursor_id
+        if cursor_id and self._finalizer is None:
+            self._finalizer = weakref.finalize(self, _finalize, self._client, self._ns, self._state)
+        elif not cursor_id and self._finalizer is not None:
+            self._finalizer.detach()  # nothing left to kill
+
+    def _get_more(self) -> None:
+        db, _, coll = self._ns.partition(".")
+        cmd: dict[str, Any] = {"getMore": self._state[0], "collection": coll}
+        size = self._batch_size
+        if self._limit:
+            left = self._limit - self._returned
+            size = min(size, left) if size else left
+        if size:
+            cmd["batchSize"] = size
+        reply = self._client._command(db, cmd, self._codec)
+        cursor = reply["cursor"]  # type: ignore[index]
+        self._batch.extend(cursor.get("nextBatch", ()))
+        self._set_id(cursor.get("id", 0))
+
+    def _refresh(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._started:
+            self._started = True
+            self._refresh()
+        while not self._batch:
+            if not self._state[0] or self._killed:
+                raise StopIteration
+            self._get_more()
+        if self._limit and self._returned >= self._limit:
+            self.close()
+            raise StopIteration
+        self._returned += 1
+        doc = self._batch.popleft()
+        if self._limit and self._returned >= self._limit and self._state[0]:
+            self.close()
+        return doc
+
+    next = __next__  # PyMongo 2
+
+    def close(self) -> None:
+        """Kill the server cursor (if still open) and drop buffered documents."""
+        self._killed = True
+        self._batch.clear()
+        cursor_id = self._state[0]
+        self._state[0] = 0
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if cursor_id:
+            db, _, coll = self._ns.partition(".")
+            try:
+                self._client._command(db, {"killCursors": coll, "cursors": [cursor_id]}, check=False)
+            except Exception:  # the server may be gone; its cursor is then gone too
+                pass
+
+    def __enter__(self) -> "_CursorBase":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def to_list(self, length: int | None = None) -> list[Any]:
+        """Read the remaining documents (at most ``length``) into a list."""
+        out = []
+        for doc in self:
+            out.append(doc)
+            if length is not None and len(out) >= length:
+                break
+        return out
+
+
+class CommandCursor(_CursorBase):
+    """A cursor over the reply of a command (``aggregate``, ``listIndexes``)."""
+
+    def __init__(self, collection: "Collection", reply: Mapping[str, Any], batch_size: int = 0) -> None:
+        super().__init__(collection)
+        self._batch_size = batch_size
+        self._started = True
+        self._start_batch(reply)
+
+    def _refresh(self) -> None:
+        pass
+
+
+class Cursor(_CursorBase):
+    """The result of :meth:`Collection.find`: chain modifiers, then iterate.
+
+    Modifiers (``sort``, ``skip``, ``limit``, ``batch_size`` ...) return the
+    cursor itself and must come before iteration starts.
+    """
+
+    def __init__(
+        self,
+        collection: "Collection",
+        filter: Mapping[str, Any] | None = None,
+        projection: Any = None,
+        skip: int = 0,
+        limit: int = 0,
+        sort: Any = None,
+        batch_size: int = 0,
+        hint: Any = None,
+        max_time_ms: int | None = None,
+        comment: Any = None,
+        no_cursor_timeout: bool = False,
+        allow_disk_use: bool | None = None,
+        fields: Any = None,
+    ) -> None:
+        super().__init__(collection)
+        if filter is not None and not isinstance(filter, Mapping):
+            raise TypeError("filter must be a mapping, not %s" % (type(filter).__name__,))
+        if projection is None:
+            projection = fields  # PyMongo 2 called it fields
+        if projection is not None and not isinstance(projection, Mapping):
+            projection = {name: 1 for name in projection}  # a list of field names
+        self._filter = filter or {}
+        self._projection = projection
+        self._skip = 0
+        self._sort = None
+        self._hint = hint
+        self._max_time_ms = max_time_ms
+        self._comment = comment
+        self._no_cursor_timeout = no_cursor_timeout
+        self._allow_disk_use = allow_disk_use
+        self._single_batch = False
+        self.skip(skip)
+        self.limit(limit)
+        self.batch_size(batch_size)
+        if sort is not None:
+            self.sort(sort)
+
+    def _check_unstarted(self) -> None:
+        if self._started:
+            raise InvalidOperation("cannot set options after executing query")
+
+    def sort(self, key_or_list: Any, direction: Any = None) -> "Cursor":
+        """Sort by a key (``sort('a', -1)``) or a list of (key, direction) pairs."""
+        self._check_unstarted()
+        self._sort = index_spec(key_or_list, direction)
+        return self
+
+    def skip(self, skip: int) -> "Cursor":
+        """Skip the first ``skip`` documents."""
+        if not isinstance(skip, int) or isinstance(skip, bool):
+            raise TypeError("skip must be an integer")
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
+        self._check_unstarted()
+        self._skip = skip
+        return self
+
+    def limit(self, limit: int) -> "Cursor":
+        """Return at most ``limit`` documents (0: no limit; negative: one batch)."""
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise TypeError("limit must be an integer")
+        self._check_unstarted()
+        self._single_batch = limit < 0
+        self._limit = abs(limit)
+        return self
+
+    def batch_size(self, batch_size: int) -> "Cursor":
+        """Ask the server for batches of ``batch_size`` documents (0: its default)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size
+        return self
+
+    def hint(self, index: Any) -> "Cursor":
+        """Force the use of an index (a name or a key spec)."""
+        self._check_unstarted()
+        self._hint = index
+        return self
+
+    def max_time_ms(self, max_time_ms: int | None) -> "Cursor":
+        """Server-side time limit for the query."""
+        self._check_unstarted()
+        self._max_time_ms = max_time_ms
+        return self
+
+    def comment(self, comment: Any) -> "Cursor":
+        """Attach a comment (shown in the server's logs and profiler)."""
+        self._check_unstarted()
+        self._comment = comment
+        return self
+
+    def _find_command(self) -> dict[str, Any]:
+        cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
+        if self._projection is not None:
+            cmd["projection"] = self._projection
+        if self._sort:
+            cmd["sort"] = self._sort
+        if self._skip:
+            cmd["skip"] = self._skip
+        if self._limit:
+            cmd["limit"] = self._limit
+        if self._single_batch:
+            cmd["singleBatch"] = True
+        if self._batch_size:
+            cmd["batchSize"] = min(self._batch_size, self._limit) if self._limit else self._batch_size
+        if self._hint is not None:
+            cmd["hint"] = self._hint if isinstance(self._hint, str) else index_spec(self._hint)
+        if self._max_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_time_ms
+        if self._comment is not None:
+            cmd["comment"] = self._comment
+        if self._no_cursor_timeout:
+            cmd["noCursorTimeout"] = True
+        if self._allow_disk_use is not None:
+            cmd["allowDiskUse"] = self._allow_disk_use
+        return cmd
+
+    def _refresh(self) -> None:
+        reply = self._client._command(self._collection.database.name, self._find_command(), self._codec)
+        self._start_batch(reply)  # type: ignore[arg-type]
+        if self._single_batch and self._state[0]:
+            self.close()
+            self._killed = False  # keep the documents we got
+
+    def count(self, with_limit_and_skip: bool = False) -> int:
+        """PyMongo 2's ``find().count()``: the number of matching documents."""
+        cmd: dict[str, Any] = {"count": self._collection.name, "query": self._filter}
+        if with_limit_and_skip:
+            if self._limit:
+                cmd["limit"] = self._limit
+            if self._skip:
+                cmd["skip"] = self._skip
+        if self._hint is not None:
+            cmd["hint"] = self._hint if isinstance(self._hint, str) else index_spec(self._hint)
+        if self._max_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_time_ms
+        reply = self._client._command(self._collection.database.name, cmd)
+        return int(reply["n"])  # type: ignore[index]
+
+    def distinct(self, key: str) -> list[Any]:
+        """Distinct values of ``key`` among the matching documents."""
+        return self._collection.distinct(key, self._filter)
+
+    def rewind(self) -> "Cursor":
+        """Start again from the beginning (a new query on the next ``next()``)."""
+        self.close()
+        self._started = self._killed = False
+        self._returned = 0
+        self._finalizer = None
+        return self
+
+    def clone(self) -> "Cursor":
+        """An unstarted copy with the same options."""
+        other = Cursor(self._collection, self._filter, self._projection, self._skip, 0, self._sort, self._batch_size)
+        other._limit, other._single_batch = self._limit, self._single_batch
+        other._hint, other._max_time_ms, other._comment = self._hint, self._max_time_ms, self._comment
+        other._no_cursor_timeout, other._allow_disk_use = self._no_cursor_timeout, self._allow_disk_use
+        return other
+
+    def explain(self) -> dict[str, Any]:
+        """The server's query plan for this find."""
+        return self._collection.database.command({"explain": self._find_command()})
+
+    def __repr__(self) -> str:
+        return "<Cursor %s %r>" % (self._ns, self._filter)
+

@@ -1,0 +1,122 @@
+"""A database: its collections and its commands."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from bson.son import SON
+from pymongo.write_concern import WriteConcern
+
+from .errors import InvalidName
+
+if TYPE_CHECKING:
+    from .client import MongoClient
+    from .collection import Collection
+
+__all__ = ["Database"]
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
+    if not name:
+        raise InvalidName("database name cannot be the empty string")
+    for char in ' ./\\"$\x00':
+        if char in name:
+            raise InvalidName("database names cannot contain the character %r" % (char,))
+    return name
+
+
+class Database:
+    """A database on the client's server.
+
+    :param client: the :class:`~mongo_requests.client.MongoClient`.
+    :param name: the database name.
+    :param write_concern: default for its collections (the client's if None).
+    """
+
+    def __init__(self, client: "MongoClient", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+        self._client = client
+        self._name = _check_name(name)
+        self.write_concern = write_concern or client.write_concern
+        self.codec_options = codec_options or client.codec_options
+
+    @property
+    def client(self) -> "MongoClient":
+        """The client this database belongs to."""
+        return self._client
+
+    connection = client  # PyMongo 2
+
+    @property
+    def name(self) -> str:
+        """The database's name."""
+        return self._name
+
+    def get_collection(self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+        """Return a :class:`~mongo_requests.collection.Collection`."""
+        from .collection import Collection
+
+        return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
+
+    def __getattr__(self, name: str) -> "Collection":
+        if name.startswith("_"):
+            raise AttributeError(
+                "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
+            )
+        return self.get_collection(name)
+
+    def __getitem__(self, name: str) -> "Collection":
+        return self.get_collection(name)
+
+    def command(self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Run a database command, PyMongo style.
+
+        ``db.command('ping')``, ``db.command('collStats', 'things')``, or a
+        whole document: ``db.command({'count': 'things', 'query': {}})``.
+        Keyword arguments are appended to the command document.
+        """
+        if isinstance(command, str):
+            cmd: dict[str, Any] = SON([(command, value)])
+        elif isinstance(command, Mapping):
+            cmd = SON(command)
+        else:
+            raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
+        cmd.update(kwargs)
+        return self._client._command(self._name, cmd, self.codec_options, check=check)  # type: ignore[return-value]
+
+    def list_collection_names(self, filter: Mapping[str, Any] | None = None) -> list[str]:
+        """Names of the collections in this database."""
+        cmd: dict[str, Any] = {"listCollections": 1, "nameOnly": True, "authorizedCollections": True}
+        if filter:
+            cmd["filter"] = dict(filter)
+        reply = self._client._command(self._name, cmd)
+        names = [d["name"] for d in reply["cursor"]["firstBatch"]]  # type: ignore[index]
+        cursor_id = reply["cursor"]["id"]  # type: ignore[index]
+        while cursor_id:
+            more = self._client._command(self._name, {"getMore": cursor_id, "collection": "$cmd.listCollections"})
+            names.extend(d["name"] for d in more["cursor"]["nextBatch"])  # type: ignore[index]
+            cursor_id = more["cursor"]["id"]  # type: ignore[index]
+        return names
+
+    collection_names = list_collection_names  # PyMongo 2
+
+    def drop_collection(self, name_or_collection: Any) -> None:
+        """Drop a collection; dropping one that does not exist is not an error."""
+        name = getattr(name_or_collection, "name", name_or_collection)
+        self.get_collection(name).drop()
+
+    def create_collection(self, name: str, **kwargs: Any) -> "Collection":
+        """Create a collection explicitly (with options such as ``capped``)."""
+        cmd: dict[str, Any] = {"create": name}
+        cmd.update(kwargs)
+        self._client._command(self._name, cmd)
+        return self.get_collection(name)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Database) and self._client is other._client and self._name == other._name
+
+    def __hash__(self) -> int:
+        return hash((id(self._client), self._name))
+
+    def __repr__(self) -> str:
+        return "Database(%r, %r)" % (self._client, self._name)

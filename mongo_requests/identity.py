@@ -1,0 +1,256 @@
+"""Who is calling: threads or greenlets, and the primitives that suit each.
+
+A *request* pins a socket to its caller, so the pool needs three things from
+"the caller", and this module is the only place that knows what a caller is:
+
+``local()``
+    storage private to the current caller (``threading.local`` for threads,
+    ``gevent.local.local`` for greenlets);
+``watch(callback)``
+    call ``callback()`` once after the current caller has died, so a socket
+    pinned by a thread or greenlet that never called ``end_request`` comes back
+    to the pool;
+``waiter()``, ``socket``, ``sleep``, ``poll``
+    the blocking primitives that suit the caller: in greenlet mode they are
+    gevent's, so a wait for a pool slot or for the network yields to the hub
+    instead of blocking it, even when nothing has been monkey-patched.
+
+Death callbacks are written defensively: they hold only what they need (the
+pool holds them, never the other way round), and they never touch a
+thread-local.  PyMongo 2 learned the last rule the hard way (PYTHON-353):
+thread-locals are being torn down when a thread's vigil dies.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from typing import Any, Callable
+
+from .errors import ConfigurationError
+
+__all__ = ["ThreadIdentity", "GreenletIdentity", "choose_identity", "gevent_patched"]
+
+
+def _original(module: str, name: str) -> Any:
+    """Return the unpatched ``module.name``, even after gevent's patch_all."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched(module):
+        return monkey.get_original(module, name)
+    return getattr(__import__(module), name)
+
+
+def gevent_patched(module: str = "threading") -> bool:
+    """True when gevent has monkey-patched ``module`` in this process.
+
+    Looks in ``sys.modules`` rather than importing gevent: a process that never
+    imported gevent cannot have been patched by it, and we must not pay for
+    (or require) the import.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched(module))
+
+
+class _Vigil:
+    """A token kept in a thread-local: when it dies, its thread has ended."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _ThreadWaiter:
+    """One-shot wake-up for a thread waiting on the pool's queue.
+
+    A lock taken at birth: ``wait`` acquires it again (blocking until
+    ``notify`` releases it, or the timeout).  Plain locks may be released
+    by another thread, which is all a hand-off needs.
+    """
+
+    __slots__ = ("_lock", "sock")
+
+    def __init__(self, lock_factory: Callable[[], Any]) -> None:
+        self._lock = lock_factory()
+        self._lock.acquire()
+        self.sock = None
+
+    def wait(self, timeout: float | None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(True, max(timeout, 0.0))
+
+    def notify(self) -> None:
+        self._lock.release()
+
+
+class ThreadIdentity:
+    """Callers are OS threads (or whatever ``threading`` is: see below).
+
+    When gevent has patched ``threading``, a "thread" is really a greenlet and
+    :class:`GreenletIdentity` is the right choice; ``use_greenlets=False`` can
+    still force this class, and it stays correct because it uses the
+    ``threading`` module as the process sees it.
+    """
+
+    kind = "thread"
+
+    def __init__(self) -> None:
+        import socket
+        import time
+
+        self.socket = socket
+        self.sleep = time.sleep
+        self._lock_factory = threading.Lock
+        self._vigils = threading.local()
+        # Live weakrefs must be kept somewhere, or their callbacks never run.
+        self._refs: set[weakref.ref] = set()
+
+    def local(self, cls: type | None = None) -> Any:
+        """Return new caller-private storage (an instance of ``cls`` if given)."""
+        return (cls or threading.local)()
+
+    @staticmethod
+    def local_base() -> type:
+        """The base class for caller-private storage."""
+        return threading.local
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` once, after the current thread has ended.
+
+        A vigil object lives in a thread-local list; CPython clears a
+        thread's locals when the thread ends, the vigil's last reference
+        goes, and the weakref's callback fires in the dying thread.
+        """
+        vigil = _Vigil()
+        try:
+            self._vigils.items.append(vigil)
+        except AttributeError:
+            self._vigils.items = [vigil]
+        refs = self._refs
+
+        def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
+            refs.discard(ref)
+            callback()
+
+        refs.add(weakref.ref(vigil, on_death))
+
+    def waiter(self) -> _ThreadWaiter:
+        """A one-shot waiter for the pool's wait queue."""
+        return _ThreadWaiter(self._lock_factory)
+
+    def __repr__(self) -> str:
+        return "<ThreadIdentity>"
+
+
+class _GreenletWaiter:
+    """One-shot wake-up for a greenlet waiting on the pool's queue."""
+
+    __slots__ = ("_sem", "sock")
+
+    def __init__(self, sem_factory: Callable[[int], Any]) -> None:
+        self._sem = sem_factory(0)
+        self.sock = None
+
+    def wait(self, timeout: float | None) -> bool:
+        return bool(self._sem.acquire(True, None if timeout is None else max(timeout, 0.0)))
+
+    def notify(self) -> None:
+        self._sem.release()
+
+
+class GreenletIdentity:
+    """Callers are greenlets; all waits and I/O cooperate with gevent's hub.
+
+    Greenlet-local state is kept in ``gevent.local.local``.  We chose it over
+    a dict keyed by greenlet because it needs no locking, works in every
+    thread of a mixed-mode process, and its per-greenlet storage is freed with
+    the greenlet.  Death is *detected* separately (``watch``), because a dead
+    greenlet can stay referenced (by a ``joinall`` list, say) long after it
+    stopped running, and its socket should come back as soon as it stops.
+    """
+
+    kind = "greenlet"
+
+    def __init__(self) -> None:
+        try:
+            import gevent
+            import gevent.local
+            import gevent.lock
+            import gevent.socket
+            import greenlet
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                "use_greenlets=True needs gevent: pip install 'mongo_requests[gevent]'"
+            ) from exc
+        self._gevent = gevent
+        self._getcurrent = greenlet.getcurrent
+        self._Greenlet = gevent.Greenlet
+        self._local_cls = gevent.local.local
+        self._sem = gevent.lock.Semaphore
+        self.socket = gevent.socket
+        self.sleep = gevent.sleep
+        self._refs: set[weakref.ref] = set()
+
+    def local(self, cls: type | None = None) -> Any:
+        """Return new greenlet-private storage."""
+        return (cls or self._local_cls)()
+
+    def local_base(self) -> type:
+        """The base class for caller-private storage."""
+        return self._local_cls
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` once, after the current greenlet has died.
+
+        ``gevent.Greenlet`` objects tell us through ``rawlink`` as soon as
+        they finish (killed, raised, or returned), even while something still
+        references them.  Raw greenlets (``greenlet.greenlet``,
+        ``gevent.spawn_raw``) have no such hook, so we hold a weakref and hear
+        of them when the greenlet object is freed.
+        """
+        current = self._getcurrent()
+        if isinstance(current, self._Greenlet):
+            current.rawlink(lambda _g, callback=callback: callback())
+            return
+        refs = self._refs
+
+        def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
+            refs.discard(ref)
+            callback()
+
+        refs.add(weakref.ref(current, on_death))
+
+    def waiter(self) -> _GreenletWaiter:
+        """A one-shot waiter for the pool's wait queue."""
+        return _GreenletWaiter(self._sem)
+
+    def __repr__(self) -> str:
+        return "<GreenletIdentity>"
+
+
+def choose_identity(use_greenlets: bool | None) -> ThreadIdentity | GreenletIdentity:
+    """Pick the identity for ``use_greenlets``: None means auto.
+
+    Auto uses greenlets exactly when gevent has patched ``threading``: then
+    every "thread" the application starts is a greenlet, and only greenlet
+    identity gives each one its own request.
+    """
+    if use_greenlets is None:
+        use_greenlets = gevent_patched("threading")
+    if use_greenlets:
+        return GreenletIdentity()
+    return ThreadIdentity()
+
+
+# The unpatched lock and poll, for the pool's tiny critical sections and the
+# idle-socket check.  Neither ever waits for long, so the real ones are right
+# even under gevent (and they are much cheaper than gevent's).
+def real_lock() -> Any:
+    """Return a new unpatched ``_thread`` lock."""
+    return _original("_thread", "allocate_lock")()
+
+
+def real_poll() -> Any | None:
+    """Return the unpatched ``select.poll`` constructor, or None on platforms without it."""
+    try:
+        return _original("select", "poll")
+    except (AttributeError, KeyError):
+        return None

@@ -1,0 +1,357 @@
+"""One connection to one server: connect, handshake, send, receive, close.
+
+:class:`SocketInfo` is deliberately dumb about concurrency: exactly one
+caller uses it at a time, and the pool guarantees that.  What it does own is
+the state of the byte stream.  If anything interrupts it between the first
+byte sent and the last byte read (a network error, a timeout, a
+``GreenletExit`` or ``gevent.Timeout`` landing mid-message), the protocol
+state is unknown, so the socket closes itself and is never handed out again.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket as _stdsocket
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+
+from . import wire
+from ._version import __version__
+from .errors import (
+    AutoReconnect,
+    ConfigurationError,
+    DocumentTooLarge,
+    NetworkTimeout,
+    ProtocolError,
+    check_command,
+)
+
+__all__ = ["SocketInfo", "MIN_WIRE_VERSION", "client_metadata"]
+
+# OP_MSG arrived with MongoDB 3.6, wire version 6.
+MIN_WIRE_VERSION = 6
+# Commands may exceed maxBsonObjectSize by this much (the server allows it for
+# the command's own fields around a maximum-size document).
+_COMMAND_OVERHEAD = 16 * 1024
+_DEFAULT_BUF = 64 * 1024
+
+# Why a socket was closed; the pool reads it to decide whether the whole pool
+# is suspect (a reset or refused connection) or only this socket (a timeout, an
+# interrupted message).
+CLOSED_ERROR = "error"
+CLOSED_TIMEOUT = "timeout"
+CLOSED_INTERRUPTED = "interrupted"
+CLOSED_STALE = "stale"
+CLOSED_POOL = "pool"
+
+
+def client_metadata(appname: str | None = None) -> dict[str, Any]:
+    """The ``client`` document sent in the handshake (server logs show it)."""
+    doc: dict[str, Any] = {
+        "driver": {"name": "mongo_requests", "version": __version__},
+        "os": {
+            "type": platform.system() or "unknown",
+            "name": platform.system() or "unknown",
+            "architecture": platform.machine() or "unknown",
+            "version": platform.release() or "unknown",
+        },
+        "platform": "%s %s" % (platform.python_implementation(), platform.python_version()),
+    }
+    if appname:
+        doc["application"] = {"name": appname}
+    return doc
+
+
+class SocketInfo:
+    """A connected, handshaken socket to one MongoDB server.
+
+    :param sock: a connected socket (stdlib or ``gevent.socket``).
+    :param address: ``(host, port)`` of the server.
+    :param generation: the pool generation it was born in.
+    """
+
+    __slots__ = (
+        "sock",
+        "address",
+        "generation",
+        "pid",
+        "closed",
+        "close_reason",
+        "last_checkin",
+        "request",
+        "hello",
+        "max_wire_version",
+        "max_bson_size",
+        "max_message_size",
+        "max_write_batch_size",
+        "server_connection_id",
+        "_buf",
+        "_view",
+        "_sendall",
+        "_recv_into",
+        "__weakref__",
+    )
+
+    def __init__(self, sock: Any, address: tuple[str, int], generation: int = 0) -> None:
+        self.sock = sock
+        self.address = address
+        self.generation = generation
+        self.pid = os.getpid()
+        self.closed = False
+        self.close_reason: str | None = None
+        self.last_checkin = time.monotonic()
+        # The pool's request record while the socket is pinned, else None.
+        self.request: Any = None
+        self.hello: dict[str, Any] = {}
+        self.max_wire_version = 0
+        self.max_bson_size = 16 * 1024 * 1024
+        self.max_message_size = 48 * 1000 * 1000
+        self.max_write_batch_size = 100000
+        self.server_connection_id: int | None = None
+        # One receive buffer per socket, reused for every reply: recv_into
+        # avoids allocating a bytes object per chunk on the hot path.
+        self._buf = bytearray(_DEFAULT_BUF)
+        self._view = memoryview(self._buf)
+        # Bound methods cached once; attribute lookups add up at 20k ops/s.
+        self._sendall = sock.sendall
+        self._recv_into = sock.recv_into
+
+    # -- connecting ---------------------------------------------------------
+    @classmethod
+    def connect(
+        cls,
+        address: tuple[str, int],
+        socket_module: Any = _stdsocket,
+        connect_timeout: float | None = 20.0,
+        socket_timeout: float | None = None,
+        generation: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> "SocketInfo":
+        """Open a TCP connection and run the ``hello`` handshake.
+
+        Raises :class:`~pymongo.errors.AutoReconnect` (``NetworkTimeout`` for
+        a timeout) when the server cannot be reached, and
+        :class:`~pymongo.errors.ConfigurationError` when it is too old.
+        """
+        host, port = address
+        try:
+            sock = socket_module.create_connection((host, port), timeout=connect_timeout)
+        except _stdsocket.timeout as exc:
+            raise NetworkTimeout("%s:%d: connect timed out after %ss" % (host, port, connect_timeout)) from exc
+        except OSError as exc:
+            raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
+        info = None
+        try:
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1)
+            info = cls(sock, address, generation)
+            info.handshake(metadata)
+            # The handshake ran under the connect timeout; operations get theirs.
+            sock.settimeout(socket_timeout)
+            return info
+        except BaseException:
+            if info is not None:
+                info.close(CLOSED_ERROR)
+            else:
+                sock.close()
+            raise
+
+    def handshake(self, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Send the first ``hello`` (as OP_QUERY, which every server reads)."""
+        cmd: dict[str, Any] = {"isMaster": 1, "helloOk": True}
+        cmd["client"] = metadata if metadata is not None else client_metadata()
+        rid = wire.next_request_id()
+        msg = wire.pack_query(rid, "admin.$cmd", bson.encode(cmd))
+        op, body = self._roundtrip_raw(msg, rid)
+        if op != wire.OP_REPLY:
+            raise ProtocolError("%s:%d: expected OP_REPLY to the handshake, got opcode %d" % (self.address + (op,)))
+        reply = wire.unpack_op_reply(body)
+        check_command(reply)
+        self._learn(reply)
+        return reply
+
+    def _learn(self, hello: dict[str, Any]) -> None:
+        """Remember the server's limits from a hello reply."""
+        self.hello = hello
+        self.max_wire_version = hello.get("maxWireVersion", 0)
+        if self.max_wire_version < MIN_WIRE_VERSION:
+            raise ConfigurationError(
+                "Server at %s:%d reports wire version %d, but mongo_requests needs OP_MSG "
+                "(wire version %d, MongoDB 3.6 or later)"
+                % (self.address[0], self.address[1], self.max_wire_version, MIN_WIRE_VERSION)
+            )
+        self.max_bson_size = hello.get("maxBsonObjectSize", self.max_bson_size)
+        self.max_message_size = hello.get("maxMessageSizeBytes", self.max_message_size)
+        self.max_write_batch_size = hello.get("maxWriteBatchSize", self.max_write_batch_size)
+        self.server_connection_id = hello.get("connectionId")
+
+    # -- operations ---------------------------------------------------------
+    def command(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+        more_to_come: bool = False,
+        sequences: Sequence[bytes] = (),
+        check: bool = True,
+    ) -> dict[str, Any] | None:
+        """Run ``cmd`` on database ``dbname`` and return the reply document.
+
+        :param cmd: the command; ``$db`` is added to it.
+        :param more_to_come: send an unacknowledged message and read nothing
+            (``w=0``); returns None.
+        :param sequences: kind-1 sections from :func:`wire.encode_section`.
+        :param check: raise :class:`~pymongo.errors.OperationFailure` and
+            friends for ``ok: 0``.
+        """
+        cmd["$db"] = dbname
+        body = bson.encode(cmd, False, codec_options)
+        if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
+            raise DocumentTooLarge(
+                "command document is %d bytes, over the server's limit of %d"
+                % (len(body), self.max_bson_size + _COMMAND_OVERHEAD)
+            )
+        rid = wire.next_request_id()
+        msg = wire.pack_msg(rid, body, wire.MORE_TO_COME if more_to_come else 0, sequences)
+        if more_to_come:
+            self.send(msg)
+            return None
+        reply = self.roundtrip(msg, rid, codec_options)
+        if check and reply.get("ok") != 1:
+            check_command(reply, self.max_wire_version)
+        return reply
+
+    def send(self, msg: bytes) -> None:
+        """Send a whole message; any failure closes the socket."""
+        try:
+            self._sendall(msg)
+        except BaseException as exc:
+            self._fail(exc)
+            raise  # _fail raises for I/O errors; this re-raises kills and timeouts
+
+    def roundtrip(self, msg: bytes, request_id: int, codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
+        """Send ``msg`` and return the decoded OP_MSG reply to it."""
+        op, body = self._roundtrip_raw(msg, request_id)
+        if op != wire.OP_MSG:
+            self.close(CLOSED_ERROR)
+            raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
+        return wire.unpack_msg_reply(body, codec_options)
+
+    def _roundtrip_raw(self, msg: bytes, request_id: int) -> tuple[int, memoryview]:
+        """Send, then read one whole reply; returns (opcode, body view)."""
+        try:
+            self._sendall(msg)
+            view = self._view
+            recv_into = self._recv_into
+            got = recv_into(view)
+            if not got:
+                raise EOFError
+            while got < 16:
+                n = recv_into(view[got:])
+                if not n:
+                    raise EOFError
+                got += n
+            length, _rid, response_to, op = wire.HEADER.unpack_from(view, 0)
+            if length > len(view):
+                if length > 2 * self.max_message_size:
+                    raise ProtocolError("reply length %d exceeds the maximum message size" % length)
+                # A big reply (a full cursor batch): grow this socket's buffer.
+                # It stays grown, since the same workload will likely need it again.
+                buf = bytearray(length)
+                buf[:got] = view[:got]
+                self._buf = buf
+                view = self._view = memoryview(buf)
+            while got < length:
+                n = recv_into(view[got:length])
+                if not n:
+                    raise EOFError
+                got += n
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        if response_to != request_id:
+            self.close(CLOSED_ERROR)
+            raise ProtocolError("reply responds to request %d, expected %d" % (response_to, request_id))
+        return op, view[16:length]
+
+    def _fail(self, exc: BaseException) -> None:
+        """Close after an interrupted exchange, turning I/O errors into PyMongo's.
+
+        ``GreenletExit``, ``gevent.Timeout`` and ``KeyboardInterrupt`` are not
+        converted: the caller re-raises them as they are.  The socket is
+        closed either way, because part of a message may be on the wire.
+        """
+        host, port = self.address
+        if isinstance(exc, _stdsocket.timeout):
+            self.close(CLOSED_TIMEOUT)
+            raise NetworkTimeout("%s:%d: timed out" % (host, port)) from exc
+        if isinstance(exc, EOFError):
+            self.close(CLOSED_ERROR)
+            raise AutoReconnect("%s:%d: connection closed" % (host, port)) from None
+        if isinstance(exc, OSError):
+            self.close(CLOSED_ERROR)
+            raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
+        self.close(CLOSED_ERROR if isinstance(exc, ProtocolError) else CLOSED_INTERRUPTED)
+
+    # -- health -------------------------------------------------------------
+    def is_alive(self, poll_factory: Any = None) -> bool:
+        """Cheap check for an idle socket: is it still open at the other end?
+
+        An idle socket should have nothing to read.  If the poll says it is
+        readable, the server closed it (or sent something unexpected): either
+        way it must not be reused.
+        """
+        if self.closed:
+            return False
+        try:
+            fd = self.sock.fileno()
+            if fd < 0:
+                return False
+            if poll_factory is not None:
+                poller = poll_factory()
+                poller.register(fd, 0x001 | 0x008 | 0x010)  # POLLIN | POLLERR | POLLHUP
+                return not poller.poll(0)
+            import select
+
+            readable, _, _ = select.select([fd], [], [], 0)
+            return not readable
+        except (OSError, ValueError):
+            return False
+
+    def close(self, reason: str = CLOSED_POOL) -> None:
+        """Close the socket; safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        try:
+            self.sock.close()
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        """Disconnect without releasing the file descriptor.
+
+        Used by ``close()`` on sockets pinned to other callers: their owner
+        may be using the descriptor right now, so we must not free it (the
+        number could be reused); shutting the connection down makes their
+        next read fail cleanly instead.
+        """
+        try:
+            self.sock.shutdown(_stdsocket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return "<SocketInfo %s:%d conn=%s gen=%d %s>" % (
+            self.address[0],
+            self.address[1],
+            self.server_connection_id,
+            self.generation,
+            state,
+        )

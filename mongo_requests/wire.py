@@ -1,0 +1,172 @@
+"""OP_MSG framing: the bytes on the wire, and nothing else.
+
+This module knows the MongoDB wire protocol (the ``OP_MSG`` opcode, plus the
+legacy ``OP_QUERY``/``OP_REPLY`` pair that is only used for the very first
+handshake) but knows nothing about sockets.  Every function here is pure:
+bytes in, bytes or documents out, so it can be tested without a server.
+
+Message layout (all integers little-endian)::
+
+    header   int32 messageLength, int32 requestID, int32 responseTo, int32 opCode
+    OP_MSG   uint32 flagBits, then sections:
+               kind 0: byte 0, one BSON document (the command body)
+               kind 1: byte 1, int32 size, cstring identifier, BSON documents...
+             (optional uint32 CRC-32C checksum when flagBits has checksumPresent)
+
+Writes with ``w=0`` set ``moreToCome`` and the server sends no reply: the
+socket stays usable and the server still processes that socket's messages in
+order, which is what makes a *request* give read-your-own-writes.
+"""
+from __future__ import annotations
+
+import itertools
+import struct
+from typing import Any, Iterable, Mapping, Sequence
+
+import bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from pymongo.errors import ProtocolError
+
+__all__ = [
+    "OP_MSG",
+    "OP_QUERY",
+    "OP_REPLY",
+    "CHECKSUM_PRESENT",
+    "MORE_TO_COME",
+    "EXHAUST_ALLOWED",
+    "HEADER",
+    "next_request_id",
+    "pack_msg",
+    "pack_query",
+    "encode_section",
+    "unpack_header",
+    "unpack_msg_reply",
+    "unpack_op_reply",
+]
+
+OP_REPLY = 1
+OP_QUERY = 2004
+OP_MSG = 2013
+
+# flagBits of OP_MSG.
+CHECKSUM_PRESENT = 1 << 0
+MORE_TO_COME = 1 << 1
+EXHAUST_ALLOWED = 1 << 16
+
+HEADER = struct.Struct("<iiii")
+# The fixed prefix of an OP_MSG: header, flagBits, and the kind byte of the body
+# section.  Packing these 21 bytes with one precompiled Struct is cheaper than
+# concatenating separate pieces on the hot path.
+_MSG_PREFIX = struct.Struct("<iiiiIB")
+_SEQ_PREFIX = struct.Struct("<Bi")
+_INT32 = struct.Struct("<i")
+_UINT32 = struct.Struct("<I")
+_QUERY_PREFIX = struct.Struct("<iiiii")
+_REPLY_PREFIX = struct.Struct("<iqii")
+
+# Request ids only need to be unique per socket while a reply is outstanding.
+# itertools.count is atomic under the GIL, so threads and greenlets can share it
+# without a lock.  Ids wrap before they overflow int32.
+_ids = itertools.count(1)
+_MAX_ID = 0x7FFFFFFF
+
+
+def next_request_id() -> int:
+    """Return a fresh request id (positive int32)."""
+    rid = next(_ids)
+    if rid < _MAX_ID:
+        return rid
+    return rid % _MAX_ID + 1
+
+
+def encode_section(identifier: str, docs: Iterable[bytes]) -> bytes:
+    """Encode a kind-1 document sequence from already encoded BSON documents."""
+    ident = identifier.encode("utf-8") + b"\x00"
+    payload = b"".join(docs)
+    return _SEQ_PREFIX.pack(1, 4 + len(ident) + len(payload)) + ident + payload
+
+
+def pack_msg(
+    request_id: int,
+    body: bytes,
+    flags: int = 0,
+    sequences: Sequence[bytes] = (),
+) -> bytes:
+    """Frame an OP_MSG from an encoded body and encoded kind-1 sections.
+
+    :param request_id: the id the reply will carry in ``responseTo``.
+    :param body: the command document, already BSON-encoded (with ``$db``).
+    :param flags: ``MORE_TO_COME`` for an unacknowledged write.
+    :param sequences: outputs of :func:`encode_section`.
+    """
+    if sequences:
+        tail = b"".join(sequences)
+        length = 21 + len(body) + len(tail)
+        return _MSG_PREFIX.pack(length, request_id, 0, OP_MSG, flags, 0) + body + tail
+    return _MSG_PREFIX.pack(21 + len(body), request_id, 0, OP_MSG, flags, 0) + body
+
+
+def pack_query(request_id: int, collection: str, query: bytes) -> bytes:
+    """Frame a legacy OP_QUERY, used only for the first ``hello`` of a socket.
+
+    A server too old for OP_MSG still understands OP_QUERY, so the handshake
+    can tell the user clearly that the server is unsupported instead of having
+    the connection dropped on an unknown opcode.
+    """
+    name = collection.encode("utf-8") + b"\x00"
+    # flags=0, fullCollectionName, numberToSkip=0, numberToReturn=-1
+    length = 16 + 4 + len(name) + 8 + len(query)
+    return (
+        HEADER.pack(length, request_id, 0, OP_QUERY)
+        + _INT32.pack(0)
+        + name
+        + struct.pack("<ii", 0, -1)
+        + query
+    )
+
+
+def unpack_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+    """Return ``(length, request_id, response_to, op_code)`` from 16 bytes."""
+    return HEADER.unpack_from(data, 0)
+
+
+def unpack_msg_reply(
+    data: bytes | bytearray | memoryview,
+    codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+) -> dict[str, Any]:
+    """Decode the body of an OP_MSG reply (the bytes after the 16-byte header).
+
+    Servers answer commands with a single kind-0 section; anything else is a
+    protocol violation, raised as :class:`~pymongo.errors.ProtocolError`.
+    """
+    if len(data) < 5:
+        raise ProtocolError("OP_MSG reply too short: %d bytes" % len(data))
+    flags = _UINT32.unpack_from(data, 0)[0]
+    if flags & ~(CHECKSUM_PRESENT | MORE_TO_COME):
+        raise ProtocolError("unsupported OP_MSG flag bits in reply: 0x%x" % flags)
+    if data[4] != 0:
+        raise ProtocolError("OP_MSG reply does not start with a body section")
+    end = len(data) - 4 if flags & CHECKSUM_PRESENT else len(data)
+    doc_len = _INT32.unpack_from(data, 5)[0]
+    if 5 + doc_len != end:
+        raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 5 - doc_len))
+    try:
+        return bson.decode(data[5:end], codec_options)
+    except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
+        raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
+
+
+def unpack_op_reply(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode the first document of a legacy OP_REPLY body (handshake only)."""
+    if len(data) < 20:
+        raise ProtocolError("OP_REPLY too short: %d bytes" % len(data))
+    _flags, _cursor_id, _start, number = _REPLY_PREFIX.unpack_from(data, 0)
+    if number < 1:
+        raise ProtocolError("OP_REPLY to the handshake returned no document")
+    doc_len = _INT32.unpack_from(data, 20)[0]
+    return bson.decode(data[20 : 20 + doc_len])
+
+
+def encode_docs(docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> list[bytes]:
+    """BSON-encode each document (a convenience for tests and tools)."""
+    return [bson.encode(d, False, codec_options) for d in docs]
