@@ -136,6 +136,9 @@ class ThreadIdentity:
         """A one-shot waiter for the pool's wait queue."""
         return _ThreadWaiter(self._lock_factory)
 
+    # Threads can share plain sockets freely: nothing to re-home.
+    rehome = None
+
     def __repr__(self) -> str:
         return "<ThreadIdentity>"
 
@@ -185,6 +188,7 @@ class GreenletIdentity:
         self._Greenlet = gevent.Greenlet
         self._local_cls = gevent.local.local
         self._sem = gevent.lock.Semaphore
+        self._get_hub = gevent.get_hub
         self.socket = gevent.socket
         self.sleep = gevent.sleep
         self._refs: set[weakref.ref] = set()
@@ -219,8 +223,31 @@ class GreenletIdentity:
         refs.add(weakref.ref(current, on_death))
 
     def waiter(self) -> _GreenletWaiter:
-        """A one-shot waiter for the pool's wait queue."""
+        """A one-shot waiter for the pool's wait queue.
+
+        A ``gevent.lock.Semaphore`` can be released from another thread's hub
+        (or a plain thread), which mixed mode needs; ``gevent.event.Event``
+        cannot.
+        """
         return _GreenletWaiter(self._sem)
+
+    def rehome(self, sock: Any) -> Any:
+        """Return ``sock`` usable from this thread's hub (re-wrapping it if needed).
+
+        A gevent socket belongs to the hub of the thread that made it: used
+        from another thread it fails with "Cannot switch to a different
+        thread" as soon as it has to wait.  In mixed mode (real threads, each
+        running greenlets) an idle socket may have been opened by another
+        thread, so it is re-wrapped around the same descriptor: the TCP
+        connection and its server-side state are unchanged.
+        """
+        hub = getattr(sock, "hub", None)
+        if hub is None or hub is self._get_hub():
+            return sock
+        timeout = sock.gettimeout()
+        fresh = self.socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        fresh.settimeout(timeout)
+        return fresh
 
     def __repr__(self) -> str:
         return "<GreenletIdentity>"

@@ -152,6 +152,7 @@ class Pool:
         self.opts = options or PoolOptions()
         self.identity = identity or ThreadIdentity()
         self._socket_module = self.identity.socket
+        self._rehome = self.identity.rehome
         self._poll = real_poll()
         self._lock = real_lock()
         self._idle: collections.deque[SocketInfo] = collections.deque()
@@ -303,6 +304,10 @@ class Pool:
                     and not sock.closed
                     and (time.monotonic() - sock.last_checkin < _CHECK_IDLE_AFTER or sock.is_alive(self._poll))
                 ):
+                    if self._rehome is not None:
+                        raw = self._rehome(sock.sock)
+                        if raw is not sock.sock:
+                            sock.rebind(raw)
                     self._counters["checkouts"] += 1
                     return sock
                 self._close_socket(sock, CLOSED_STALE)

@@ -297,6 +297,12 @@ class SocketInfo:
             raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
         self.close(CLOSED_ERROR if isinstance(exc, ProtocolError) else CLOSED_INTERRUPTED)
 
+    def rebind(self, sock: Any) -> None:
+        """Carry on over another socket object for the same connection (a re-homed one)."""
+        self.sock = sock
+        self._sendall = sock.sendall
+        self._recv_into = sock.recv_into
+
     # -- health -------------------------------------------------------------
     def is_alive(self, poll_factory: Any = None) -> bool:
         """Cheap check for an idle socket: is it still open at the other end?
