@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from bson.son import SON
 from pymongo.write_concern import WriteConcern
 
 from .errors import InvalidName
@@ -75,13 +74,16 @@ class Database:
         whole document: ``db.command({'count': 'things', 'query': {}})``.
         Keyword arguments are appended to the command document.
         """
+        # Plain dicts keep insertion order, and the command name must come
+        # first; they are also several times cheaper to build than SON.
         if isinstance(command, str):
-            cmd: dict[str, Any] = SON([(command, value)])
+            cmd: dict[str, Any] = {command: value}
         elif isinstance(command, Mapping):
-            cmd = SON(command)
+            cmd = dict(command)
         else:
             raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
-        cmd.update(kwargs)
+        if kwargs:
+            cmd.update(kwargs)
         return self._client._command(self._name, cmd, self.codec_options, check=check)  # type: ignore[return-value]
 
     def list_collection_names(self, filter: Mapping[str, Any] | None = None) -> list[str]:

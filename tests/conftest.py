@@ -70,10 +70,19 @@ import uuid  # noqa: E402
 import mongo_requests  # noqa: E402
 
 
+# MONGO_REQUESTS_TEST_MODE=gevent-unpatched (tox env gevent-unpatched) runs
+# the suite's clients with greenlet identity in an unpatched process: every
+# wait and every socket is gevent's, though nothing was monkey-patched.
+# Under tests/run_patched.py (mode "gevent"), auto-detection must pick
+# greenlets by itself, so no option is forced there.
+TEST_MODE = os.environ.get("MONGO_REQUESTS_TEST_MODE", "threads")
+_MODE_OPTIONS = {"gevent-unpatched": {"use_greenlets": True}}.get(TEST_MODE, {})
+
+
 @pytest.fixture
 def client(mongodb_uri):
     """A MongoClient with the defaults (acknowledged writes, no auto requests)."""
-    c = mongo_requests.MongoClient(mongodb_uri)
+    c = mongo_requests.MongoClient(mongodb_uri, **_MODE_OPTIONS)
     yield c
     c.close()
 
@@ -85,7 +94,7 @@ def make_client(mongodb_uri):
 
     def make(**kwargs):
         cls = kwargs.pop("cls", mongo_requests.MongoClient)
-        c = cls(mongodb_uri, **kwargs)
+        c = cls(mongodb_uri, **{**_MODE_OPTIONS, **kwargs})
         made.append(c)
         return c
 
