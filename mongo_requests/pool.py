@@ -123,6 +123,30 @@ class _Request:
         self.sock: SocketInfo | None = None
 
 
+class _Guard:
+    """``with pool._guard:`` — the pool lock, reaping dead callers on the way out.
+
+    A death callback that finds the lock busy only queues its record; this
+    exit is where the holder keeps the promise to reap it.  Every section
+    that takes the lock goes through a guard (or, on the hot path, does the
+    same by hand), so no queued record waits for a later operation.
+    """
+
+    __slots__ = ("lock", "pool")
+
+    def __init__(self, lock: Any, pool: "Pool") -> None:
+        self.lock = lock
+        self.pool = pool
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+        if self.pool._dead:
+            self.pool._reap()
+
+
 def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
     """Build a death callback that holds the pool only weakly."""
 
@@ -155,6 +179,7 @@ class Pool:
         self._rehome = self.identity.rehome
         self._poll = real_poll()
         self._lock = real_lock()
+        self._guard = _Guard(self._lock, self)
         self._idle: collections.deque[SocketInfo] = collections.deque()
         self._available = self.opts.max_size
         self._waiters: collections.deque[Any] = collections.deque()
@@ -256,7 +281,7 @@ class Pool:
         sock.request = req
         req.sock = sock
         req.state = _PINNED
-        with self._lock:
+        with self._guard:
             self._in_use -= 1
             self._pinned.add(sock)
         self._counters["pins"] += 1
@@ -291,6 +316,8 @@ class Pool:
             self._in_use += 1
             sock = self._idle.pop() if self._idle else None
             lock.release()
+            if self._dead:
+                self._reap()
         else:
             lock.release()
             sock = self._wait_for_slot()
@@ -320,14 +347,14 @@ class Pool:
             raise
 
     def _pop_idle(self) -> SocketInfo | None:
-        with self._lock:
+        with self._guard:
             return self._idle.pop() if self._idle else None
 
     def _wait_for_slot(self) -> SocketInfo | None:
         """Queue for a slot (FIFO); returns the handed-over idle socket or None."""
         waiter = self.identity.waiter()
         timeout = self.opts.wait_queue_timeout
-        with self._lock:
+        with self._guard:
             # Re-check: a slot may have come free since we looked.
             if self._available > 0 and not self._waiters:
                 self._available -= 1
@@ -343,7 +370,7 @@ class Pool:
             self._abandon(waiter)
             raise
         if not woken:
-            with self._lock:
+            with self._guard:
                 try:
                     self._waiters.remove(waiter)
                 except ValueError:
@@ -356,7 +383,7 @@ class Pool:
 
     def _abandon(self, waiter: Any) -> None:
         """A waiter gave up: leave the queue, or pass on the slot it was handed."""
-        with self._lock:
+        with self._guard:
             try:
                 self._waiters.remove(waiter)
                 return
@@ -365,7 +392,7 @@ class Pool:
         self._release(waiter.sock)
 
     def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
-        with self._lock:
+        with self._guard:
             pinned, in_use, waiting = len(self._pinned), self._in_use, len(self._waiters)
         max_size = self.opts.max_size
         msg = (
@@ -421,7 +448,7 @@ class Pool:
         reset by a fork since it was pinned): then there is nothing to release.
         """
         sock.request = None
-        with self._lock:
+        with self._guard:
             if sock not in self._pinned:
                 return False
             self._pinned.discard(sock)
@@ -444,8 +471,9 @@ class Pool:
         return sock
 
     def _close_socket(self, sock: SocketInfo, reason: str) -> None:
-        sock.close(reason)
-        self._counters["closed"] += 1
+        if not sock.closed:  # count each socket once (a fork closes them early)
+            sock.close(reason)
+            self._counters["closed"] += 1
 
     # -- dead callers -------------------------------------------------------
     def _caller_died(self, req: _Request) -> None:
@@ -457,28 +485,30 @@ class Pool:
 
     def _reap(self) -> None:
         """Return the sockets of dead callers (never blocks on the lock)."""
-        if not self._lock.acquire(False):
-            return  # the holder reaps when it releases
-        socks = []
-        try:
-            while self._dead:
-                req = self._dead.popleft()
-                sock, req.sock, req.depth, req.state = req.sock, None, 0, _NO_REQUEST
-                if sock is not None and sock in self._pinned:
-                    self._pinned.discard(sock)
-                    sock.request = None
-                    socks.append(sock)
-            self._in_use += len(socks)  # pinned -> checked out, for _release
-        finally:
-            self._lock.release()
-        self._counters["reclaimed"] += len(socks)
-        for sock in socks:
-            self._release(None if sock.closed else sock, sock)
+        while self._dead:
+            if not self._lock.acquire(False):
+                return  # the holder reaps when it releases (see _Guard)
+            socks = []
+            try:
+                while self._dead:
+                    req = self._dead.popleft()
+                    sock, req.sock, req.depth, req.state = req.sock, None, 0, _NO_REQUEST
+                    if sock is not None and sock in self._pinned:
+                        self._pinned.discard(sock)
+                        sock.request = None
+                        socks.append(sock)
+                self._in_use += len(socks)  # pinned -> checked out, for _release
+            finally:
+                self._lock.release()
+            self._counters["reclaimed"] += len(socks)
+            for sock in socks:
+                self._release(None if sock.closed else sock, sock)
+            # Loop: a record queued while we held the lock found it busy.
 
     # -- generation, fork, close --------------------------------------------
     def _reset(self, why: str) -> None:
         """Bump the generation and close idle sockets: they are suspect now."""
-        with self._lock:
+        with self._guard:
             self.generation += 1
             idle = list(self._idle)
             self._idle.clear()
@@ -499,6 +529,7 @@ class Pool:
         a socket pinned before the fork is replaced on its next use.
         """
         self._lock = real_lock()
+        self._guard = _Guard(self._lock, self)
         self.pid = os.getpid()
         self.generation += 1
         idle, pinned = list(self._idle), list(self._pinned)
@@ -518,7 +549,7 @@ class Pool:
         Sockets pinned to other callers are shut down (their owner may be
         using the descriptor this instant) and closed on next use or death.
         """
-        with self._lock:
+        with self._guard:
             self.closed = True
             self.generation += 1
             idle = list(self._idle)
@@ -540,7 +571,7 @@ class Pool:
     # -- observability ------------------------------------------------------
     def get_stats(self) -> dict[str, int]:
         """Counters since the last :meth:`pop_stats`, plus the current gauges."""
-        with self._lock:
+        with self._guard:
             stats = dict(self._counters)
             stats.update(
                 idle=len(self._idle),
@@ -556,7 +587,7 @@ class Pool:
     def pop_stats(self) -> dict[str, int]:
         """Return :meth:`get_stats` and reset the counters (gauges stay)."""
         stats = self.get_stats()
-        with self._lock:
+        with self._guard:
             self._counters.clear()
         return stats
 
