@@ -174,6 +174,8 @@ class MongoClient:
                     port = int(p)
                 except ValueError:
                     raise ConfigurationError("invalid port in %r" % (host,)) from None
+                if not 0 < port < 65536:
+                    raise ConfigurationError("port must be from 1 to 65535 in %r" % (host,))
             if not h:
                 raise ConfigurationError("empty host name in %r" % (host,))
             return [(h, port)], {}, None

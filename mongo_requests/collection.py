@@ -172,7 +172,15 @@ class Collection:
             raise AttributeError("Collection has no attribute %r" % (name,))
         return self._database.get_collection("%s.%s" % (self._name, name))
 
-    __getitem__ = __getattr__
+    def __getitem__(self, name: str) -> "Collection":
+        # Not an alias of __getattr__: item access must work for any name,
+        # ``coll['_archive']`` included, as in PyMongo.
+        return self._database.get_collection("%s.%s" % (self._name, name))
+
+    def __iter__(self) -> Any:
+        # Without this, __getitem__ would make ``list(coll)`` walk the
+        # endless sub-collections coll.0, coll.1, ...
+        raise TypeError("'Collection' object is not iterable")
 
     def with_options(self, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
         """A copy of this collection with other options."""

@@ -121,6 +121,11 @@ class _CursorBase:
 
     def __next__(self) -> Any:
         if not self._started:
+            if self._killed:
+                # Closed before the first next(): yield nothing, as PyMongo
+                # does.  Running the query now would open a server cursor
+                # that the loop below never reads past the first batch of.
+                raise StopIteration
             self._started = True
             self._refresh()
         while not self._batch:
@@ -263,6 +268,9 @@ class Cursor(_CursorBase):
             raise TypeError("batch_size must be an integer")
         if batch_size < 0:
             raise ValueError("batch_size must be >= 0")
+        # Like the other modifiers (and PyMongo): once the query has run, a
+        # new batch size would silently apply to the getMores only.
+        self._check_unstarted()
         self._batch_size = batch_size
         return self
 
@@ -314,8 +322,12 @@ class Cursor(_CursorBase):
         reply = self._client._command(self._collection.database.name, self._find_command(), self._codec)
         self._start_batch(reply)  # type: ignore[arg-type]
         if self._single_batch and self._state[0]:
+            # One batch was asked for: kill what the server kept open, but
+            # keep the documents we already have.
+            docs = list(self._batch)
             self.close()
-            self._killed = False  # keep the documents we got
+            self._batch.extend(docs)
+            self._killed = False
 
     def count(self, with_limit_and_skip: bool = False) -> int:
         """PyMongo 2's ``find().count()``: the number of matching documents."""

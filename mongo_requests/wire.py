@@ -139,7 +139,8 @@ def unpack_msg_reply(
     Servers answer commands with a single kind-0 section; anything else is a
     protocol violation, raised as :class:`~pymongo.errors.ProtocolError`.
     """
-    if len(data) < 5:
+    # flagBits (4) + section kind (1) + the smallest BSON document (5)
+    if len(data) < 10:
         raise ProtocolError("OP_MSG reply too short: %d bytes" % len(data))
     flags = _UINT32.unpack_from(data, 0)[0]
     if flags & ~(CHECKSUM_PRESENT | MORE_TO_COME):
@@ -147,6 +148,8 @@ def unpack_msg_reply(
     if data[4] != 0:
         raise ProtocolError("OP_MSG reply does not start with a body section")
     end = len(data) - 4 if flags & CHECKSUM_PRESENT else len(data)
+    if end < 10:
+        raise ProtocolError("OP_MSG reply too short for its checksum: %d bytes" % len(data))
     doc_len = _INT32.unpack_from(data, 5)[0]
     if 5 + doc_len != end:
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 5 - doc_len))
@@ -158,13 +161,18 @@ def unpack_msg_reply(
 
 def unpack_op_reply(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Decode the first document of a legacy OP_REPLY body (handshake only)."""
-    if len(data) < 20:
+    if len(data) < 25:
         raise ProtocolError("OP_REPLY too short: %d bytes" % len(data))
     _flags, _cursor_id, _start, number = _REPLY_PREFIX.unpack_from(data, 0)
     if number < 1:
         raise ProtocolError("OP_REPLY to the handshake returned no document")
     doc_len = _INT32.unpack_from(data, 20)[0]
-    return bson.decode(data[20 : 20 + doc_len])
+    if doc_len < 5 or 20 + doc_len > len(data):
+        raise ProtocolError("OP_REPLY document length %d does not fit the %d-byte reply" % (doc_len, len(data)))
+    try:
+        return bson.decode(data[20 : 20 + doc_len])
+    except Exception as exc:  # InvalidBSON is not a ProtocolError
+        raise ProtocolError("could not decode OP_REPLY: %s" % exc) from exc
 
 
 def encode_docs(docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> list[bytes]:
