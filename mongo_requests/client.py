@@ -8,7 +8,8 @@ pool's business, and the client only forwards ``start_request`` and friends.
 from __future__ import annotations
 
 import collections
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo import uri_parser

@@ -11,7 +11,8 @@ socket (pinned or not) stays usable.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import bson
 from bson.objectid import ObjectId
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Collection", "ReturnDocument"]
 
-_NO_WC: dict[str, Any] = {}
+# bson's C encoder without the Python wrapper's argument checks (we always
+# pass valid CodecOptions); fall back to the public function without C.
+_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
 _ACK = WriteConcern(w=1)
 _UNACK = WriteConcern(w=0)
 
@@ -57,13 +60,6 @@ def _check_mapping(doc: Any, what: str = "document") -> None:
             "%s must be an instance of dict, bson.son.SON, bson.raw_bson.RawBSONDocument, "
             "or a type that inherits from collections.abc.Mapping, not %s" % (what, type(doc).__name__)
         )
-
-
-def _check_top_keys(doc: Mapping[str, Any]) -> None:
-    """Stored documents may not have top-level keys starting with '$'."""
-    for key in doc:
-        if isinstance(key, str) and key[:1] == "$":
-            raise InvalidDocument("key %r must not start with '$' in a stored document" % (key,))
 
 
 def _check_keys_legacy(doc: Mapping[str, Any]) -> None:
@@ -232,18 +228,27 @@ class Collection:
         return hello.get("maxBsonObjectSize", 16 * 1024 * 1024) if hello else 16 * 1024 * 1024
 
     def _encode_for_insert(self, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
-        """Validate a document to store, give it an ``_id``, and BSON-encode it."""
-        if isinstance(doc, RawBSONDocument):
-            data = doc.raw
-        else:
+        """Validate a document to store, give it an ``_id``, and BSON-encode it.
+
+        Plain dicts, by far the common case, skip the abstract-base-class
+        checks; with ``insert_many`` this runs once per document.
+        """
+        if type(doc) is not dict:
+            if isinstance(doc, RawBSONDocument):
+                return self._check_size(doc.raw, max_size)
             _check_mapping(doc)
-            if legacy_check:
-                _check_keys_legacy(doc)
-            else:
-                _check_top_keys(doc)
-            if "_id" not in doc:
-                doc["_id"] = ObjectId()  # PyMongo sets it on the caller's document too
-            data = bson.encode(doc, False, self.codec_options)
+        if legacy_check:
+            _check_keys_legacy(doc)
+        else:
+            for key in doc:
+                if key.__class__ is str and key[:1] == "$":
+                    raise InvalidDocument("key %r must not start with '$' in a stored document" % (key,))
+        if "_id" not in doc:
+            doc["_id"] = ObjectId()  # PyMongo sets it on the caller's document too
+        return self._check_size(_dict_to_bson(doc, False, self.codec_options), max_size)
+
+    @staticmethod
+    def _check_size(data: bytes, max_size: int) -> bytes:
         if len(data) > max_size:
             raise DocumentTooLarge(
                 "BSON document too large (%d bytes) - the connected server supports "
@@ -288,8 +293,9 @@ class Collection:
         docs = list(documents)
         if not docs:
             raise TypeError("documents must be a non-empty list")
-        encoded = [self._encode_for_insert(d, max_size) for d in docs]
-        ids = [d["_id"] if not isinstance(d, RawBSONDocument) else d.get("_id") for d in docs]
+        encode = self._encode_for_insert
+        encoded = [encode(d, max_size) for d in docs]
+        ids = [d.get("_id") for d in docs]
         result = self._write_batches("insert", "documents", encoded, concern, ordered, bypass_document_validation)
         if result.get("writeErrors") or result.get("writeConcernErrors"):
             raise BulkWriteError(result)

@@ -1,7 +1,8 @@
 """A database: its collections and its commands."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pymongo.write_concern import WriteConcern
 

@@ -6,7 +6,8 @@ subclass of one, so ``except pymongo.errors.AutoReconnect`` (and every other
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pymongo.errors import (  # noqa: F401  (re-exported)
     AutoReconnect,

@@ -14,7 +14,8 @@ import platform
 import socket as _stdsocket
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any, Sequence
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions

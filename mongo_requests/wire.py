@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import itertools
 import struct
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any, Iterable, Sequence
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
