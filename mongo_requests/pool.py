@@ -160,6 +160,9 @@ def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
 
 # Every pool, so a forked child can reset them all (see _after_fork).
 _all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+# This process's pid, refreshed in a forked child by the at-fork hook, so the
+# per-checkout pid check costs a global read instead of a getpid() syscall.
+_pid = os.getpid()
 
 
 class Pool:
@@ -191,7 +194,7 @@ class Pool:
         self._local = type("_RequestLocal", (self.identity.local_base(),), {"req": None})()
         self._self_ref = weakref.ref(self)
         self.generation = 0
-        self.pid = os.getpid()
+        self.pid = _pid
         self.closed = False
         # The server's last hello, from the newest handshake: the topology
         # reads limits and roles from it.
@@ -307,7 +310,7 @@ class Pool:
         """Take a slot (waiting if needed) and return a usable socket in it."""
         if self.closed:
             raise InvalidOperation("Cannot use MongoClient after close")
-        if self.pid != os.getpid():
+        if self.pid != _pid:
             self._after_fork()
         lock = self._lock
         lock.acquire()
@@ -530,7 +533,7 @@ class Pool:
         """
         self._lock = real_lock()
         self._guard = _Guard(self._lock, self)
-        self.pid = os.getpid()
+        self.pid = _pid
         self.generation += 1
         idle, pinned = list(self._idle), list(self._pinned)
         self._idle.clear()
@@ -603,6 +606,8 @@ class Pool:
 
 
 def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
     for pool in list(_all_pools):
         pool._after_fork()
 

@@ -33,6 +33,10 @@ from .errors import (
 
 __all__ = ["SocketInfo", "MIN_WIRE_VERSION", "client_metadata"]
 
+# bson's C encoder, called without bson.encode's Python wrapper (which only
+# re-checks arguments we always pass correctly): this runs once per command.
+_encode = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
+
 # OP_MSG arrived with MongoDB 3.6, wire version 6.
 MIN_WIRE_VERSION = 6
 # Commands may exceed maxBsonObjectSize by this much (the server allows it for
@@ -210,7 +214,7 @@ class SocketInfo:
             friends for ``ok: 0``.
         """
         cmd["$db"] = dbname
-        body = bson.encode(cmd, False, codec_options)
+        body = _encode(cmd, False, codec_options)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise DocumentTooLarge(
                 "command document is %d bytes, over the server's limit of %d"

@@ -69,6 +69,8 @@ _REPLY_PREFIX = struct.Struct("<iqii")
 # itertools.count is atomic under the GIL, so threads and greenlets can share it
 # without a lock.  Ids wrap before they overflow int32.
 _ids = itertools.count(1)
+# bson's C decoder without bson.decode's argument checks (run once per reply).
+_decode = getattr(bson, "_bson_to_dict", None) or bson.decode
 _MAX_ID = 0x7FFFFFFF
 
 
@@ -155,7 +157,7 @@ def unpack_msg_reply(
     if 5 + doc_len != end:
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 5 - doc_len))
     try:
-        return bson.decode(data[5:end], codec_options)
+        return _decode(data[5:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
         raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
 
