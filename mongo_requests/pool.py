@@ -276,7 +276,10 @@ class Pool:
             if sock.generation == self.generation and not sock.closed:
                 return sock  # the hot path of a request: no lock, no slot
             # Stale (the pool was reset, or we forked): drop it and pin anew.
+            # Until the new pin succeeds the request has no socket, and must
+            # say so if _acquire below fails (wait-queue timeout, server down).
             req.sock = None
+            req.state = _NO_SOCKET
             if self._unpin(sock):
                 self._release(None)
             self._close_socket(sock, CLOSED_STALE)

@@ -32,7 +32,7 @@ from pymongo.errors import (
 )
 
 import mongo_requests
-from conftest import server_connections
+from helpers import conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import PoolOptions, PoolTimeoutError
 
 JOIN_TIMEOUT = 30.0
@@ -51,72 +51,6 @@ COUNTERS = (
 
 
 # -- helpers ----------------------------------------------------------------
-def conn_id(client) -> int:
-    """The server's id of the connection this call runs on."""
-    return client.admin.command("hello")["connectionId"]
-
-
-def unique_app() -> str:
-    return "t-" + uuid.uuid4().hex[:10]
-
-
-@contextlib.contextmanager
-def fail_point(admin_client, mode, **data):
-    """Turn on ``failCommand`` with ``data``; always turn it off afterwards."""
-    admin_client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
-    try:
-        yield
-    finally:
-        admin_client.admin.command("configureFailPoint", "failCommand", mode="off")
-
-
-def wait_until(predicate, timeout: float = 2.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def settled_connections(admin_client, timeout: float = 3.0) -> int:
-    """The server's connection count once it stops changing.
-
-    Clients closed by earlier tests disappear from the server's count a few
-    milliseconds after their sockets close; wait for three equal readings.
-    """
-    deadline = time.monotonic() + timeout
-    readings = [server_connections(admin_client)]
-    while time.monotonic() < deadline:
-        time.sleep(0.03)
-        readings.append(server_connections(admin_client))
-        if len(readings) >= 3 and readings[-1] == readings[-2] == readings[-3]:
-            break
-    return readings[-1]
-
-
-def run_threads(target, count: int) -> list:
-    """Run ``target(i)`` in ``count`` threads; return their exceptions."""
-    errors: list = []
-
-    def wrapper(i):
-        try:
-            target(i)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append((i, exc))
-
-    threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d threads still running after %ss" % (len(alive), JOIN_TIMEOUT)
-    return errors
-
-
 class ConnMonitor(threading.Thread):
     """Samples the server's connection count (minus a baseline), and optionally
     the pool's ``open`` gauge, until stopped."""

@@ -22,79 +22,13 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 import mongo_requests
-from conftest import server_connections
+from helpers import conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import Connection, RequestState
 
 JOIN_TIMEOUT = 30.0
 
 
 # -- helpers ----------------------------------------------------------------
-def conn_id(client) -> int:
-    """The server's id of the connection this call runs on."""
-    return client.admin.command("hello")["connectionId"]
-
-
-def unique_app() -> str:
-    return "t-" + uuid.uuid4().hex[:10]
-
-
-@contextlib.contextmanager
-def fail_point(admin_client, mode, **data):
-    """Turn on ``failCommand`` with ``data``; always turn it off afterwards."""
-    admin_client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
-    try:
-        yield
-    finally:
-        admin_client.admin.command("configureFailPoint", "failCommand", mode="off")
-
-
-def wait_until(predicate, timeout: float = 2.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def settled_connections(admin_client, timeout: float = 3.0) -> int:
-    """The server's connection count once it stops changing.
-
-    Clients closed by earlier tests disappear from the server's count a few
-    milliseconds after their sockets close; wait for three equal readings.
-    """
-    deadline = time.monotonic() + timeout
-    readings = [server_connections(admin_client)]
-    while time.monotonic() < deadline:
-        time.sleep(0.03)
-        readings.append(server_connections(admin_client))
-        if len(readings) >= 3 and readings[-1] == readings[-2] == readings[-3]:
-            break
-    return readings[-1]
-
-
-def run_threads(target, count: int, *args) -> list:
-    """Run ``target(i, *args)`` in ``count`` threads; return their exceptions."""
-    errors: list = []
-
-    def wrapper(i):
-        try:
-            target(i, *args)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append((i, exc))
-
-    threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t for t in threads if t.is_alive()]
-    assert not alive, "%d threads still running after %ss" % (len(alive), JOIN_TIMEOUT)
-    return errors
-
-
 class ConnMonitor(threading.Thread):
     """Samples the server's connection count (minus a baseline) until stopped."""
 
@@ -538,3 +472,44 @@ def test_command_error_keeps_the_pinned_socket(make_client, admin_client, db):
         stats = c.pool.get_stats()
         assert stats["pinned"] == 1 and stats["pins"] == 1
         assert stats.get("resets", 0) == 0
+
+
+def test_failed_repin_after_reset_reports_no_socket(make_client):
+    """A stale pin dropped, and no new socket to be had: the state must say so.
+
+    After a pool reset the pinned socket is stale; the next checkout drops it
+    and queues for a new one.  If that wait times out, the request is still
+    open but holds no socket: REQUEST_NO_SOCKET, never PINNED.
+    """
+    client = make_client(max_pool_size=1, waitQueueTimeoutMS=300)
+    client.start_request()
+    try:
+        client.admin.command("ping")
+        assert client.pool.request_state() is RequestState.PINNED
+        client.pool.reset()  # our pinned socket is now stale
+        release, pinned = threading.Event(), threading.Event()
+
+        def other():
+            with client.start_request():
+                client.admin.command("ping")  # queues, then takes the only slot
+                pinned.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=other, daemon=True)
+        thread.start()
+        try:
+            time.sleep(0.1)  # let it queue behind our stale socket's slot
+            with pytest.raises(mongo_requests.PoolTimeoutError):
+                client.admin.command("ping")
+            assert pinned.wait(5)
+            assert client.in_request()
+            assert client.pool.pinned_socket() is None
+            assert client.pool.request_state() is RequestState.REQUEST_NO_SOCKET
+        finally:
+            release.set()
+            thread.join(10)
+        # Once the other request ends, ours pins again and works.
+        assert client.admin.command("ping")["ok"] == 1
+        assert client.pool.request_state() is RequestState.PINNED
+    finally:
+        client.end_request()
