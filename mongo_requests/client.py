@@ -16,7 +16,6 @@ from pymongo import uri_parser
 from pymongo.write_concern import WriteConcern
 
 from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, NetworkTimeout, PyMongoError
-from .identity import choose_identity
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
@@ -144,7 +143,9 @@ class MongoClient:
         if self.codec_options == CodecOptions():
             self.codec_options = DEFAULT_CODEC_OPTIONS
         max_size = opts.get("maxPoolSize", opts.get("max_pool_size", 100))
-        self.identity = choose_identity(opts.get("use_greenlets"))
+        use_greenlets = opts.get("use_greenlets")
+        if use_greenlets is not None:
+            use_greenlets = bool(use_greenlets)
         connect_timeout = opts.get("connectTimeoutMS", 20.0)
         pool_opts = PoolOptions(
             max_size=max_size,
@@ -155,7 +156,7 @@ class MongoClient:
             metadata=client_metadata(opts.get("appname")),
         )
         selection = opts.get("serverSelectionTimeoutMS")
-        self._topology = Topology(seeds, pool_opts, self.identity, 30.0 if selection is None else selection)
+        self._topology = Topology(seeds, pool_opts, use_greenlets, 30.0 if selection is None else selection)
         self._kill_queue: collections.deque = collections.deque()
 
     # -- options ------------------------------------------------------------
@@ -230,6 +231,11 @@ class MongoClient:
     def auto_start_request(self) -> bool:
         """Whether each caller's first operation starts a request."""
         return self._topology.servers[0].pool.opts.auto_start_request
+
+    @property
+    def identity(self):  # noqa: ANN201 - ThreadIdentity or GreenletIdentity
+        """Who requests belong to: threads or greenlets (may change in auto mode)."""
+        return self._topology.servers[0].pool.identity
 
     @property
     def use_greenlets(self) -> bool:

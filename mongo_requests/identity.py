@@ -29,7 +29,13 @@ from typing import Any, Callable
 
 from .errors import ConfigurationError
 
-__all__ = ["ThreadIdentity", "GreenletIdentity", "choose_identity", "gevent_patched"]
+__all__ = [
+    "ThreadIdentity",
+    "GreenletIdentity",
+    "choose_identity",
+    "gevent_patched",
+    "notify_when_threading_patched",
+]
 
 
 def _original(module: str, name: str) -> Any:
@@ -265,6 +271,40 @@ def choose_identity(use_greenlets: bool | None) -> ThreadIdentity | GreenletIden
     if use_greenlets:
         return GreenletIdentity()
     return ThreadIdentity()
+
+
+# Objects (pools with use_greenlets=None) to tell when gevent patches
+# ``threading`` after they were made: ``gunicorn --preload -k gevent`` creates
+# the client in the master, before the worker patches, and the workers'
+# greenlets must still each get their own request.
+_patch_watchers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_subscribed = False
+
+
+def _on_gevent_event(event: Any) -> None:
+    """zope.event subscriber: gevent announces each module it patches."""
+    if type(event).__name__ == "GeventDidPatchModuleEvent" and getattr(event, "module_name", None) == "threading":
+        for watcher in list(_patch_watchers):
+            watcher._threading_patched()
+
+
+def notify_when_threading_patched(watcher: Any) -> None:
+    """Call ``watcher._threading_patched()`` if gevent later patches ``threading``.
+
+    gevent publishes its patch events through ``zope.event`` (a dependency of
+    gevent, and importable without importing gevent).  Without zope.event
+    there is no gevent, so nothing can be patched and there is nothing to do.
+    """
+    global _subscribed
+    _patch_watchers.add(watcher)
+    if _subscribed:
+        return
+    try:
+        import zope.event
+    except ImportError:
+        return
+    zope.event.subscribers.append(_on_gevent_event)
+    _subscribed = True
 
 
 # The unpatched lock and poll, for the pool's tiny critical sections and the

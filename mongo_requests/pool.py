@@ -41,7 +41,7 @@ import weakref
 from typing import Any, Callable, Mapping
 
 from .errors import InvalidOperation, PoolTimeoutError
-from .identity import ThreadIdentity, real_lock, real_poll
+from .identity import choose_identity, notify_when_threading_patched, real_lock, real_poll
 from .socket_info import CLOSED_ERROR, CLOSED_POOL, CLOSED_STALE, SocketInfo
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
@@ -170,16 +170,18 @@ class Pool:
 
     :param address: ``(host, port)``.
     :param options: a :class:`PoolOptions`.
-    :param identity: a :class:`~mongo_requests.identity.ThreadIdentity` or
-        :class:`~mongo_requests.identity.GreenletIdentity`.
+    :param use_greenlets: True or False fixes the caller identity; None (auto)
+        uses greenlets when gevent has patched ``threading``, and decides
+        again when it patches later or the process forks.
     """
 
-    def __init__(self, address: tuple[str, int], options: PoolOptions | None = None, identity: Any = None) -> None:
+    def __init__(self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None) -> None:
         self.address = address
         self.opts = options or PoolOptions()
-        self.identity = identity or ThreadIdentity()
-        self._socket_module = self.identity.socket
-        self._rehome = self.identity.rehome
+        self._auto_identity = use_greenlets is None
+        self._set_identity(choose_identity(use_greenlets))
+        if self._auto_identity:
+            notify_when_threading_patched(self)
         self._poll = real_poll()
         self._lock = real_lock()
         self._guard = _Guard(self._lock, self)
@@ -189,9 +191,6 @@ class Pool:
         self._pinned: set[SocketInfo] = set()
         self._in_use = 0  # checked out and not pinned
         self._dead: collections.deque[_Request] = collections.deque()
-        # Caller-private storage; the class attribute makes a missing record
-        # cost a plain attribute miss instead of an AttributeError.
-        self._local = type("_RequestLocal", (self.identity.local_base(),), {"req": None})()
         self._self_ref = weakref.ref(self)
         self.generation = 0
         self.pid = _pid
@@ -201,6 +200,28 @@ class Pool:
         self.hello: dict[str, Any] | None = None
         self._counters = collections.Counter()
         _all_pools.add(self)
+
+    # -- identity -----------------------------------------------------------
+    def _set_identity(self, identity: Any) -> None:
+        """Adopt a caller identity: its storage, socket module and re-homing."""
+        self.identity = identity
+        self._socket_module = identity.socket
+        self._rehome = identity.rehome
+        # Caller-private storage; the class attribute makes a missing record
+        # cost a plain attribute miss instead of an AttributeError.
+        self._local = type("_RequestLocal", (identity.local_base(),), {"req": None})()
+
+    def _threading_patched(self) -> None:
+        """gevent just patched ``threading``: auto mode switches to greenlets.
+
+        Sockets made so far are blocking stdlib sockets that would stall the
+        hub, and request state belongs to threads that are now greenlets, so
+        both are dropped: a reset closes the idle sockets and makes the rest
+        stale, and a fresh caller-local store starts empty.
+        """
+        if self.identity.kind == "thread":
+            self._set_identity(choose_identity(None))
+            self._reset("gevent patched threading")
 
     # -- requests -----------------------------------------------------------
     def _record(self) -> _Request:
@@ -538,6 +559,11 @@ class Pool:
         self._guard = _Guard(self._lock, self)
         self.pid = _pid
         self.generation += 1
+        self._counters.clear()  # the parent's counts are not the child's
+        if self._auto_identity:
+            # gunicorn patches in the worker, after the fork: decide afresh
+            # now, and again when the patch event comes.
+            self._set_identity(choose_identity(None))
         idle, pinned = list(self._idle), list(self._pinned)
         self._idle.clear()
         self._pinned.clear()

@@ -49,7 +49,7 @@ class Topology:
 
     :param seeds: ``(host, port)`` pairs from the URI.
     :param pool_options: options for every server's pool.
-    :param identity: the caller identity shared by every pool.
+    :param use_greenlets: passed to every pool (None: auto).
     :param server_selection_timeout: seconds to keep trying an unknown server.
     """
 
@@ -57,7 +57,7 @@ class Topology:
         self,
         seeds: list[tuple[str, int]],
         pool_options: PoolOptions,
-        identity: Any,
+        use_greenlets: bool | None,
         server_selection_timeout: float = 30.0,
     ) -> None:
         if len(seeds) != 1:
@@ -66,9 +66,8 @@ class Topology:
                 "Replica set discovery is not implemented yet."
                 % (len(seeds), ", ".join("%s:%d" % s for s in seeds))
             )
-        self.identity = identity
         self.server_selection_timeout = server_selection_timeout
-        self._server = Server(seeds[0], Pool(seeds[0], pool_options, identity))
+        self._server = Server(seeds[0], Pool(seeds[0], pool_options, use_greenlets))
         self.closed = False
 
     @property
@@ -109,7 +108,7 @@ class Topology:
                     "%s:%d: %s (gave up after serverSelectionTimeoutMS=%d)"
                     % (server.address[0], server.address[1], server.last_error, self.server_selection_timeout * 1000)
                 )
-            self.identity.sleep(min(delay, remaining))
+            pool.identity.sleep(min(delay, remaining))  # gevent.sleep in greenlet mode
             delay = min(delay * 2, 0.5)
 
     def mark_unknown(self, server: Server, error: BaseException) -> None:

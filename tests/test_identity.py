@@ -1,0 +1,178 @@
+"""Caller identity: auto-detection of gevent, and death watching.
+
+Patching is process-wide, so every gevent case runs in a subprocess; the
+script prints JSON and the assertions live here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import mongo_requests
+from mongo_requests.identity import ThreadIdentity, choose_identity
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Shared by the scripts: 200 greenlets, each in a request, doing a w=0 write
+# then a read of its own key; reports violations and connectionIds per greenlet.
+_WORKLOAD = """
+import gevent
+coll = client.ident_test.c
+coll.drop()
+results = []
+def visit(i):
+    with client.start_request():
+        ids = set()
+        for k in range(3):
+            ids.add(client.admin.command("hello")["connectionId"])
+            coll.insert_one({"k": i, "n": k}, w=0)
+            if coll.count_documents({"k": i}) != k + 1:
+                results.append(("violation", i))
+        if len(ids) != 1:
+            results.append(("ids", i, sorted(ids)))
+gs = [gevent.spawn(visit, i) for i in range(200)]
+gevent.joinall(gs, timeout=60)
+done = sum(1 for g in gs if g.successful())
+errors = [repr(g.exception) for g in gs if g.exception is not None][:3]
+"""
+
+
+def run_script(body: str, uri: str, timeout: float = 120) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT, MONGODB_URI=uri)
+    env.pop("MONGO_REQUESTS_TEST_MODE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("used_before_patch", [False, True])
+def test_auto_switches_to_greenlets_when_gevent_patches_later(mongodb_uri, used_before_patch):
+    """A client made before patch_all (gunicorn --preload) still gives each greenlet its own request."""
+    out = run_script(
+        """
+        import json, os, mongo_requests
+        client = mongo_requests.MongoClient(os.environ["MONGODB_URI"], max_pool_size=20)
+        before = client.use_greenlets
+        if %r:
+            client.admin.command("ping")   # a blocking stdlib socket now sits idle in the pool
+        from gevent import monkey; monkey.patch_all()
+        after = client.use_greenlets
+        %s
+        print(json.dumps(dict(before=before, after=after, done=done, results=results, errors=errors,
+                              stats=client.pool.get_stats())))
+        """
+        % (used_before_patch, textwrap.indent(_WORKLOAD, "        ").strip()),
+        mongodb_uri,
+    )
+    assert out["before"] is False and out["after"] is True
+    assert out["errors"] == [] and out["done"] == 200
+    assert out["results"] == []
+    if used_before_patch:
+        # The pre-patch (blocking) socket was discarded, not handed to a greenlet.
+        assert out["stats"]["resets"] >= 1
+
+
+def test_auto_after_fork_then_patch(mongodb_uri):
+    """Client used in a parent, fork, child patches (gunicorn's order): child uses greenlets and new sockets."""
+    out = run_script(
+        """
+        import json, os, mongo_requests
+        client = mongo_requests.MongoClient(os.environ["MONGODB_URI"], max_pool_size=20)
+        parent_conn = client.admin.command("hello")["connectionId"]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            from gevent import monkey; monkey.patch_all()
+            %s
+            conns = set()
+            def probe():
+                with client.start_request():
+                    conns.add(client.admin.command("hello")["connectionId"])
+            gevent.joinall([gevent.spawn(probe) for _ in range(20)])
+            os.write(w, json.dumps(dict(greenlets=client.use_greenlets, done=done, results=results,
+                                        errors=errors, conns=sorted(conns))).encode())
+            os._exit(0)
+        os.close(w)
+        data = b""
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+        os.waitpid(pid, 0)
+        child = json.loads(data)
+        child["parent_conn"] = parent_conn
+        child["parent_still_works"] = client.admin.command("ping")["ok"] == 1
+        print(json.dumps(child))
+        """
+        % textwrap.indent(_WORKLOAD, "            ").strip(),
+        mongodb_uri,
+    )
+    assert out["greenlets"] is True
+    assert out["errors"] == [] and out["done"] == 200 and out["results"] == []
+    assert out["parent_conn"] not in out["conns"]
+    assert out["parent_still_works"]
+
+
+def test_use_greenlets_true_without_gevent_is_a_configuration_error(mongodb_uri):
+    """Forcing greenlets needs gevent; say so clearly rather than fail later."""
+    out = run_script(
+        """
+        import json, os, sys
+        sys.modules["gevent"] = None          # as if gevent were not installed
+        import mongo_requests
+        from pymongo.errors import ConfigurationError
+        try:
+            mongo_requests.MongoClient(os.environ["MONGODB_URI"], use_greenlets=True)
+        except ConfigurationError as exc:
+            print(json.dumps(dict(error=str(exc))))
+        else:
+            print(json.dumps(dict(error=None)))
+        """,
+        mongodb_uri,
+    )
+    assert out["error"] and "gevent" in out["error"]
+
+
+def test_auto_without_gevent_uses_threads():
+    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
+        assert choose_identity(None).kind == "greenlet"  # under tests/run_patched.py
+    else:
+        assert isinstance(choose_identity(None), ThreadIdentity)
+    assert choose_identity(False).kind == "thread"
+
+
+def test_thread_identity_watch_fires_once_when_the_thread_ends():
+    """The vigil's callback runs after the thread ends, exactly once, and not before."""
+    ident = ThreadIdentity()
+    fired = []
+    registered = threading.Event()
+    finish = threading.Event()
+
+    def body():
+        ident.watch(lambda: fired.append(threading.current_thread().name))
+        registered.set()
+        finish.wait(5)
+
+    t = threading.Thread(target=body, name="watched")
+    t.start()
+    assert registered.wait(5)
+    assert fired == []  # alive: nothing yet
+    finish.set()
+    t.join(5)
+    assert len(fired) == 1
+    assert ident._refs == set()  # the weakref bookkeeping is gone too
+
+
+def test_client_reports_its_identity(make_client):
+    c = make_client(use_greenlets=False)
+    assert c.use_greenlets is False and c.identity.kind == "thread"
+    assert isinstance(c, mongo_requests.MongoClient)
