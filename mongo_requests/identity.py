@@ -22,6 +22,7 @@ thread-locals are being torn down when a thread's vigil dies.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
@@ -61,6 +62,37 @@ class _Vigil:
     """A token kept in a thread-local: when it dies, its thread has ended."""
 
     __slots__ = ("__weakref__",)
+
+
+def _watch_ref(obj: Any, callback: Callable[[], None], refs: set) -> None:
+    """Call ``callback()`` once ``obj`` is freed; ``refs`` keeps the weakref alive."""
+
+    def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
+        refs.discard(ref)
+        callback()
+
+    refs.add(weakref.ref(obj, on_death))
+
+
+class _ThreadVigils:
+    """Death watch for threads: a vigil in a thread-local, and a weakref to it.
+
+    CPython clears a thread's locals when the thread ends; the vigil's last
+    reference goes, and the weakref's callback fires in the dying thread.
+    """
+
+    def __init__(self, local_cls: type) -> None:
+        self._tl = local_cls()
+        # Live weakrefs must be kept somewhere, or their callbacks never run.
+        self.refs: set[weakref.ref] = set()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        vigil = _Vigil()
+        try:
+            self._tl.items.append(vigil)
+        except AttributeError:
+            self._tl.items = [vigil]
+        _watch_ref(vigil, callback, self.refs)
 
 
 class _ThreadWaiter:
@@ -105,9 +137,7 @@ class ThreadIdentity:
         self.socket = socket
         self.sleep = time.sleep
         self._lock_factory = threading.Lock
-        self._vigils = threading.local()
-        # Live weakrefs must be kept somewhere, or their callbacks never run.
-        self._refs: set[weakref.ref] = set()
+        self._vigils = _ThreadVigils(threading.local)
 
     def local(self, cls: type | None = None) -> Any:
         """Return new caller-private storage (an instance of ``cls`` if given)."""
@@ -119,24 +149,8 @@ class ThreadIdentity:
         return threading.local
 
     def watch(self, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` once, after the current thread has ended.
-
-        A vigil object lives in a thread-local list; CPython clears a
-        thread's locals when the thread ends, the vigil's last reference
-        goes, and the weakref's callback fires in the dying thread.
-        """
-        vigil = _Vigil()
-        try:
-            self._vigils.items.append(vigil)
-        except AttributeError:
-            self._vigils.items = [vigil]
-        refs = self._refs
-
-        def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
-            refs.discard(ref)
-            callback()
-
-        refs.add(weakref.ref(vigil, on_death))
+        """Run ``callback()`` once, after the current thread has ended."""
+        self._vigils.watch(callback)
 
     def waiter(self) -> _ThreadWaiter:
         """A one-shot waiter for the pool's wait queue."""
@@ -145,8 +159,14 @@ class ThreadIdentity:
     # Threads can share plain sockets freely: nothing to re-home.
     rehome = None
 
+    def after_fork(self) -> None:
+        """Nothing to do for threads in a forked child."""
+
     def __repr__(self) -> str:
         return "<ThreadIdentity>"
+
+
+_reinit_pid: int | None = None
 
 
 class _GreenletWaiter:
@@ -198,6 +218,10 @@ class GreenletIdentity:
         self.socket = gevent.socket
         self.sleep = gevent.sleep
         self._refs: set[weakref.ref] = set()
+        # A thread's main greenlet lives as long as its thread (gevent keeps a
+        # finished thread's hub, and with it the main greenlet, referenced),
+        # so it is watched like a thread: a vigil in a real thread-local.
+        self._thread_vigils = _ThreadVigils(_original("_thread", "_local"))
 
     def local(self, cls: type | None = None) -> Any:
         """Return new greenlet-private storage."""
@@ -220,13 +244,10 @@ class GreenletIdentity:
         if isinstance(current, self._Greenlet):
             current.rawlink(lambda _g, callback=callback: callback())
             return
-        refs = self._refs
-
-        def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
-            refs.discard(ref)
-            callback()
-
-        refs.add(weakref.ref(current, on_death))
+        if current.parent is None:  # the main greenlet of a thread
+            self._thread_vigils.watch(callback)
+            return
+        _watch_ref(current, callback, self._refs)
 
     def waiter(self) -> _GreenletWaiter:
         """A one-shot waiter for the pool's wait queue.
@@ -236,6 +257,21 @@ class GreenletIdentity:
         cannot.
         """
         return _GreenletWaiter(self._sem)
+
+    def after_fork(self) -> None:
+        """In a forked child: make gevent's hub usable again.
+
+        ``gevent.os.fork`` (what monkey-patching installs) reinitialises the
+        hub itself; after a plain ``os.fork`` in an unpatched process the
+        child's hub still holds the parent's event loop state, and the first
+        socket wait hangs.  gevent documents ``gevent.reinit()`` as the cure;
+        it runs once per child, however many pools there are.
+        """
+        global _reinit_pid
+        pid = os.getpid()
+        if _reinit_pid != pid and not gevent_patched("os"):
+            _reinit_pid = pid
+            self._gevent.reinit()
 
     def rehome(self, sock: Any) -> Any:
         """Return ``sock`` usable from this thread's hub (re-wrapping it if needed).

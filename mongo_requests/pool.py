@@ -560,6 +560,7 @@ class Pool:
         self.pid = _pid
         self.generation += 1
         self._counters.clear()  # the parent's counts are not the child's
+        self.identity.after_fork()
         if self._auto_identity:
             # gunicorn patches in the worker, after the fork: decide afresh
             # now, and again when the patch event comes.

@@ -169,7 +169,7 @@ def test_thread_identity_watch_fires_once_when_the_thread_ends():
     finish.set()
     t.join(5)
     assert len(fired) == 1
-    assert ident._refs == set()  # the weakref bookkeeping is gone too
+    assert ident._vigils.refs == set()  # the weakref bookkeeping is gone too
 
 
 def test_client_reports_its_identity(make_client):
