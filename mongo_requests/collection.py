@@ -43,8 +43,24 @@ __all__ = ["Collection", "ReturnDocument"]
 # bson's C encoder without the Python wrapper's argument checks (we always
 # pass valid CodecOptions); fall back to the public function without C.
 _dict_to_bson = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
-_ACK = WriteConcern(w=1)
 _UNACK = WriteConcern(w=0)
+
+
+class _Concern:
+    """A write concern's command document and acknowledged flag, computed once.
+
+    ``WriteConcern.document`` is a property that copies a dict on every
+    access; a write reads it up to three times, on the hot path.
+    """
+
+    __slots__ = ("document", "acknowledged")
+
+    def __init__(self, wc: WriteConcern) -> None:
+        self.document = wc.document
+        self.acknowledged = wc.acknowledged
+
+
+_UNACK_CONCERN = _Concern(_UNACK)
 
 
 class ReturnDocument:
@@ -146,8 +162,7 @@ class Collection:
     def _set_write_concern(self, wc: WriteConcern) -> None:
         self.write_concern = wc
         # Precomputed for the hot path: most writes use the default.
-        self._wc_doc = wc.document
-        self._wc_ack = wc.acknowledged
+        self._concern = _Concern(wc)
 
     # -- naming -------------------------------------------------------------
     @property
@@ -194,7 +209,7 @@ class Collection:
         return "Collection(%r, %r)" % (self._database, self._name)
 
     # -- write concern ------------------------------------------------------
-    def _resolve_wc(self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any) -> WriteConcern:
+    def _resolve_wc(self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any) -> _Concern:
         """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
 
         PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
@@ -203,7 +218,7 @@ class Collection:
         if write_concern is not None:
             if not isinstance(write_concern, WriteConcern):
                 raise TypeError("write_concern must be a pymongo.write_concern.WriteConcern")
-            return write_concern
+            return _Concern(write_concern)
         unknown = set(kw) - {"j", "wtimeout", "fsync", "wtimeoutMS"}
         if unknown:
             raise ConfigurationError("unknown write option(s): %s" % ", ".join(sorted(unknown)))
@@ -211,17 +226,17 @@ class Collection:
         if "wtimeoutMS" in extra:
             extra["wtimeout"] = extra.pop("wtimeoutMS")
         if w is None and safe is None and not extra:
-            return self.write_concern
+            return self._concern
         if w is None:
             if safe is False and not extra:
-                return _UNACK
+                return _UNACK_CONCERN
             w = self.write_concern.document.get("w", 1)
             if w == 0:
                 w = 1
         elif safe is False and w != 0:
             raise ConfigurationError("safe=False contradicts w=%r" % (w,))
         try:
-            return WriteConcern(w=w, **extra)
+            return _Concern(WriteConcern(w=w, **extra))
         except Exception as exc:
             raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
 
@@ -261,7 +276,7 @@ class Collection:
     # -- inserts ------------------------------------------------------------
     def insert_one(self, document: Any, bypass_document_validation: bool = False, **wc: Any) -> InsertOneResult:
         """Insert one document; returns :class:`~pymongo.results.InsertOneResult`."""
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         data = self._encode_for_insert(document, self._max_bson_size())
         cmd: dict[str, Any] = {"insert": self._name, "ordered": True}
         if concern.document:
@@ -290,7 +305,7 @@ class Collection:
         """
         if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         max_size = self._max_bson_size()
         docs = list(documents)
         if not docs:
@@ -308,7 +323,7 @@ class Collection:
         command: str,
         field: str,
         statements: list[bytes],
-        concern: WriteConcern,
+        concern: _Concern,
         ordered: bool,
         bypass: bool = False,
     ) -> dict[str, Any]:
@@ -377,7 +392,7 @@ class Collection:
         update: Any,
         upsert: bool,
         multi: bool,
-        concern: WriteConcern,
+        concern: _Concern,
         **options: Any,
     ) -> dict[str, Any] | None:
         """One update statement; returns the (reshaped) reply, None when unacknowledged."""
@@ -402,7 +417,7 @@ class Collection:
         """Update the first matching document with ``$`` operators (or a pipeline)."""
         _check_update(update)
         options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         reply = self._update(filter, update, upsert, False, concern, **options)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -410,7 +425,7 @@ class Collection:
         """Update every matching document."""
         _check_update(update)
         options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         reply = self._update(filter, update, upsert, True, concern, **options)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -418,7 +433,7 @@ class Collection:
         """Replace the first matching document."""
         _check_replacement(replacement)
         options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         reply = self._update(filter, replacement, upsert, False, concern, **options)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -437,7 +452,7 @@ class Collection:
         return options, wc
 
     # -- deletes ------------------------------------------------------------
-    def _delete(self, filter: Any, limit: int, concern: WriteConcern, hint: Any = None) -> dict[str, Any] | None:
+    def _delete(self, filter: Any, limit: int, concern: _Concern, hint: Any = None) -> dict[str, Any] | None:
         _check_mapping(filter, "filter")
         stmt: dict[str, Any] = {"q": filter, "limit": limit}
         if hint is not None:
@@ -455,12 +470,12 @@ class Collection:
 
     def delete_one(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete the first matching document."""
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         return DeleteResult(self._delete(filter, 1, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
 
     def delete_many(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete every matching document."""
-        concern = self._resolve_wc(**wc) if wc else self.write_concern
+        concern = self._resolve_wc(**wc) if wc else self._concern
         return DeleteResult(self._delete(filter, 0, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
 
     # -- reads --------------------------------------------------------------
@@ -540,8 +555,8 @@ class Collection:
             cmd["sort"] = index_spec(cmd["sort"])
         if "fields" in cmd and not isinstance(cmd["fields"], Mapping):
             cmd["fields"] = {name: 1 for name in cmd["fields"]}
-        if self._wc_doc and self._wc_ack:
-            cmd["writeConcern"] = self._wc_doc
+        if self._concern.document and self._concern.acknowledged:
+            cmd["writeConcern"] = self._concern.document
         reply = self._client._command(self._db_name, cmd, self.codec_options)
         wce = reply.get("writeConcernError")  # type: ignore[union-attr]
         if wce:
