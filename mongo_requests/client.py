@@ -326,8 +326,13 @@ class MongoClient:
         """
         self._kill_queue.append((ns, cursor_id))
 
-    def _kill_cursors(self, sock: SocketInfo) -> None:
-        """Send queued killCursors, unacknowledged, on ``sock``."""
+    def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
+        """Send queued killCursors on ``sock``.
+
+        Unacknowledged before an operation: the server applies one socket's
+        messages in order, so they are done before the operation's reply.
+        Acknowledged from :meth:`close`, which has no operation after them.
+        """
         by_ns: dict[str, list[int]] = {}
         while self._kill_queue:
             try:
@@ -337,13 +342,11 @@ class MongoClient:
             by_ns.setdefault(ns, []).append(cid)
         for ns, ids in by_ns.items():
             db, _, coll = ns.partition(".")
-            sock.command(db, {"killCursors": coll, "cursors": ids}, more_to_come=True)
+            sock.command(db, {"killCursors": coll, "cursors": ids}, more_to_come=not acknowledged, check=False)
 
     # -- databases ----------------------------------------------------------
     def get_database(self, name: str | None = None, **kwargs: Any) -> "Database":
         """Return a :class:`~mongo_requests.database.Database` (the URI's by default)."""
-        from .database import Database
-
         if name is None:
             name = self._default_dbname
             if name is None:
@@ -359,7 +362,14 @@ class MongoClient:
             raise AttributeError(
                 "MongoClient has no attribute %r. To access the %s database, use client[%r]." % (name, name, name)
             )
-        return self.get_database(name)
+        # PyMongo 2 code writes client.db.coll.find_one(...) in its loops.
+        # Databases are immutable, so keep this one in the instance dict:
+        # the next client.db is a plain attribute hit instead of a failed
+        # lookup, an AttributeError and a new Database (about 14k
+        # instructions).  Only names spelled in code come here; client[name]
+        # is not cached.
+        db = self.__dict__[name] = self.get_database(name)
+        return db
 
     def __getitem__(self, name: str) -> "Database":
         return self.get_database(name)
@@ -394,10 +404,16 @@ class MongoClient:
         """Close every socket.  Afterwards the client raises InvalidOperation."""
         if self._kill_queue and not self._topology.closed:
             try:
-                server, sock = self._checkout()
-                server.pool.checkin(sock)
+                # Straight from the pool: _checkout would flush the queue
+                # unacknowledged before we get the socket.
+                server = self._topology.select_server()
+                sock = server.pool.checkout()
+                try:
+                    self._kill_cursors(sock, acknowledged=True)
+                finally:
+                    server.pool.checkin(sock)
             except PyMongoError:
-                pass
+                pass  # the server is gone, and its cursors with it
         self._topology.close()
 
     disconnect = close  # PyMongo 2

@@ -183,7 +183,9 @@ class Collection:
     def __getattr__(self, name: str) -> "Collection":
         if name.startswith("_"):
             raise AttributeError("Collection has no attribute %r" % (name,))
-        return self._database.get_collection("%s.%s" % (self._name, name))
+        # Cached like MongoClient.__getattr__ caches databases (see there).
+        coll = self.__dict__[name] = self._database.get_collection("%s.%s" % (self._name, name))
+        return coll
 
     def __getitem__(self, name: str) -> "Collection":
         # Not an alias of __getattr__: item access must work for any name,

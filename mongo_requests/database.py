@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.write_concern import WriteConcern
 
+from .collection import Collection
 from .errors import InvalidName
 
 if TYPE_CHECKING:
     from .client import MongoClient
-    from .collection import Collection
 
 __all__ = ["Database"]
 
@@ -54,8 +54,6 @@ class Database:
 
     def get_collection(self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
         """Return a :class:`~mongo_requests.collection.Collection`."""
-        from .collection import Collection
-
         return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
 
     def __getattr__(self, name: str) -> "Collection":
@@ -63,7 +61,9 @@ class Database:
             raise AttributeError(
                 "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
             )
-        return self.get_collection(name)
+        # Cached like MongoClient.__getattr__ caches databases (see there).
+        coll = self.__dict__[name] = self.get_collection(name)
+        return coll
 
     def __getitem__(self, name: str) -> "Collection":
         return self.get_collection(name)

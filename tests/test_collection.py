@@ -819,3 +819,21 @@ def test_legacy_insert_over_max_message_size(client, db):
     ids = db.fat.insert([{"pad": "y" * one_mb} for _ in range(count)])
     assert len(ids) == count
     assert db.fat.count() == count
+
+
+def test_attribute_access_reuses_databases_and_collections(client):
+    """client.db.coll in a loop (PyMongo 2 style) builds each object once.
+
+    Databases and collections are immutable, so attribute access keeps the
+    one it made; item access (dynamic names) makes a fresh, equal object.
+    """
+    db = client.attr_cache_db
+    assert client.attr_cache_db is db
+    assert db.things is db.things
+    assert db.things.sub is db.things.sub
+    assert client["attr_cache_db"] is not db and client["attr_cache_db"] == db
+    assert db["things"] == db.things
+    # The cache never shadows real attributes, and private names still fail.
+    assert callable(client.close) and callable(db.command)
+    with pytest.raises(AttributeError):
+        client._no_such_private
