@@ -80,6 +80,31 @@ def short(exc: BaseException) -> str:
     return "%s: %s" % (type(exc).__name__, str(exc)[:300])
 
 
+def ping_victim(gevent, client, how: str, timeout: float, outcome: dict) -> None:
+    """A greenlet body for the kill scenarios: one ping, under a Timeout if ``how`` says so.
+
+    Records how it ended ("completed", "Timeout", "GreenletExit" or the
+    error) and how long it took in ``outcome``; a kill is re-raised.
+    """
+    t0 = now()
+    try:
+        if how == "timeout":
+            with gevent.Timeout(timeout):
+                client.admin.command("ping")
+        else:
+            client.admin.command("ping")
+        outcome["result"] = "completed"
+    except gevent.Timeout:
+        outcome["result"] = "Timeout"
+    except gevent.GreenletExit:
+        outcome["result"] = "GreenletExit"
+        raise
+    except Exception as exc:
+        outcome["result"] = short(exc)
+    finally:
+        outcome["elapsed"] = round(now() - t0, 3)
+
+
 class Env:
     """What differs between modes: how to make clients, spawn, wait and sleep."""
 
@@ -820,23 +845,7 @@ def _kill_waiting(env: Env, mon: Monitor, how: str) -> dict:
     outcome: dict = {}
 
     def victim() -> None:
-        t0 = now()
-        try:
-            if how == "timeout":
-                with gevent.Timeout(0.2):
-                    client.admin.command("ping")
-            else:
-                client.admin.command("ping")
-            outcome["result"] = "completed"
-        except gevent.Timeout:
-            outcome["result"] = "Timeout"
-        except gevent.GreenletExit:
-            outcome["result"] = "GreenletExit"
-            raise
-        except Exception as exc:
-            outcome["result"] = short(exc)
-        finally:
-            outcome["elapsed"] = round(now() - t0, 3)
+        ping_victim(gevent, client, how, 0.2, outcome)
 
     # This greenlet holds the only socket in a request.
     client.start_request()
@@ -918,23 +927,7 @@ def _kill_connecting(env: Env, how: str) -> dict:
     outcome: dict = {}
 
     def victim() -> None:
-        t0 = now()
-        try:
-            if how == "timeout":
-                with gevent.Timeout(0.3):
-                    client.admin.command("ping")
-            else:
-                client.admin.command("ping")
-            outcome["result"] = "completed"
-        except gevent.Timeout:
-            outcome["result"] = "Timeout"
-        except gevent.GreenletExit:
-            outcome["result"] = "GreenletExit"
-            raise
-        except Exception as exc:
-            outcome["result"] = short(exc)
-        finally:
-            outcome["elapsed"] = round(now() - t0, 3)
+        ping_victim(gevent, client, how, 0.3, outcome)
 
     v = gevent.spawn(victim)
     deadline = now() + 5

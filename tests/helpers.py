@@ -85,3 +85,37 @@ def run_threads(target, count: int, *args, join_timeout: float = 30.0) -> list:
     alive = [t for t in threads if t.is_alive()]
     assert not alive, "%d threads still running after %ss" % (len(alive), join_timeout)
     return errors
+
+
+class ConnMonitor(threading.Thread):
+    """Samples the server's connection count (minus a baseline), and optionally
+    the pool's ``open`` gauge, until stopped."""
+
+    def __init__(self, admin_client, baseline: int, pool=None, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.admin_client = admin_client
+        self.baseline = baseline
+        self.pool = pool
+        self.interval = interval
+        self.samples: list[int] = []
+        self.pool_open: list[int] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self.samples.append(server_connections(self.admin_client) - self.baseline)
+                if self.pool is not None:
+                    self.pool_open.append(self.pool.get_stats()["open"])
+                self._stop_event.wait(self.interval)
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(10)
+        assert not self.is_alive()
+        assert self.error is None, self.error
+        assert self.samples, "the monitor took no sample"
+        return max(self.samples)

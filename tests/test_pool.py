@@ -32,7 +32,7 @@ from pymongo.errors import (
 )
 
 import mongo_requests
-from helpers import conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import PoolOptions, PoolTimeoutError
 
 JOIN_TIMEOUT = 30.0
@@ -51,40 +51,6 @@ COUNTERS = (
 
 
 # -- helpers ----------------------------------------------------------------
-class ConnMonitor(threading.Thread):
-    """Samples the server's connection count (minus a baseline), and optionally
-    the pool's ``open`` gauge, until stopped."""
-
-    def __init__(self, admin_client, baseline: int, pool=None, interval: float = 0.005) -> None:
-        super().__init__(daemon=True)
-        self.admin_client = admin_client
-        self.baseline = baseline
-        self.pool = pool
-        self.interval = interval
-        self.samples: list[int] = []
-        self.pool_open: list[int] = []
-        self.error: BaseException | None = None
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.is_set():
-                self.samples.append(server_connections(self.admin_client) - self.baseline)
-                if self.pool is not None:
-                    self.pool_open.append(self.pool.get_stats()["open"])
-                self._stop_event.wait(self.interval)
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join(10)
-        assert not self.is_alive()
-        assert self.error is None, self.error
-        assert self.samples, "the monitor took no sample"
-        return max(self.samples)
-
-
 def server_delta_is(admin_client, baseline: int, expected: int, timeout: float = 3.0) -> bool:
     return wait_until(lambda: server_connections(admin_client) - baseline == expected, timeout, 0.02)
 

@@ -22,42 +22,13 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 import mongo_requests
-from helpers import conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import Connection, RequestState
 
 JOIN_TIMEOUT = 30.0
 
 
 # -- helpers ----------------------------------------------------------------
-class ConnMonitor(threading.Thread):
-    """Samples the server's connection count (minus a baseline) until stopped."""
-
-    def __init__(self, admin_client, baseline: int, interval: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.admin_client = admin_client
-        self.baseline = baseline
-        self.interval = interval
-        self.samples: list[int] = []
-        self.error: BaseException | None = None
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.is_set():
-                self.samples.append(server_connections(self.admin_client) - self.baseline)
-                self._stop_event.wait(self.interval)
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join(10)
-        assert not self.is_alive()
-        assert self.error is None, self.error
-        assert self.samples, "the monitor took no sample"
-        return max(self.samples)
-
-
 # -- the seed document's example, with the legacy API ---------------------------
 REGION, BROWSER, OS = "US", "Firefox", "Mac OS X"
 
@@ -377,7 +348,7 @@ def test_dead_threads_give_back_pinned_sockets(make_client, admin_client, style)
         assert c.pool.request_state() is RequestState.PINNED
         # ...and exit without end_request.
 
-    monitor = ConnMonitor(admin_client, baseline)
+    monitor = ConnMonitor(admin_client, baseline, interval=0.01)
     monitor.start()
     try:
         errors = run_threads(work, threads)
