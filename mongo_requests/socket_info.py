@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import socket as _stdsocket
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Sequence

@@ -36,8 +36,10 @@ import pytest
 import mongo_requests
 from mongo_requests.errors import OperationFailure
 
-pytest.importorskip("gevent")
-pytest.importorskip("gunicorn")
+# Both come with the [test] extra.  Imported plainly, so a missing one fails
+# the run loudly instead of skipping these tests.
+import gevent  # noqa: E402,F401
+import gunicorn  # noqa: E402,F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_DIR = os.path.join(ROOT, "examples", "gunicorn_app")

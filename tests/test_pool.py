@@ -12,14 +12,12 @@ by ``appName`` and always switched off in a ``finally``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import select
 import threading
 import time
-import uuid
 
 import pytest
 from pymongo.errors import (
@@ -35,7 +33,6 @@ import mongo_requests
 from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import PoolOptions, PoolTimeoutError
 
-JOIN_TIMEOUT = 30.0
 COUNTERS = (
     "checkouts",
     "created",

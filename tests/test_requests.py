@@ -13,7 +13,6 @@ that the admin client is never affected, and always switched off in a
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -25,7 +24,6 @@ import mongo_requests
 from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
 from mongo_requests import Connection, RequestState
 
-JOIN_TIMEOUT = 30.0
 
 
 # -- helpers ----------------------------------------------------------------
