@@ -612,7 +612,7 @@ def test_mixed_all_requests_alive_at_once(request, make_client, monitor, mixed_d
     cap = MIXED_THREADS * MIXED_GREENLETS
     monitor.start()
     client = make_client(max_pool_size=cap)
-    assert client.use_greenlets is True
+    assert client.use_greenlets is True and client.max_pool_size == cap
     p = _mixed_phase(client, mixed_db, "all", hold_all=True, rounds=2)
     peak = monitor.stop()
     report(request, peak_over_baseline=peak, stats_after=p["stats_after"])
@@ -626,7 +626,7 @@ def test_mixed_contended_sockets_move_between_threads(request, make_client, moni
     """8 sockets for 200 greenlets in 4 threads: slots and idle sockets are handed across threads."""
     monitor.start()
     client = make_client(max_pool_size=8, waitQueueTimeoutMS=30000)
-    assert client.use_greenlets is True
+    assert client.use_greenlets is True and client.max_pool_size == 8
     p = _mixed_phase(client, mixed_db, "contended", hold_all=False, rounds=3)
     peak = monitor.stop()
     report(request, peak_over_baseline=peak, stats_after=p["stats_after"])
