@@ -13,7 +13,7 @@ checked rather than ignored:
   ``.venv/bin/`` replaced by this interpreter's ``bin`` directory (the copy
   is on ``PYTHONPATH``, so its ``mongo_requests`` is the one imported).
   The literal command, venv included, is run by hand from a fresh clone
-  before a release (see CHANGELOG.md).
+  before a release (docs/design.md, "Testing").
 * ``bash .ci/run`` would run this test again: the test checks that the
   script exists, parses, and is the one that runs pytest.
 
