@@ -23,6 +23,7 @@ a user following it would.  If either is taken, the test fails and says so.
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -43,7 +44,7 @@ MAIN_README = "README.md"
 GUNICORN_README = os.path.join("examples", "gunicorn_app", "README.md")
 
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
-_VENV = re.compile(r'^python3 -m venv \.venv && \.venv/bin/pip install -q -e "\.\[([\w,-]+)\]"((?: [\w-]+)*)(?: && |$)')
+_VENV = re.compile(r'^python3 -m venv \.venv && \.venv/bin/pip install -q -e "\.\[([\w,-]+)\]"((?: "?[\w\[\],-]+"?)*)(?: && |$)')
 
 
 def code_blocks(readme: str, languages: tuple[str, ...] = ("sh", "bash", "shell")) -> list[str]:
@@ -59,6 +60,18 @@ def _extras() -> dict[str, str]:
     return dict(parser["options.extras_require"])
 
 
+def _requires(dist: str, extra: str) -> list[str]:
+    """Import names of what ``dist[extra]`` adds (best effort: distribution name = module name)."""
+    if not extra:
+        return []
+    found = []
+    for req in importlib.metadata.requires(dist) or ():
+        spec, _, marker = req.partition(";")
+        if re.search(r"extra\s*==\s*['\"]%s['\"]" % re.escape(extra), marker):
+            found.append(re.split(r"[\s<>=!~\[(]", spec.strip(), 1)[0].replace("-", "_").lower())
+    return found
+
+
 def adapt(command: str) -> str:
     """Drop the venv set-up (after checking it) and use this interpreter's bin directory."""
     m = _VENV.match(command)
@@ -66,8 +79,12 @@ def adapt(command: str) -> str:
         extras = _extras()
         for extra in m[1].split(","):
             assert extra in extras, "README installs extra %r, which setup.cfg lacks" % extra
-        for package in (m[2] or "").split():
-            assert importlib.util.find_spec(package), "README installs %r; it is not installed here" % package
+        for requirement in (m[2] or "").split():
+            # "gunicorn[gevent]": the package and what its extra requires.
+            name, _, extra = requirement.strip('"').rstrip("]").partition("[")
+            assert importlib.util.find_spec(name), "README installs %r; it is not installed here" % name
+            for dep in _requires(name, extra):
+                assert importlib.util.find_spec(dep), "%s needs %r; it is not installed here" % (requirement, dep)
         command = command[m.end():]
     assert "pip install" not in command, "an install this test does not know how to check:\n" + command
     return command.replace(".venv/bin/", BIN + "/")
