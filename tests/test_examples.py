@@ -6,6 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# The example runs in a child process with plain threads, whatever mode this
+# pytest process is in, so one mode is enough.
+pytestmark = pytest.mark.modes("threads")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "page_view_counters.py")
 
