@@ -133,10 +133,12 @@ def _in_child(fn) -> dict:
     os.close(w)
     chunks = []
     try:
+        # poll, not select: the descriptor may be above select's 1024 limit.
+        poller = select.poll()
+        poller.register(r, select.POLLIN)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            readable, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-            if not readable:
+            if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
                 break
             chunk = os.read(r, 65536)
             if not chunk:
