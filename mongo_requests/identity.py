@@ -64,10 +64,12 @@ class _Vigil:
     __slots__ = ("__weakref__",)
 
 
-def _watch_ref(obj: Any, callback: Callable[[], None], refs: set) -> None:
+def _watch_ref(obj: Any, callback: Callable[[], None], refs: "set[weakref.ref[Any]]") -> None:
     """Call ``callback()`` once ``obj`` is freed; ``refs`` keeps the weakref alive."""
 
-    def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
+    def on_death(
+        ref: "weakref.ref[Any]", refs: "set[weakref.ref[Any]]" = refs, callback: Callable[[], None] = callback
+    ) -> None:
         refs.discard(ref)
         callback()
 
@@ -84,7 +86,7 @@ class _ThreadVigils:
     def __init__(self, local_cls: type) -> None:
         self._tl = local_cls()
         # Live weakrefs must be kept somewhere, or their callbacks never run.
-        self.refs: set[weakref.ref] = set()
+        self.refs: set[weakref.ref[Any]] = set()
 
     def watch(self, callback: Callable[[], None]) -> None:
         vigil = _Vigil()
@@ -292,7 +294,7 @@ class GreenletIdentity:
         self._get_hub = gevent.get_hub
         self.socket = gevent.socket
         self.sleep = gevent.sleep
-        self._refs: set[weakref.ref] = set()
+        self._refs: set[weakref.ref[Any]] = set()
         # A thread's main greenlet lives as long as its thread (gevent keeps a
         # finished thread's hub, and with it the main greenlet, referenced),
         # so it is watched like a thread: a vigil in a real thread-local.
@@ -300,7 +302,8 @@ class GreenletIdentity:
 
     def local_base(self) -> type:
         """The base class for caller-private storage."""
-        return self._local_cls
+        local_cls: type = self._local_cls
+        return local_cls
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Run ``callback()`` once, after the current greenlet has died.

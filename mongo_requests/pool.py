@@ -124,7 +124,9 @@ class Pool:
         again when it patches later or the process forks.
     """
 
-    def __init__(self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None) -> None:
+    def __init__(
+        self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None
+    ) -> None:
         self.address = address
         self.opts = options or PoolOptions()
         self._auto_identity = use_greenlets is None
@@ -175,7 +177,7 @@ class Pool:
     # -- requests -----------------------------------------------------------
     def _record(self) -> _Request:
         """The caller's request record, created (and watched) on first use."""
-        req = self._local.req
+        req: _Request | None = self._local.req
         if req is None:
             req = _Request()
             self._local.req = req
@@ -252,7 +254,7 @@ class Pool:
                 return self._acquire()
             req.depth = 1
             self._counters["requests_started"] += 1
-        sock = req.sock
+        sock: SocketInfo | None = req.sock
         if sock is not None:
             # The hot path of a request: no lock, no slot.  An older
             # generation does not matter here (the request guarantee).
@@ -297,10 +299,11 @@ class Pool:
         """Unpin ``sock`` from ``req`` and close it (the slot, if it still holds one, is freed)."""
         req.sock = None
         if self._unpin(sock):
-            if not sock.closed:
+            if sock.closed:
+                self._release(sock)  # counts it as closed
+            else:
                 self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
-                sock = None  # counted as closed already
-            self._release(sock)
+                self._release(None)
         else:
             self._close_socket(sock, CLOSED_STALE)
 
