@@ -13,7 +13,10 @@ A *request* pins a socket to its caller, so the pool needs three things from
 ``waiter()``, ``socket``, ``sleep``, ``poll``
     the blocking primitives that suit the caller: in greenlet mode they are
     gevent's, so a wait for a pool slot or for the network yields to the hub
-    instead of blocking it, even when nothing has been monkey-patched.
+    instead of blocking it, even when nothing has been monkey-patched.  A
+    waiter also carries the wait-queue hand-off protocol (``set``, ``fail``,
+    ``wait``, ``abandon``: see :class:`_Waiter`), so the pool's queue has one
+    place that settles who gets a slot.
 
 Death callbacks are written defensively: they hold only what they need (the
 pool holds them, never the other way round), and they never touch a
