@@ -8,6 +8,7 @@ pool's business, and the client only forwards ``start_request`` and friends.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo import uri_parser
 from pymongo.write_concern import WriteConcern
 
-from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, NetworkTimeout, PyMongoError
+from .errors import ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, PyMongoError
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
@@ -51,6 +52,17 @@ _KNOWN = {
     + _TIMEOUTS
 }
 _UNSUPPORTED = ("replicaset", "tls", "ssl", "authsource", "authmechanism", "compressors", "loadbalanced")
+
+# close() sends queued killCursors, acknowledged, within this many seconds: a
+# frozen server must not hang close().  Cursors it could not kill time out on
+# the server (after 10 minutes by default).
+_CLOSE_TIMEOUT = 1.0
+
+
+def _kill_cursors_command(ns: str, cursor_ids: list[int]) -> tuple[str, dict[str, Any]]:
+    """The one builder of killCursors: ``(database name, command)`` for cursors of ``ns``."""
+    db, _, coll = ns.partition(".")
+    return db, {"killCursors": coll, "cursors": cursor_ids}
 
 
 class Request:
@@ -276,23 +288,25 @@ class MongoClient:
 
     # -- running commands ---------------------------------------------------
     def _checkout(self) -> tuple[Server, SocketInfo]:
-        """A server and a socket for one operation (give it back with _checkin)."""
+        """A server and a socket for one operation (give it back with checkin)."""
         server = self._topology.select_server()
         try:
             sock = server.pool.checkout()
         except ConnectionFailure as exc:
-            self._on_error(server, exc)
+            self._topology.handle_error(server, exc)
             raise
         if self._kill_queue:
-            self._kill_cursors(sock)
+            # Holding a socket from here: a failed send must give it back.
+            try:
+                self._kill_cursors(sock)
+            except BaseException as exc:
+                try:
+                    if isinstance(exc, ConnectionFailure):
+                        self._topology.handle_error(server, exc, sock)
+                finally:
+                    server.pool.checkin(sock)
+                raise
         return server, sock
-
-    def _on_error(self, server: Server, exc: BaseException) -> None:
-        """After a network failure the server is suspect until it answers again."""
-        # A timeout says the server is slow, and a wait-queue timeout that
-        # the pool is busy: neither means the server is gone.
-        if isinstance(exc, AutoReconnect) and not isinstance(exc, NetworkTimeout):
-            self._topology.mark_unknown(server, exc)
 
     def _command(
         self,
@@ -308,7 +322,7 @@ class MongoClient:
         try:
             return sock.command(dbname, cmd, codec_options, more_to_come, sequences, check)
         except ConnectionFailure as exc:
-            self._on_error(server, exc)
+            self._topology.handle_error(server, exc, sock)
             raise
         finally:
             server.pool.checkin(sock)
@@ -341,8 +355,13 @@ class MongoClient:
                 break
             by_ns.setdefault(ns, []).append(cid)
         for ns, ids in by_ns.items():
-            db, _, coll = ns.partition(".")
-            sock.command(db, {"killCursors": coll, "cursors": ids}, more_to_come=not acknowledged, check=False)
+            db, cmd = _kill_cursors_command(ns, ids)
+            sock.command(db, cmd, more_to_come=not acknowledged, check=False)
+
+    def _kill_cursor_now(self, ns: str, cursor_id: int) -> None:
+        """Kill one server cursor at once (``Cursor.close``); errors are the caller's."""
+        db, cmd = _kill_cursors_command(ns, [cursor_id])
+        self._command(db, cmd, check=False)
 
     # -- databases ----------------------------------------------------------
     def get_database(self, name: str | None = None, **kwargs: Any) -> "Database":
@@ -401,19 +420,36 @@ class MongoClient:
 
     # -- lifecycle ----------------------------------------------------------
     def close(self) -> None:
-        """Close every socket.  Afterwards the client raises InvalidOperation."""
+        """Close the client.  Safe to call while other threads use it.
+
+        Idle sockets close now.  An operation already in flight in another
+        thread or greenlet completes normally; its socket is closed when
+        given back (or, pinned by a request, when the request ends, its
+        owner dies, or its owner calls again).  Every call made after
+        ``close()``, in any thread, raises
+        :class:`~pymongo.errors.InvalidOperation` ("Cannot use MongoClient
+        after close"); nothing surfaces as ``AutoReconnect``.
+
+        Cursors queued for killing are killed first, acknowledged, within a
+        short deadline (1 s): a frozen server cannot hang ``close()``.
+        """
         if self._kill_queue and not self._topology.closed:
+            deadline = time.monotonic() + _CLOSE_TIMEOUT
             try:
-                # Straight from the pool: _checkout would flush the queue
-                # unacknowledged before we get the socket.
-                server = self._topology.select_server()
-                sock = server.pool.checkout()
+                server = self._topology.select_server(_CLOSE_TIMEOUT)
+                # Straight from the pool, unpinned: _checkout would flush the
+                # queue unacknowledged before we get the socket.
+                sock = server.pool.checkout_within(max(deadline - time.monotonic(), 0.001))
                 try:
+                    sock.sock.settimeout(max(deadline - time.monotonic(), 0.001))
                     self._kill_cursors(sock, acknowledged=True)
                 finally:
+                    # Its timeout was changed for this errand, and the pool
+                    # is about to close: it is not reused.
+                    sock.close()
                     server.pool.checkin(sock)
             except PyMongoError:
-                pass  # the server is gone, and its cursors with it
+                pass  # the server is gone or frozen; its cursors time out there
         self._topology.close()
 
     disconnect = close  # PyMongo 2
@@ -454,9 +490,11 @@ class _SocketContext:
         return self.sock
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None and isinstance(exc, ConnectionFailure):
-            self._client._on_error(self._server, exc)
-        self._server.pool.checkin(self.sock)
+        try:
+            if exc is not None and isinstance(exc, ConnectionFailure):
+                self._client._topology.handle_error(self._server, exc, self.sock)
+        finally:
+            self._server.pool.checkin(self.sock)
 
 
 class Connection(MongoClient):

@@ -153,9 +153,8 @@ class _CursorBase:
         if self._finalizer is not None:
             self._finalizer.detach()
         if cursor_id:
-            db, _, coll = self._ns.partition(".")
             try:
-                self._client._command(db, {"killCursors": coll, "cursors": [cursor_id]}, check=False)
+                self._client._kill_cursor_now(self._ns, cursor_id)
             except Exception:  # the server may be gone; its cursor is then gone too
                 pass
 
