@@ -70,6 +70,13 @@ class MongoClient:
         None: wait).
     :param serverSelectionTimeoutMS: how long to keep trying an unreachable
         server (default 30000).
+
+    connectTimeoutMS=0 and socketTimeoutMS=0 mean no timeout, in a URI and as
+    a keyword alike (as in PyMongo; waitQueueTimeoutMS=0 is refused).  Every
+    option is listed in :mod:`mongo_requests.options`: it is either honoured
+    or refused with a :class:`~pymongo.errors.ConfigurationError` that says
+    why (TLS, authentication, replica sets, ...); none is silently ignored.
+    A wrong type raises TypeError, an unknown option ConfigurationError.
     """
 
     # PyMongo 2's MongoClient defaults; Connection overrides them.

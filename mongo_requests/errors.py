@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bson.errors import InvalidDocument  # noqa: F401  (re-exported; pymongo.errors re-exports it too)
 from pymongo.errors import (  # noqa: F401  (re-exported)
     AutoReconnect,
     BulkWriteError,
@@ -19,7 +20,6 @@ from pymongo.errors import (  # noqa: F401  (re-exported)
     DocumentTooLarge,
     DuplicateKeyError,
     ExecutionTimeout,
-    InvalidDocument,
     InvalidName,
     InvalidOperation,
     InvalidURI,

@@ -64,6 +64,8 @@ def _integer(name: str, value: Any) -> int:
             return int(value)
         except ValueError:
             raise ConfigurationError("The value of %s must be an integer, not %r" % (name, value)) from None
+    if isinstance(value, float):  # a number, but not a whole one: a bad value rather than a wrong type
+        raise ConfigurationError("The value of %s must be an integer, not %r" % (name, value))
     raise TypeError("Wrong type for %s, value must be an integer, not %s" % (name, type(value).__name__))
 
 
@@ -89,13 +91,19 @@ def _milliseconds(name: str, value: Any) -> float:
         try:
             number = float(value)
         except ValueError:
-            raise ConfigurationError("The value of %s must be a number of milliseconds, not %r" % (name, value)) from None
+            raise ConfigurationError(
+                "The value of %s must be a number of milliseconds, not %r" % (name, value)
+            ) from None
     elif isinstance(value, (int, float)):
         number = float(value)
     else:
-        raise TypeError("Wrong type for %s, value must be a number of milliseconds, not %s" % (name, type(value).__name__))
+        raise TypeError(
+            "Wrong type for %s, value must be a number of milliseconds, not %s" % (name, type(value).__name__)
+        )
     if not math.isfinite(number) or number < 0:
-        raise ConfigurationError("The value of %s must be a non-negative number of milliseconds, not %r" % (name, value))
+        raise ConfigurationError(
+            "The value of %s must be a non-negative number of milliseconds, not %r" % (name, value)
+        )
     return number
 
 
@@ -190,11 +198,14 @@ def _read_preference(name: str, value: Any) -> str:
     if isinstance(value, str):
         if value.lower() not in _READ_MODES:
             raise ConfigurationError("%r is not a valid read preference" % (value,))
-        return _READ_MODES[value.lower()]().mongos_mode
+        name_: str = _READ_MODES[value.lower()]().mongos_mode
+        return name_
     if isinstance(value, tuple(_READ_MODES.values())):
-        if value.document != {"mode": value.mongos_mode}:  # tag sets, maxStalenessSeconds, hedge
-            return "%s with %r" % (value.mongos_mode, value.document)
-        return value.mongos_mode
+        mode: str = value.mongos_mode  # type: ignore[attr-defined]
+        document = value.document  # type: ignore[attr-defined]
+        if document != {"mode": mode}:  # tag sets, maxStalenessSeconds, hedge
+            return "%s with %r" % (mode, document)
+        return mode
     raise TypeError("%s must be a string or a pymongo.read_preferences mode, not %s" % (name, type(value).__name__))
 
 
@@ -434,7 +445,7 @@ class ClientOptions:
     server_selection_timeout: float
     appname: str | None
     write_concern: WriteConcern
-    codec_options: CodecOptions
+    codec_options: CodecOptions[Any]
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -501,7 +512,8 @@ class ClientOptions:
 
     def __repr__(self) -> str:
         # seeds and option values never hold credentials (they are refused), but keep the repr short.
-        return "ClientOptions(seeds=%r, %s)" % (list(self.seeds), ", ".join("%s=%r" % kv for kv in sorted(self.raw.items())))
+        fields = ", ".join("%s=%r" % kv for kv in sorted(self.raw.items()))
+        return "ClientOptions(seeds=%r, %s)" % (list(self.seeds), fields)
 
 
 def _write_concern(raw: Mapping[str, Any]) -> WriteConcern:
@@ -536,7 +548,7 @@ _CODEC_KEYS = {
 }
 
 
-def _codec_options(raw: Mapping[str, Any]) -> CodecOptions:
+def _codec_options(raw: Mapping[str, Any]) -> CodecOptions[Any]:
     kwargs = {arg: raw[name] for name, arg in _CODEC_KEYS.items() if name in raw}
     if not kwargs:
         return DEFAULT_CODEC_OPTIONS

@@ -87,7 +87,7 @@ def _limit(hello: Mapping[str, Any], name: str, default: int, bounds: tuple[int,
             "Server at %s:%d sent a hello with %s=%r; expected an integer from %d to %d"
             % (address[0], address[1], name, value, bounds[0], bounds[1])
         )
-    return value
+    return int(value)
 
 
 class SocketInfo:
@@ -166,6 +166,8 @@ class SocketInfo:
             raise NetworkTimeout("%s:%d: connect timed out after %ss" % (host, port, connect_timeout)) from exc
         except OSError as exc:
             raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
+        except UnicodeError as exc:  # the resolver's IDNA codec: a label over 63 bytes, an empty label
+            raise ConfigurationError("invalid host name %r: %s" % (host, exc)) from None
         info = None
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
@@ -232,7 +234,7 @@ class SocketInfo:
         self,
         dbname: str,
         cmd: dict[str, Any],
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         more_to_come: bool = False,
         sequences: Sequence[bytes] = (),
         check: bool = True,
@@ -271,7 +273,9 @@ class SocketInfo:
             self._fail(exc)
             raise  # _fail raises for I/O errors; this re-raises kills and timeouts
 
-    def roundtrip(self, msg: bytes, request_id: int, codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
+    def roundtrip(
+        self, msg: bytes, request_id: int, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+    ) -> dict[str, Any]:
         """Send ``msg`` and return the decoded OP_MSG reply to it.
 
         A reply that cannot be decoded closes the socket: what follows it on

@@ -172,19 +172,36 @@ _CRC32C_TABLE = _crc32c_table()
 
 def unpack_msg(
     message: bytes | bytearray | memoryview,
-    codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
 ) -> dict[str, Any]:
     """Decode a whole OP_MSG reply (header included), verifying its checksum if it has one.
 
     Servers answer commands with a single kind-0 section; anything else is a
     protocol violation, raised as :class:`~pymongo.errors.ProtocolError`.
     """
-    return _unpack(message, 16, codec_options)
+    # The hot path of every acknowledged command: the same checks as _unpack,
+    # with the offsets written out (a call and the offset arithmetic cost more
+    # than the checks themselves).
+    end = len(message)
+    if end < 26:
+        raise ProtocolError("OP_MSG reply too short: %d bytes" % (end - 16))
+    flags = _UINT32.unpack_from(message, 16)[0]
+    if flags:
+        return _unpack(message, 16, codec_options)  # a checksum, or flags we refuse
+    if message[20] != 0:
+        raise ProtocolError("OP_MSG reply does not start with a body section")
+    doc_len = _INT32.unpack_from(message, 21)[0]
+    if 21 + doc_len != end:
+        raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 21 - doc_len))
+    try:
+        return _decode(message[21:end], codec_options)
+    except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
+        raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
 
 
 def unpack_msg_reply(
     data: bytes | bytearray | memoryview,
-    codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
 ) -> dict[str, Any]:
     """Decode the body of an OP_MSG reply (the bytes after the 16-byte header).
 
@@ -194,7 +211,7 @@ def unpack_msg_reply(
     return _unpack(data, 0, codec_options)
 
 
-def _unpack(data: bytes | bytearray | memoryview, start: int, codec_options: CodecOptions) -> dict[str, Any]:
+def _unpack(data: bytes | bytearray | memoryview, start: int, codec_options: CodecOptions[Any]) -> dict[str, Any]:
     """Decode the OP_MSG body that begins at ``start`` (16 with a header, 0 without)."""
     size = len(data) - start
     # flagBits (4) + section kind (1) + the smallest BSON document (5)
@@ -244,6 +261,8 @@ def unpack_op_reply(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         raise ProtocolError("could not decode OP_REPLY: %s" % exc) from exc
 
 
-def encode_docs(docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> list[bytes]:
+def encode_docs(
+    docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+) -> list[bytes]:
     """BSON-encode each document (a convenience for tests and tools)."""
     return [bson.encode(d, False, codec_options) for d in docs]

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import bson
 import pytest
+from conftest import _MODE_OPTIONS
 from pymongo.errors import AutoReconnect, ConfigurationError, OperationFailure, ProtocolError, PyMongoError
 
-from conftest import _MODE_OPTIONS
 from mongo_requests import MongoClient, wire
 
 HEADER = struct.Struct("<iiii")
