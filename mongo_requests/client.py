@@ -343,11 +343,8 @@ class Connection(MongoClient):
     and unacknowledged writes (``safe=False``, that is ``w=0``).
     """
 
+    # An explicit safe=True/False overrides the default w=0 (see options.ClientOptions.parse).
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": True, "w": 0}
-
-    def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        # safe=True/False overrides the class default w=0 (see options.ClientOptions.parse).
-        super().__init__(host, port, **kwargs)
 
 
 from .database import Database  # noqa: E402  (circular: Database needs MongoClient's module)
