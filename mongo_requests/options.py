@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
@@ -507,7 +508,7 @@ class ClientOptions:
             appname=raw.get("appname"),
             write_concern=_write_concern(raw),
             codec_options=_codec_options(raw),
-            raw=raw,
+            raw=types.MappingProxyType(raw),  # read-only, like the rest of the value
         )
 
     def __repr__(self) -> str:

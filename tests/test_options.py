@@ -200,6 +200,8 @@ def test_client_options_are_immutable():
     opts = ClientOptions.parse(ADDR)
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.max_pool_size = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        opts.raw["maxPoolSize"] = 5  # type: ignore[index]
 
 
 # -- honoured options, the same in a URI and as a keyword --------------------------------------------------
