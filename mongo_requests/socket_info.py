@@ -293,7 +293,8 @@ class SocketInfo:
     def _roundtrip_raw(self, msg: bytes, request_id: int) -> tuple[int, memoryview]:
         """Send, then read one whole reply; returns (opcode, view of the whole message).
 
-        The view is into this socket's buffer, valid until the next exchange.
+        The view is into this socket's buffer, valid until the next exchange
+        (or, for a reply over the buffer's size, into a buffer of its own).
         A length that does not match what arrives (too small, negative, bytes
         past its end, too large) closes the socket with a ProtocolError: the
         buffer is reused, so trusting it could hand back an earlier reply.
