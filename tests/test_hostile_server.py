@@ -7,6 +7,7 @@ stale reply to a later operation.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -15,10 +16,17 @@ from typing import Any, Callable
 
 import bson
 import pytest
-from conftest import _MODE_OPTIONS
 from pymongo.errors import AutoReconnect, ConfigurationError, OperationFailure, ProtocolError, PyMongoError
 
 from mongo_requests import MongoClient, wire
+
+# The clients here talk to the fake server, not the session's mongod, so they take the test mode's option
+# themselves: greenlet identity without monkey-patching in the gevent-unpatched (and mixed) modes.
+_MODE_OPTIONS: dict[str, Any] = (
+    {"use_greenlets": True}
+    if os.environ.get("MONGO_REQUESTS_TEST_MODE", "threads") in ("gevent-unpatched", "mixed")
+    else {}
+)
 
 HEADER = struct.Struct("<iiii")
 GOOD_HELLO = {
