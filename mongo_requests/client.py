@@ -13,45 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from pymongo import uri_parser
-from pymongo.write_concern import WriteConcern
 
-from .errors import ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, PyMongoError
+from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
+from .options import ClientOptions
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
 __all__ = ["MongoClient", "Connection", "Request"]
-
-_DEFAULT_HOST = "localhost"
-_DEFAULT_PORT = 27017
-
-# Options we understand, as spelled in a URI (matched case-insensitively).
-_TIMEOUTS = ("connectTimeoutMS", "socketTimeoutMS", "waitQueueTimeoutMS", "serverSelectionTimeoutMS")
-_KNOWN = {
-    k.lower(): k
-    for k in (
-        "maxPoolSize",
-        "max_pool_size",
-        "auto_start_request",
-        "use_greenlets",
-        "w",
-        "wTimeoutMS",
-        "wtimeout",
-        "j",
-        "journal",
-        "fsync",
-        "safe",
-        "appname",
-        "directConnection",
-        "document_class",
-        "tz_aware",
-        "retryWrites",
-        "retryReads",
-    )
-    + _TIMEOUTS
-}
-_UNSUPPORTED = ("replicaset", "tls", "ssl", "authsource", "authmechanism", "compressors", "loadbalanced")
 
 # close() sends queued killCursors, acknowledged, within this many seconds: a
 # frozen server must not hang close().  Cursors it could not kill time out on
@@ -92,15 +61,6 @@ class Request:
         self.end()
 
 
-def _ms(name: str, value: Any) -> float | None:
-    """Milliseconds (as given to the constructor) to seconds; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError("%s must be a non-negative number of milliseconds, not %r" % (name, value))
-    return value / 1000.0
-
-
 class MongoClient:
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
@@ -122,117 +82,34 @@ class MongoClient:
         None: wait).
     :param serverSelectionTimeoutMS: how long to keep trying an unreachable
         server (default 30000).
+
+    connectTimeoutMS=0 and socketTimeoutMS=0 mean no timeout, in a URI and as
+    a keyword alike (as in PyMongo; waitQueueTimeoutMS=0 is refused).  Every
+    option is listed in :mod:`mongo_requests.options`: it is either honoured
+    or refused with a :class:`~pymongo.errors.ConfigurationError` that says
+    why (TLS, authentication, replica sets, ...); none is silently ignored.
+    A wrong type raises TypeError, an unknown option ConfigurationError.
     """
 
     # PyMongo 2's MongoClient defaults; Connection overrides them.
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": False, "w": None}
 
     def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        if host is None:
-            host = _DEFAULT_HOST
-        if port is None:
-            port = _DEFAULT_PORT
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ConfigurationError("port must be an integer from 1 to 65535, not %r" % (port,))
-        if not isinstance(host, str):
-            raise TypeError("host must be a string, not %r" % (type(host).__name__,))
-
-        seeds, uri_opts, dbname = self._parse_host(host, port)
-        opts: dict[str, Any] = dict(self._DEFAULTS)
-        opts.update(uri_opts)
-        for key, value in kwargs.items():
-            canonical = _KNOWN.get(key.lower())
-            if canonical is None:
-                raise ConfigurationError("Unknown option %r" % (key,))
-            opts[canonical] = value if canonical not in _TIMEOUTS else _ms(canonical, value)
+        opts = ClientOptions.parse(host, port, self._DEFAULTS, **kwargs)
         self._options = opts
-        self._default_dbname = dbname
-
-        self.write_concern = self._write_concern(opts)
-        self.codec_options = CodecOptions(
-            document_class=opts.get("document_class", dict), tz_aware=bool(opts.get("tz_aware", False))
-        )
-        if self.codec_options == CodecOptions():
-            self.codec_options = DEFAULT_CODEC_OPTIONS
-        max_size = opts.get("maxPoolSize", opts.get("max_pool_size", 100))
-        use_greenlets = opts.get("use_greenlets")
-        if use_greenlets is not None:
-            use_greenlets = bool(use_greenlets)
-        connect_timeout = opts.get("connectTimeoutMS", 20.0)
+        self._default_dbname = opts.database
+        self.write_concern = opts.write_concern
+        self.codec_options = opts.codec_options
         pool_opts = PoolOptions(
-            max_size=max_size,
-            connect_timeout=20.0 if connect_timeout is None else connect_timeout,
-            socket_timeout=opts.get("socketTimeoutMS"),
-            wait_queue_timeout=opts.get("waitQueueTimeoutMS"),
-            auto_start_request=bool(opts.get("auto_start_request")),
-            metadata=client_metadata(opts.get("appname")),
+            max_size=opts.max_pool_size,
+            connect_timeout=opts.connect_timeout,
+            socket_timeout=opts.socket_timeout,
+            wait_queue_timeout=opts.wait_queue_timeout,
+            auto_start_request=opts.auto_start_request,
+            metadata=client_metadata(opts.appname),
         )
-        selection = opts.get("serverSelectionTimeoutMS")
-        self._topology = Topology(seeds, pool_opts, use_greenlets, 30.0 if selection is None else selection)
+        self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
         self._kill_queue: collections.deque = collections.deque()
-
-    # -- options ------------------------------------------------------------
-    @staticmethod
-    def _parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, Any], str | None]:
-        """Seeds, URI options (canonical names, seconds) and the URI's database."""
-        if "://" not in host:
-            if host.startswith("["):  # [::1]:27017
-                h, _, p = host[1:].partition("]")
-                p = p.lstrip(":")
-            elif host.count(":") == 1:
-                h, _, p = host.partition(":")
-            else:
-                h, p = host, ""
-            if p:
-                try:
-                    port = int(p)
-                except ValueError:
-                    raise ConfigurationError("invalid port in %r" % (host,)) from None
-                if not 0 < port < 65536:
-                    raise ConfigurationError("port must be from 1 to 65535 in %r" % (host,))
-            if not h:
-                raise ConfigurationError("empty host name in %r" % (host,))
-            return [(h, port)], {}, None
-        try:
-            parsed = uri_parser.parse_uri(host, port)
-        except InvalidURI:
-            raise
-        except (PyMongoError, ValueError) as exc:
-            raise InvalidURI("invalid MongoDB URI %r: %s" % (host, exc)) from exc
-        if parsed.get("username"):
-            raise ConfigurationError("authentication is not supported by mongo_requests yet")
-        opts: dict[str, Any] = {}
-        for key, value in parsed["options"].items():
-            if key.lower() in _UNSUPPORTED and value not in (False, None):
-                raise ConfigurationError("URI option %s is not supported by mongo_requests yet" % (key,))
-            canonical = _KNOWN.get(key.lower())
-            if canonical is not None:
-                # uri_parser already turned the *MS options into seconds.
-                opts[canonical] = value
-        return list(parsed["nodelist"]), opts, parsed.get("database")
-
-    @staticmethod
-    def _write_concern(opts: Mapping[str, Any]) -> WriteConcern:
-        """The client's default write concern from w/safe/j/wtimeout."""
-        w = opts.get("w")
-        safe = opts.get("safe")
-        if w is None and safe is not None:
-            w = 1 if safe else 0
-        wc: dict[str, Any] = {}
-        if w is not None:
-            wc["w"] = w
-        wtimeout = opts.get("wTimeoutMS", opts.get("wtimeout"))
-        if wtimeout is not None:
-            wc["wtimeout"] = int(wtimeout * 1000) if "wTimeoutMS" in opts else int(wtimeout)
-        j = opts.get("j", opts.get("journal"))
-        if j is not None:
-            wc["j"] = bool(j)
-        if opts.get("fsync") is not None:
-            wc["fsync"] = bool(opts["fsync"])
-        try:
-            return WriteConcern(**wc)
-        except (PyMongoError, TypeError, ValueError) as exc:
-            raise ConfigurationError("invalid write concern %r: %s" % (wc, exc)) from exc
 
     @property
     def max_pool_size(self) -> int:
@@ -504,12 +381,8 @@ class Connection(MongoClient):
     and unacknowledged writes (``safe=False``, that is ``w=0``).
     """
 
+    # An explicit safe=True/False overrides the default w=0 (see options.ClientOptions.parse).
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": True, "w": 0}
-
-    def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        if "safe" in kwargs and "w" not in kwargs:
-            kwargs["w"] = 1 if kwargs.pop("safe") else 0
-        super().__init__(host, port, **kwargs)
 
 
 from .database import Database  # noqa: E402  (circular: Database needs MongoClient's module)
