@@ -9,6 +9,7 @@ Validation happens before anything is sent, so bad input never leaves a
 half-written message on a socket: the caller gets a clear error, and the
 socket (pinned or not) stays usable.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -42,7 +43,9 @@ __all__ = ["Collection", "ReturnDocument"]
 
 # bson's C encoder without the Python wrapper's argument checks (we always
 # pass valid CodecOptions); fall back to the public function without C.
-_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
+_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (
+    lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts)
+)
 _UNACK = WriteConcern(w=0)
 
 
@@ -143,7 +146,9 @@ def _raise_legacy(result: Mapping[str, Any]) -> None:
 class Collection:
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
-    def __init__(self, database: "Database", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+    def __init__(
+        self, database: "Database", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
         if not name or name.startswith(".") or name.endswith(".") or ".." in name:
@@ -199,7 +204,9 @@ class Collection:
 
     def with_options(self, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
         """A copy of this collection with other options."""
-        return Collection(self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options)
+        return Collection(
+            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options
+        )
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Collection) and self._database == other._database and self._name == other._name
@@ -211,7 +218,9 @@ class Collection:
         return "Collection(%r, %r)" % (self._database, self._name)
 
     # -- write concern ------------------------------------------------------
-    def _resolve_wc(self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any) -> _Concern:
+    def _resolve_wc(
+        self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any
+    ) -> _Concern:
         """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
 
         PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
@@ -431,7 +440,9 @@ class Collection:
         reply = self._update(filter, update, upsert, True, concern, **options)
         return UpdateResult(reply, concern.acknowledged)
 
-    def replace_one(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any) -> UpdateResult:
+    def replace_one(
+        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any
+    ) -> UpdateResult:
         """Replace the first matching document."""
         _check_replacement(replacement)
         options, wc = self._split_options(kwargs)
@@ -565,17 +576,35 @@ class Collection:
             raise_write_concern_error(wce)
         return reply if full_response else reply.get("value")  # type: ignore[union-attr]
 
-    def find_one_and_update(self, filter: Mapping[str, Any], update: Any, projection: Any = None, sort: Any = None,
-                            upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+    ) -> Any:
         """Update one document and return it (before or after the update)."""
         _check_update(update)
-        return self._find_and_modify(filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+        return self._find_and_modify(
+            filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+        )
 
-    def find_one_and_replace(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], projection: Any = None,
-                             sort: Any = None, upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+    def find_one_and_replace(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+    ) -> Any:
         """Replace one document and return it (before or after)."""
         _check_replacement(replacement)
-        return self._find_and_modify(filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+        return self._find_and_modify(
+            filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+        )
 
     def find_one_and_delete(self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None) -> Any:
         """Delete one document and return it."""
@@ -632,8 +661,15 @@ class Collection:
             check_command(reply)  # type: ignore[arg-type]
 
     # -- PyMongo 2 ------------------------------------------------------------
-    def insert(self, doc_or_docs: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True,
-               continue_on_error: bool = False, **kwargs: Any) -> Any:
+    def insert(
+        self,
+        doc_or_docs: Any,
+        manipulate: bool = True,
+        safe: bool | None = None,
+        check_keys: bool = True,
+        continue_on_error: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
         concern = self._resolve_wc(safe=safe, **kwargs)
         single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
@@ -649,8 +685,17 @@ class Collection:
         ids = [d.get("_id") for d in docs]
         return ids[0] if single else ids
 
-    def update(self, spec: Mapping[str, Any], document: Mapping[str, Any], upsert: bool = False, manipulate: bool = False,
-               safe: bool | None = None, multi: bool = False, check_keys: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+    def update(
+        self,
+        spec: Mapping[str, Any],
+        document: Mapping[str, Any],
+        upsert: bool = False,
+        manipulate: bool = False,
+        safe: bool | None = None,
+        multi: bool = False,
+        check_keys: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any] | None:
         """PyMongo 2's update: ``$`` operators, or a whole replacement document.
 
         Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
@@ -667,7 +712,9 @@ class Collection:
                 _check_keys_legacy(document)
         return self._update(spec, document, upsert, bool(multi), concern)
 
-    def remove(self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+    def remove(
+        self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any
+    ) -> dict[str, Any] | None:
         """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
         if spec_or_id is None:
             spec_or_id = {}
@@ -676,7 +723,9 @@ class Collection:
         concern = self._resolve_wc(safe=safe, **kwargs)
         return self._delete(spec_or_id, 0 if multi else 1, concern)
 
-    def save(self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any) -> Any:
+    def save(
+        self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any
+    ) -> Any:
         """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
         _check_mapping(to_save, "to_save")
         if "_id" not in to_save:
@@ -687,14 +736,24 @@ class Collection:
         self._update({"_id": to_save["_id"]}, to_save, True, False, concern)
         return to_save["_id"]
 
-    def find_and_modify(self, query: Mapping[str, Any] | None = None, update: Any = None, upsert: bool = False,
-                        sort: Any = None, full_response: bool = False, manipulate: bool = False, **kwargs: Any) -> Any:
+    def find_and_modify(
+        self,
+        query: Mapping[str, Any] | None = None,
+        update: Any = None,
+        upsert: bool = False,
+        sort: Any = None,
+        full_response: bool = False,
+        manipulate: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """PyMongo 2's find_and_modify (``remove=``, ``new=``, ``fields=`` as keywords)."""
         if update is None and not kwargs.get("remove"):
             raise ValueError("Must either update or remove")
         if update is not None and kwargs.get("remove"):
             raise ValueError("Can't do both update and remove")
-        return self._find_and_modify(query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs)
+        return self._find_and_modify(
+            query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs
+        )
 
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
         """PyMongo 2's count (exact, via the ``count`` command)."""

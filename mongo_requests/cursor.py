@@ -10,6 +10,7 @@ open is killed too: its ``weakref.finalize`` queues the id with the client,
 which sends ``killCursors`` with its next operation (a finalizer may run
 inside the garbage collector, where network I/O and locks are off limits).
 """
+
 from __future__ import annotations
 
 import collections
@@ -371,4 +372,3 @@ class Cursor(_CursorBase):
 
     def __repr__(self) -> str:
         return "<Cursor %s %r>" % (self._ns, self._filter)
-

@@ -1,4 +1,5 @@
 """A database: its collections and its commands."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -34,7 +35,9 @@ class Database:
     :param write_concern: default for its collections (the client's if None).
     """
 
-    def __init__(self, client: "MongoClient", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+    def __init__(
+        self, client: "MongoClient", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
+    ) -> None:
         self._client = client
         self._name = _check_name(name)
         self.write_concern = write_concern or client.write_concern
@@ -52,7 +55,9 @@ class Database:
         """The database's name."""
         return self._name
 
-    def get_collection(self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+    def get_collection(
+        self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
+    ) -> "Collection":
         """Return a :class:`~mongo_requests.collection.Collection`."""
         return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
 
@@ -68,7 +73,9 @@ class Database:
     def __getitem__(self, name: str) -> "Collection":
         return self.get_collection(name)
 
-    def command(self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any) -> dict[str, Any]:
+    def command(
+        self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
         """Run a database command, PyMongo style.
 
         ``db.command('ping')``, ``db.command('collStats', 'things')``, or a
