@@ -8,7 +8,7 @@ pool's business, and the client only forwards ``start_request`` and friends.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
@@ -298,15 +298,31 @@ class MongoClient:
         self,
         dbname: str,
         cmd: dict[str, Any],
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
-        more_to_come: bool = False,
-        sequences: tuple = (),
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
         check: bool = True,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back."""
         server, sock = self._checkout()
         try:
-            return sock.command(dbname, cmd, codec_options, more_to_come, sequences, check)
+            return sock.command(dbname, cmd, codec_options, sequences, check)
+        except ConnectionFailure as exc:
+            self._on_error(server, exc)
+            raise
+        finally:
+            server.pool.checkin(sock)
+
+    def _send_unacknowledged(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
+    ) -> None:
+        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one."""
+        server, sock = self._checkout()
+        try:
+            sock.send_command(dbname, cmd, codec_options, sequences)
         except ConnectionFailure as exc:
             self._on_error(server, exc)
             raise
@@ -342,10 +358,14 @@ class MongoClient:
             by_ns.setdefault(ns, []).append(cid)
         for ns, ids in by_ns.items():
             db, _, coll = ns.partition(".")
-            sock.command(db, {"killCursors": coll, "cursors": ids}, more_to_come=not acknowledged, check=False)
+            cmd: dict[str, Any] = {"killCursors": coll, "cursors": ids}
+            if acknowledged:
+                sock.command(db, cmd, check=False)
+            else:
+                sock.send_command(db, cmd)
 
     # -- databases ----------------------------------------------------------
-    def get_database(self, name: str | None = None, **kwargs: Any) -> "Database":
+    def get_database(self, name: str | None = None, **kwargs: Any) -> Database:
         """Return a :class:`~mongo_requests.database.Database` (the URI's by default)."""
         if name is None:
             name = self._default_dbname
@@ -381,12 +401,12 @@ class MongoClient:
 
     def server_info(self) -> dict[str, Any]:
         """The server's ``buildInfo``."""
-        return self._command("admin", {"buildInfo": 1})  # type: ignore[return-value]
+        return self._command("admin", {"buildInfo": 1})
 
     def list_database_names(self) -> list[str]:
         """Names of every database on the server."""
         reply = self._command("admin", {"listDatabases": 1, "nameOnly": True})
-        return [d["name"] for d in reply["databases"]]  # type: ignore[index]
+        return [d["name"] for d in reply["databases"]]
 
     database_names = list_database_names  # the PyMongo 2 name
 
@@ -397,7 +417,7 @@ class MongoClient:
             raise TypeError("name_or_database must be a str or a Database")
         if not name or any(c in name for c in ' ./\\"$\x00'):
             raise InvalidName("invalid database name %r" % (name,))
-        self._command(name, {"dropDatabase": 1}, check=True)
+        self._command(name, {"dropDatabase": 1})
 
     # -- lifecycle ----------------------------------------------------------
     def close(self) -> None:

@@ -132,6 +132,11 @@ def _legacy_update_result(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+def _delete_result(reply: dict[str, Any] | None, acknowledged: bool) -> DeleteResult:
+    """A DeleteResult; for ``w=0``, whose reply nobody reads, the ``raw_result`` PyMongo 4 gives."""
+    return DeleteResult(reply if reply is not None else {"ok": 1}, acknowledged)
+
+
 def _raise_legacy(result: Mapping[str, Any]) -> None:
     """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
     errors = result.get("writeErrors")
@@ -297,10 +302,9 @@ class Collection:
         seq = (wire.encode_section("documents", (data,)),)
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True, seq)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options, seq)
             return InsertOneResult(_id, False)
-        reply = self._client._command(self._db_name, cmd, self.codec_options, False, seq)
-        check_write(reply)  # type: ignore[arg-type]
+        check_write(self._client._command(self._db_name, cmd, self.codec_options, seq))
         return InsertOneResult(_id, True)
 
     def insert_many(
@@ -368,30 +372,30 @@ class Collection:
                     cmd["bypassDocumentValidation"] = True
                 seq = (wire.encode_section(field, statements[start:end]),)
                 if not concern.acknowledged:
-                    sock.command(self._db_name, cmd, self.codec_options, True, seq)
+                    sock.send_command(self._db_name, cmd, self.codec_options, seq)
                     start = end
                     continue
-                reply = sock.command(self._db_name, cmd, self.codec_options, False, seq)
-                n = reply.get("n", 0)  # type: ignore[union-attr]
+                reply = sock.command(self._db_name, cmd, self.codec_options, seq)
+                n = reply.get("n", 0)
                 if command == "insert":
                     total["nInserted"] += n
                 elif command == "delete":
                     total["nRemoved"] += n
                 else:
-                    upserted = reply.get("upserted", [])  # type: ignore[union-attr]
+                    upserted = reply.get("upserted", [])
                     total["nUpserted"] += len(upserted)
                     total["nMatched"] += n - len(upserted)
-                    total["nModified"] += reply.get("nModified", 0)  # type: ignore[union-attr]
+                    total["nModified"] += reply.get("nModified", 0)
                     for item in upserted:
                         total["upserted"].append({"index": item["index"] + start, "_id": item["_id"]})
-                for err in reply.get("writeErrors", ()):  # type: ignore[union-attr]
+                for err in reply.get("writeErrors", ()):
                     err = dict(err)
                     err["index"] += start
                     err.setdefault("op", None)
                     total["writeErrors"].append(err)
-                if reply.get("writeConcernError"):  # type: ignore[union-attr]
-                    total["writeConcernErrors"].append(reply["writeConcernError"])  # type: ignore[index]
-                if ordered and reply.get("writeErrors"):  # type: ignore[union-attr]
+                if reply.get("writeConcernError"):
+                    total["writeConcernErrors"].append(reply["writeConcernError"])
+                if ordered and reply.get("writeErrors"):
                     break
                 start = end
         return total
@@ -418,11 +422,11 @@ class Collection:
         if options.get("bypass_document_validation"):
             cmd["bypassDocumentValidation"] = True
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
             return None
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)  # type: ignore[arg-type]
-        return _legacy_update_result(reply)  # type: ignore[arg-type]
+        check_write(reply)
+        return _legacy_update_result(reply)
 
     def update_one(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
         """Update the first matching document with ``$`` operators (or a pipeline)."""
@@ -474,22 +478,22 @@ class Collection:
         if concern.document:
             cmd["writeConcern"] = concern.document
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
             return None
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)  # type: ignore[arg-type]
-        reply.setdefault("err", None)  # type: ignore[union-attr]
-        return reply  # type: ignore[return-value]
+        check_write(reply)
+        reply.setdefault("err", None)
+        return reply
 
     def delete_one(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete the first matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        return DeleteResult(self._delete(filter, 1, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+        return _delete_result(self._delete(filter, 1, concern, hint), concern.acknowledged)
 
     def delete_many(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete every matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        return DeleteResult(self._delete(filter, 0, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+        return _delete_result(self._delete(filter, 0, concern, hint), concern.acknowledged)
 
     # -- reads --------------------------------------------------------------
     def find(self, *args: Any, **kwargs: Any) -> Cursor:
@@ -511,8 +515,7 @@ class Collection:
             return None
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
@@ -528,16 +531,14 @@ class Collection:
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
         cmd.update(kwargs)
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
         cmd.update(kwargs)
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return int(reply["n"])  # type: ignore[index]
+        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         """Distinct values of ``key``."""
@@ -547,7 +548,8 @@ class Collection:
         if filter:
             cmd["query"] = filter
         cmd.update(kwargs)
-        return self._client._command(self._db_name, cmd, self.codec_options)["values"]  # type: ignore[index]
+        values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
+        return values
 
     def aggregate(self, pipeline: list[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
         """Run an aggregation pipeline; returns a cursor."""
@@ -557,7 +559,7 @@ class Collection:
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
         cmd.update(kwargs)
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return CommandCursor(self, reply, batch_size)  # type: ignore[arg-type]
+        return CommandCursor(self, reply, batch_size)
 
     # -- find-and-modify ----------------------------------------------------
     def _find_and_modify(self, query: Any, full_response: bool = False, **fields: Any) -> Any:
@@ -571,10 +573,10 @@ class Collection:
         if self._concern.document and self._concern.acknowledged:
             cmd["writeConcern"] = self._concern.document
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        wce = reply.get("writeConcernError")  # type: ignore[union-attr]
+        wce = reply.get("writeConcernError")
         if wce:
             raise_write_concern_error(wce)
-        return reply if full_response else reply.get("value")  # type: ignore[union-attr]
+        return reply if full_response else reply.get("value")
 
     def find_one_and_update(
         self,
@@ -641,7 +643,7 @@ class Collection:
             if exc.code != 26:  # NamespaceNotFound: no collection, no indexes
                 raise
             reply = {"cursor": {"id": 0, "firstBatch": [], "ns": self.full_name}}
-        return CommandCursor(self, reply)  # type: ignore[arg-type]
+        return CommandCursor(self, reply)
 
     def index_information(self) -> dict[str, Any]:
         """``{name: {'key': [(field, direction), ...], ...}}`` as in PyMongo."""
@@ -657,8 +659,8 @@ class Collection:
     def drop(self) -> None:
         """Drop the collection; a collection that does not exist is not an error."""
         reply = self._client._command(self._db_name, {"drop": self._name}, check=False)
-        if reply.get("ok") != 1 and reply.get("code") != 26:  # type: ignore[union-attr]
-            check_command(reply)  # type: ignore[arg-type]
+        if reply.get("ok") != 1 and reply.get("code") != 26:
+            check_command(reply)
 
     # -- PyMongo 2 ------------------------------------------------------------
     def insert(

@@ -110,8 +110,7 @@ class _CursorBase:
             size = min(size, left) if size else left
         if size:
             cmd["batchSize"] = size
-        reply = self._client._command(db, cmd, self._codec)
-        cursor = reply["cursor"]  # type: ignore[index]
+        cursor = self._client._command(db, cmd, self._codec)["cursor"]
         self._batch.extend(cursor.get("nextBatch", ()))
         self._set_id(cursor.get("id", 0))
 
@@ -322,7 +321,7 @@ class Cursor(_CursorBase):
 
     def _refresh(self) -> None:
         reply = self._client._command(self._collection.database.name, self._find_command(), self._codec)
-        self._start_batch(reply)  # type: ignore[arg-type]
+        self._start_batch(reply)
         if self._single_batch and self._state[0]:
             # One batch was asked for: kill what the server kept open, but
             # keep the documents we already have.
@@ -344,7 +343,7 @@ class Cursor(_CursorBase):
         if self._max_time_ms is not None:
             cmd["maxTimeMS"] = self._max_time_ms
         reply = self._client._command(self._collection.database.name, cmd)
-        return int(reply["n"])  # type: ignore[index]
+        return int(reply["n"])
 
     def distinct(self, key: str) -> list[Any]:
         """Distinct values of ``key`` among the matching documents."""

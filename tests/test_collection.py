@@ -517,6 +517,7 @@ def test_w0_results_are_unacknowledged_and_the_writes_land(client, coll):
         assert rep.acknowledged is False
         dele = coll.delete_one({"_id": 3}, w=0)
         assert dele.acknowledged is False
+        assert dele.raw_result == {"ok": 1}  # what PyMongo 4 gives for w=0
         with pytest.raises(InvalidOperation):
             dele.deleted_count
         # Same socket, so the server has applied all of the above by now.
