@@ -509,8 +509,9 @@ class Collection:
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         if args or kwargs:
-            kwargs.pop("limit", None)
-            for doc in Cursor(self, filter, *args, limit=-1, **kwargs):
+            # As PyMongo does: any limit given (by keyword, or positionally
+            # after projection and skip) gives way to a single batch of one.
+            for doc in Cursor(self, filter, *args, **kwargs).limit(-1):
                 return doc
             return None
         # The hot path: one find with singleBatch, no Cursor object.

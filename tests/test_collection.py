@@ -182,6 +182,33 @@ def test_find_one_by_a_non_mapping_id(coll):
     assert coll.find_one(ObjectId()) is None
 
 
+def _last_find(db, coll_name: str) -> dict:
+    """The last find on ``coll_name`` that the server's profiler recorded."""
+    entry = db["system.profile"].find_one({"op": "query", "ns": "%s.%s" % (db.name, coll_name)}, sort=[("ts", -1)])
+    assert entry is not None, "the profiler recorded no find on %s" % coll_name
+    return entry["command"]
+
+
+def test_find_one_takes_find_arguments_positionally(db, coll):
+    # find_one(filter, projection, skip, limit, sort) as find takes them: a
+    # limit given positionally (it used to be passed twice, a TypeError) or
+    # by keyword gives way to the one document find_one asks for.
+    coll.insert_many([{"_id": i, "v": i} for i in range(6)])
+    db.command("profile", 2)
+    try:
+        assert coll.find_one({}, {"v": 0}, 2, 10, [("_id", -1)]) == {"_id": 3}
+        sent = _last_find(db, coll.name)
+        assert (sent["skip"], sent["limit"], sent["singleBatch"]) == (2, 1, True)
+        assert sent["sort"] == {"_id": -1}
+        assert coll.find_one({"v": {"$gt": 0}}, None, 1, limit=4) == {"_id": 2, "v": 2}
+        sent = _last_find(db, coll.name)
+        assert (sent["skip"], sent["limit"], sent["singleBatch"]) == (1, 1, True)
+    finally:
+        db.command("profile", 0)
+    with pytest.raises(TypeError):
+        coll.find_one({}, None, 0, "ten")  # still validated, as in PyMongo
+
+
 def test_count_documents_with_skip_and_limit(coll):
     coll.insert_many([{"i": i, "even": i % 2 == 0} for i in range(20)])
     assert coll.count_documents({}) == 20
