@@ -24,6 +24,7 @@ __all__ = ["MongoClient", "Connection", "Request"]
 
 _DEFAULT_HOST = "localhost"
 _DEFAULT_PORT = 27017
+_DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 
 # Options we understand, as spelled in a URI (matched case-insensitively).
 _TIMEOUTS = ("connectTimeoutMS", "socketTimeoutMS", "waitQueueTimeoutMS", "serverSelectionTimeoutMS")
@@ -329,11 +330,25 @@ class MongoClient:
         finally:
             server.pool.checkin(sock)
 
+    def _max_bson_size(self) -> int:
+        """The server's ``maxBsonObjectSize``, for checking documents before anything is sent.
+
+        From the server's last handshake, without selecting it: validation
+        never waits for a server, so bad input fails at once even when the
+        server is down.  Before the first handshake: 16 MiB, every server's
+        limit since MongoDB 1.8.
+        """
+        description = self._topology.servers[0].description
+        if description is None:
+            return _DEFAULT_MAX_BSON_SIZE
+        size: int = description.get("maxBsonObjectSize", _DEFAULT_MAX_BSON_SIZE)
+        return size
+
     def _socket(self) -> "_SocketContext":
         """``with client._socket() as sock:`` for multi-message operations."""
         return _SocketContext(self)
 
-    def _queue_kill(self, address: tuple[str, int], ns: str, cursor_id: int) -> None:
+    def _queue_kill(self, ns: str, cursor_id: int) -> None:
         """Called from cursor finalizers: kill the cursor on the next operation.
 
         A finalizer can run inside the garbage collector, anywhere, so it must

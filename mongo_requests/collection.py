@@ -30,6 +30,7 @@ from .errors import (
     DuplicateKeyError,
     InvalidDocument,
     InvalidName,
+    InvalidOperation,
     OperationFailure,
     check_command,
     check_write,
@@ -256,10 +257,6 @@ class Collection:
         except Exception as exc:
             raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
 
-    def _max_bson_size(self) -> int:
-        hello = self._client.pool.hello
-        return hello.get("maxBsonObjectSize", 16 * 1024 * 1024) if hello else 16 * 1024 * 1024
-
     def _encode_for_insert(self, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
         """Validate a document to store, give it an ``_id``, and BSON-encode it.
 
@@ -293,7 +290,7 @@ class Collection:
     def insert_one(self, document: Any, bypass_document_validation: bool = False, **wc: Any) -> InsertOneResult:
         """Insert one document; returns :class:`~pymongo.results.InsertOneResult`."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        data = self._encode_for_insert(document, self._max_bson_size())
+        data = self._encode_for_insert(document, self._client._max_bson_size())
         cmd: dict[str, Any] = {"insert": self._name, "ordered": True}
         if concern.document:
             cmd["writeConcern"] = concern.document
@@ -321,7 +318,7 @@ class Collection:
         if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
         concern = self._resolve_wc(**wc) if wc else self._concern
-        max_size = self._max_bson_size()
+        max_size = self._client._max_bson_size()
         docs = list(documents)
         if not docs:
             raise TypeError("documents must be a non-empty list")
@@ -680,8 +677,8 @@ class Collection:
         if not docs:
             if docs is None:
                 _check_mapping(doc_or_docs)
-            raise InvalidOperation_("cannot do an empty bulk insert")
-        max_size = self._max_bson_size()
+            raise InvalidOperation("cannot do an empty bulk insert")
+        max_size = self._client._max_bson_size()
         encoded = [self._encode_for_insert(d, max_size, legacy_check=check_keys) for d in docs]
         result = self._write_batches("insert", "documents", encoded, concern, not continue_on_error)
         _raise_legacy(result)
@@ -710,7 +707,7 @@ class Collection:
         first = next(iter(document), None)
         if not (isinstance(first, str) and first.startswith("$")):
             if multi:
-                raise InvalidOperation_("multi=True only works with $ operators")
+                raise InvalidOperation("multi=True only works with $ operators")
             if check_keys:
                 _check_keys_legacy(document)
         return self._update(spec, document, upsert, bool(multi), concern)
@@ -761,6 +758,3 @@ class Collection:
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
         """PyMongo 2's count (exact, via the ``count`` command)."""
         return Cursor(self, filter, **kwargs).count()
-
-
-from .errors import InvalidOperation as InvalidOperation_  # noqa: E402

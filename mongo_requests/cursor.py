@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .errors import InvalidOperation
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
+    from .client import MongoClient
     from .collection import Collection
 
 __all__ = ["Cursor", "CommandCursor", "ASCENDING", "DESCENDING", "index_spec"]
@@ -50,10 +53,10 @@ def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
     raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
 
 
-def _finalize(client: Any, ns: str, state: list) -> None:
+def _finalize(client: MongoClient, ns: str, state: list[int]) -> None:
     """weakref.finalize callback: queue the kill of a cursor still open on the server."""
     if state[0]:
-        client._queue_kill(None, ns, state[0])
+        client._queue_kill(ns, state[0])
 
 
 class _CursorBase:

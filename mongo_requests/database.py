@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.write_concern import WriteConcern
 
 from .collection import Collection
+from .cursor import CommandCursor
 from .errors import InvalidName
 
 if TYPE_CHECKING:
@@ -92,21 +93,23 @@ class Database:
             raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
         if kwargs:
             cmd.update(kwargs)
-        return self._client._command(self._name, cmd, self.codec_options, check=check)  # type: ignore[return-value]
+        return self._client._command(self._name, cmd, self.codec_options, check=check)
 
-    def list_collection_names(self, filter: Mapping[str, Any] | None = None) -> list[str]:
-        """Names of the collections in this database."""
+    def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
+        """Names of the collections in this database.
+
+        :param filter: which collections, e.g. ``{"name": {"$regex": "^log"}}``.
+        :param kwargs: more fields of the ``listCollections`` command (as in
+            PyMongo), e.g. ``cursor={"batchSize": 10}``.
+        """
         cmd: dict[str, Any] = {"listCollections": 1, "nameOnly": True, "authorizedCollections": True}
         if filter:
             cmd["filter"] = dict(filter)
-        reply = self._client._command(self._name, cmd)
-        names = [d["name"] for d in reply["cursor"]["firstBatch"]]  # type: ignore[index]
-        cursor_id = reply["cursor"]["id"]  # type: ignore[index]
-        while cursor_id:
-            more = self._client._command(self._name, {"getMore": cursor_id, "collection": "$cmd.listCollections"})
-            names.extend(d["name"] for d in more["cursor"]["nextBatch"])  # type: ignore[index]
-            cursor_id = more["cursor"]["id"]  # type: ignore[index]
-        return names
+        cmd.update(kwargs)
+        reply = self._client._command(self._name, cmd, self.codec_options)
+        # The cursor's namespace (db.$cmd.listCollections) comes with the
+        # reply; getMore uses it, as PyMongo's cursor on database["$cmd"] does.
+        return [d["name"] for d in CommandCursor(self.get_collection("$cmd"), reply)]
 
     collection_names = list_collection_names  # PyMongo 2
 

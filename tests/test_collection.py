@@ -8,6 +8,7 @@ server, never from a mock.
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from bson.objectid import ObjectId
@@ -15,6 +16,7 @@ from bson.son import SON
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
+    DocumentTooLarge,
     DuplicateKeyError,
     InvalidOperation,
     OperationFailure,
@@ -371,6 +373,34 @@ def test_a_collection_is_not_iterable(coll):
         iter(coll)
     with pytest.raises(TypeError):
         list(coll)
+
+
+def test_list_collection_names_reads_every_batch(db, admin_client):
+    # The listCollections cursor is a CommandCursor: a first batch of two
+    # makes it run getMore on the server (counted in serverStatus) for the rest.
+    names = {"c%d" % i for i in range(5)}
+    for name in names:
+        db.create_collection(name)
+    before = _command_total(admin_client, "getMore")
+    assert sorted(db.list_collection_names(cursor={"batchSize": 2})) == sorted(names)
+    assert _command_total(admin_client, "getMore") - before >= 1
+    assert sorted(db.list_collection_names({"name": {"$in": ["c1", "c3", "nope"]}})) == ["c1", "c3"]
+    assert db.client.never_used_database.list_collection_names() == []
+
+
+def test_too_large_document_is_refused_without_waiting_for_a_server():
+    # The size check reads the server's last known limit; it never selects a
+    # server, so bad input fails at once even when none answers (port 1).
+    client = MongoClient("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=5000")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DocumentTooLarge):
+            client.db.things.insert_one({"x": "a" * (16 * 1024 * 1024)})
+        with pytest.raises(DocumentTooLarge):
+            client.db.things.insert_many([{"x": 1}, {"x": "a" * (16 * 1024 * 1024)}])
+        assert time.monotonic() - started < 2
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------------------
