@@ -15,7 +15,16 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo import uri_parser
 from pymongo.write_concern import WriteConcern
 
-from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, NetworkTimeout, PyMongoError
+from .database import Database
+from .errors import (
+    AutoReconnect,
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidName,
+    InvalidURI,
+    NetworkTimeout,
+    PyMongoError,
+)
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
@@ -388,11 +397,11 @@ class MongoClient:
                 raise ConfigurationError("No default database name defined or provided.")
         return Database(self, name, **kwargs)
 
-    def get_default_database(self) -> "Database":
+    def get_default_database(self) -> Database:
         """The database named in the URI."""
         return self.get_database(None)
 
-    def __getattr__(self, name: str) -> "Database":
+    def __getattr__(self, name: str) -> Database:
         if name.startswith("_"):
             raise AttributeError(
                 "MongoClient has no attribute %r. To access the %s database, use client[%r]." % (name, name, name)
@@ -406,11 +415,11 @@ class MongoClient:
         db = self.__dict__[name] = self.get_database(name)
         return db
 
-    def __getitem__(self, name: str) -> "Database":
+    def __getitem__(self, name: str) -> Database:
         return self.get_database(name)
 
     @property
-    def admin(self) -> "Database":
+    def admin(self) -> Database:
         """The ``admin`` database."""
         return self.get_database("admin")
 
@@ -508,5 +517,3 @@ class Connection(MongoClient):
             kwargs["w"] = 1 if kwargs.pop("safe") else 0
         super().__init__(host, port, **kwargs)
 
-
-from .database import Database  # noqa: E402  (circular: Database needs MongoClient's module)
