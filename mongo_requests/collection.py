@@ -38,6 +38,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
     from .database import Database
 
 __all__ = ["Collection", "ReturnDocument"]
@@ -153,7 +155,11 @@ class Collection:
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
     def __init__(
-        self, database: "Database", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
+        self,
+        database: Database,
+        name: str,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
@@ -167,7 +173,7 @@ class Collection:
         self._client = database.client
         self._db_name = database.name
         self._name = name
-        self.codec_options = codec_options or database.codec_options
+        self.codec_options: CodecOptions[Any] = codec_options or database.codec_options
         self._set_write_concern(write_concern or database.write_concern)
 
     def _set_write_concern(self, wc: WriteConcern) -> None:
@@ -187,18 +193,18 @@ class Collection:
         return "%s.%s" % (self._db_name, self._name)
 
     @property
-    def database(self) -> "Database":
+    def database(self) -> Database:
         """The database this collection belongs to."""
         return self._database
 
-    def __getattr__(self, name: str) -> "Collection":
+    def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError("Collection has no attribute %r" % (name,))
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self._database.get_collection("%s.%s" % (self._name, name))
         return coll
 
-    def __getitem__(self, name: str) -> "Collection":
+    def __getitem__(self, name: str) -> Collection:
         # Not an alias of __getattr__: item access must work for any name,
         # ``coll['_archive']`` included, as in PyMongo.
         return self._database.get_collection("%s.%s" % (self._name, name))
@@ -208,7 +214,9 @@ class Collection:
         # endless sub-collections coll.0, coll.1, ...
         raise TypeError("'Collection' object is not iterable")
 
-    def with_options(self, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+    def with_options(
+        self, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+    ) -> Collection:
         """A copy of this collection with other options."""
         return Collection(
             self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options
@@ -265,7 +273,8 @@ class Collection:
         """
         if type(doc) is not dict:
             if isinstance(doc, RawBSONDocument):
-                return self._check_size(doc.raw, max_size)
+                raw = doc.raw  # a read-only memoryview for big documents (pymongo >= 4.18)
+                return self._check_size(raw if type(raw) is bytes else bytes(raw), max_size)
             _check_mapping(doc)
         if legacy_check:
             _check_keys_legacy(doc)

@@ -12,6 +12,8 @@ from .cursor import CommandCursor
 from .errors import InvalidName
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
     from .client import MongoClient
 
 __all__ = ["Database"]
@@ -37,15 +39,19 @@ class Database:
     """
 
     def __init__(
-        self, client: "MongoClient", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
+        self,
+        client: MongoClient,
+        name: str,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
     ) -> None:
         self._client = client
         self._name = _check_name(name)
         self.write_concern = write_concern or client.write_concern
-        self.codec_options = codec_options or client.codec_options
+        self.codec_options: CodecOptions[Any] = codec_options or client.codec_options
 
     @property
-    def client(self) -> "MongoClient":
+    def client(self) -> MongoClient:
         """The client this database belongs to."""
         return self._client
 
@@ -57,12 +63,12 @@ class Database:
         return self._name
 
     def get_collection(
-        self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None
-    ) -> "Collection":
+        self, name: str, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+    ) -> Collection:
         """Return a :class:`~mongo_requests.collection.Collection`."""
         return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
 
-    def __getattr__(self, name: str) -> "Collection":
+    def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError(
                 "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
@@ -71,7 +77,7 @@ class Database:
         coll = self.__dict__[name] = self.get_collection(name)
         return coll
 
-    def __getitem__(self, name: str) -> "Collection":
+    def __getitem__(self, name: str) -> Collection:
         return self.get_collection(name)
 
     def command(
@@ -118,7 +124,7 @@ class Database:
         name = getattr(name_or_collection, "name", name_or_collection)
         self.get_collection(name).drop()
 
-    def create_collection(self, name: str, **kwargs: Any) -> "Collection":
+    def create_collection(self, name: str, **kwargs: Any) -> Collection:
         """Create a collection explicitly (with options such as ``capped``)."""
         cmd: dict[str, Any] = {"create": name}
         cmd.update(kwargs)

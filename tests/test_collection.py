@@ -11,7 +11,9 @@ import math
 import time
 
 import pytest
+from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo.errors import (
     BulkWriteError,
@@ -386,6 +388,17 @@ def test_list_collection_names_reads_every_batch(db, admin_client):
     assert _command_total(admin_client, "getMore") - before >= 1
     assert sorted(db.list_collection_names({"name": {"$in": ["c1", "c3", "nope"]}})) == ["c1", "c3"]
     assert db.client.never_used_database.list_collection_names() == []
+
+
+def test_raw_documents_read_back_insert_as_they_are(db):
+    # Raw documents of 4 KB and more come back as memoryview slices of the
+    # reply (pymongo >= 4.18); inserting them must copy exactly those bytes.
+    db.src.insert_many([{"_id": i, "pad": "x" * 5000} for i in range(3)])
+    raw = db.get_collection("src", codec_options=CodecOptions(document_class=RawBSONDocument))
+    docs = list(raw.find(sort=[("_id", 1)]))
+    db.dst.insert_one(docs[0])
+    db.dst.insert_many(docs[1:])
+    assert list(db.dst.find(sort=[("_id", 1)])) == list(db.src.find(sort=[("_id", 1)]))
 
 
 def test_too_large_document_is_refused_without_waiting_for_a_server():
