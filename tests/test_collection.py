@@ -5,6 +5,7 @@ Every test talks to the session's mongod through the ``client``/``db``
 fixtures; expected values come from what the test wrote, or from asking the
 server, never from a mock.
 """
+
 from __future__ import annotations
 
 import math
@@ -266,15 +267,18 @@ def test_find_one_and_update(coll):
     assert before == {"_id": 1, "n": 1}
     after = coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER)
     assert after == {"_id": 1, "n": 3}
-    projected = coll.find_one_and_update({"_id": 2}, {"$set": {"x": 1}}, projection={"_id": 0, "x": 1},
-                                         return_document=ReturnDocument.AFTER)
+    projected = coll.find_one_and_update(
+        {"_id": 2}, {"$set": {"x": 1}}, projection={"_id": 0, "x": 1}, return_document=ReturnDocument.AFTER
+    )
     assert projected == {"x": 1}
     # sort picks which of several matches is modified.
     last = coll.find_one_and_update({}, {"$set": {"last": True}}, sort=[("_id", -1)])
     assert last["_id"] == 2 and coll.find_one(2)["last"] is True
     assert coll.find_one_and_update({"_id": 3}, {"$set": {"n": 0}}) is None
     assert coll.find_one(3) is None
-    upserted = coll.find_one_and_update({"_id": 3}, {"$set": {"n": 0}}, upsert=True, return_document=ReturnDocument.AFTER)
+    upserted = coll.find_one_and_update(
+        {"_id": 3}, {"$set": {"n": 0}}, upsert=True, return_document=ReturnDocument.AFTER
+    )
     assert upserted == {"_id": 3, "n": 0}
 
 
