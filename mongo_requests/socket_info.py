@@ -224,8 +224,8 @@ class SocketInfo:
         sequences: Sequence[bytes] = (),
     ) -> None:
         """Send ``cmd`` with ``moreToCome`` (unacknowledged, ``w=0``): no reply is read."""
-        msg = wire.pack_msg(wire.next_request_id(), self._body(dbname, cmd, codec_options), wire.MORE_TO_COME, sequences)
-        self.send(msg)
+        body = self._body(dbname, cmd, codec_options)
+        self.send(wire.pack_msg(wire.next_request_id(), body, wire.MORE_TO_COME, sequences))
 
     def _body(self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any]) -> bytes:
         """The command's BSON body, with ``$db``, checked against the server's size limit."""
