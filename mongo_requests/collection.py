@@ -12,7 +12,7 @@ socket (pinned or not) stays usable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import bson
@@ -558,8 +558,10 @@ class Collection:
         values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
         return values
 
-    def aggregate(self, pipeline: list[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
+    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
         """Run an aggregation pipeline; returns a cursor."""
+        # Typed as PyMongo types it (a list of dicts of anything is not a
+        # list[Mapping[str, Any]]: lists are invariant), checked as it checks.
         if not isinstance(pipeline, list):
             raise TypeError("pipeline must be a list")
         cursor_opts = {"batchSize": batch_size} if batch_size else {}
