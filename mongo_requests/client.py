@@ -329,15 +329,11 @@ class MongoClient:
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
     ) -> None:
-        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one."""
-        server, sock = self._checkout()
-        try:
+        """Send one ``w=0`` command (``moreToCome``: no reply) on a socket from the pool."""
+        # _SocketContext does the checkout, the error handling and the
+        # checkin, so that they live in one place besides _command.
+        with _SocketContext(self) as sock:
             sock.send_command(dbname, cmd, codec_options, sequences)
-        except ConnectionFailure as exc:
-            self._on_error(server, exc)
-            raise
-        finally:
-            server.pool.checkin(sock)
 
     def _max_bson_size(self) -> int:
         """The server's ``maxBsonObjectSize``, for checking documents before anything is sent.
