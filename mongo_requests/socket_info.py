@@ -235,35 +235,44 @@ class SocketInfo:
         dbname: str,
         cmd: dict[str, Any],
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
-        more_to_come: bool = False,
         sequences: Sequence[bytes] = (),
         check: bool = True,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """Run ``cmd`` on database ``dbname`` and return the reply document.
 
         :param cmd: the command; ``$db`` is added to it.
-        :param more_to_come: send an unacknowledged message and read nothing
-            (``w=0``); returns None.
         :param sequences: kind-1 sections from :func:`wire.encode_section`.
         :param check: raise :class:`~pymongo.errors.OperationFailure` and
             friends for ``ok: 0``.
         """
+        rid = wire.next_request_id()
+        msg = wire.pack_msg(rid, self._body(dbname, cmd, codec_options), 0, sequences)
+        reply = self.roundtrip(msg, rid, codec_options)
+        if check and reply.get("ok") != 1:
+            check_command(reply, self.max_wire_version)
+        return reply
+
+    def send_command(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
+    ) -> None:
+        """Send ``cmd`` with ``moreToCome`` (unacknowledged, ``w=0``): no reply is read."""
+        body = self._body(dbname, cmd, codec_options)
+        self.send(wire.pack_msg(wire.next_request_id(), body, wire.MORE_TO_COME, sequences))
+
+    def _body(self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any]) -> bytes:
+        """The command's BSON body, with ``$db``, checked against the server's size limit."""
         cmd["$db"] = dbname
-        body = _encode(cmd, False, codec_options)
+        body: bytes = _encode(cmd, False, codec_options)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise DocumentTooLarge(
                 "command document is %d bytes, over the server's limit of %d"
                 % (len(body), self.max_bson_size + _COMMAND_OVERHEAD)
             )
-        rid = wire.next_request_id()
-        msg = wire.pack_msg(rid, body, wire.MORE_TO_COME if more_to_come else 0, sequences)
-        if more_to_come:
-            self.send(msg)
-            return None
-        reply = self.roundtrip(msg, rid, codec_options)
-        if check and reply.get("ok") != 1:
-            check_command(reply, self.max_wire_version)
-        return reply
+        return body
 
     def send(self, msg: bytes) -> None:
         """Send a whole message; any failure closes the socket."""
