@@ -198,31 +198,42 @@ def write_command(
     let: Any,
 ) -> dict[str, Any]:
     """The write command's body, without its statements (they go in a document sequence)."""
-    cmd: dict[str, Any] = {_COMMANDS[kind][0]: coll.name, "ordered": ordered}
+    cmd: dict[str, Any] = {_COMMANDS[kind][0]: coll._name, "ordered": ordered}
     if concern.document:
         cmd["writeConcern"] = concern.document
-    if bypass is not None:
-        cmd["bypassDocumentValidation"] = bypass
-    if comment is not None:
-        cmd["comment"] = comment
-    if let is not None:
-        cmd["let"] = let
+    if bypass is not None or comment is not None or let is not None:
+        if bypass is not None:
+            cmd["bypassDocumentValidation"] = bypass
+        if comment is not None:
+            cmd["comment"] = comment
+        if let is not None:
+            cmd["let"] = let
     return cmd
 
 
 def run_one(
     coll: Collection,
     kind: int,
-    statement: bytes,
+    statement: bytes | dict[str, Any],
     concern: _Concern,
     bypass: bool | None = None,
     comment: Any = None,
     let: Any = None,
 ) -> dict[str, Any] | None:
-    """Send one encoded statement; the server's reply, or None for ``w=0`` (nobody reads one)."""
+    """Send one statement; the server's reply, or None for ``w=0`` (nobody reads one).
+
+    An encoded statement (an insert's document) travels as a document
+    sequence; a statement dict goes inline in the command, which costs one
+    encoding instead of two (``update_one`` is on the hot path).  The
+    command's size check covers either.
+    """
     cmd = write_command(coll, kind, concern, True, bypass, comment, let)
-    seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)
     client = coll._client
+    if statement.__class__ is dict:
+        cmd[_COMMANDS[kind][1]] = [statement]
+        seq: tuple[bytes, ...] = ()
+    else:
+        seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]
     if not concern.acknowledged:
         client._send_unacknowledged(coll._db_name, cmd, coll.codec_options, seq)
         return None

@@ -208,15 +208,14 @@ class WriteMethods:
         let: Any,
         legacy: bool = False,
     ) -> dict[str, Any] | None:
-        if let is not None:
-            check_mapping(let, "let")
-        _check_bool("bypass_document_validation", bypass)
-        data = _bulk.check_size(
-            _bulk._dict_to_bson(stmt, False, self.codec_options), self._client._max_bson_size() + 16 * 1024
-        )
-        reply = run_one(self, UPDATE, data, concern, bypass, comment, let)  # type: ignore[arg-type]
-        if reply is not None:
-            check_write(reply)
+        if bypass is not None or let is not None:
+            if let is not None:
+                check_mapping(let, "let")
+            _check_bool("bypass_document_validation", bypass)
+        reply = run_one(self, UPDATE, stmt, concern, bypass, comment, let)  # type: ignore[arg-type]
+        if reply is None:
+            return None
+        check_write(reply)
         return _update_result(reply, legacy)
 
     def update_one(
@@ -238,11 +237,12 @@ class WriteMethods:
         The options are PyMongo 4's, sent only when given.
         """
         _bulk.check_update(update)
-        _check_bool("upsert", upsert)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
         concern = self._resolve_wc(**wc) if wc else self._concern
-        stmt = _bulk.update_statement(
-            filter, update, False, upsert, _bulk._collation(collation), array_filters, hint, sort
-        )
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -261,9 +261,12 @@ class WriteMethods:
     ) -> UpdateResult:
         """Update every matching document."""
         _bulk.check_update(update)
-        _check_bool("upsert", upsert)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
         concern = self._resolve_wc(**wc) if wc else self._concern
-        stmt = _bulk.update_statement(filter, update, True, upsert, _bulk._collation(collation), array_filters, hint)
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, update, True, upsert, collation, array_filters, hint)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -282,9 +285,12 @@ class WriteMethods:
     ) -> UpdateResult:
         """Replace the first matching document."""
         _bulk.check_replacement(replacement)
-        _check_bool("upsert", upsert)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
         concern = self._resolve_wc(**wc) if wc else self._concern
-        stmt = _bulk.update_statement(filter, replacement, False, upsert, _bulk._collation(collation), None, hint, sort)
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, replacement, False, upsert, collation, None, hint, sort)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -294,8 +300,7 @@ class WriteMethods:
     ) -> dict[str, Any] | None:
         if let is not None:
             check_mapping(let, "let")
-        data = _bulk._dict_to_bson(stmt, False, self.codec_options)
-        reply = run_one(self, DELETE, data, concern, None, comment, let)  # type: ignore[arg-type]
+        reply = run_one(self, DELETE, stmt, concern, None, comment, let)  # type: ignore[arg-type]
         if reply is not None:
             check_write(reply)
             if legacy:
@@ -313,7 +318,9 @@ class WriteMethods:
     ) -> DeleteResult:
         """Delete the first matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        stmt = _bulk.delete_statement(filter, 1, _bulk._collation(collation), hint)
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.delete_statement(filter, 1, collation, hint)
         reply = self._delete(stmt, concern, comment, let)
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
@@ -329,7 +336,9 @@ class WriteMethods:
     ) -> DeleteResult:
         """Delete every matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        stmt = _bulk.delete_statement(filter, 0, _bulk._collation(collation), hint)
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.delete_statement(filter, 0, collation, hint)
         reply = self._delete(stmt, concern, comment, let)
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
