@@ -374,6 +374,7 @@ class Bulk:
         client = coll._client
         total = _new_result()
         acknowledged = concern.acknowledged
+        listeners = client._listeners
         with client._socket() as sock:
             max_bytes = sock.max_message_size - _MESSAGE_OVERHEAD
             max_count = sock.max_write_batch_size
@@ -396,9 +397,15 @@ class Bulk:
                 cmd = write_command(coll, kind, batch_concern, self.ordered, self.bypass, self.comment, self.let)
                 seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
                 if not ack_this:
-                    sock.send_command(coll._db_name, cmd, coll.codec_options, seq)
+                    if listeners is None:
+                        sock.send_command(coll._db_name, cmd, coll.codec_options, seq)
+                    else:
+                        listeners.send_command(sock, coll._db_name, cmd, coll.codec_options, seq)
                     continue
-                reply = sock.command(coll._db_name, cmd, coll.codec_options, seq)
+                if listeners is None:
+                    reply = sock.command(coll._db_name, cmd, coll.codec_options, seq)
+                else:
+                    reply = listeners.command(sock, coll._db_name, cmd, coll.codec_options, seq)
                 self._merge(total, kind, indexes, reply)
                 if self.ordered and reply.get("writeErrors"):
                     break

@@ -15,6 +15,7 @@ from typing import Any
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from .database import Database
+from .monitoring import Listeners
 from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
 from .options import ClientOptions
 from .pool import PoolOptions
@@ -112,6 +113,8 @@ class MongoClient:
         )
         self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
         self._kill_queue: collections.deque = collections.deque()
+        # None unless a command listener is registered: the hot path's one check.
+        self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
     @property
     def max_pool_size(self) -> int:
@@ -198,6 +201,8 @@ class MongoClient:
         """Run one command on a socket from the pool, and give the socket back."""
         server, sock = self._checkout()
         try:
+            if self._listeners is not None:
+                return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
             return sock.command(dbname, cmd, codec_options, sequences, check)
         except ConnectionFailure as exc:
             self._topology.handle_error(server, exc, sock)
@@ -217,6 +222,8 @@ class MongoClient:
         # costs a w=0 insert_one about 4% more client instructions.
         server, sock = self._checkout()
         try:
+            if self._listeners is not None:
+                return self._listeners.send_command(sock, dbname, cmd, codec_options, sequences)
             sock.send_command(dbname, cmd, codec_options, sequences)
         except ConnectionFailure as exc:
             self._topology.handle_error(server, exc, sock)
