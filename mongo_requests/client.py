@@ -14,9 +14,10 @@ from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
+from .client_compat import ClientCompat
 from .database import Database
-from .monitoring import Listeners
 from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
+from .monitoring import Listeners
 from .options import ClientOptions
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
@@ -64,7 +65,7 @@ class Request:
         self.end()
 
 
-class MongoClient:
+class MongoClient(ClientCompat):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI

@@ -15,11 +15,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .bulk import _collation, check_mapping, check_replacement, check_update
 from .cursor import CommandCursor, Cursor, index_spec
-from .errors import InvalidName, OperationFailure, check_command, raise_write_concern_error
+from .errors import (
+    ConfigurationError,
+    InvalidName,
+    InvalidOperation,
+    OperationFailure,
+    check_command,
+    raise_write_concern_error,
+)
 from .writes import WriteMethods
 
 if TYPE_CHECKING:
@@ -27,7 +35,42 @@ if TYPE_CHECKING:
 
     from .database import Database
 
-__all__ = ["Collection", "ReturnDocument"]
+__all__ = ["Collection", "ReturnDocument", "check_read_options"]
+
+
+def check_read_options(read_preference: Any, read_concern: Any) -> None:
+    """Refuse what reads cannot honour: a read preference other than primary, a non-default read concern."""
+    if read_preference is not None:
+        mode = getattr(read_preference, "mode", None)
+        if mode != 0:  # pymongo.read_preferences' Primary
+            raise ConfigurationError(
+                "read_preference %r is not supported: mongo_requests reads from the primary only" % (read_preference,)
+            )
+    if read_concern is not None:
+        if not isinstance(read_concern, ReadConcern):
+            raise TypeError("read_concern must be an instance of pymongo.read_concern.ReadConcern")
+        if read_concern.level is not None:
+            raise ConfigurationError(
+                "read_concern %r is not supported: reads use the server's default read concern" % (read_concern.level,)
+            )
+
+
+class _Unsupported(AttributeError, NotImplementedError):
+    """A PyMongo attribute that mongo_requests does not support (both an AttributeError and a NotImplementedError)."""
+
+
+_UNSUPPORTED = {
+    "watch": "change streams are not implemented",
+    "find_raw_batches": "raw batches are not implemented; use find() with document_class=RawBSONDocument",
+    "aggregate_raw_batches": "raw batches are not implemented; use aggregate() with "
+                             "document_class=RawBSONDocument",
+    "create_search_index": "Atlas Search indexes are not supported",
+    "create_search_indexes": "Atlas Search indexes are not supported",
+    "drop_search_index": "Atlas Search indexes are not supported",
+    "list_search_indexes": "Atlas Search indexes are not supported",
+    "update_search_index": "Atlas Search indexes are not supported",
+    "parallel_scan": "parallelCollectionScan was removed in MongoDB 4.2; use find()",
+}
 
 
 class ReturnDocument:
@@ -46,7 +89,10 @@ class Collection(WriteMethods):
         name: str,
         write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
+        read_concern: ReadConcern | None = None,
     ) -> None:
+        check_read_options(read_preference, read_concern)
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
         if not name or name.startswith(".") or name.endswith(".") or ".." in name:
@@ -81,6 +127,8 @@ class Collection(WriteMethods):
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError("Collection has no attribute %r" % (name,))
+        if name in _UNSUPPORTED:
+            raise _Unsupported("Collection.%s is not supported by mongo_requests: %s" % (name, _UNSUPPORTED[name]))
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self._database.get_collection("%s.%s" % (self._name, name))
         return coll
@@ -95,12 +143,37 @@ class Collection(WriteMethods):
         # endless sub-collections coll.0, coll.1, ...
         raise TypeError("'Collection' object is not iterable")
 
+    def next(self) -> Any:
+        """Not an iterator (as in PyMongo)."""
+        raise TypeError("'Collection' object is not iterable")
+
+    def __bool__(self) -> bool:
+        raise NotImplementedError(
+            "Collection objects do not implement truth value testing or bool(). "
+            "Please compare with None instead: collection is not None"
+        )
+
+    @property
+    def read_preference(self) -> Any:
+        """The read preference: the client's (only the primary is supported)."""
+        return self._client.read_preference
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        """The server's default read concern (the only one supported)."""
+        return ReadConcern()
+
     def with_options(
-        self, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+        self,
+        codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
     ) -> Collection:
-        """A copy of this collection with other options."""
+        """A copy of this collection with other options (PyMongo's signature)."""
         return Collection(
-            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options
+            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
+            read_preference, read_concern,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -163,7 +236,8 @@ class Collection(WriteMethods):
         if not isinstance(key, str):
             raise TypeError("key must be an instance of str")
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
-        if filter:
+        if filter is not None:  # an empty filter is sent too, as PyMongo sends it
+            check_mapping(filter, "filter")
             cmd["query"] = filter
         cmd.update(kwargs)
         values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
@@ -283,15 +357,54 @@ class Collection(WriteMethods):
 
     # -- indexes and housekeeping -------------------------------------------
     def create_index(self, keys: Any, **kwargs: Any) -> str:
-        """Create an index; returns its name (``ensure_index`` is the PyMongo 2 name)."""
+        """Create an index; returns its name.
+
+        Index options (``unique``, ``expireAfterSeconds``, ``partialFilterExpression``...)
+        go into the index document; ``comment``, ``maxTimeMS`` and ``commitQuorum``
+        into the command, as in PyMongo.
+        """
+        command_level = ("comment", "maxTimeMS", "commitQuorum")
+        cmd_options: dict[str, Any] = {k: kwargs.pop(k) for k in command_level if k in kwargs}
+        if "max_time_ms" in kwargs:
+            cmd_options["maxTimeMS"] = kwargs.pop("max_time_ms")
         spec = index_spec(keys)
         name = kwargs.pop("name", None) or "_".join("%s_%s" % (k, v) for k, v in spec.items())
         index: dict[str, Any] = {"key": spec, "name": name}
         index.update(kwargs)
-        self._client._command(self._db_name, {"createIndexes": self._name, "indexes": [index]})
+        self._create_indexes([index], cmd_options)
         return name
 
-    ensure_index = create_index
+    def _create_indexes(self, indexes: list[dict[str, Any]], cmd_options: dict[str, Any]) -> None:
+        cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": indexes}
+        cmd.update({k: v for k, v in cmd_options.items() if v is not None})
+        self._client._command(self._db_name, cmd, self.codec_options)
+
+    def create_indexes(self, indexes: list[Any], comment: Any = None, **kwargs: Any) -> list[str]:
+        """Create several :class:`~pymongo.operations.IndexModel` indexes in one command; returns their names."""
+        if not isinstance(indexes, list):
+            raise TypeError("indexes must be a list")
+        documents = []
+        for model in indexes:
+            document = getattr(model, "document", None)
+            if not isinstance(document, Mapping):
+                raise TypeError("%r is not an instance of pymongo.operations.IndexModel" % (model,))
+            documents.append(dict(document))
+        if "max_time_ms" in kwargs:
+            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
+        self._create_indexes(documents, dict(kwargs, comment=comment))
+        return [d["name"] for d in documents]
+
+    def ensure_index(self, key_or_list: Any, cache_for: int = 300, **kwargs: Any) -> str:
+        """PyMongo 2's ensure_index: creates the index every time (``createIndexes`` is idempotent).
+
+        ``cache_for`` (and its old alias ``ttl``) set how long PyMongo 2 skipped
+        the call client-side; there is no such cache here, so they change nothing.
+        For an index that expires documents use ``expireAfterSeconds``.
+        """
+        kwargs.pop("ttl", None)
+        if "drop_dups" in kwargs or "dropDups" in kwargs:
+            raise ConfigurationError("dropDups was removed in MongoDB 3.0")
+        return self.create_index(key_or_list, **kwargs)
 
     def drop_index(self, index_or_name: Any) -> None:
         """Drop one index, by name or by key spec."""
@@ -301,8 +414,36 @@ class Collection(WriteMethods):
         self._client._command(self._db_name, {"dropIndexes": self._name, "index": name})
 
     def drop_indexes(self) -> None:
-        """Drop every index but ``_id``'s."""
-        self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"})
+        """Drop every index but ``_id``'s; a missing collection is not an error (as in PyMongo)."""
+        reply = self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"}, check=False)
+        if reply.get("ok") != 1 and reply.get("code") != 26:
+            check_command(reply)
+
+    def rename(self, new_name: str, **kwargs: Any) -> dict[str, Any]:
+        """Rename this collection (``dropTarget=True`` replaces an existing one)."""
+        if not isinstance(new_name, str):
+            raise TypeError("new_name must be an instance of str")
+        if not new_name or ".." in new_name:
+            raise InvalidName("collection names cannot be empty")
+        if new_name[0] == "." or new_name[-1] == ".":
+            raise InvalidName("collection names must not start or end with '.'")
+        if "$" in new_name and not new_name.startswith("oplog.$main"):
+            raise InvalidName("collection names must not contain '$'")
+        cmd: dict[str, Any] = {"renameCollection": self.full_name, "to": "%s.%s" % (self._db_name, new_name)}
+        cmd.update(kwargs)
+        return self._client._command("admin", cmd, self.codec_options)
+
+    def options(self, comment: Any = None) -> dict[str, Any]:
+        """The options the collection was created with (``capped``, ``size``...); {} when it does not exist."""
+        cmd: dict[str, Any] = {"listCollections": 1, "filter": {"name": self._name}, "cursor": {}}
+        if comment is not None:
+            cmd["comment"] = comment
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        for info in reply["cursor"]["firstBatch"]:
+            options = dict(info.get("options", {}))
+            options.pop("create", None)
+            return options
+        return {}
 
     def list_indexes(self) -> CommandCursor:
         """A cursor over the index documents."""
@@ -352,5 +493,26 @@ class Collection(WriteMethods):
         )
 
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
-        """PyMongo 2's count (exact, via the ``count`` command)."""
-        return Cursor(self, filter, **kwargs).count()
+        """PyMongo 2/3's count, through the ``count`` command.
+
+        ``skip``, ``limit``, ``hint``, ``maxTimeMS`` and ``collation`` are
+        honoured, as in PyMongo 3; another keyword goes into the command.
+        """
+        cmd: dict[str, Any] = {"count": self._name, "query": {} if filter is None else filter}
+        check_mapping(cmd["query"], "filter")
+        if "max_time_ms" in kwargs:
+            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
+        if kwargs.get("hint") is not None and not isinstance(kwargs["hint"], str):
+            kwargs["hint"] = index_spec(kwargs["hint"])
+        if kwargs.get("collation") is not None:
+            kwargs["collation"] = _collation(kwargs["collation"])
+        for key in ("skip", "limit"):
+            if key in kwargs and (not isinstance(kwargs[key], int) or isinstance(kwargs[key], bool)):
+                raise TypeError("%s must be an integer" % (key,))
+        cmd.update({k: v for k, v in kwargs.items() if v is not None})
+        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        """PyMongo 2's group: the server's ``group`` command was removed in MongoDB 4.2."""
+        raise InvalidOperation("Collection.group() cannot work: the server's group command was removed in "
+                               "MongoDB 4.2; use aggregate() with a $group stage")
