@@ -278,8 +278,6 @@ class Bulk:
     ) -> None:
         if not isinstance(ordered, bool):
             raise TypeError("ordered must be True or False")
-        if bypass_document_validation is not None and not isinstance(bypass_document_validation, bool):
-            raise TypeError("bypass_document_validation must be True or False")
         if let is not None:
             check_mapping(let, "let")
         self.collection = collection

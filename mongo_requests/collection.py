@@ -55,6 +55,21 @@ def check_read_options(read_preference: Any, read_concern: Any) -> None:
             )
 
 
+def _command_options(cmd: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Add PyMongo's command keywords to ``cmd``: hint and collation converted, None values left out."""
+    for py, server in (("max_time_ms", "maxTimeMS"), ("allow_disk_use", "allowDiskUse")):
+        if py in kwargs:
+            kwargs[server] = kwargs.pop(py)
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key == "hint" and not isinstance(value, str):
+            value = index_spec(value)
+        elif key == "collation":
+            value = _collation(value)
+        cmd[key] = value
+
+
 class _Unsupported(AttributeError, NotImplementedError):
     """A PyMongo attribute that mongo_requests does not support (both an AttributeError and a NotImplementedError)."""
 
@@ -221,14 +236,14 @@ class Collection(WriteMethods):
         kwargs.pop("limit", None)
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
@@ -239,21 +254,43 @@ class Collection(WriteMethods):
         if filter is not None:  # an empty filter is sent too, as PyMongo sends it
             check_mapping(filter, "filter")
             cmd["query"] = filter
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
         return values
 
-    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
-        """Run an aggregation pipeline; returns a cursor."""
+    def aggregate(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        batch_size: int | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> CommandCursor:
+        """Run an aggregation pipeline; returns a cursor.
+
+        PyMongo's options: ``let``, ``comment``, and as keywords ``batchSize``
+        (or ``batch_size``), ``maxTimeMS``, ``allowDiskUse``, ``collation``,
+        ``hint``; other keywords go into the command.  Only what is given is sent.
+        """
         # Typed as PyMongo types it (a list of dicts of anything is not a
         # list[Mapping[str, Any]]: lists are invariant), checked as it checks.
         if not isinstance(pipeline, list):
             raise TypeError("pipeline must be a list")
-        cursor_opts = {"batchSize": batch_size} if batch_size else {}
-        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
-        cmd.update(kwargs)
+        if "batchSize" in kwargs:
+            batch_size = kwargs.pop("batchSize")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 0):
+            raise TypeError("batchSize must be a non-negative integer")
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline}
+        if let is not None:
+            check_mapping(let, "let")
+            cmd["let"] = let
+        if comment is not None:
+            cmd["comment"] = comment
+        _command_options(cmd, kwargs)
+        cmd["cursor"] = {"batchSize": batch_size} if batch_size is not None else {}
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return CommandCursor(self, reply, batch_size)
+        return CommandCursor(self, reply, batch_size or 0)
 
     # -- find-and-modify ----------------------------------------------------
     _WC_ARGS = frozenset(["w", "safe", "write_concern", "j", "wtimeout", "wtimeoutMS", "fsync", "session"])
@@ -352,7 +389,7 @@ class Collection(WriteMethods):
     ) -> Any:
         """Delete one document and return it."""
         return self._find_and_modify(
-            filter, remove=True, fields=projection, sort=sort, hint=hint, let=let, comment=comment, **kwargs
+            filter, remove=True, new=False, fields=projection, sort=sort, hint=hint, let=let, comment=comment, **kwargs
         )
 
     # -- indexes and housekeeping -------------------------------------------

@@ -55,6 +55,18 @@ def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
     raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
 
 
+def _collation_doc(value: Any) -> Any:
+    """A ``pymongo.collation.Collation`` or a mapping as the server's document; None stays None."""
+    if value is None:
+        return None
+    document = getattr(value, "document", None)
+    if document is not None:
+        return document
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError("collation must be a dict or an instance of pymongo.collation.Collation")
+
+
 def _finalize(client: MongoClient, ns: str, state: list[int]) -> None:
     """weakref.finalize callback: queue the kill of a cursor still open on the server."""
     if state[0]:
@@ -77,6 +89,7 @@ class _CursorBase:
         self._limit = 0
         self._returned = 0
         self._finalizer: weakref.finalize[[MongoClient, str, list[int]], _CursorBase] | None = None
+        self._comment: Any = None
 
     @property
     def collection(self) -> Collection:
@@ -115,6 +128,8 @@ class _CursorBase:
             size = min(size, left) if size else left
         if size:
             cmd["batchSize"] = size
+        if self._comment is not None:  # servers since 4.4 show it on getMore too; PyMongo 4 sends it
+            cmd["comment"] = self._comment
         cursor = self._client._command(db, cmd, self._codec)["cursor"]
         self._batch.extend(cursor.get("nextBatch", ()))
         self._set_id(cursor.get("id", 0))
@@ -214,10 +229,25 @@ class Cursor(_CursorBase):
         no_cursor_timeout: bool = False,
         allow_disk_use: bool | None = None,
         fields: Any = None,
+        collation: Any = None,
+        let: Mapping[str, Any] | None = None,
+        return_key: bool | None = None,
+        show_record_id: bool | None = None,
+        min: Any = None,
+        max: Any = None,
+        allow_partial_results: bool = False,
+        spec: Mapping[str, Any] | None = None,
+        timeout: bool = True,
     ) -> None:
         super().__init__(collection)
+        if spec is not None:  # PyMongo 2
+            if filter is not None:
+                raise TypeError("give filter or spec (PyMongo 2's name), not both")
+            filter = spec
         if filter is not None and not isinstance(filter, Mapping):
             raise TypeError("filter must be a mapping, not %s" % (type(filter).__name__,))
+        if let is not None and not isinstance(let, Mapping):
+            raise TypeError("let must be a mapping")
         if projection is None:
             projection = fields  # PyMongo 2 called it fields
         if projection is not None and not isinstance(projection, Mapping):
@@ -232,6 +262,15 @@ class Cursor(_CursorBase):
         self._no_cursor_timeout = no_cursor_timeout
         self._allow_disk_use = allow_disk_use
         self._single_batch = False
+        self._collation = _collation_doc(collation)
+        self._let = let
+        self._return_key = return_key
+        self._show_record_id = show_record_id
+        self._min = None if min is None else index_spec(min)
+        self._max = None if max is None else index_spec(max)
+        self._allow_partial_results = allow_partial_results
+        if not timeout:  # PyMongo 2's timeout=False
+            self._no_cursor_timeout = True
         self.skip(skip)
         self.limit(limit)
         self.batch_size(batch_size)
@@ -297,6 +336,30 @@ class Cursor(_CursorBase):
         self._comment = comment
         return self
 
+    def collation(self, collation: Any) -> Cursor:
+        """Compare strings by these rules (a ``pymongo.collation.Collation`` or a dict)."""
+        self._check_unstarted()
+        self._collation = _collation_doc(collation)
+        return self
+
+    def min(self, spec: Any) -> Cursor:
+        """The lower bound of the index range (needs a hint)."""
+        self._check_unstarted()
+        self._min = index_spec(spec)
+        return self
+
+    def max(self, spec: Any) -> Cursor:
+        """The upper bound of the index range (needs a hint)."""
+        self._check_unstarted()
+        self._max = index_spec(spec)
+        return self
+
+    def allow_disk_use(self, allow_disk_use: bool) -> Cursor:
+        """Let a blocking sort spill to disk."""
+        self._check_unstarted()
+        self._allow_disk_use = bool(allow_disk_use)
+        return self
+
     def _find_command(self) -> dict[str, Any]:
         cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
         if self._projection is not None:
@@ -321,6 +384,20 @@ class Cursor(_CursorBase):
             cmd["noCursorTimeout"] = True
         if self._allow_disk_use is not None:
             cmd["allowDiskUse"] = self._allow_disk_use
+        if self._collation is not None:
+            cmd["collation"] = self._collation
+        if self._let is not None:
+            cmd["let"] = self._let
+        if self._return_key is not None:
+            cmd["returnKey"] = self._return_key
+        if self._show_record_id is not None:
+            cmd["showRecordId"] = self._show_record_id
+        if self._min is not None:
+            cmd["min"] = self._min
+        if self._max is not None:
+            cmd["max"] = self._max
+        if self._allow_partial_results:
+            cmd["allowPartialResults"] = True
         return cmd
 
     def _refresh(self) -> None:
@@ -367,6 +444,9 @@ class Cursor(_CursorBase):
         other._limit, other._single_batch = self._limit, self._single_batch
         other._hint, other._max_time_ms, other._comment = self._hint, self._max_time_ms, self._comment
         other._no_cursor_timeout, other._allow_disk_use = self._no_cursor_timeout, self._allow_disk_use
+        other._collation, other._let, other._min, other._max = self._collation, self._let, self._min, self._max
+        other._return_key, other._show_record_id = self._return_key, self._show_record_id
+        other._allow_partial_results = self._allow_partial_results
         return other
 
     def explain(self) -> dict[str, Any]:

@@ -158,8 +158,6 @@ class WriteMethods:
         :param comment: attached to the command (server logs, profiler).
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
-        if bypass_document_validation is not None:
-            _check_bool("bypass_document_validation", bypass_document_validation)
         data = _bulk.encode_insert(self, document, self._client._max_bson_size())  # type: ignore[arg-type]
         reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
@@ -208,10 +206,8 @@ class WriteMethods:
         let: Any,
         legacy: bool = False,
     ) -> dict[str, Any] | None:
-        if bypass is not None or let is not None:
-            if let is not None:
-                check_mapping(let, "let")
-            _check_bool("bypass_document_validation", bypass)
+        if let is not None:
+            check_mapping(let, "let")
         reply = run_one(self, UPDATE, stmt, concern, bypass, comment, let)  # type: ignore[arg-type]
         if reply is None:
             return None
