@@ -549,6 +549,40 @@ class Collection(WriteMethods):
         cmd.update({k: v for k, v in kwargs.items() if v is not None})
         return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
 
+    def map_reduce(
+        self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any
+    ) -> Any:
+        """Run ``mapReduce`` (which MongoDB 6 still has, deprecated) into ``out``; returns the output collection.
+
+        ``out`` is a collection name or a document (``{"replace": ...}``,
+        ``{"merge": ..., "db": ...}``); ``full_response=True`` returns the reply.
+        """
+        if not isinstance(out, (str, Mapping)):
+            raise TypeError("'out' must be an instance of str or a mapping")
+        if isinstance(out, Mapping) and out.get("inline"):
+            raise ValueError("use inline_map_reduce for inline output")
+        reply = self._map_reduce(map, reduce, out, kwargs)
+        if full_response:
+            return reply
+        target = reply.get("result", out)
+        if isinstance(target, Mapping):
+            db = self._database.client[target.get("db", self._db_name)]
+            return db[target["collection"]]
+        return self._database[target]
+
+    def inline_map_reduce(self, map: Any, reduce: Any, full_response: bool = False, **kwargs: Any) -> Any:
+        """Run ``mapReduce`` with inline output; returns the result documents (or the reply)."""
+        reply = self._map_reduce(map, reduce, {"inline": 1}, kwargs)
+        return reply if full_response else reply.get("results")
+
+    def _map_reduce(self, map: Any, reduce: Any, out: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        cmd: dict[str, Any] = {"mapReduce": self._name, "map": map, "reduce": reduce, "out": out}
+        _command_options(cmd, kwargs)
+        inline = isinstance(out, Mapping) and out.get("inline")
+        if self._concern.document and self._concern.acknowledged and not inline:
+            cmd["writeConcern"] = self._concern.document
+        return self._client._command(self._db_name, cmd, self.codec_options)
+
     def group(self, *args: Any, **kwargs: Any) -> Any:
         """PyMongo 2's group: the server's ``group`` command was removed in MongoDB 4.2."""
         raise InvalidOperation("Collection.group() cannot work: the server's group command was removed in "

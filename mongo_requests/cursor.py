@@ -90,6 +90,10 @@ class _CursorBase:
         self._returned = 0
         self._finalizer: weakref.finalize[[MongoClient, str, list[int]], _CursorBase] | None = None
         self._comment: Any = None
+        self._retrieved = 0
+        # Tailable cursors: an empty getMore ends this iteration, not the cursor.
+        self._tailable = False
+        self._max_await_time_ms: int | None = None
 
     @property
     def collection(self) -> Collection:
@@ -106,9 +110,28 @@ class _CursorBase:
         """True while more documents may come."""
         return not self._killed and (not self._started or bool(self._batch) or bool(self._state[0]))
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The server the cursor runs on, once it has run (None before)."""
+        return self._client.address if self._started else None
+
+    @property
+    def retrieved(self) -> int:
+        """How many documents the server has sent so far."""
+        return self._retrieved
+
+    def try_next(self) -> Any:
+        """The next document, or None when none is available now (PyMongo's try_next)."""
+        try:
+            return self.__next__()
+        except StopIteration:
+            return None
+
     def _start_batch(self, reply: Mapping[str, Any]) -> None:
         cursor = reply["cursor"]
-        self._batch.extend(cursor.get("firstBatch", ()))
+        first = cursor.get("firstBatch", ())
+        self._retrieved += len(first)
+        self._batch.extend(first)
         self._ns = cursor.get("ns", self._ns)
         self._set_id(cursor.get("id", 0))
 
@@ -130,8 +153,12 @@ class _CursorBase:
             cmd["batchSize"] = size
         if self._comment is not None:  # servers since 4.4 show it on getMore too; PyMongo 4 sends it
             cmd["comment"] = self._comment
+        if self._max_await_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_await_time_ms
         cursor = self._client._command(db, cmd, self._codec)["cursor"]
-        self._batch.extend(cursor.get("nextBatch", ()))
+        batch = cursor.get("nextBatch", ())
+        self._retrieved += len(batch)
+        self._batch.extend(batch)
         self._set_id(cursor.get("id", 0))
 
     def _refresh(self) -> None:  # pragma: no cover - overridden
@@ -153,6 +180,8 @@ class _CursorBase:
             if not self._state[0] or self._killed:
                 raise StopIteration
             self._get_more()
+            if self._tailable and not self._batch:
+                raise StopIteration  # nothing new yet; the cursor stays alive
         if self._limit and self._returned >= self._limit:
             self.close()
             raise StopIteration
@@ -206,6 +235,15 @@ class CommandCursor(_CursorBase):
     def _refresh(self) -> None:
         pass
 
+    def batch_size(self, batch_size: int) -> CommandCursor:
+        """Ask for batches of ``batch_size`` documents on the next getMores."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size
+        return self
+
 
 class Cursor(_CursorBase):
     """The result of :meth:`Collection.find`: chain modifiers, then iterate.
@@ -238,6 +276,8 @@ class Cursor(_CursorBase):
         allow_partial_results: bool = False,
         spec: Mapping[str, Any] | None = None,
         timeout: bool = True,
+        cursor_type: int = 0,
+        max_await_time_ms: int | None = None,
     ) -> None:
         super().__init__(collection)
         if spec is not None:  # PyMongo 2
@@ -271,6 +311,11 @@ class Cursor(_CursorBase):
         self._allow_partial_results = allow_partial_results
         if not timeout:  # PyMongo 2's timeout=False
             self._no_cursor_timeout = True
+        if cursor_type not in (0, 2, 34):  # pymongo.CursorType NON_TAILABLE, TAILABLE, TAILABLE_AWAIT
+            raise ValueError("cursor_type %r is not supported (EXHAUST cursors are not implemented)" % (cursor_type,))
+        self._tailable = bool(cursor_type & 2)
+        self._await_data = bool(cursor_type & 32)
+        self._max_await_time_ms = max_await_time_ms if self._await_data else None
         self.skip(skip)
         self.limit(limit)
         self.batch_size(batch_size)
@@ -336,6 +381,49 @@ class Cursor(_CursorBase):
         self._comment = comment
         return self
 
+    def __getitem__(self, index: int | slice) -> Any:
+        """``cursor[i]``: the i-th document (a query of its own); ``cursor[a:b]``: this cursor, skipped and limited."""
+        self._check_unstarted()
+        if isinstance(index, slice):
+            if index.step is not None:
+                raise IndexError("Cursor instances do not support slice steps")
+            start = index.start or 0
+            if start < 0 or (index.stop is not None and index.stop < 0):
+                raise IndexError("Cursor instances do not support negative indices")
+            # As PyMongo: the slice's start replaces the skip, and an empty slice yields nothing.
+            self._skip = start
+            if index.stop is not None:
+                limit = index.stop - start
+                if limit < 0:
+                    raise IndexError("stop index must be greater than start index for slice %r" % (index,))
+                if limit == 0:
+                    self._killed = True
+                self._limit = limit
+            return self
+        if isinstance(index, int) and not isinstance(index, bool):
+            if index < 0:
+                raise IndexError("Cursor instances do not support negative indices")
+            clone = self.clone()
+            clone.skip(self._skip + index)
+            clone.limit(-1)
+            for doc in clone:
+                return doc
+            raise IndexError("no such item for Cursor instance")
+        raise TypeError("index %r cannot be applied to Cursor instances" % (index,))
+
+    def where(self, code: str) -> Cursor:
+        """Add a ``$where`` JavaScript predicate to the filter."""
+        self._check_unstarted()
+        self._filter = dict(self._filter, **{"$where": code})
+        return self
+
+    def max_await_time_ms(self, max_await_time_ms: int | None) -> Cursor:
+        """How long a TAILABLE_AWAIT getMore waits for new documents."""
+        self._check_unstarted()
+        if self._await_data:
+            self._max_await_time_ms = max_await_time_ms
+        return self
+
     def collation(self, collation: Any) -> Cursor:
         """Compare strings by these rules (a ``pymongo.collation.Collation`` or a dict)."""
         self._check_unstarted()
@@ -398,6 +486,10 @@ class Cursor(_CursorBase):
             cmd["max"] = self._max
         if self._allow_partial_results:
             cmd["allowPartialResults"] = True
+        if self._tailable:
+            cmd["tailable"] = True
+            if self._await_data:
+                cmd["awaitData"] = True
         return cmd
 
     def _refresh(self) -> None:
@@ -447,6 +539,8 @@ class Cursor(_CursorBase):
         other._collation, other._let, other._min, other._max = self._collation, self._let, self._min, self._max
         other._return_key, other._show_record_id = self._return_key, self._show_record_id
         other._allow_partial_results = self._allow_partial_results
+        other._tailable, other._await_data = self._tailable, self._await_data
+        other._max_await_time_ms = self._max_await_time_ms
         return other
 
     def explain(self) -> dict[str, Any]:

@@ -261,7 +261,12 @@ class Database:
         # reply; getMore uses it, as PyMongo's cursor on database["$cmd"] does.
         return [d["name"] for d in CommandCursor(self.get_collection("$cmd"), reply)]
 
-    collection_names = list_collection_names  # PyMongo 2
+    def collection_names(self, include_system_collections: bool = True) -> list[str]:
+        """PyMongo 2's collection_names: with ``system.*`` collections unless told otherwise."""
+        names = self.list_collection_names()
+        if not include_system_collections:
+            names = [n for n in names if not n.startswith("system.")]
+        return names
 
     def drop_collection(self, name_or_collection: Any) -> None:
         """Drop a collection; dropping one that does not exist is not an error."""

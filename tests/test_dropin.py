@@ -210,3 +210,68 @@ def test_pymongo2_ensure_index_spellings(db):
     assert db.things.ensure_index("a", cache_for=60) == "a_1"
     assert db.things.ensure_index([("b", 1)], ttl=60, expireAfterSeconds=3600) == "b_1"
     assert db.things.index_information()["b_1"]["expireAfterSeconds"] == 3600
+
+
+def test_cursor_slicing_and_indexing_match_pymongo(db, pm):
+    docs = [{"_id": i} for i in range(10)]
+    db.things.insert_many([dict(d) for d in docs])
+    theirs = pm[db.name].things
+    assert db.things.find().sort("_id")[3] == theirs.find().sort("_id")[3] == {"_id": 3}
+    assert list(db.things.find().sort("_id")[2:5]) == list(theirs.find().sort("_id")[2:5])
+    assert list(db.things.find().sort("_id").skip(1)[2:]) == list(theirs.find().sort("_id").skip(1)[2:])
+    with pytest.raises(IndexError):
+        db.things.find()[50]
+    with pytest.raises(IndexError):
+        db.things.find()[-1]
+    with pytest.raises(IndexError):
+        db.things.find()[1:5:2]
+    assert list(db.things.find()[3:3]) == list(theirs.find()[3:3]) == []
+
+
+def test_cursor_address_retrieved_try_next_alive(db, pm):
+    db.things.insert_many([{"_id": i} for i in range(5)])
+    cursor = db.things.find(batch_size=2)
+    assert cursor.address is None and cursor.retrieved == 0
+    assert next(cursor) == {"_id": 0}
+    assert cursor.address == db.client.address and cursor.retrieved == 2 and cursor.alive
+    assert [cursor.try_next() for _ in range(5)] == [{"_id": i} for i in range(1, 5)] + [None]
+    assert cursor.retrieved == 5 and not cursor.alive
+    agg = db.things.aggregate([{"$sort": {"_id": 1}}], batchSize=1).batch_size(3)
+    assert agg.try_next() == {"_id": 0}
+
+
+def test_tailable_cursor_waits_for_new_documents(db):
+    import pymongo as _pm
+
+    db.create_collection("capped", capped=True, size=4096)
+    db.capped.insert_one({"_id": 1})
+    cursor = db.capped.find(cursor_type=_pm.CursorType.TAILABLE_AWAIT, max_await_time_ms=50)
+    assert list(cursor) == [{"_id": 1}]
+    assert cursor.alive  # a tailable cursor outlives an empty batch
+    db.capped.insert_one({"_id": 2})
+    assert list(cursor) == [{"_id": 2}]
+    cursor.close()
+    with pytest.raises(ValueError):
+        db.capped.find(cursor_type=_pm.CursorType.EXHAUST)
+
+
+def test_map_reduce_and_inline_map_reduce(db):
+    db.things.insert_many([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}])
+    mapper = "function () { emit(this.k, this.v); }"
+    reducer = "function (key, values) { return Array.sum(values); }"
+    out = db.things.map_reduce(mapper, reducer, "totals")
+    assert sorted((d["_id"], d["value"]) for d in out.find()) == [("a", 3), ("b", 5)]
+    inline = db.things.inline_map_reduce(mapper, reducer, query={"k": "a"})
+    assert inline == [{"_id": "a", "value": 3}]
+
+
+def test_pymongo2_find_and_collection_names_spellings(db):
+    db.things.insert_many([{"_id": 1, "a": 1, "b": 2}, {"_id": 2, "a": 2}])
+    with db.things.find(spec={"a": 1}, fields=["a"], timeout=False) as cursor:
+        assert list(cursor) == [{"_id": 1, "a": 1}]
+    db.command("profile", 1)  # creates system.profile
+    try:
+        assert "system.profile" in db.collection_names()
+        assert db.collection_names(include_system_collections=False) == ["things"]
+    finally:
+        db.command("profile", 0)
