@@ -124,6 +124,13 @@ class ClientCompat:
     options = unsupported("options", "PyMongo's ClientOptions object is not provided")
     append_metadata = unsupported("append_metadata", "driver metadata cannot be changed after creation")
 
+    def __iter__(self) -> Any:
+        raise TypeError("'MongoClient' object is not iterable")
+
+    def next(self) -> NoReturn:
+        """Not an iterator (as in PyMongo)."""
+        raise TypeError("'MongoClient' object is not iterable")
+
     # -- PyMongo 2 --------------------------------------------------------------
     @property
     def host(self) -> str:

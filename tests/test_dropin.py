@@ -151,6 +151,10 @@ def test_unsupported_pymongo_attributes_raise_clearly(client, db):
     with pytest.raises(TypeError):
         db.things.next()
     with pytest.raises(TypeError):
+        client.next()
+    with pytest.raises(TypeError):
+        iter(client)
+    with pytest.raises(TypeError):
         iter(db)
 
 
