@@ -76,9 +76,6 @@ class _Unsupported(AttributeError, NotImplementedError):
 
 _UNSUPPORTED = {
     "watch": "change streams are not implemented",
-    "find_raw_batches": "raw batches are not implemented; use find() with document_class=RawBSONDocument",
-    "aggregate_raw_batches": "raw batches are not implemented; use aggregate() with "
-                             "document_class=RawBSONDocument",
     "create_search_index": "Atlas Search indexes are not supported",
     "create_search_indexes": "Atlas Search indexes are not supported",
     "drop_search_index": "Atlas Search indexes are not supported",
@@ -224,6 +221,18 @@ class Collection(WriteMethods):
         batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
+    def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`find`, but each ``next()`` returns one batch as raw BSON bytes (:func:`bson.decode_all`)."""
+        from .raw_batches import RawBatchCursor
+
+        return RawBatchCursor(self, *args, **kwargs)
+
+    def aggregate_raw_batches(self, pipeline: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Like :meth:`aggregate`, but each ``next()`` returns one batch as raw BSON bytes."""
+        from .raw_batches import RawBatchCommandCursor, raw_collection
+
+        return raw_collection(self).aggregate(pipeline, _cursor_class=RawBatchCommandCursor, **kwargs)
+
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
         """Exact count of matching documents (``skip``, ``limit``, ``hint``, ``maxTimeMS``)."""
         check_mapping(filter, "filter")
@@ -264,6 +273,7 @@ class Collection(WriteMethods):
         batch_size: int | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
+        _cursor_class: type[CommandCursor] = CommandCursor,
         **kwargs: Any,
     ) -> CommandCursor:
         """Run an aggregation pipeline; returns a cursor.
@@ -290,7 +300,7 @@ class Collection(WriteMethods):
         _command_options(cmd, kwargs)
         cmd["cursor"] = {"batchSize": batch_size} if batch_size is not None else {}
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return CommandCursor(self, reply, batch_size or 0)
+        return _cursor_class(self, reply, batch_size or 0)
 
     # -- find-and-modify ----------------------------------------------------
     _WC_ARGS = frozenset(["w", "safe", "write_concern", "j", "wtimeout", "wtimeoutMS", "fsync", "session"])

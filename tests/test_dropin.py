@@ -137,7 +137,7 @@ def test_bool_of_a_collection_or_database_raises_as_in_pymongo(db, pm):
 
 
 def test_unsupported_pymongo_attributes_raise_clearly(client, db):
-    for name in ("watch", "find_raw_batches", "aggregate_raw_batches", "list_search_indexes"):
+    for name in ("watch", "create_search_index", "update_search_index", "list_search_indexes"):
         with pytest.raises(AttributeError, match="not supported"):
             getattr(db.things, name)
         with pytest.raises(NotImplementedError):
@@ -279,3 +279,19 @@ def test_pymongo2_find_and_collection_names_spellings(db):
         assert db.collection_names(include_system_collections=False) == ["things"]
     finally:
         db.command("profile", 0)
+
+
+def test_raw_batches_match_pymongos(db, pm):
+    import bson
+
+    db.things.insert_many([{"_id": i, "s": "x" * i} for i in range(7)])
+    theirs = pm[db.name].things
+    mine = [bson.decode_all(b) for b in db.things.find_raw_batches({}, batch_size=3, sort=[("_id", 1)])]
+    ref = [bson.decode_all(b) for b in theirs.find_raw_batches({}, batch_size=3, sort=[("_id", 1)])]
+    assert mine == ref and [len(b) for b in mine] == [3, 3, 1]
+    limited = [bson.decode_all(b) for b in db.things.find_raw_batches({}, batch_size=3, limit=4)]
+    assert sum(len(b) for b in limited) == 4
+    pipeline = [{"$sort": {"_id": -1}}, {"$project": {"s": 0}}]
+    mine = [bson.decode_all(b) for b in db.things.aggregate_raw_batches(pipeline, batchSize=2)]
+    ref = [bson.decode_all(b) for b in theirs.aggregate_raw_batches(pipeline, batchSize=2)]
+    assert mine == ref
