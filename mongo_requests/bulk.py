@@ -30,6 +30,7 @@ from pymongo.results import BulkWriteResult
 from . import wire
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
     from pymongo.write_concern import WriteConcern
 
     from .collection import Collection
@@ -112,7 +113,7 @@ def check_size(data: bytes, max_size: int) -> bytes:
 
 
 # -- statements ----------------------------------------------------------------
-def encode_insert(coll: Collection, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
+def encode_insert(codec_options: CodecOptions[Any], doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
     """Validate a document to store, give it an ``_id`` (on the caller's document too), and encode it.
 
     A top-level ``$``-prefixed field goes to the server, which has accepted
@@ -127,7 +128,7 @@ def encode_insert(coll: Collection, doc: Any, max_size: int, legacy_check: bool 
         check_keys_legacy(doc)
     if "_id" not in doc:
         doc["_id"] = ObjectId()
-    return check_size(_dict_to_bson(doc, False, coll.codec_options), max_size)
+    return check_size(_dict_to_bson(doc, False, codec_options), max_size)
 
 
 def update_statement(
@@ -287,6 +288,7 @@ class Bulk:
         self.let = let
         self.legacy_check = legacy_check
         self.max_size = collection._client._max_bson_size()
+        self.codec_options = collection.codec_options
         # (kind, statement as sent, its BSON)
         self.ops: list[tuple[int, Any, bytes]] = []
         self.executed = False
@@ -294,11 +296,21 @@ class Bulk:
     # -- the _add_to_bulk protocol ---------------------------------------------
     def add_insert(self, document: Any) -> None:
         """Queue an insert (giving the document an ``_id``)."""
-        data = encode_insert(self.collection, document, self.max_size, self.legacy_check)
+        data = encode_insert(self.codec_options, document, self.max_size, self.legacy_check)
         self.ops.append((INSERT, document, data))
 
+    def add_inserts(self, documents: Iterable[Any]) -> list[Any]:
+        """Queue many inserts (``insert_many``'s loop, kept tight); returns their ``_id`` values."""
+        encode, codec, max_size, legacy = encode_insert, self.codec_options, self.max_size, self.legacy_check
+        append = self.ops.append
+        ids = []
+        for doc in documents:
+            append((INSERT, doc, encode(codec, doc, max_size, legacy)))
+            ids.append(doc.get("_id"))
+        return ids
+
     def _add(self, kind: int, stmt: dict[str, Any]) -> None:
-        data = check_size(_dict_to_bson(stmt, False, self.collection.codec_options), self.max_size + _MESSAGE_OVERHEAD)
+        data = check_size(_dict_to_bson(stmt, False, self.codec_options), self.max_size + _MESSAGE_OVERHEAD)
         self.ops.append((kind, stmt, data))
 
     def add_update(

@@ -158,7 +158,7 @@ class WriteMethods:
         :param comment: attached to the command (server logs, profiler).
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
-        data = _bulk.encode_insert(self, document, self._client._max_bson_size())  # type: ignore[arg-type]
+        data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
         reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
         if reply is not None:
@@ -185,10 +185,7 @@ class WriteMethods:
             raise TypeError("documents must be a non-empty list")
         concern = self._resolve_wc(**wc) if wc else self._concern
         batch = Bulk(self, ordered, bypass_document_validation, comment)  # type: ignore[arg-type]
-        ids = []
-        for doc in documents:
-            batch.add_insert(doc)
-            ids.append(doc.get("_id"))
+        ids = batch.add_inserts(documents)
         if not ids:
             raise TypeError("documents must be a non-empty list")
         result = batch.execute(concern)
