@@ -17,6 +17,9 @@ from pymongo.write_concern import WriteConcern
 
 from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, NetworkTimeout, PyMongoError
 from .pool import PoolOptions
+from .auth import redact_uri
+from .compression import pop_uri_compressors
+from .handshake import SECURITY_OPTIONS, setup_from_options
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
@@ -26,6 +29,8 @@ _DEFAULT_HOST = "localhost"
 _DEFAULT_PORT = 27017
 
 # Options we understand, as spelled in a URI (matched case-insensitively).
+# Options of mongo_requests.handshake.setup_from_options (auth, TLS, compression).
+_SECURITY_OPTIONS = SECURITY_OPTIONS
 _TIMEOUTS = ("connectTimeoutMS", "socketTimeoutMS", "waitQueueTimeoutMS", "serverSelectionTimeoutMS")
 _KNOWN = {
     k.lower(): k
@@ -49,8 +54,9 @@ _KNOWN = {
         "retryReads",
     )
     + _TIMEOUTS
+    + _SECURITY_OPTIONS
 }
-_UNSUPPORTED = ("replicaset", "tls", "ssl", "authsource", "authmechanism", "compressors", "loadbalanced")
+_UNSUPPORTED = ("replicaset", "loadbalanced")
 
 
 class Request:
@@ -125,7 +131,7 @@ class MongoClient:
         if not isinstance(host, str):
             raise TypeError("host must be a string, not %r" % (type(host).__name__,))
 
-        seeds, uri_opts, dbname = self._parse_host(host, port)
+        seeds, uri_opts, dbname = self._parse_host(host, port, kwargs.pop("srv_host_validator", None))
         opts: dict[str, Any] = dict(self._DEFAULTS)
         opts.update(uri_opts)
         for key, value in kwargs.items():
@@ -154,6 +160,7 @@ class MongoClient:
             wait_queue_timeout=opts.get("waitQueueTimeoutMS"),
             auto_start_request=bool(opts.get("auto_start_request")),
             metadata=client_metadata(opts.get("appname")),
+            setup=setup_from_options(opts, dbname),
         )
         selection = opts.get("serverSelectionTimeoutMS")
         self._topology = Topology(seeds, pool_opts, use_greenlets, 30.0 if selection is None else selection)
@@ -161,8 +168,10 @@ class MongoClient:
 
     # -- options ------------------------------------------------------------
     @staticmethod
-    def _parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, Any], str | None]:
-        """Seeds, URI options (canonical names, seconds) and the URI's database."""
+    def _parse_host(
+        host: str, port: int, srv_host_validator: Any = None
+    ) -> tuple[list[tuple[str, int]], dict[str, Any], str | None]:
+        """Seeds, URI options (canonical names, seconds; user name and password too) and the URI's database."""
         if "://" not in host:
             if host.startswith("["):  # [::1]:27017
                 h, _, p = host[1:].partition("]")
@@ -181,15 +190,21 @@ class MongoClient:
             if not h:
                 raise ConfigurationError("empty host name in %r" % (host,))
             return [(h, port)], {}, None
+        uri, compressors = pop_uri_compressors(host)
         try:
-            parsed = uri_parser.parse_uri(host, port)
-        except InvalidURI:
-            raise
+            # mongodb+srv:// is resolved here too (SRV seed list, TXT options,
+            # tls on by default), by PyMongo's parser through dnspython.
+            parsed = uri_parser.parse_uri(uri, port, srv_host_validator=srv_host_validator)
         except (PyMongoError, ValueError) as exc:
-            raise InvalidURI("invalid MongoDB URI %r: %s" % (host, exc)) from exc
-        if parsed.get("username"):
-            raise ConfigurationError("authentication is not supported by mongo_requests yet")
+            # The parser's messages never hold the password; the URI would.
+            raise InvalidURI("invalid MongoDB URI %r: %s" % (redact_uri(host), exc)) from None
         opts: dict[str, Any] = {}
+        if compressors is not None:
+            opts["compressors"] = compressors
+        if parsed.get("username") is not None:
+            opts["username"] = parsed["username"]
+        if parsed.get("password") is not None:
+            opts["password"] = parsed["password"]
         for key, value in parsed["options"].items():
             if key.lower() in _UNSUPPORTED and value not in (False, None):
                 raise ConfigurationError("URI option %s is not supported by mongo_requests yet" % (key,))

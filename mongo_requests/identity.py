@@ -132,9 +132,11 @@ class ThreadIdentity:
 
     def __init__(self) -> None:
         import socket
+        import ssl
         import time
 
         self.socket = socket
+        self.ssl = ssl
         self.sleep = time.sleep
         self._lock_factory = threading.Lock
         self._vigils = _ThreadVigils(threading.local)
@@ -204,6 +206,7 @@ class GreenletIdentity:
             import gevent.local
             import gevent.lock
             import gevent.socket
+            import gevent.ssl
             import greenlet
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError(
@@ -216,6 +219,8 @@ class GreenletIdentity:
         self._sem = gevent.lock.Semaphore
         self._get_hub = gevent.get_hub
         self.socket = gevent.socket
+        # TLS sockets that wait on the hub, patched or not.
+        self.ssl = gevent.ssl
         self.sleep = gevent.sleep
         self._refs: set[weakref.ref] = set()
         # A thread's main greenlet lives as long as its thread (gevent keeps a

@@ -76,6 +76,7 @@ class PoolOptions:
         "wait_queue_timeout",
         "auto_start_request",
         "metadata",
+        "setup",
     )
 
     def __init__(
@@ -86,6 +87,7 @@ class PoolOptions:
         wait_queue_timeout: float | None = None,
         auto_start_request: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        setup: Any = None,
     ) -> None:
         if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
             raise ValueError("max_pool_size must be a positive integer, not %r" % (max_size,))
@@ -103,6 +105,8 @@ class PoolOptions:
         set_(self, "wait_queue_timeout", wait_queue_timeout)
         set_(self, "auto_start_request", bool(auto_start_request))
         set_(self, "metadata", metadata)
+        # TLS, credentials, compressors: a mongo_requests.handshake.ConnectionSetup.
+        set_(self, "setup", setup)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("PoolOptions is immutable")
@@ -492,6 +496,8 @@ class Pool:
             opts.socket_timeout,
             self.generation,
             opts.metadata,
+            opts.setup,
+            self.identity.ssl,
         )
         self.hello = sock.hello
         self._counters["created"] += 1
