@@ -275,7 +275,12 @@ class _CachingScramClient:
             # "user:mongo:password" (a legacy of MONGODB-CR), never SASLprepped.
             password = hashlib.md5(("%s:mongo:%s" % (username, password)).encode("utf-8")).hexdigest()
         self._scramp = scramp
-        self._client = scramp.ScramClient([mechanism], username, password)
+        # scramp SASLpreps user names; MongoDB does not (the server looks the
+        # name up as stored: U+2168 stays U+2168, not "IX").  So scramp gets a
+        # placeholder, and the real name, escaped as RFC 5802 asks, goes into
+        # the client-first message.
+        self._client = scramp.ScramClient([mechanism], "user", password)
+        self._client.username = _RawUsername(username)
         self._mechanism = mechanism
         self._hash = _HASHES[mechanism]
         self._cache = cache
@@ -323,6 +328,21 @@ class _CachingScramClient:
             self._client.set_server_final(server_final.decode("utf-8"))
         except (self._scramp.ScramException, UnicodeDecodeError) as exc:
             raise _fail("Authentication failed: the server's SCRAM signature did not verify (%s)" % _short(exc)) from None
+
+
+class _RawUsername:
+    """A user name as MongoDB wants it in SCRAM: escaped, not SASLprepped."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def escape(self) -> str:
+        return self._name.replace("=", "=3D").replace(",", "=2C")
+
+    def __str__(self) -> str:
+        return self._name
 
 
 def _short(exc: BaseException) -> str:

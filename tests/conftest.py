@@ -121,3 +121,7 @@ def admin_client(mongodb_uri):
 
 # Kept importable from here for older test modules; the one definition is in helpers.
 from helpers import server_connections  # noqa: E402,F401
+
+
+# Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.
+from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
