@@ -211,3 +211,37 @@ def test_requests_under_tls_and_auth(tls_server, test_certs, auth_users, secure_
     assert coll.count_documents({}) == workers * 3
     assert time.monotonic() - start < 60
     c.drop_database("tls_requests")
+
+
+def test_tls_waits_yield_to_the_hub_in_greenlet_mode(tls_server, test_certs, auth_users):
+    """use_greenlets=True, in every run (patched or not): while one greenlet
+    waits 300 ms for a TLS reply, another keeps running."""
+    import gevent
+
+    import mongo_requests
+
+    c = mongo_requests.MongoClient("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
+                                   username=auth_users.alice, password=auth_users.password, use_greenlets=True)
+    try:
+        c.admin.command("ping")  # connect (TLS handshake and SCRAM) first
+        coll = c.tls_coop.c
+        coll.drop()
+        coll.insert_one({"x": 1})
+        ticks: list[float] = []
+
+        def ticker():
+            while True:
+                ticks.append(time.monotonic())
+                gevent.sleep(0.01)
+
+        t = gevent.spawn(ticker)
+        slow = gevent.spawn(coll.find_one, {"$where": "sleep(300) || true"})
+        slow.join(10)
+        t.kill()
+        assert slow.successful(), slow.exception
+        assert slow.value["x"] == 1
+        # About 30 ticks fit in 300 ms; a blocked hub would have allowed 1.
+        assert len(ticks) >= 10, len(ticks)
+        c.drop_database("tls_coop")
+    finally:
+        c.close()
