@@ -286,7 +286,8 @@ class _CachingScramClient:
         self._cache = cache
 
     def client_first(self) -> bytes:
-        return self._client.get_client_first().encode("utf-8")
+        first: str = self._client.get_client_first()
+        return first.encode("utf-8")
 
     def client_final(self, server_first: bytes) -> bytes:
         """Check the server's first message and return our proof."""
@@ -411,8 +412,7 @@ def credentials_from_options(
     """
     mechanism = options.get("authMechanism")
     if username is None and password is None and mechanism is None:
-        if options.get("authSource") is not None:
-            raise ConfigurationError("authSource given without a user name")
+        # An authSource alone (a mongodb+srv TXT record often has one) means nothing.
         return None
     if mechanism is not None and str(mechanism).upper() not in MECHANISMS:
         raise ConfigurationError(

@@ -195,7 +195,8 @@ class MongoClient:
             # mongodb+srv:// is resolved here too (SRV seed list, TXT options,
             # tls on by default), by PyMongo's parser through dnspython.
             parsed = uri_parser.parse_uri(uri, port, srv_host_validator=srv_host_validator)
-        except (PyMongoError, ValueError) as exc:
+        except (PyMongoError, ValueError, OSError) as exc:
+            # (OSError: an unreadable tlsCAFile, say.)
             # The parser's messages never hold the password; the URI would.
             raise InvalidURI("invalid MongoDB URI %r: %s" % (redact_uri(host), exc)) from None
         opts: dict[str, Any] = {}

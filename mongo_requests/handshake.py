@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+
 from . import compression, wire
 from .auth import Credentials, credentials_from_options
 from .errors import ConfigurationError, ProtocolError
@@ -138,7 +140,7 @@ class CompressedSocketInfo(SocketInfo):
     def send(self, msg: bytes) -> None:
         SocketInfo.send(self, compression.compress_message(msg, self.compressor))
 
-    def roundtrip(self, msg: bytes, request_id: int, codec_options: Any = wire.DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
+    def roundtrip(self, msg: bytes, request_id: int, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
         op, body = self._roundtrip_raw(compression.compress_message(msg, self.compressor), request_id)
         if op == compression.OP_COMPRESSED:
             try:
