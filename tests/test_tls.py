@@ -245,3 +245,17 @@ def test_tls_waits_yield_to_the_hub_in_greenlet_mode(tls_server, test_certs, aut
         c.drop_database("tls_coop")
     finally:
         c.close()
+
+
+def test_compression_inside_tls(tls_server, test_certs, auth_users, secure_client):
+    from security_fixtures import server_status
+
+    def zstd_in() -> int:
+        return server_status(tls_server)["network"]["compression"]["zstd"]["decompressor"]["bytesIn"]
+
+    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, compressors="zstd")
+    before = zstd_in()
+    c.tls_zstd.c.insert_many([{"i": i, "s": "x" * 100} for i in range(100)])
+    assert c.tls_zstd.c.count_documents({}) >= 100
+    assert zstd_in() > before
+    c.drop_database("tls_zstd")
