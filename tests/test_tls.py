@@ -242,6 +242,14 @@ def test_tls_waits_yield_to_the_hub_in_greenlet_mode(tls_server, test_certs, aut
         assert slow.value["x"] == 1
         # About 30 ticks fit in 300 ms; a blocked hub would have allowed 1.
         assert len(ticks) >= 10, len(ticks)
+        # A gevent.Timeout lands while the TLS reply is awaited: that
+        # socket's stream is mid-record, so it is closed, never reused.
+        closed = c.pool.get_stats().get("closed", 0)
+        with pytest.raises(gevent.Timeout):
+            with gevent.Timeout(0.1):
+                coll.find_one({"$where": "sleep(300) || true"})
+        assert c.pool.get_stats().get("closed", 0) == closed + 1
+        assert coll.find_one({}, {"_id": 0}) == {"x": 1}
         c.drop_database("tls_coop")
     finally:
         c.close()
