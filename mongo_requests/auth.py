@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import threading
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -37,7 +36,7 @@ from bson.son import SON
 
 from .errors import ConfigurationError, OperationFailure
 
-__all__ = ["Credentials", "redact_uri", "MECHANISMS"]
+__all__ = ["Credentials", "MECHANISMS", "credentials_from_options"]
 
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509", "DEFAULT")
 # The specification's floor: fewer iterations mean a server (or an attacker
@@ -45,21 +44,6 @@ MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509", "DEFAULT")
 _MIN_ITERATIONS = 4096
 _HASHES: Mapping[str, Callable[..., Any]] = {"SCRAM-SHA-1": hashlib.sha1, "SCRAM-SHA-256": hashlib.sha256}
 _REDACTED = "<redacted>"
-
-# user:password@ in a mongodb:// or mongodb+srv:// URI.
-_URI_USERINFO = re.compile(r"(?i)(mongodb(?:\+srv)?://)[^@/?]*@")
-# Password-like option values (tlsCertificateKeyFilePassword=...).
-_URI_SECRET_OPTION = re.compile(r"(?i)((?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|password)=)[^&#]*")
-
-
-def redact_uri(uri: str) -> str:
-    """Return ``uri`` with its user name, password and secret options replaced.
-
-    Used wherever a URI is quoted in an error message.
-    """
-    uri = _URI_USERINFO.sub(r"\1" + _REDACTED + "@", uri)
-    return _URI_SECRET_OPTION.sub(r"\1" + _REDACTED, uri)
-
 
 class _ScramCache:
     """Keys derived from a password, by (mechanism, salt, iterations).

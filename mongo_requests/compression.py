@@ -21,9 +21,7 @@ they are not hidden from, or mangled by, whatever inspects the stream.
 """
 from __future__ import annotations
 
-import re
 import struct
-import urllib.parse
 import warnings
 import zlib
 from typing import Any, Callable, Sequence
@@ -286,20 +284,3 @@ def decompress_body(body: bytes | bytearray | memoryview, max_size: int) -> tupl
         raise ProtocolError("OP_COMPRESSED reply inflated to %d bytes, header said %d" % (len(data), size))
     return op, memoryview(data)
 
-
-_URI_COMPRESSORS = re.compile(r"(?i)([?&])compressors=([^&#]*)&?")
-
-
-def pop_uri_compressors(uri: str) -> tuple[str, str | None]:
-    """Take ``compressors=`` out of a URI: ``(uri without it, its raw value)``.
-
-    PyMongo's URI parser drops the compressors that PyMongo itself cannot use
-    (zstd, unless its own zstd module is installed), so the driver reads the
-    option before handing the rest of the URI to the parser.
-    """
-    found = _URI_COMPRESSORS.search(uri)
-    if found is None:
-        return uri, None
-    value = urllib.parse.unquote(found.group(2))
-    rest = uri[: found.start()] + found.group(1) + uri[found.end() :]
-    return rest.rstrip("?&"), value

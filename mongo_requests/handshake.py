@@ -140,18 +140,22 @@ class CompressedSocketInfo(SocketInfo):
     def send(self, msg: bytes) -> None:
         SocketInfo.send(self, compression.compress_message(msg, self.compressor))
 
-    def roundtrip(self, msg: bytes, request_id: int, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
-        op, body = self._roundtrip_raw(compression.compress_message(msg, self.compressor), request_id)
-        if op == compression.OP_COMPRESSED:
-            try:
-                op, body = compression.decompress_body(body, self.max_message_size)
-            except ProtocolError:
-                self.close(CLOSED_ERROR)
-                raise
-        if op != wire.OP_MSG:
-            self.close(CLOSED_ERROR)
+    def roundtrip(
+        self, msg: bytes, request_id: int, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+    ) -> dict[str, Any]:
+        op, message = self._roundtrip_raw(compression.compress_message(msg, self.compressor), request_id)
+        try:
+            if op == compression.OP_COMPRESSED:
+                op, body = compression.decompress_body(message[16:], self.max_message_size)
+                if op == wire.OP_MSG:
+                    return wire.unpack_msg_reply(body, codec_options)
+            elif op == wire.OP_MSG:  # a reply the server chose not to compress
+                return wire.unpack_msg(message, codec_options)
             raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
-        return wire.unpack_msg_reply(body, codec_options)
+        except BaseException:
+            # What follows an undecodable reply on the stream cannot be trusted.
+            self.close(CLOSED_ERROR)
+            raise
 
 
 _classes: dict[compression.Compressor, type] = {}

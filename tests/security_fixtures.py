@@ -10,7 +10,6 @@ a log, an exception) for them.
 """
 from __future__ import annotations
 
-import os
 import secrets
 import time
 import urllib.parse
@@ -19,10 +18,13 @@ from typing import Any, Iterator
 import pytest
 
 import mongo_requests
+from helpers import current_mode
 from mongo_requests.testing import MongodNotFound, SecureMongodServer, TestCertificates
 
-MODE = os.environ.get("MONGO_REQUESTS_TEST_MODE", "threads")
-MODE_OPTIONS: dict[str, Any] = {"gevent-unpatched": {"use_greenlets": True}}.get(MODE, {})
+# This process's test mode (tests/run_mode.py), and the client options it wants.
+CURRENT = current_mode()
+MODE = CURRENT.name
+MODE_OPTIONS: dict[str, Any] = dict(CURRENT.client_options)
 
 
 class Users:

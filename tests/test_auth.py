@@ -168,12 +168,15 @@ def test_credentials_are_redacted_everywhere(auth_server, auth_users, secure_cli
     assert "<redacted>" in str(info.value)
 
 
-def test_redact_uri():
-    assert auth.redact_uri("mongodb://u:p@h/?tlsCertificateKeyFilePassword=k&w=1") == (
-        "mongodb://<redacted>@h/?tlsCertificateKeyFilePassword=<redacted>&w=1"
-    )
-    assert auth.redact_uri("mongodb+srv://u@h.example.com/") == "mongodb+srv://<redacted>@h.example.com/"
-    assert auth.redact_uri("mongodb://h/") == "mongodb://h/"
+def test_secret_uri_options_are_redacted():
+    secret = "keypass-" + "x" * 8
+    with pytest.raises(InvalidURI) as info:
+        mongo_requests.MongoClient("mongodb://u:p@h:bad/?tlsCertificateKeyFilePassword=%s" % secret)
+    assert secret not in str(info.value) and secret not in repr(info.value.args)
+    c = mongo_requests.MongoClient("mongodb://127.0.0.1:9/?tls=true&tlsCertificateKeyFilePassword=%s" % secret,
+                                   tlsInsecure=True)
+    assert secret not in repr(c._options) and secret not in repr(c.pool.opts)
+    c.close()
 
 
 def test_bad_auth_options_are_configuration_errors():

@@ -16,7 +16,7 @@ import pytest
 from pymongo.errors import AutoReconnect, ConfigurationError, NetworkTimeout, ServerSelectionTimeoutError
 
 from helpers import run_threads
-from security_fixtures import MODE, auth_counters, elapsed, scram_uri
+from security_fixtures import CURRENT, MODE, auth_counters, elapsed, scram_uri
 
 
 def _tls_client(secure_client, tls_server, auth_users, host="localhost", **kwargs):
@@ -179,7 +179,8 @@ def test_requests_under_tls_and_auth(tls_server, test_certs, auth_users, secure_
     """200 greenlets (50 threads in the threads run), each in a request:
     a w=0 write then a read, over TLS with SCRAM.  No read may miss its own
     write, and each request must stay on one server connection."""
-    workers = 50 if MODE == "threads" else 200
+    green = CURRENT.green  # greenlets in the gevent modes; threads in threads and mixed
+    workers = 200 if green else 50
     c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, maxPoolSize=workers)
     coll = c.tls_requests.docs
     coll.drop()
@@ -197,7 +198,7 @@ def test_requests_under_tls_and_auth(tls_server, test_certs, auth_users, secure_
             ids.add(c.admin.command("hello")["connectionId"])
 
     start = time.monotonic()
-    if MODE == "threads":
+    if not green:
         errors = run_threads(work, workers)
     else:
         import gevent
