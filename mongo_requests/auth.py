@@ -159,7 +159,7 @@ class Credentials:
         return len(self._cache)
 
     # -- the handshake's two halves ----------------------------------------
-    def hello_fields(self, hello: dict[str, Any]) -> "_Conversation":
+    def hello_fields(self, hello: dict[str, Any]) -> _Conversation:
         """Add ``saslSupportedMechs`` and ``speculativeAuthenticate`` to the first hello.
 
         Returns the conversation to finish with :meth:`finish` once the reply
@@ -176,7 +176,7 @@ class Credentials:
         hello["speculativeAuthenticate"] = conv.speculative()
         return conv
 
-    def finish(self, sock: Any, hello_reply: Mapping[str, Any], conv: "_Conversation") -> None:
+    def finish(self, sock: Any, hello_reply: Mapping[str, Any], conv: _Conversation) -> None:
         """Complete authentication on ``sock`` after the hello.
 
         :raises OperationFailure: (code 18) when the server refuses.
@@ -312,7 +312,9 @@ class _CachingScramClient:
         try:
             self._client.set_server_final(server_final.decode("utf-8"))
         except (self._scramp.ScramException, UnicodeDecodeError) as exc:
-            raise _fail("Authentication failed: the server's SCRAM signature did not verify (%s)" % _short(exc)) from None
+            raise _fail(
+                "Authentication failed: the server's SCRAM signature did not verify (%s)" % _short(exc)
+            ) from None
 
 
 class _RawUsername:

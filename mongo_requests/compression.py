@@ -176,7 +176,9 @@ def check_zlib_level(value: Any) -> int:
         try:
             value = int(value)
         except ValueError:
-            raise ConfigurationError("zlibCompressionLevel must be an integer from -1 to 9, not %r" % (value,)) from None
+            raise ConfigurationError(
+                "zlibCompressionLevel must be an integer from -1 to 9, not %r" % (value,)
+            ) from None
     if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= 9:
         raise ConfigurationError("zlibCompressionLevel must be an integer from -1 to 9, not %r" % (value,))
     return value

@@ -19,11 +19,13 @@ import shutil
 import signal
 import site
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import bson
 
@@ -89,7 +91,7 @@ _request_ids = itertools.count(1)
 
 
 def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
-                timeout: float = 10.0, ssl_context=None) -> dict:
+                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
@@ -431,6 +433,7 @@ class TestCertificates:
         ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
         server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
         now = datetime.datetime.now(datetime.timezone.utc)
+        ca_key: Any = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
         crl = (x509.CertificateRevocationListBuilder()
                .issuer_name(ca_cert.subject)
                .last_update(now - datetime.timedelta(minutes=5))
@@ -439,8 +442,7 @@ class TestCertificates:
                    x509.RevokedCertificateBuilder()
                    .serial_number(server_cert.serial_number)
                    .revocation_date(now - datetime.timedelta(minutes=5)).build())
-               .sign(serialization.load_pem_private_key(ca.private_key_pem.bytes(), None),
-                     hashes.SHA256()))
+               .sign(ca_key, hashes.SHA256()))
         self.crl_revoking_server = self._write(
             "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
 
@@ -450,10 +452,8 @@ class TestCertificates:
             fh.write(data)
         return path
 
-    def probe_context(self):
+    def probe_context(self) -> ssl.SSLContext:
         """An ``ssl.SSLContext`` trusting the CA, for raw_command probes to 127.0.0.1."""
-        import ssl
-
         ctx = ssl.create_default_context(cafile=self.ca)
         ctx.check_hostname = False  # the probe dials 127.0.0.1; the cert names localhost
         return ctx
@@ -481,7 +481,7 @@ class SecureMongodServer(MongodServer):
 
     admin_user = "admin"
 
-    def __init__(self, auth: bool = True, certs: TestCertificates | None = None, **kwargs) -> None:
+    def __init__(self, auth: bool = True, certs: TestCertificates | None = None, **kwargs: Any) -> None:
         import secrets
 
         super().__init__(**kwargs)
@@ -501,11 +501,11 @@ class SecureMongodServer(MongodServer):
                      "--tlsAllowConnectionsWithoutCertificates"]
         return argv
 
-    def command(self, command: dict, db: str = "admin", timeout: float = 10.0) -> dict:
+    def command(self, command: dict[str, Any], db: str = "admin", timeout: float = 10.0) -> dict[str, Any]:
         """Run ``command`` with :func:`raw_command`, over TLS when the server requires it."""
         return raw_command(self.address, command, db, timeout, self._probe_ctx)
 
-    def start(self) -> "SecureMongodServer":
+    def start(self) -> SecureMongodServer:
         first = not self._started_once
         super().start()
         if self.auth and first:
@@ -517,7 +517,7 @@ class SecureMongodServer(MongodServer):
                 raise MongodStartError("could not create the first user: %r" % (reply,))
         return self
 
-    def pymongo_client(self, **kwargs):
+    def pymongo_client(self, **kwargs: Any) -> Any:
         """A ``pymongo.MongoClient`` logged in as the admin user.
 
         The reference driver does the server's setup, so the fixtures do
@@ -525,7 +525,7 @@ class SecureMongodServer(MongodServer):
         """
         import pymongo
 
-        opts = {"directConnection": True, "serverSelectionTimeoutMS": 10000}
+        opts: dict[str, Any] = {"directConnection": True, "serverSelectionTimeoutMS": 10000}
         if self.auth:
             opts.update(username=self.admin_user, password=self.admin_password, authSource="admin")
         if self.certs is not None:
@@ -534,10 +534,10 @@ class SecureMongodServer(MongodServer):
         host = "localhost" if self.certs is not None else HOST
         return pymongo.MongoClient(host, self.port, **opts)
 
-    def create_user(self, name: str, password: str | None = None, roles=("root",),
-                    db: str = "admin", mechanisms=None) -> None:
+    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",),
+                    db: str = "admin", mechanisms: Any = None) -> None:
         """Create a user (``password=None`` for an X.509 user in ``$external``)."""
-        cmd: dict = {"createUser": name, "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r
+        cmd: dict[str, Any] = {"createUser": name, "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r
                                                     for r in roles]}
         if password is not None:
             cmd["pwd"] = password

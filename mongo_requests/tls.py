@@ -218,7 +218,9 @@ def tls_options_from(options: dict[str, Any]) -> TLSOptions | None:
     # (pymongo's URI parser spells tlsInsecure=true out as both allow options
     # set to true, so only a contradiction is an error.)
     if insecure and (details["tlsAllowInvalidCertificates"] is False or details["tlsAllowInvalidHostnames"] is False):
-        raise ConfigurationError("tlsInsecure cannot be combined with tlsAllowInvalidCertificates or tlsAllowInvalidHostnames")
+        raise ConfigurationError(
+            "tlsInsecure cannot be combined with tlsAllowInvalidCertificates or tlsAllowInvalidHostnames"
+        )
     return TLSOptions(
         ca_file=details["tlsCAFile"],
         cert_key_file=details["tlsCertificateKeyFile"],

@@ -42,7 +42,9 @@ def test_scram_mechanism_given(auth_server, auth_users, secure_client, mechanism
     "user_attr, mechanism",
     [("alice", "SCRAM-SHA-256"), ("sha256", "SCRAM-SHA-256"), ("sha1", "SCRAM-SHA-1")],
 )
-def test_mechanism_negotiated_through_sasl_supported_mechs(auth_server, auth_users, secure_client, user_attr, mechanism):
+def test_mechanism_negotiated_through_sasl_supported_mechs(
+    auth_server, auth_users, secure_client, user_attr, mechanism
+):
     # No authMechanism: the hello asks for the user's mechanisms and the
     # driver picks SCRAM-SHA-256 when it is there, else SCRAM-SHA-1.
     user = getattr(auth_users, user_attr)
@@ -65,7 +67,8 @@ def test_saslprep_passwords(auth_server, secure_client, user, password):
 
 def test_sha256_only_user_refuses_sha1(auth_server, auth_users, secure_client):
     c = secure_client(
-        "127.0.0.1", auth_server.port, username=auth_users.sha256, password=auth_users.password, authMechanism="SCRAM-SHA-1"
+        "127.0.0.1", auth_server.port, username=auth_users.sha256, password=auth_users.password,
+        authMechanism="SCRAM-SHA-1",
     )
     with pytest.raises(OperationFailure) as info:
         c.admin.command("ping")

@@ -67,7 +67,8 @@ def test_system_cas_do_not_trust_the_test_ca(tls_server, auth_users, secure_clie
 
 
 def test_allow_invalid_certificates(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca, tlsAllowInvalidCertificates=True)
+    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca,
+                    tlsAllowInvalidCertificates=True)
     assert c.admin.command("ping")["ok"] == 1
     c2 = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsInsecure=True)
     assert c2.admin.command("ping")["ok"] == 1
@@ -150,7 +151,8 @@ def test_tls_client_sends_no_plaintext_byte(secure_client, test_certs):
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300, connectTimeoutMS=300,
+        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300,
+                          connectTimeoutMS=300,
                           username="u", password="p")
         with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
             c.admin.command("ping")
