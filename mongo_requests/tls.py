@@ -19,7 +19,7 @@ import ssl as _stdssl
 import threading
 from typing import Any
 
-from .errors import AutoReconnect, ConfigurationError, NetworkTimeout
+from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, NetworkTimeout
 
 __all__ = ["TLSOptions"]
 
@@ -155,9 +155,14 @@ class TLSOptions:
         """Run the TLS handshake on a connected socket; return the TLS socket.
 
         The host name goes out as SNI and is checked against the server's
-        certificate.  A failed handshake closes the TCP socket and raises
-        :class:`~pymongo.errors.AutoReconnect` (``NetworkTimeout`` for a
-        timeout) whose message names the cause.
+        certificate.  A failed handshake closes the TCP socket.  A certificate
+        that fails verification (untrusted, revoked, expired, or naming another
+        host) raises :class:`~pymongo.errors.ConnectionFailure` whose message
+        names the cause: that answer will not change by trying again, so server
+        selection gives up at once instead of retrying until
+        ``serverSelectionTimeoutMS``.  Other handshake failures are network
+        errors: :class:`~pymongo.errors.AutoReconnect` (``NetworkTimeout`` for a
+        timeout), retried as usual.
         """
         ctx = self.context(ssl_module)
         try:
@@ -172,7 +177,7 @@ class TLSOptions:
                     if "mismatch" in (exc.verify_message or "") or "match" in str(exc)
                     else "; check tlsCAFile"
                 )
-                raise AutoReconnect(
+                raise ConnectionFailure(
                     "%s:%d: TLS certificate verification failed: %s%s"
                     % (host, port, exc.verify_message or exc.reason or exc, hint)
                 ) from None
