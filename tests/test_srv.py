@@ -60,9 +60,18 @@ class _Zone(BaseResolver):
 def dns_zone(tls_server):
     """The test DNS server, with dnspython's default resolver pointed at it (restored afterwards)."""
     zone = _Zone(tls_server.port, "authSource=admin")
-    udp = DNSServer(zone, address="127.0.0.1", port=0)
-    port = udp.server.server_address[1]
-    tcp = DNSServer(zone, address="127.0.0.1", port=port, tcp=True)
+    # UDP takes a free port; TCP wants the same number, which something else
+    # may hold: then try another (a bounded number of times).
+    for attempt in range(20):
+        udp = DNSServer(zone, address="127.0.0.1", port=0)
+        port = udp.server.server_address[1]
+        try:
+            tcp = DNSServer(zone, address="127.0.0.1", port=port, tcp=True)
+            break
+        except OSError:
+            udp.server.server_close()
+            if attempt == 19:
+                raise
     udp.start_thread()
     tcp.start_thread()
     resolver = dns.resolver.Resolver(configure=False)
