@@ -364,10 +364,17 @@ class GreenletIdentity:
         running greenlets) an idle socket may have been opened by another
         thread, so it is re-wrapped around the same descriptor: the TCP
         connection and its server-side state are unchanged.
+
+        A TLS socket cannot be moved that way: its session lives in the SSL
+        object of the socket object itself, and a re-wrapped descriptor would
+        carry plaintext over the TLS connection.  For one, this returns None,
+        and the pool closes it and takes (or opens) another.
         """
         hub = getattr(sock, "hub", None)
         if hub is None or hub is self._get_hub():
             return sock
+        if isinstance(sock, self.ssl.SSLSocket):
+            return None
         timeout = sock.gettimeout()
         fresh = self.socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         fresh.settimeout(timeout)

@@ -280,3 +280,29 @@ def test_compression_inside_tls(tls_server, test_certs, auth_users, secure_clien
     assert c.tls_zstd.c.count_documents({}) >= 100
     assert zstd_in() > before
     c.drop_database("tls_zstd")
+
+
+@pytest.mark.modes("mixed")
+def test_mixed_mode_never_moves_a_tls_socket_between_hubs(tls_server, test_certs, auth_users, secure_client):
+    """Mixed mode: real threads, each with its own hub.  A plain socket made
+    by one thread's hub is re-wrapped for another's; a TLS socket cannot be
+    (its session lives in its SSL object), so the pool closes it and opens
+    a fresh one for the second thread, whose operation succeeds."""
+    import gevent
+
+    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca)
+    results: list = []
+
+    def in_thread(tag: str) -> None:
+        def op() -> None:
+            results.append((tag, c.admin.command("hello")["connectionId"]))
+
+        gevent.spawn(op).join(10)
+
+    for tag in ("first", "second"):
+        t = threading.Thread(target=in_thread, args=(tag,))
+        t.start()
+        t.join(20)
+    assert [tag for tag, _ in results] == ["first", "second"], results
+    assert results[0][1] != results[1][1]  # a new connection for the other hub
+    assert c.pool.get_stats()["closed"] == 1
