@@ -189,3 +189,18 @@ def test_bad_auth_options_are_configuration_errors():
         mongo_requests.MongoClient("127.0.0.1", username="u")  # no password
     with pytest.raises(ConfigurationError):
         mongo_requests.MongoClient("127.0.0.1", authMechanism="MONGODB-X509")  # no certificate
+
+
+def test_pymongo2_db_authenticate_is_refused_with_what_to_do(auth_server, auth_users, secure_client):
+    c = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password))
+    for call in (lambda: c.appdb.authenticate("alice", auth_users.password),
+                 lambda: c.appdb.authenticate(name="alice", password=auth_users.password),
+                 lambda: c.appdb.logout()):
+        with pytest.raises(ConfigurationError) as info:
+            call()
+        message = str(info.value)
+        assert auth_users.password not in message and auth_users.password not in repr(info.value.args)
+    with pytest.raises(ConfigurationError, match="username=USER, password=PASSWORD, authSource='appdb'"):
+        c.appdb.authenticate("alice", auth_users.password)
+    # The client's own credentials are what counts.
+    assert _authenticated_as(c) == [("alice", "admin")]
