@@ -13,6 +13,7 @@ To honour a refused option: drop its ``refused`` reason in :data:`_TABLE`, and r
 """
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import types
@@ -24,6 +25,7 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import uri_parser
+from pymongo import version as pymongo_version
 from pymongo.read_preferences import Nearest, Primary, PrimaryPreferred, Secondary, SecondaryPreferred
 from pymongo.write_concern import WriteConcern
 
@@ -454,6 +456,10 @@ def _check_hostname(host: str, where: str) -> str:
     return host
 
 
+# PyMongo 4.19 added the hook; older parsers have no such parameter.
+_PARSER_HAS_SRV_VALIDATOR = "srv_host_validator" in inspect.signature(uri_parser.parse_uri).parameters
+
+
 def parse_host(
     host: str, port: int, srv_host_validator: Callable[[str], bool] | None = None
 ) -> tuple[list[tuple[str, int]], dict[str, Any], str | None, tuple[str | None, str | None]]:
@@ -482,8 +488,12 @@ def parse_host(
         return [(_check_hostname(name, repr(host)), port)], {}, None, (None, None)
     try:
         if srv_host_validator is not None:
+            if not _PARSER_HAS_SRV_VALIDATOR:
+                raise ConfigurationError(
+                    "srv_host_validator needs PyMongo 4.19 or later (installed: %s)" % (pymongo_version,)
+                )
             parsed = uri_parser.parse_uri(host, port, validate=False, srv_host_validator=srv_host_validator)
-        else:  # PyMongo before 4.16 has no srv_host_validator parameter
+        else:
             parsed = uri_parser.parse_uri(host, port, validate=False)
     except (PyMongoError, ValueError, TypeError, OSError, UnicodeError) as exc:
         # pymongo's message may quote the credentials (a bad port after an unescaped password), and
@@ -530,7 +540,7 @@ class ClientOptions:
         port: Any = None,
         defaults: Mapping[str, Any] | None = None,
         **kwargs: Any,
-    ) -> "ClientOptions":
+    ) -> ClientOptions:
         """Options from the constructor's ``host``, ``port``, class defaults and keywords."""
         if host is None:
             host = DEFAULT_HOST
