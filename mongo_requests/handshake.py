@@ -107,6 +107,9 @@ class ConnectionSetup:
             if state is _NO_SPECULATION:
                 state = _speculation_refused(creds, reply)
             creds.finish(info, reply, state)
+            # The hello is kept (pool.hello, the topology's description): keep
+            # the SCRAM exchange out of it.
+            reply.pop("speculativeAuthenticate", None)
         if self.compressors:
             compressor = compression.negotiate(self.compressors, reply.get("compression"), self.zlib_level)
             if compressor is not None:

@@ -204,3 +204,10 @@ def test_pymongo2_db_authenticate_is_refused_with_what_to_do(auth_server, auth_u
         c.appdb.authenticate("alice", auth_users.password)
     # The client's own credentials are what counts.
     assert _authenticated_as(c) == [("alice", "admin")]
+
+
+def test_the_kept_hello_holds_no_authentication_exchange(auth_server, auth_users, secure_client):
+    c = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password))
+    c.admin.command("ping")
+    assert c.pool.hello is not None and "speculativeAuthenticate" not in c.pool.hello
+    assert c.pool.hello["maxWireVersion"] >= 6
