@@ -67,11 +67,11 @@ class _Vigil:
     __slots__ = ("__weakref__",)
 
 
-def _watch_ref(obj: Any, callback: Callable[[], None], refs: "set[weakref.ref[Any]]") -> None:
+def _watch_ref(obj: Any, callback: Callable[[], None], refs: set[weakref.ref[Any]]) -> None:
     """Call ``callback()`` once ``obj`` is freed; ``refs`` keeps the weakref alive."""
 
     def on_death(
-        ref: "weakref.ref[Any]", refs: "set[weakref.ref[Any]]" = refs, callback: Callable[[], None] = callback
+        ref: weakref.ref[Any], refs: set[weakref.ref[Any]] = refs, callback: Callable[[], None] = callback
     ) -> None:
         refs.discard(ref)
         callback()
@@ -390,7 +390,7 @@ def choose_identity(use_greenlets: bool | None) -> ThreadIdentity | GreenletIden
 # ``threading`` after they were made: ``gunicorn --preload -k gevent`` creates
 # the client in the master, before the worker patches, and the workers'
 # greenlets must still each get their own request.
-_patch_watchers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_patch_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _subscribed = False
 
 

@@ -79,7 +79,7 @@ class _Guard:
 
     __slots__ = ("lock", "pool")
 
-    def __init__(self, lock: Any, pool: "Pool") -> None:
+    def __init__(self, lock: Any, pool: Pool) -> None:
         self.lock = lock
         self.pool = pool
 
@@ -92,7 +92,7 @@ class _Guard:
             self.pool._reap()
 
 
-def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
+def _reaper(pool_ref: weakref.ref[Pool], req: _Request) -> Callable[[], None]:
     """Build a death callback that holds the pool only weakly."""
 
     def on_death() -> None:
@@ -104,7 +104,7 @@ def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
 
 
 # Every pool, so a forked child can reset them all (see _after_fork).
-_all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 # This process's pid, refreshed in a forked child by the at-fork hook, so the
 # per-checkout pid check costs a global read instead of a getpid() syscall.
 _pid = os.getpid()

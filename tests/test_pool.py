@@ -30,7 +30,16 @@ from pymongo.errors import (
 )
 
 import mongo_requests
-from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import (
+    ConnMonitor,
+    conn_id,
+    fail_point,
+    run_threads,
+    server_connections,
+    settled_connections,
+    unique_app,
+    wait_until,
+)
 from mongo_requests import PoolOptions, PoolTimeoutError
 
 COUNTERS = (

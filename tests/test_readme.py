@@ -75,7 +75,7 @@ def _requires(dist: str, extra: str) -> list[str]:
     for req in importlib.metadata.requires(dist) or ():
         spec, _, marker = req.partition(";")
         if re.search(r"extra\s*==\s*['\"]%s['\"]" % re.escape(extra), marker):
-            found.append(re.split(r"[\s<>=!~\[(]", spec.strip(), 1)[0].replace("-", "_").lower())
+            found.append(re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0].replace("-", "_").lower())
     return found
 
 

@@ -14,17 +14,23 @@ that the admin client is never affected, and always switched off in a
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 import mongo_requests
-from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import (
+    ConnMonitor,
+    conn_id,
+    fail_point,
+    run_threads,
+    server_connections,
+    settled_connections,
+    unique_app,
+    wait_until,
+)
 from mongo_requests import Connection, RequestState
-
-
 
 # -- helpers ----------------------------------------------------------------
 # -- the seed document's example, with the legacy API ---------------------------

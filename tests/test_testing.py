@@ -14,8 +14,7 @@ import sys
 import pytest
 
 import mongo_requests.testing as testing
-from mongo_requests.testing import (MongodNotFound, MongodServer,
-                                    MongodStartError, find_mongod, raw_command)
+from mongo_requests.testing import MongodNotFound, MongodServer, MongodStartError, find_mongod, raw_command
 
 WHEEL_SUFFIX = os.path.join("fiftyone", "db", "bin", "mongod")
 
