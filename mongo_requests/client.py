@@ -16,8 +16,9 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from .database import Database
 from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
+from .identity import GreenletIdentity, ThreadIdentity
 from .options import ClientOptions
-from .pool import PoolOptions
+from .pool import Pool, PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
@@ -111,7 +112,7 @@ class MongoClient:
             metadata=client_metadata(opts.appname),
         )
         self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
-        self._kill_queue: collections.deque = collections.deque()
+        self._kill_queue: collections.deque[tuple[str, int]] = collections.deque()
 
     @property
     def max_pool_size(self) -> int:
@@ -124,7 +125,7 @@ class MongoClient:
         return self._topology.servers[0].pool.opts.auto_start_request
 
     @property
-    def identity(self):  # noqa: ANN201 - ThreadIdentity or GreenletIdentity
+    def identity(self) -> ThreadIdentity | GreenletIdentity:
         """Who requests belong to: threads or greenlets (may change in auto mode)."""
         return self._topology.servers[0].pool.identity
 
@@ -139,7 +140,7 @@ class MongoClient:
         return self._topology.servers[0].address
 
     @property
-    def pool(self):  # noqa: ANN201 - the Pool class, for stats and tests
+    def pool(self) -> Pool:
         """The server's :class:`~mongo_requests.pool.Pool` (stats, repr, tests)."""
         return self._topology.servers[0].pool
 

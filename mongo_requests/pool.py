@@ -54,7 +54,15 @@ import weakref
 from typing import Any, Callable
 
 from .errors import InvalidOperation, PoolTimeoutError
-from .identity import choose_identity, gevent_patched, notify_when_threading_patched, real_lock, real_poll
+from .identity import (
+    GreenletIdentity,
+    ThreadIdentity,
+    choose_identity,
+    gevent_patched,
+    notify_when_threading_patched,
+    real_lock,
+    real_poll,
+)
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
 from .socket_info import CLOSED_POOL, CLOSED_STALE, SocketInfo
 
@@ -153,7 +161,7 @@ class Pool:
         _all_pools.add(self)
 
     # -- identity -----------------------------------------------------------
-    def _set_identity(self, identity: Any) -> None:
+    def _set_identity(self, identity: ThreadIdentity | GreenletIdentity) -> None:
         """Adopt a caller identity: its storage, socket module and re-homing."""
         self.identity = identity
         self._socket_module = identity.socket

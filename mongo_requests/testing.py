@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO, Any, Callable, Iterable
 
 import bson
 
@@ -69,7 +70,7 @@ def find_mongod() -> str:
     # Scan the import path by hand rather than importing: if the full
     # ``fiftyone`` package is installed, importing it would be slow and noisy.
     # (``site.getsitepackages`` is missing in some old virtualenvs.)
-    extra = getattr(site, "getsitepackages", list)()
+    extra: list[str] = getattr(site, "getsitepackages", list)()
     for root in sys.path + extra + [site.getusersitepackages()]:
         candidate = os.path.join(root or os.curdir, _WHEEL_BINARY)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -88,8 +89,8 @@ _OP_MSG = 2013
 _request_ids = itertools.count(1)
 
 
-def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
-                timeout: float = 10.0) -> dict:
+def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0) -> dict[str, Any]:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
@@ -123,7 +124,7 @@ def _free_port() -> int:
     # mongod binds it, which start() covers by retrying once on a new port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _tail(path: str, n: int) -> str:
@@ -138,8 +139,8 @@ def _tail(path: str, n: int) -> str:
 # Servers whose process may still run, and temporary dbpaths not yet
 # removed: the atexit hook kills and deletes them, so that a crashed or
 # interrupted test run leaves no mongod (nor its files) behind.
-_LIVE: set = set()
-_TEMP_DIRS: set = set()
+_LIVE: set[MongodServer] = set()
+_TEMP_DIRS: set[str] = set()
 
 
 class MongodServer:
@@ -161,7 +162,7 @@ class MongodServer:
 
     def __init__(self, binary: str | None = None, port: int | None = None,
                  dbpath: str | None = None, replset: str | None = None,
-                 extra_args=(), startup_timeout: float = 60.0) -> None:
+                 extra_args: Iterable[str] = (), startup_timeout: float = 60.0) -> None:
         self.binary = binary or find_mongod()
         self._port = port
         self._port_given = port is not None
@@ -170,8 +171,8 @@ class MongodServer:
         self.replset = replset
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
         self._started_once = False
 
     host = property(lambda self: HOST, doc="Always ``'127.0.0.1'``.")
@@ -209,8 +210,8 @@ class MongodServer:
         """Return the last ``n`` lines of the mongod log (JSON lines)."""
         return _tail(self.log_path, n)
 
-    def command(self, command: dict, db: str = "admin",
-                timeout: float = 10.0) -> dict:
+    def command(self, command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0) -> dict[str, Any]:
         """Run ``command`` on this server with :func:`raw_command`."""
         return raw_command(self.address, command, db, timeout)
 
@@ -265,7 +266,7 @@ class MongodServer:
                                           start_new_session=True)
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
-            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}")
+            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}") from exc
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout
         self._poll(argv, deadline, "answer hello", {"hello": 1},
@@ -284,14 +285,14 @@ class MongodServer:
                        {"hello": 1},
                        lambda reply: reply.get("isWritablePrimary"))
 
-    def _poll(self, argv, deadline: float, what: str, command: dict, ready,
-              probe_timeout: float = 2.0):
+    def _poll(self, argv: list[str], deadline: float, what: str, command: dict[str, Any],
+              ready: Callable[[dict[str, Any]], Any], probe_timeout: float = 2.0) -> None:
         # Repeat ``command`` until ``ready(reply)``; connection errors are
         # expected while mongod is still recovering or opening its listener.
         # The short probe timeout matters when another program holds our
         # port: it accepts the connection but never answers, and we want to
         # notice mongod's exit ("Address already in use") quickly.
-        last = None
+        last: dict[str, Any] | OSError | None = None
         while True:
             if self._proc.poll() is not None:
                 self._fail(argv, f"mongod exited before it could {what}")
@@ -308,7 +309,7 @@ class MongodServer:
                 last = exc
             time.sleep(0.05)
 
-    def _fail(self, argv, reason: str) -> None:
+    def _fail(self, argv: list[str], reason: str) -> None:
         if self.running:
             self._proc.kill()
         code = self._proc.wait()
@@ -362,7 +363,7 @@ class MongodServer:
     def __enter__(self) -> MongodServer:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
         self.cleanup()
 
