@@ -7,7 +7,6 @@ come from side-by-side measurements.  The gevent workload runs in
 subprocesses (monkey-patching is process-wide), also interleaved per
 repetition.  See benchmarks/README.md for the method.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -148,12 +147,8 @@ def run_request_overhead(mr: Adapter, args: argparse.Namespace, progress: Progre
         "workload": "find_one_by_id",
         "ops_per_block": n,
         "variants": {
-            k: {
-                "samples_us_per_op": us[k],
-                "median_us_per_op": report.median(us[k]),
-                "samples_cpu_us_per_op": cpu[k],
-                "median_cpu_us_per_op": report.median(cpu[k]),
-            }
+            k: {"samples_us_per_op": us[k], "median_us_per_op": report.median(us[k]),
+                "samples_cpu_us_per_op": cpu[k], "median_cpu_us_per_op": report.median(cpu[k])}
             for k in REQUEST_VARIANTS
         },
         "added_us_per_op": added(us, "inside"),
@@ -171,19 +166,8 @@ def run_gevent(uri: str, args: argparse.Namespace, progress: Progress) -> dict[s
     for rep in range(args.reps):
         for label, driver, auto in GEVENT_CONFIGS:
             progress.step("gevent rep %d/%d %s" % (rep + 1, args.reps, label))
-            cmd = [
-                sys.executable,
-                "-m",
-                "benchmarks.gevent_bench",
-                uri,
-                driver,
-                str(auto).lower(),
-                str(args.pool_size),
-                "--greenlets",
-                str(args.greenlets),
-                "--iterations",
-                str(iterations),
-            ]
+            cmd = [sys.executable, "-m", "benchmarks.gevent_bench", uri, driver, str(auto).lower(), str(args.pool_size),
+                   "--greenlets", str(args.greenlets), "--iterations", str(iterations)]
             try:
                 proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
             except subprocess.TimeoutExpired:
@@ -264,25 +248,17 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     results: dict[str, Any] = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": ["python", "-m", "benchmarks"] + sys.argv[1:],
-        "config": {
-            "quick": args.quick,
-            "reps": args.reps,
-            "only": args.names,
-            "pool_size": args.pool_size,
-            "greenlets": args.greenlets,
-            "interleaving": list(CLIENTS),
-        },
+        "config": {"quick": args.quick, "reps": args.reps, "only": args.names, "pool_size": args.pool_size,
+                   "greenlets": args.greenlets, "interleaving": list(CLIENTS)},
         "machine": machine_info(setup, server, address),
         "workloads": {},
     }
     ok = True
     selected = [w for w in WORKLOADS if w.name in args.names]
     in_process = selected or REQUEST_OVERHEAD in args.names
-    total = args.reps * (
-        len(selected) * len(CLIENTS)
-        + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
-        + (len(GEVENT_CONFIGS) if GEVENT in args.names else 0)
-    )
+    total = args.reps * (len(selected) * len(CLIENTS)
+                         + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
+                         + (len(GEVENT_CONFIGS) if GEVENT in args.names else 0))
     progress = Progress(total)
     try:
         if in_process:
@@ -353,11 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         fh.write("\n")
     report.write_chart(results, str(args.out / "chart.png"))
     print(text)
-    print(
-        "wrote %s, %s and %s (%.0f s)"
-        % (args.out / "results.md", args.out / "results.json", args.out / "chart.png", results["duration_s"]),
-        file=sys.stderr,
-    )
+    print("wrote %s, %s and %s (%.0f s)" % (args.out / "results.md", args.out / "results.json", args.out / "chart.png",
+                                           results["duration_s"]), file=sys.stderr)
     return 0 if ok else 1
 
 

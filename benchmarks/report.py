@@ -3,7 +3,6 @@
 Everything here is a pure function of the results, so a results.json from
 another run can be re-rendered: ``python -m benchmarks.report results.json``.
 """
-
 from __future__ import annotations
 
 import json
@@ -32,9 +31,8 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize_workload(
-    samples: dict[str, list[float]], docs_per_op: int, cpu_us: dict[str, list[float]] | None = None
-) -> dict[str, Any]:
+def summarize_workload(samples: dict[str, list[float]], docs_per_op: int,
+                       cpu_us: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """Medians per client, and ratios both of medians and paired per repetition.
 
     The table uses the ratio of the medians (what a reader can check from the
@@ -84,15 +82,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             measured = workloads.get(name, {}).get("ratios", {}).get(label)
             out.append(_target("%s: %s >= %.1f" % (name, label, threshold), measured, threshold, True, "x"))
     ro = results.get("request_overhead") or {}
-    out.append(
-        _target(
-            "request adds <= %.0f us/op (find_one_by_id)" % REQUEST_OVERHEAD_MAX_US,
-            ro.get("added_us_per_op"),
-            REQUEST_OVERHEAD_MAX_US,
-            False,
-            "us/op",
-        )
-    )
+    out.append(_target("request adds <= %.0f us/op (find_one_by_id)" % REQUEST_OVERHEAD_MAX_US,
+                       ro.get("added_us_per_op"), REQUEST_OVERHEAD_MAX_US, False, "us/op"))
     configs = (results.get("gevent") or {}).get("configs", {})
     mr, pm = configs.get(GEVENT_MR, {}), configs.get(GEVENT_PYMONGO, {})
     ratio = None
@@ -100,15 +91,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = mr["median_ops_per_s"] / pm["median_ops_per_s"]
     out.append(_target("gevent, auto_start_request=False: ops/s >= pymongo's (ratio >= 1.0)", ratio, 1.0, True, "x"))
     pool = (results.get("gevent") or {}).get("max_pool_size", results.get("config", {}).get("pool_size"))
-    out.append(
-        _target(
-            "gevent, auto_start_request=False: peak connections <= maxPoolSize (%s)" % pool,
-            mr.get("peak_connections_max"),
-            pool if pool is not None else 0,
-            False,
-            "connections",
-        )
-    )
+    out.append(_target("gevent, auto_start_request=False: peak connections <= maxPoolSize (%s)" % pool,
+                       mr.get("peak_connections_max"), pool if pool is not None else 0, False, "connections"))
     return out
 
 
@@ -124,10 +108,8 @@ def fmt_ratio(x: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-    ]
+    rule = "|".join("---" if i == 0 else "---:" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + rule + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -148,19 +130,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Machine: %s CPUs (%s usable), %s; Python %s; pymongo %s (C extensions: %s); mongo_requests %s; "
         "MongoDB %s (%s); load average %s at start, %s at end."
-        % (
-            m.get("cpu_count"),
-            m.get("cpu_usable"),
-            m.get("cpu_model", "?"),
-            m.get("python"),
-            m.get("pymongo"),
-            m.get("pymongo_c_extensions"),
-            m.get("mongo_requests"),
-            m.get("server_version"),
-            m.get("server"),
-            _load(m.get("loadavg_start")),
-            _load(m.get("loadavg_end")),
-        ),
+        % (m.get("cpu_count"), m.get("cpu_usable"), m.get("cpu_model", "?"), m.get("python"), m.get("pymongo"),
+           m.get("pymongo_c_extensions"), m.get("mongo_requests"), m.get("server_version"), m.get("server"),
+           _load(m.get("loadavg_start")), _load(m.get("loadavg_end"))),
         "",
         "## Throughput (operations per second, higher is better)",
         "",
@@ -172,31 +144,15 @@ def markdown(results: dict[str, Any]) -> str:
             failed.append("- **%s** failed: `%s`" % (name, w["error"]))
             continue
         c = w["clients"]
-        rows.append(
-            [name]
-            + [fmt_rate(c.get(k, {}).get("median_ops_per_s")) for k in CLIENTS]
-            + [fmt_ratio(w["ratios"].get("mr/pymongo")), fmt_ratio(w["ratios"].get("mr/raw"))]
-        )
+        rows.append([name] + [fmt_rate(c.get(k, {}).get("median_ops_per_s")) for k in CLIENTS]
+                    + [fmt_ratio(w["ratios"].get("mr/pymongo")), fmt_ratio(w["ratios"].get("mr/raw"))])
         if w.get("docs_per_op", 1) > 1:
             bulk.append([name] + [fmt_rate(c.get(k, {}).get("median_docs_per_s")) for k in CLIENTS])
-    lines += _table(
-        [
-            "workload",
-            "raw ops/s",
-            "mongo_requests ops/s",
-            "pymongo ops/s",
-            "pymongo-noretry ops/s",
-            "mr/pymongo",
-            "mr/raw",
-        ],
-        rows,
-    )
+    lines += _table(["workload", "raw ops/s", "mongo_requests ops/s", "pymongo ops/s", "pymongo-noretry ops/s",
+                     "mr/pymongo", "mr/raw"], rows)
     if bulk:
-        lines += [
-            "",
-            "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):",
-            "",
-        ]
+        lines += ["", "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):",
+                  ""]
         lines += _table(
             ["workload", "raw docs/s", "mongo_requests docs/s", "pymongo docs/s", "pymongo-noretry docs/s"], bulk
         )
@@ -213,53 +169,28 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _table(
                 ["loop", "us/op (median)", "added vs outside (median of paired reps)", "client CPU us/op", "added CPU"],
                 [
-                    [
-                        "outside any request",
-                        "%.1f" % v["outside"]["median_us_per_op"],
-                        "-",
-                        "%.1f" % v["outside"]["median_cpu_us_per_op"],
-                        "-",
-                    ],
-                    [
-                        "inside one `with client.start_request():`",
-                        "%.1f" % v["inside"]["median_us_per_op"],
-                        "%+.2f" % ro["added_us_per_op"],
-                        "%.1f" % v["inside"]["median_cpu_us_per_op"],
-                        "%+.2f" % ro["added_cpu_us_per_op"],
-                    ],
-                    [
-                        "a request per op (information)",
-                        "%.1f" % v["per_op"]["median_us_per_op"],
-                        "%+.2f" % ro["added_us_per_op_per_op_request"],
-                        "%.1f" % v["per_op"]["median_cpu_us_per_op"],
-                        "%+.2f" % ro["added_cpu_us_per_op_per_op_request"],
-                    ],
+                    ["outside any request", "%.1f" % v["outside"]["median_us_per_op"], "-",
+                     "%.1f" % v["outside"]["median_cpu_us_per_op"], "-"],
+                    ["inside one `with client.start_request():`", "%.1f" % v["inside"]["median_us_per_op"],
+                     "%+.2f" % ro["added_us_per_op"], "%.1f" % v["inside"]["median_cpu_us_per_op"],
+                     "%+.2f" % ro["added_cpu_us_per_op"]],
+                    ["a request per op (information)", "%.1f" % v["per_op"]["median_us_per_op"],
+                     "%+.2f" % ro["added_us_per_op_per_op_request"], "%.1f" % v["per_op"]["median_cpu_us_per_op"],
+                     "%+.2f" % ro["added_cpu_us_per_op_per_op_request"]],
                 ],
             )
 
     gv = results.get("gevent")
     if gv:
-        lines += [
-            "",
-            "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
-            % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]),
-            "",
-        ]
+        lines += ["", "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
+                  % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]), ""]
         rows = []
         for label, g in gv["configs"].items():
             if g.get("median_ops_per_s") is None:
                 rows.append([label, "failed", "-", "-", "-", g.get("note", "")])
                 continue
-            rows.append(
-                [
-                    label,
-                    fmt_rate(g["median_ops_per_s"]),
-                    str(g["peak_connections_max"]),
-                    str(g["stale_reads"]),
-                    str(g["errors"]),
-                    g.get("note", ""),
-                ]
-            )
+            rows.append([label, fmt_rate(g["median_ops_per_s"]), str(g["peak_connections_max"]),
+                         str(g["stale_reads"]), str(g["errors"]), g.get("note", "")])
         lines += _table(["config", "ops/s (median)", "peak connections (max)", "stale reads", "errors", "note"], rows)
         for label, g in gv["configs"].items():
             for err in g.get("run_errors", []):
@@ -268,19 +199,12 @@ def markdown(results: dict[str, Any]) -> str:
     targets = results.get("targets") or []
     if targets:
         lines += ["", "## Targets", ""]
-        lines += _table(
-            ["target", "measured", "result"],
-            [
-                [t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]), t["result"]]
-                for t in targets
-            ],
-        )
-    lines += [
-        "",
-        "Ratios come from the same run, with clients interleaved within each repetition; "
-        "see benchmarks/README.md for the method and how to read them.",
-        "",
-    ]
+        lines += _table(["target", "measured", "result"],
+                        [[t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]),
+                          t["result"]]
+                         for t in targets])
+    lines += ["", "Ratios come from the same run, with clients interleaved within each repetition; "
+              "see benchmarks/README.md for the method and how to read them.", ""]
     return "\n".join(lines)
 
 
@@ -322,9 +246,8 @@ def write_chart(results: dict[str, Any], path: str) -> None:
         ax.set_ylabel("ops/s")
         ax.set_ylim(0, max(values or [1]) * 1.3)
     ax.set_xticks(x, names, rotation=15, ha="right")
-    ax.set_title(
-        "Throughput per workload (median of %s reps; higher is better)" % results.get("config", {}).get("reps")
-    )
+    reps = results.get("config", {}).get("reps")
+    ax.set_title("Throughput per workload (median of %s reps; higher is better)" % reps)
     ax.legend(ncol=4, fontsize=9, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
 
@@ -354,10 +277,8 @@ def write_chart(results: dict[str, Any], path: str) -> None:
         ax.bar_label(bars, labels=["peak %d conn" % gconfigs[k]["peak_connections_max"] for k in labels], fontsize=9)
         ax.set_xticks(range(len(labels)), [k.replace(" auto_", "\nauto_") for k in labels])
         ax.set_ylabel("ops/s")
-        ax.set_title(
-            "gevent: %d greenlets, maxPoolSize=%d (pymongo: w=1 $inc, no request)"
-            % (gv["greenlets"], gv["max_pool_size"])
-        )
+        ax.set_title("gevent: %d greenlets, maxPoolSize=%d (pymongo: w=1 $inc, no request)"
+                     % (gv["greenlets"], gv["max_pool_size"]))
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
 
