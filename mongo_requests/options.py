@@ -335,7 +335,6 @@ def validate_option(key: str, value: Any, from_uri: bool = False) -> tuple[Optio
 
 
 # -- redaction ----------------------------------------------------------------------------------------------
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
 def redact_uri(text: str) -> str:

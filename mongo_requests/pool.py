@@ -64,7 +64,7 @@ from .identity import (
     real_poll,
 )
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
-from .socket_info import CLOSED_POOL, CLOSED_STALE, SocketInfo
+from .socket_info import SocketInfo
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
 
@@ -310,10 +310,10 @@ class Pool:
             if sock.closed:
                 self._release(sock)  # counts it as closed
             else:
-                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
+                self._close_socket(sock)
                 self._release(None)
         else:
-            self._close_socket(sock, CLOSED_STALE)
+            self._close_socket(sock)
 
     def _acquire(self, deadline: float | None = None) -> SocketInfo:
         """Take a slot (waiting if needed) and return a usable socket in it."""
@@ -352,7 +352,7 @@ class Pool:
                             sock.rebind(raw)
                     self._counters["checkouts"] += 1
                     return sock
-                self._close_socket(sock, CLOSED_STALE)
+                self._close_socket(sock)
                 sock = self._pop_idle()
             sock = self._connect(deadline)
             self._counters["checkouts"] += 1
@@ -436,7 +436,7 @@ class Pool:
                 self._counters["closed"] += 1
                 sock = None
             elif sock.generation != self.generation or self.closed:
-                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
+                self._close_socket(sock)
                 sock = None
             else:
                 sock.last_checkin = time.monotonic()
@@ -496,9 +496,9 @@ class Pool:
         self._counters["created"] += 1
         return sock
 
-    def _close_socket(self, sock: SocketInfo, reason: str) -> None:
+    def _close_socket(self, sock: SocketInfo) -> None:
         if not sock.closed:  # count each socket once (a fork closes them early)
-            sock.close(reason)
+            sock.close()
             self._counters["closed"] += 1
 
     # -- dead callers -------------------------------------------------------
@@ -541,7 +541,7 @@ class Pool:
             self._counters["resets"] += 1
         log.info("pool %s:%d reset (%s)", self.address[0], self.address[1], why)
         for sock in idle:
-            self._close_socket(sock, CLOSED_STALE)
+            self._close_socket(sock)
 
     def reset(self, why: str = "reset requested") -> None:
         """Discard every socket: idle ones now, checked-out ones when given back.
@@ -585,7 +585,7 @@ class Pool:
             if req is not None and req.sock is sock:
                 req.sock = None
             sock.request = None
-            sock.close(CLOSED_STALE)
+            sock.close()
 
     def close(self) -> None:
         """Close the pool: idle sockets now, others when their users are done.
@@ -604,7 +604,7 @@ class Pool:
             waiters = list(self._waiters)
             self._waiters.clear()
         for sock in idle:
-            self._close_socket(sock, CLOSED_POOL)
+            self._close_socket(sock)
         for waiter in waiters:
             waiter.fail(_closed_error())
 

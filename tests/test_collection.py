@@ -9,6 +9,7 @@ server, never from a mock.
 from __future__ import annotations
 
 import math
+import socket
 import time
 
 import pytest
@@ -608,7 +609,8 @@ def test_w0_write_on_a_broken_socket_raises_and_the_request_goes_on(client, coll
     with client.start_request():
         coll.insert_one({"_id": 1})
         first = client.admin.command("hello")["connectionId"]
-        client.pool.pinned_socket().shutdown()
+        # Shut the connection down under the driver, as a dying peer would.
+        client.pool.pinned_socket().sock.shutdown(socket.SHUT_RDWR)
         with pytest.raises(AutoReconnect):
             coll.insert_one({"_id": 2}, w=0)
         assert client.in_request()
