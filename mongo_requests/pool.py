@@ -26,17 +26,7 @@ server's own connection count):
 * The pool never decides what an error means: the topology's
   ``handle_error`` does, and calls :meth:`Pool.reset`.
 
-The request state machine, per caller and per pool (``_Request.state`` is
-derived from ``depth`` and ``sock``)::
-
-    NO_REQUEST --start_request / auto--> REQUEST_NO_SOCKET
-    REQUEST_NO_SOCKET --checkout--> PINNED  (the socket keeps its slot)
-    PINNED --checkout--> PINNED              (same socket; no lock, no slot;
-                                              also after a pool reset)
-    PINNED --error seen by the owner--> REQUEST_NO_SOCKET (socket closed, slot freed)
-    PINNED --fork--> REQUEST_NO_SOCKET       (in the child)
-    any --outermost end_request / caller dies--> NO_REQUEST
-                                             (socket to idle, or closed if stale)
+The request state machine is drawn in :class:`~mongo_requests.pool_state.RequestState`.
 
 Death of a caller is reported by the identity's ``watch`` callback, which may
 run at awkward moments (a thread's teardown, a weakref callback during garbage
@@ -53,7 +43,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .errors import InvalidOperation, PoolTimeoutError
+from .errors import InvalidOperation
 from .identity import (
     GreenletIdentity,
     ThreadIdentity,
@@ -63,6 +53,7 @@ from .identity import (
     real_lock,
     real_poll,
 )
+from .pool_report import PoolReport
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
 from .socket_info import SocketInfo
 
@@ -122,7 +113,7 @@ def _closed_error() -> InvalidOperation:
     return InvalidOperation("Cannot use MongoClient after close")
 
 
-class Pool:
+class Pool(PoolReport):
     """A capped pool of :class:`SocketInfo` to one server, request-aware.
 
     :param address: ``(host, port)``.
@@ -406,22 +397,6 @@ class Pool:
             except ValueError:
                 pass
 
-    def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
-        with self._guard:
-            pinned, in_use, waiting = len(self._pinned), self._in_use, len(self._waiters)
-        max_size = self.opts.max_size
-        msg = (
-            "Timed out after %.3fs waiting for a socket to %s:%d: all %d sockets are busy "
-            "(%d checked out, %d pinned by requests, %d other callers waiting)."
-            % (timeout or 0.0, self.address[0], self.address[1], max_size, in_use, pinned, waiting)
-        )
-        if pinned:
-            msg += (
-                " Each thread or greenlet in a request keeps its socket until end_request() or its "
-                "death; use auto_start_request=False, end requests sooner, or raise max_pool_size."
-            )
-        return PoolTimeoutError(msg, pinned=pinned, in_use=in_use, max_size=max_size)
-
     def _release(self, sock: SocketInfo | None) -> None:
         """Give back one checked-out slot, with the socket it held (None: none to keep).
 
@@ -607,39 +582,6 @@ class Pool:
             self._close_socket(sock)
         for waiter in waiters:
             waiter.fail(_closed_error())
-
-    # -- observability ------------------------------------------------------
-    def get_stats(self) -> dict[str, int]:
-        """Counters since the last :meth:`pop_stats`, plus the current gauges."""
-        with self._guard:
-            stats = dict(self._counters)
-            stats.update(
-                idle=len(self._idle),
-                in_use=self._in_use,
-                pinned=len(self._pinned),
-                waiting=len(self._waiters),
-                open=len(self._idle) + self._in_use + len(self._pinned),
-                max_size=self.opts.max_size,
-                generation=self.generation,
-            )
-        return stats
-
-    def pop_stats(self) -> dict[str, int]:
-        """Return :meth:`get_stats` and reset the counters (gauges stay)."""
-        stats = self.get_stats()
-        with self._guard:
-            self._counters.clear()
-        return stats
-
-    def __repr__(self) -> str:
-        return "<Pool %s:%d idle=%d in_use=%d pinned=%d waiting=%d>" % (
-            self.address[0],
-            self.address[1],
-            len(self._idle),
-            self._in_use,
-            len(self._pinned),
-            len(self._waiters),
-        )
 
 
 def _after_fork_in_child() -> None:
