@@ -196,6 +196,15 @@ def markdown(results: dict[str, Any]) -> str:
             for err in g.get("run_errors", []):
                 lines.append("- %s: `%s`" % (label, err))
 
+    tls = results.get("tls")
+    if tls:
+        from .secure import markdown as tls_markdown  # here: secure imports this module
+
+        if "error" in tls:
+            lines += ["", "## TLS and SCRAM", "", "failed: `%s`" % tls["error"]]
+        else:
+            lines += tls_markdown(tls)
+
     targets = results.get("targets") or []
     if targets:
         lines += ["", "## Targets", ""]

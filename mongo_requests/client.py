@@ -110,6 +110,7 @@ class MongoClient:
             wait_queue_timeout=opts.wait_queue_timeout,
             auto_start_request=opts.auto_start_request,
             metadata=client_metadata(opts.appname),
+            setup=opts.setup,
         )
         self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
         self._kill_queue: collections.deque[tuple[str, int]] = collections.deque()

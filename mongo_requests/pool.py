@@ -339,6 +339,10 @@ class Pool(PoolReport):
                 ):
                     if self._rehome is not None:
                         raw = self._rehome(sock.sock)
+                        if raw is None:  # a TLS socket of another thread's hub cannot move here
+                            self._close_socket(sock)
+                            sock = self._pop_idle()
+                            continue
                         if raw is not sock.sock:
                             sock.rebind(raw)
                     self._counters["checkouts"] += 1
@@ -466,6 +470,8 @@ class Pool(PoolReport):
             opts.socket_timeout,
             self.generation,
             opts.metadata,
+            opts.setup,
+            self.identity.ssl,
         )
         self.hello = sock.hello
         self._counters["created"] += 1

@@ -184,3 +184,7 @@ def watchdog() -> Iterator[None]:
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+# Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.
+from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
