@@ -263,7 +263,15 @@ class _CachingScramClient:
         # name up as stored: U+2168 stays U+2168, not "IX").  So scramp gets a
         # placeholder, and the real name, escaped as RFC 5802 asks, goes into
         # the client-first message.
-        self._client = scramp.ScramClient([mechanism], "user", password)
+        try:
+            self._client = scramp.ScramClient([mechanism], "user", password)
+        except scramp.ScramException as exc:
+            # SASLprep refused the password (a control or unassigned character): a
+            # setting to fix, not a server's answer.  Nothing was sent; scramp's
+            # reason names the rule broken, never the password.
+            raise ConfigurationError(
+                "the password cannot be used with %s: SASLprep refuses it (%s)" % (mechanism, _short(exc))
+            ) from None
         self._client.username = _RawUsername(username)
         self._mechanism = mechanism
         self._hash = _HASHES[mechanism]

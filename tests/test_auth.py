@@ -56,13 +56,35 @@ def test_mechanism_negotiated_through_sasl_supported_mechs(
 
 @pytest.mark.parametrize(
     "user, password",
-    [("IX", "IX"), ("IX", "I\u00adX"), ("\u2168", "IV"), ("\u2168", "I\u00adV")],
+    [("IX", "IX"), ("IX", "I\u00adX"), ("\u2168", "IV"), ("\u2168", "I\u00adV"), ("\u2168", "\u2163")],
 )
 def test_saslprep_passwords(auth_server, secure_client, user, password):
     # The specification's SASLprep cases: a soft hyphen maps to nothing, and
-    # the Roman numeral IV (U+2163) normalises to "IV" on both sides.
+    # the Roman numeral IV (U+2163) normalises to "IV" on both sides.  The
+    # last case gives U+2163 itself, so our side must NFKC-normalise it too.
     c = secure_client(scram_uri(auth_server, user, password, authMechanism="SCRAM-SHA-256"))
     assert _authenticated_as(c) == [(user, "admin")]
+
+
+def test_password_saslprep_refuses_is_a_configuration_error(auth_server, auth_users, secure_client):
+    # SASLprep forbids control characters: that is the user's password, not
+    # the server's answer, so it is a pymongo ConfigurationError (not scramp's
+    # own exception), raised before anything is sent, naming no secret.
+    secret = "pw\u0007" + auth_users.password
+    c = secure_client("127.0.0.1", auth_server.port, username=auth_users.alice, password=secret,
+                      authMechanism="SCRAM-SHA-256", serverSelectionTimeoutMS=30000)
+    before = auth_counters(auth_server, "SCRAM-SHA-256")
+    exc, seconds = elapsed(lambda: c.admin.command("ping"))
+    assert type(exc) is ConfigurationError, repr(exc)
+    assert seconds < 2.0
+    assert "SASLprep" in str(exc)
+    chained = [exc, exc.__cause__, exc.__context__]
+    for e in (e for e in chained if e is not None):
+        assert secret not in str(e) and secret not in repr(e.args) and auth_users.password not in str(e)
+    after = auth_counters(auth_server, "SCRAM-SHA-256")
+    assert after["received"] == before["received"] and after["spec_received"] == before["spec_received"]
+    stats = c.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
 
 
 def test_sha256_only_user_refuses_sha1(auth_server, auth_users, secure_client):
