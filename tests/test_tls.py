@@ -306,3 +306,66 @@ def test_mixed_mode_never_moves_a_tls_socket_between_hubs(tls_server, test_certs
     assert [tag for tag, _ in results] == ["first", "second"], results
     assert results[0][1] != results[1][1]  # a new connection for the other hub
     assert c.pool.get_stats()["closed"] == 1
+
+
+def _tls_records_only(data: bytes) -> bool:
+    """True when ``data`` is whole TLS records (content types 20-24, version 3.x), and nothing else."""
+    i = 0
+    while i < len(data):
+        if len(data) - i < 5 or data[i] not in (20, 21, 22, 23, 24) or data[i + 1] != 3:
+            return False
+        i += 5 + int.from_bytes(data[i + 3:i + 5], "big")
+    return i == len(data)
+
+
+def test_tls_client_never_falls_back_to_plaintext(secure_client, test_certs):
+    # A hostile server: it answers every ClientHello with a plaintext MongoDB
+    # reply, as a server that does not speak TLS would, and records all the
+    # bytes of every connection the client opens while it keeps retrying.
+    # Not one of them may be anything but TLS records; the hello and the
+    # user name never go out in the clear.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    streams: list[bytearray] = []
+    stop = threading.Event()
+    plaintext_reply = (36).to_bytes(4, "little") + b"\x01\x00\x00\x00" * 2 + (1).to_bytes(4, "little") + b"\x00" * 20
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                data = bytearray()
+                streams.append(data)
+                try:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        if not data:
+                            conn.sendall(plaintext_reply)
+                        data += chunk
+                except OSError:
+                    pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=1000,
+                          connectTimeoutMS=500, username="plaintext-user", password="plaintext-pw")
+        with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
+            c.admin.command("ping")
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
+    assert streams and all(streams), streams
+    for data in streams:
+        assert _tls_records_only(bytes(data)), bytes(data[:64])
+        assert b"isMaster" not in data and b"plaintext-user" not in data
