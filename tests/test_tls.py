@@ -369,3 +369,39 @@ def test_tls_client_never_falls_back_to_plaintext(secure_client, test_certs):
     for data in streams:
         assert _tls_records_only(bytes(data)), bytes(data[:64])
         assert b"isMaster" not in data and b"plaintext-user" not in data
+
+
+@pytest.mark.parametrize("extra", [{}, {"tlsAllowInvalidHostnames": True}, {"tlsInsecure": True}])
+def test_sni_names_the_host(secure_client, test_certs, extra):
+    # mongod does not tell which SNI name it received, so a small TLS server
+    # (the test CA's "localhost" certificate) records it, then hangs up.
+    # The name goes out even when host names are not verified.
+    names: list = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(test_certs.server)
+    ctx.sni_callback = lambda sslsock, name, _ctx: names.append(name)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(16)
+        except OSError:
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300,
+                          connectTimeoutMS=2000, **extra)
+        with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
+            c.admin.command("ping")
+        server.join(5)
+    finally:
+        listener.close()
+    assert names[:1] == ["localhost"], names
