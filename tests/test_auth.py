@@ -8,6 +8,7 @@ per mechanism (``security.authentication.mechanisms``) and commands
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import pickle
@@ -124,6 +125,40 @@ def test_wrong_password_fails_fast_once_and_leaves_pools_usable(auth_server, aut
                  caplog.text):
         assert wrong not in text
         assert auth_users.password not in text
+
+
+def test_wrong_auth_source_fails_fast_with_code_18(auth_server, auth_users, secure_client):
+    # alice lives in admin.  Looked up in appdb (authSource, or the URI's
+    # database, which is the default authSource) she does not exist: one
+    # attempt, code 18 at once, nothing about her or her password in the error.
+    for c in (
+        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="appdb"),
+                      serverSelectionTimeoutMS=30000),
+        # scram_uri without options ends in "/": the database goes after it.
+        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password) + "appdb",
+                      serverSelectionTimeoutMS=30000),
+    ):
+        assert c.pool.opts.setup.credentials.source == "appdb"
+        before = auth_counters(auth_server, "SCRAM-SHA-256")
+        exc, seconds = elapsed(functools.partial(c.admin.command, "ping"))
+        assert isinstance(exc, OperationFailure) and exc.code == 18, repr(exc)
+        assert seconds < 2.0
+        after = auth_counters(auth_server, "SCRAM-SHA-256")
+        assert after["received"] == before["received"] + 1 and after["successful"] == before["successful"]
+        for text in (str(exc), repr(exc.args), repr(exc.details)):
+            assert auth_users.password not in text and "alice" not in text
+    right = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="admin"))
+    assert _authenticated_as(right) == [("alice", "admin")]
+
+
+def test_unknown_mechanism_in_the_uri_is_refused_up_front(auth_server, auth_users):
+    secret = auth_users.password
+    for mechanism in ("PLAIN", "GSSAPI", "MONGODB-AWS", "SCRAM-SHA-512"):
+        with pytest.raises(ConfigurationError) as info:
+            mongo_requests.MongoClient(scram_uri(auth_server, auth_users.alice, secret, authMechanism=mechanism))
+        assert mechanism in str(info.value)
+        assert secret not in str(info.value) and secret not in repr(info.value.args)
+        assert info.value.__context__ is None or secret not in str(info.value.__context__)
 
 
 def test_speculative_authentication_saves_the_sasl_start(auth_server, auth_users, secure_client):
