@@ -12,13 +12,15 @@ import functools
 import hashlib
 import logging
 import pickle
+import time
 
 import pytest
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure
 
 import mongo_requests
+from helpers import run_threads
 from mongo_requests import auth
-from security_fixtures import auth_counters, elapsed, scram_uri, server_status
+from security_fixtures import CURRENT, auth_counters, elapsed, scram_uri, server_status
 
 
 def _authenticated_as(client) -> list:
@@ -125,6 +127,37 @@ def test_wrong_password_fails_fast_once_and_leaves_pools_usable(auth_server, aut
                  caplog.text):
         assert wrong not in text
         assert auth_users.password not in text
+
+
+def test_wrong_password_from_many_workers_is_one_attempt_each(auth_server, auth_users, secure_client):
+    # 30 threads or greenlets (the run's mode) hit a wrong password at once:
+    # each operation makes exactly one attempt (no retry storm), all fail with
+    # code 18 within a couple of seconds, and the pool ends empty.
+    n = 30
+    bad = secure_client(scram_uri(auth_server, auth_users.alice, "wrong-" + auth_users.password),
+                        serverSelectionTimeoutMS=30000, maxPoolSize=10)
+    before = auth_counters(auth_server, "SCRAM-SHA-256")
+    codes: list = []
+
+    def work(i):
+        try:
+            bad.admin.command("ping")
+        except OperationFailure as exc:
+            codes.append(exc.code)
+
+    start = time.monotonic()
+    if CURRENT.green:
+        import gevent
+
+        gevent.joinall([gevent.spawn(work, i) for i in range(n)], timeout=30)
+    else:
+        assert run_threads(work, n) == []
+    assert codes == [18] * n
+    assert time.monotonic() - start < 3.0
+    after = auth_counters(auth_server, "SCRAM-SHA-256")
+    assert after["received"] == before["received"] + n and after["successful"] == before["successful"]
+    stats = bad.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
 
 
 def test_wrong_auth_source_fails_fast_with_code_18(auth_server, auth_users, secure_client):
