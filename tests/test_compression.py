@@ -149,3 +149,26 @@ def test_authentication_is_never_compressed(auth_server, auth_users):
         assert sock.closed
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("command", ["hello", "isMaster"])
+def test_hello_stays_plain_after_compression_is_negotiated(mongodb_uri, admin_client, command):
+    # The pure test above checks compress_message; this one asks the server:
+    # on a connection that compresses, a hello moves no decompressor counter,
+    # while a ping (the control) does.
+    sep = "&" if "?" in mongodb_uri else "?"
+    c = mongo_requests.MongoClient(mongodb_uri + sep + "compressors=zlib", **MODE_OPTIONS)
+    try:
+        with c.start_request():
+            c.admin.command("ping")  # connect first: the handshake is OP_QUERY anyway
+            before = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            for _ in range(5):
+                c.admin.command(command)
+            middle = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            c.admin.command("ping")
+            after = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            assert type(c.pool.pinned_socket()).__name__ == "CompressedSocketInfo_zlib"
+    finally:
+        c.close()
+    assert middle == before, "a %s went compressed" % command
+    assert after > middle, "the control ping was not compressed"
