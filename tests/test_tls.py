@@ -97,6 +97,15 @@ def test_hostname_mismatch_refused_unless_allowed(tls_server, test_certs, auth_u
     assert ok.admin.command("ping")["ok"] == 1
 
 
+def test_allow_invalid_hostnames_still_verifies_the_chain(tls_server, test_certs, auth_users, secure_client):
+    # tlsAllowInvalidHostnames skips the name check only: a certificate from
+    # a CA we do not trust is still refused, with its cause.
+    c = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsCAFile=test_certs.other_ca,
+                    tlsAllowInvalidHostnames=True)
+    message = _refused(c)
+    assert "certificate verification failed" in message and "mismatch" not in message
+
+
 def test_crl_revoking_the_server_certificate(tls_server, test_certs, auth_users, secure_client):
     c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca,
                     tlsCRLFile=test_certs.crl_revoking_server)
