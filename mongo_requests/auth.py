@@ -128,6 +128,7 @@ class Credentials:
                 raise ConfigurationError("a user name is required for %s" % (mechanism or "SCRAM authentication",))
             if password is None:
                 raise ConfigurationError("a password is required for %s" % (mechanism or "SCRAM authentication",))
+            _require_scramp()
         set_ = object.__setattr__
         set_(self, "username", username)
         set_(self, "_password", password)
@@ -193,6 +194,28 @@ class Credentials:
         else:
             conv = type(conv)(self, conv.mechanism) if isinstance(conv, _ScramConversation) else _X509Conversation(self)
         conv.run(sock)
+
+
+# The first scramp release whose client API _CachingScramClient fits (1.4 differs:
+# it SASLpreps the user name it is given and keeps salts base64-encoded).
+_SCRAMP_MIN = (1, 5)
+
+
+def _require_scramp() -> None:
+    """Refuse SCRAM up front when scramp is missing or too old (it needs Python 3.11+ since 1.5)."""
+    from importlib import metadata
+
+    try:
+        import scramp  # noqa: F401
+        version = metadata.version("scramp")
+    except (ImportError, metadata.PackageNotFoundError):
+        version = None
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) if version else ()
+    if len(parts) < 2 or parts < _SCRAMP_MIN:
+        raise ConfigurationError(
+            "SCRAM authentication needs the scramp package, version %d.%d or later (which needs Python 3.11+); "
+            "installed: %s" % (_SCRAMP_MIN + (version or "none",))
+        )
 
 
 def _fail(message: str) -> OperationFailure:

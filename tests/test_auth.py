@@ -301,3 +301,32 @@ def test_the_kept_hello_holds_no_authentication_exchange(auth_server, auth_users
     c.admin.command("ping")
     assert c.pool.hello is not None and "speculativeAuthenticate" not in c.pool.hello
     assert c.pool.hello["maxWireVersion"] >= 6
+
+
+def test_scram_without_a_usable_scramp_is_refused_at_construction():
+    # scramp 1.5 (the first release whose API auth.py fits) needs Python 3.11;
+    # on older interpreters it is not installed (setup.cfg's marker).  A SCRAM
+    # client must then be refused up front with a ConfigurationError naming
+    # scramp, not fail at its first operation with an ImportError.  X.509
+    # needs no scramp.  Run in a child whose scramp import fails.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['scramp'] = None\n"
+        "from pymongo.errors import ConfigurationError\n"
+        "import mongo_requests\n"
+        "try:\n"
+        "    mongo_requests.MongoClient('127.0.0.1', 9, username='u', password='p-secret')\n"
+        "except ConfigurationError as exc:\n"
+        "    print('REFUSED', exc)\n"
+        "else:\n"
+        "    print('ACCEPTED')\n"
+        "from mongo_requests.auth import Credentials\n"
+        "print('X509', Credentials(None, None, mechanism='MONGODB-X509').mechanism)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED" in out.stdout and "scramp" in out.stdout and "1.5" in out.stdout, out.stdout
+    assert "p-secret" not in out.stdout
+    assert "X509 MONGODB-X509" in out.stdout
