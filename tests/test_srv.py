@@ -184,3 +184,20 @@ def test_srv_turns_tls_on_with_no_tls_option_at_all(dns_zone, tls_server, secure
     assert not isinstance(info.value, AutoReconnect), repr(info.value)
     assert "certificate verification failed" in str(info.value)
     assert auth_users.password not in str(info.value)
+
+
+@pytest.mark.parametrize("txt", ["tls=false", "ssl=false&authSource=admin", "tlsInsecure=true"])
+def test_txt_record_cannot_weaken_tls(dns_zone, secure_client, auth_users, txt):
+    # Whoever controls DNS must not be able to switch TLS off or its checks
+    # down: a TXT record may only carry authSource, replicaSet, loadBalanced.
+    saved = dns_zone.txt
+    dns_zone.txt = txt
+    try:
+        uri = "mongodb+srv://%s:%s@%s/" % (auth_users.alice, auth_users.password, SRV_NAME)
+        with pytest.raises((ConfigurationError, InvalidURI)) as info:
+            secure_client(uri, srv_host_validator=_only_localhost) if HAS_VALIDATOR else secure_client(uri)
+    finally:
+        dns_zone.txt = saved
+    assert auth_users.password not in str(info.value)
+    if HAS_VALIDATOR:
+        assert "TXT" in str(info.value) or "DNS" in str(info.value) or "Only" in str(info.value), str(info.value)
