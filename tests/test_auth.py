@@ -270,6 +270,12 @@ def test_secret_uri_options_are_redacted():
                                    tlsInsecure=True)
     assert secret not in repr(c._options) and secret not in repr(c.pool.opts)
     c.close()
+    # PyMongo's MONGODB-AWS puts a session token in authMechanismProperties;
+    # a URI written for it is accepted, and its token never shown.
+    c = mongo_requests.MongoClient("mongodb://u:p@127.0.0.1:9/?authMechanismProperties=AWS_SESSION_TOKEN:%s" % secret)
+    for obj in (c, c.pool, c.pool.opts, c._options, c.pool.opts.setup, c.pool.opts.setup.credentials):
+        assert secret not in repr(obj), type(obj).__name__
+    c.close()
 
 
 def test_bad_auth_options_are_configuration_errors():
