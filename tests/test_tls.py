@@ -18,6 +18,7 @@ from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
     NetworkTimeout,
+    OperationFailure,
     ServerSelectionTimeoutError,
 )
 
@@ -128,6 +129,30 @@ def test_x509_authentication(tls_server, test_certs, secure_client):
     # Done inside the hello: speculative authentication.
     assert after["spec_successful"] == before["spec_successful"] + 1
     assert after["successful"] == before["successful"] + 1
+
+
+def test_x509_certificate_of_no_user_fails_fast(tls_server, test_certs, secure_client):
+    # A valid certificate from the trusted CA whose subject is no $external
+    # user: the TLS handshake succeeds, authentication does not.  One
+    # attempt, failing at once with the server's own answer (mongod 6.0 says
+    # code 11, UserNotFound, for X.509, where a wrong SCRAM password is 18);
+    # and the pool keeps no socket.
+    c = secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
+                      tlsCertificateKeyFile=test_certs.stranger, authMechanism="MONGODB-X509",
+                      serverSelectionTimeoutMS=30000)
+    before = auth_counters(tls_server, "MONGODB-X509")
+    exc, seconds = elapsed(lambda: c.admin.command("ping"))
+    assert isinstance(exc, OperationFailure) and exc.code == 11, repr(exc)
+    assert "Could not find user" in str(exc)
+    assert seconds < 2.0
+    after = auth_counters(tls_server, "MONGODB-X509")
+    assert after["successful"] == before["successful"]
+    # The speculative attempt in the hello, then the one full attempt the
+    # specification asks for when the hello brings no answer: no more.
+    assert after["spec_received"] == before["spec_received"] + 1
+    assert after["received"] == before["received"] + 2
+    stats = c.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
 
 
 def test_x509_with_an_encrypted_key(tls_server, test_certs, secure_client):
