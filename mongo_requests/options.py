@@ -504,8 +504,9 @@ def parse_host(
 
 
 # -- the value the client reads ----------------------------------------------------------------------------
-# Never shown: in a repr, these values are replaced by <redacted>.
-_SECRET_OPTIONS = frozenset(("username", "password", "tlsCertificateKeyFilePassword"))
+# Never shown: in a repr, these values are replaced by <redacted>.  authMechanismProperties
+# too: PyMongo's MONGODB-AWS carries AWS_SESSION_TOKEN there, and a URI written for it is accepted.
+_SECRET_OPTIONS = frozenset(("username", "password", "tlsCertificateKeyFilePassword", "authMechanismProperties"))
 
 
 @dataclass(frozen=True)

@@ -390,7 +390,8 @@ class TestCertificates:
     Attributes (file paths): ``ca`` (trust this), ``server`` (key + chain
     for ``mongod``, valid for the name ``localhost`` only, so that connecting
     to ``127.0.0.1`` is a hostname mismatch), ``client`` (a client
-    certificate for MONGODB-X509), ``client_encrypted`` (the same key,
+    certificate for MONGODB-X509), ``stranger`` (a client certificate of the
+    same CA that no user is created for), ``client_encrypted`` (the same key,
     encrypted with :attr:`client_password`), ``other_ca`` (a CA that signed
     nothing here), ``crl_revoking_server`` (a CRL of :attr:`ca` that revokes
     the server certificate).  :attr:`client_subject` is the client
@@ -419,6 +420,10 @@ class TestCertificates:
         self.ca = self._write("ca.pem", ca.cert_pem.bytes())
         self.server = self._write("server.pem", server.private_key_and_cert_chain_pem.bytes())
         self.client = self._write("client.pem", client.private_key_and_cert_chain_pem.bytes())
+        # Signed by the same CA, but no $external user has its subject.
+        stranger = ca.issue_cert(common_name="stranger", organization_name=_TEST_ORG,
+                                 organization_unit_name="clients")
+        self.stranger = self._write("stranger.pem", stranger.private_key_and_cert_chain_pem.bytes())
         self.client_password = secrets.token_urlsafe(12)
         key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
         encrypted = key.private_bytes(
