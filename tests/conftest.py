@@ -121,3 +121,36 @@ def admin_client(mongodb_uri):
 
 # Kept importable from here for older test modules; the one definition is in helpers.
 from helpers import server_connections  # noqa: E402,F401
+
+
+# ---------------------------------------------------------------------------
+# Replica set fixtures (the replset helper's block).  One 3-member set per
+# test session, started on first use; fault tests restart what they kill.
+# ---------------------------------------------------------------------------
+
+from mongo_requests.testing import ReplicaSet  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _replica_set_session():
+    rs = ReplicaSet("rs_test")
+    # MongodNotFound / MongodStartError propagate: a missing server fails loudly.
+    rs.start()
+    try:
+        yield rs
+    finally:
+        rs.stop()
+        rs.cleanup()
+
+
+@pytest.fixture
+def replica_set(_replica_set_session) -> ReplicaSet:
+    """The session's :class:`ReplicaSet`, healthy: members killed or removed by an earlier test are back."""
+    rs = _replica_set_session
+    for member in list(rs.removed):
+        rs.add_member(member, wait=False)
+    for member in rs.members:
+        if not member.running:
+            member.start()
+    rs.wait_healthy()
+    return rs
