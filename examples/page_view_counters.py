@@ -16,8 +16,11 @@ may be shown a total that misses their own visit.  Three ways to be sure:
 Simulated traffic: ``--threads`` threads make ``--visits`` visits each.  Every
 visit checks the total it shows: all visits to that region already *finished*
 (their read came back, so their write was applied) plus this one must be in
-it.  A shortfall is a violation.  Exits 1 on a violation, an error, or when
-the final totals do not add up to the number of visits.
+it.  A shortfall is a *violation*: the visitor was shown a page-view count
+that misses their own visit (or an earlier one), which is exactly what
+read-your-own-writes forbids.  Exits 1 on a violation, an error, or when the
+final totals do not add up to the number of visits.  At the end a table
+compares the three ways' pool statistics (``pool.get_stats()``).
 
     python examples/page_view_counters.py [--threads 20] [--visits 25] [--uri URI]
 
@@ -94,7 +97,11 @@ WAYS = [
 
 
 def run_way(uri, title, options, visit_funcs, n_threads, n_visits):
-    """Simulate the traffic one way; print the report; return True if all is well."""
+    """Simulate the traffic one way and print its report.
+
+    Returns ``(ok, stats)``: True if all is well, and the pool's statistics
+    (``pool.get_stats()``) after the traffic and the final read.
+    """
     connection = Connection(uri, **options)
     counts = connection[DB_NAME]["counts_way%s" % title[0]]
     finished = collections.Counter()  # region -> visits whose read came back
@@ -138,23 +145,48 @@ def run_way(uri, title, options, visit_funcs, n_threads, n_visits):
     print("visits: %d  violations: %d  errors: %d  elapsed: %.3fs"
           % (sum(finished.values()), len(violations), len(errors), elapsed))
     for region, shown, needed in violations[:5]:
-        print("  violation: %s total shown %d, expected at least %d" % (region, shown, needed))
+        print("  violation: a %s visitor was shown %d page views, but at least %d had happened"
+              % (region, shown, needed))
     for err in errors[:5]:
         print("  error: %s" % err)
     print("  %-8s %10s" % ("region", "page views"))
     for region in REGIONS:
         print("  %-8s %10d" % (region, totals[region]))
     print("  %-8s %10d  (expected %d)" % ("total", total, expected))
-    # Way 1 checks a socket out per operation (2 per visit, plus a few first
-    # contacts).  Way 2 pins one socket per thread for the thread's life: the
-    # pool reclaims it when the thread dies; pinned=1 is the main thread,
-    # which read the totals.  Way 3 pins a socket per visit and gives it back
-    # at request.end(); it opens as many sockets as threads are in a request
-    # at once, here all of them, since these visitors do nothing else.
-    print("pool.get_stats(): %s" % connection.pool.get_stats())
-    print("pool: %r" % (connection.pool,))
+    stats = connection.pool.get_stats()
     connection.close()
-    return not violations and not errors and total == expected
+    return not violations and not errors and total == expected, stats
+
+
+# Rows of the pool-statistics table: (label, get_stats() key, why it differs
+# between the ways).  Counters count since the pool was created; gauges
+# (open, pinned) are the state after the way's traffic and its final read.
+STATS_ROWS = [
+    ("sockets opened", "created"),
+    ("sockets open at the end", "open"),
+    ("pinned at the end", "pinned"),
+    ("checkouts (pool visits)", "checkouts"),
+    ("requests started", "requests_started"),
+    ("sockets pinned", "pins"),
+    ("waits for a free socket", "waits"),
+    ("taken back from dead threads", "reclaimed"),
+]
+
+STATS_NOTES = """\
+  Way 1 checks a socket out of the pool for every operation (two per visit).
+  Way 2 pins one socket to each thread for the thread's life: the pool takes
+  it back when the thread ends ("taken back"); the one still pinned belongs
+  to the main thread, which read the final totals.  Way 3 pins a socket for
+  each visit only, and request.end() gives it back."""
+
+
+def print_stats_table(stats_by_way):
+    """Print the ways' pool statistics side by side, one row per statistic."""
+    print("\n== pool statistics (pool.get_stats()) ==")
+    print("  %-30s" % "" + "".join("%8s" % ("way %d" % (i + 1)) for i in range(len(stats_by_way))))
+    for label, key in STATS_ROWS:
+        print("  %-30s" % label + "".join("%8d" % stats.get(key, 0) for stats in stats_by_way))
+    print(STATS_NOTES)
 
 
 def main(argv=None):
@@ -174,9 +206,13 @@ def main(argv=None):
         uri = server.uri
     print("MongoDB at %s%s; %d threads x %d visits"
           % (uri, " (throwaway mongod)" if server else "", args.threads, args.visits))
+    print("A violation is a visit that was shown its region's page views without its own\n"
+          "visit (or one that had already finished) counted: a read that missed a write.")
     try:
-        ok = all([run_way(uri, title, options, funcs, args.threads, args.visits)
-                  for title, options, funcs in WAYS])
+        results = [run_way(uri, title, options, funcs, args.threads, args.visits)
+                   for title, options, funcs in WAYS]
+        ok = all(way_ok for way_ok, _ in results)
+        print_stats_table([stats for _, stats in results])
         cleanup = Connection(uri)
         cleanup.drop_database(DB_NAME)
         cleanup.close()

@@ -8,49 +8,32 @@ pool's business, and the client only forwards ``start_request`` and friends.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from pymongo import uri_parser
-from pymongo.write_concern import WriteConcern
 
-from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, InvalidName, InvalidURI, NetworkTimeout, PyMongoError
+from .database import Database
+from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
+from .options import ClientOptions
 from .pool import PoolOptions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
 __all__ = ["MongoClient", "Connection", "Request"]
 
-_DEFAULT_HOST = "localhost"
-_DEFAULT_PORT = 27017
+# close() sends queued killCursors, acknowledged, within this many seconds: a
+# frozen server must not hang close().  Cursors it could not kill time out on
+# the server (after 10 minutes by default).
+_CLOSE_TIMEOUT = 1.0
+_DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 
-# Options we understand, as spelled in a URI (matched case-insensitively).
-_TIMEOUTS = ("connectTimeoutMS", "socketTimeoutMS", "waitQueueTimeoutMS", "serverSelectionTimeoutMS")
-_KNOWN = {
-    k.lower(): k
-    for k in (
-        "maxPoolSize",
-        "max_pool_size",
-        "auto_start_request",
-        "use_greenlets",
-        "w",
-        "wTimeoutMS",
-        "wtimeout",
-        "j",
-        "journal",
-        "fsync",
-        "safe",
-        "appname",
-        "directConnection",
-        "document_class",
-        "tz_aware",
-        "retryWrites",
-        "retryReads",
-    )
-    + _TIMEOUTS
-}
-_UNSUPPORTED = ("replicaset", "tls", "ssl", "authsource", "authmechanism", "compressors", "loadbalanced")
+
+def _kill_cursors_command(ns: str, cursor_ids: list[int]) -> tuple[str, dict[str, Any]]:
+    """The one builder of killCursors: ``(database name, command)`` for cursors of ``ns``."""
+    db, _, coll = ns.partition(".")
+    return db, {"killCursors": coll, "cursors": cursor_ids}
 
 
 class Request:
@@ -80,15 +63,6 @@ class Request:
         self.end()
 
 
-def _ms(name: str, value: Any) -> float | None:
-    """Milliseconds (as given to the constructor) to seconds; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError("%s must be a non-negative number of milliseconds, not %r" % (name, value))
-    return value / 1000.0
-
-
 class MongoClient:
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
@@ -110,117 +84,34 @@ class MongoClient:
         None: wait).
     :param serverSelectionTimeoutMS: how long to keep trying an unreachable
         server (default 30000).
+
+    connectTimeoutMS=0 and socketTimeoutMS=0 mean no timeout, in a URI and as
+    a keyword alike (as in PyMongo; waitQueueTimeoutMS=0 is refused).  Every
+    option is listed in :mod:`mongo_requests.options`: it is either honoured
+    or refused with a :class:`~pymongo.errors.ConfigurationError` that says
+    why (TLS, authentication, replica sets, ...); none is silently ignored.
+    A wrong type raises TypeError, an unknown option ConfigurationError.
     """
 
     # PyMongo 2's MongoClient defaults; Connection overrides them.
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": False, "w": None}
 
     def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        if host is None:
-            host = _DEFAULT_HOST
-        if port is None:
-            port = _DEFAULT_PORT
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ConfigurationError("port must be an integer from 1 to 65535, not %r" % (port,))
-        if not isinstance(host, str):
-            raise TypeError("host must be a string, not %r" % (type(host).__name__,))
-
-        seeds, uri_opts, dbname = self._parse_host(host, port)
-        opts: dict[str, Any] = dict(self._DEFAULTS)
-        opts.update(uri_opts)
-        for key, value in kwargs.items():
-            canonical = _KNOWN.get(key.lower())
-            if canonical is None:
-                raise ConfigurationError("Unknown option %r" % (key,))
-            opts[canonical] = value if canonical not in _TIMEOUTS else _ms(canonical, value)
+        opts = ClientOptions.parse(host, port, self._DEFAULTS, **kwargs)
         self._options = opts
-        self._default_dbname = dbname
-
-        self.write_concern = self._write_concern(opts)
-        self.codec_options = CodecOptions(
-            document_class=opts.get("document_class", dict), tz_aware=bool(opts.get("tz_aware", False))
-        )
-        if self.codec_options == CodecOptions():
-            self.codec_options = DEFAULT_CODEC_OPTIONS
-        max_size = opts.get("maxPoolSize", opts.get("max_pool_size", 100))
-        use_greenlets = opts.get("use_greenlets")
-        if use_greenlets is not None:
-            use_greenlets = bool(use_greenlets)
-        connect_timeout = opts.get("connectTimeoutMS", 20.0)
+        self._default_dbname = opts.database
+        self.write_concern = opts.write_concern
+        self.codec_options = opts.codec_options
         pool_opts = PoolOptions(
-            max_size=max_size,
-            connect_timeout=20.0 if connect_timeout is None else connect_timeout,
-            socket_timeout=opts.get("socketTimeoutMS"),
-            wait_queue_timeout=opts.get("waitQueueTimeoutMS"),
-            auto_start_request=bool(opts.get("auto_start_request")),
-            metadata=client_metadata(opts.get("appname")),
+            max_size=opts.max_pool_size,
+            connect_timeout=opts.connect_timeout,
+            socket_timeout=opts.socket_timeout,
+            wait_queue_timeout=opts.wait_queue_timeout,
+            auto_start_request=opts.auto_start_request,
+            metadata=client_metadata(opts.appname),
         )
-        selection = opts.get("serverSelectionTimeoutMS")
-        self._topology = Topology(seeds, pool_opts, use_greenlets, 30.0 if selection is None else selection)
+        self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
         self._kill_queue: collections.deque = collections.deque()
-
-    # -- options ------------------------------------------------------------
-    @staticmethod
-    def _parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, Any], str | None]:
-        """Seeds, URI options (canonical names, seconds) and the URI's database."""
-        if "://" not in host:
-            if host.startswith("["):  # [::1]:27017
-                h, _, p = host[1:].partition("]")
-                p = p.lstrip(":")
-            elif host.count(":") == 1:
-                h, _, p = host.partition(":")
-            else:
-                h, p = host, ""
-            if p:
-                try:
-                    port = int(p)
-                except ValueError:
-                    raise ConfigurationError("invalid port in %r" % (host,)) from None
-                if not 0 < port < 65536:
-                    raise ConfigurationError("port must be from 1 to 65535 in %r" % (host,))
-            if not h:
-                raise ConfigurationError("empty host name in %r" % (host,))
-            return [(h, port)], {}, None
-        try:
-            parsed = uri_parser.parse_uri(host, port)
-        except InvalidURI:
-            raise
-        except (PyMongoError, ValueError) as exc:
-            raise InvalidURI("invalid MongoDB URI %r: %s" % (host, exc)) from exc
-        if parsed.get("username"):
-            raise ConfigurationError("authentication is not supported by mongo_requests yet")
-        opts: dict[str, Any] = {}
-        for key, value in parsed["options"].items():
-            if key.lower() in _UNSUPPORTED and value not in (False, None):
-                raise ConfigurationError("URI option %s is not supported by mongo_requests yet" % (key,))
-            canonical = _KNOWN.get(key.lower())
-            if canonical is not None:
-                # uri_parser already turned the *MS options into seconds.
-                opts[canonical] = value
-        return list(parsed["nodelist"]), opts, parsed.get("database")
-
-    @staticmethod
-    def _write_concern(opts: Mapping[str, Any]) -> WriteConcern:
-        """The client's default write concern from w/safe/j/wtimeout."""
-        w = opts.get("w")
-        safe = opts.get("safe")
-        if w is None and safe is not None:
-            w = 1 if safe else 0
-        wc: dict[str, Any] = {}
-        if w is not None:
-            wc["w"] = w
-        wtimeout = opts.get("wTimeoutMS", opts.get("wtimeout"))
-        if wtimeout is not None:
-            wc["wtimeout"] = int(wtimeout * 1000) if "wTimeoutMS" in opts else int(wtimeout)
-        j = opts.get("j", opts.get("journal"))
-        if j is not None:
-            wc["j"] = bool(j)
-        if opts.get("fsync") is not None:
-            wc["fsync"] = bool(opts["fsync"])
-        try:
-            return WriteConcern(**wc)
-        except (PyMongoError, TypeError, ValueError) as exc:
-            raise ConfigurationError("invalid write concern %r: %s" % (wc, exc)) from exc
 
     @property
     def max_pool_size(self) -> int:
@@ -276,48 +167,82 @@ class MongoClient:
 
     # -- running commands ---------------------------------------------------
     def _checkout(self) -> tuple[Server, SocketInfo]:
-        """A server and a socket for one operation (give it back with _checkin)."""
+        """A server and a socket for one operation (give it back with checkin)."""
         server = self._topology.select_server()
         try:
             sock = server.pool.checkout()
         except ConnectionFailure as exc:
-            self._on_error(server, exc)
+            self._topology.handle_error(server, exc)
             raise
         if self._kill_queue:
-            self._kill_cursors(sock)
+            # Holding a socket from here: a failed send must give it back.
+            try:
+                self._kill_cursors(sock)
+            except BaseException as exc:
+                try:
+                    if isinstance(exc, ConnectionFailure):
+                        self._topology.handle_error(server, exc, sock)
+                finally:
+                    server.pool.checkin(sock)
+                raise
         return server, sock
-
-    def _on_error(self, server: Server, exc: BaseException) -> None:
-        """After a network failure the server is suspect until it answers again."""
-        # A timeout says the server is slow, and a wait-queue timeout that
-        # the pool is busy: neither means the server is gone.
-        if isinstance(exc, AutoReconnect) and not isinstance(exc, NetworkTimeout):
-            self._topology.mark_unknown(server, exc)
 
     def _command(
         self,
         dbname: str,
         cmd: dict[str, Any],
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
-        more_to_come: bool = False,
-        sequences: tuple = (),
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
         check: bool = True,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back."""
         server, sock = self._checkout()
         try:
-            return sock.command(dbname, cmd, codec_options, more_to_come, sequences, check)
+            return sock.command(dbname, cmd, codec_options, sequences, check)
         except ConnectionFailure as exc:
-            self._on_error(server, exc)
+            self._topology.handle_error(server, exc, sock)
             raise
         finally:
             server.pool.checkin(sock)
+
+    def _send_unacknowledged(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
+    ) -> None:
+        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one."""
+        # Inline like _command rather than through _SocketContext, which
+        # costs a w=0 insert_one about 4% more client instructions.
+        server, sock = self._checkout()
+        try:
+            sock.send_command(dbname, cmd, codec_options, sequences)
+        except ConnectionFailure as exc:
+            self._topology.handle_error(server, exc, sock)
+            raise
+        finally:
+            server.pool.checkin(sock)
+
+    def _max_bson_size(self) -> int:
+        """The server's ``maxBsonObjectSize``, for checking documents before anything is sent.
+
+        From the server's last handshake, without selecting it: validation
+        never waits for a server, so bad input fails at once even when the
+        server is down.  Before the first handshake: 16 MiB, every server's
+        limit since MongoDB 1.8.
+        """
+        description = self._topology.servers[0].description
+        if description is None:
+            return _DEFAULT_MAX_BSON_SIZE
+        size: int = description.get("maxBsonObjectSize", _DEFAULT_MAX_BSON_SIZE)
+        return size
 
     def _socket(self) -> "_SocketContext":
         """``with client._socket() as sock:`` for multi-message operations."""
         return _SocketContext(self)
 
-    def _queue_kill(self, address: tuple[str, int], ns: str, cursor_id: int) -> None:
+    def _queue_kill(self, ns: str, cursor_id: int) -> None:
         """Called from cursor finalizers: kill the cursor on the next operation.
 
         A finalizer can run inside the garbage collector, anywhere, so it must
@@ -341,11 +266,19 @@ class MongoClient:
                 break
             by_ns.setdefault(ns, []).append(cid)
         for ns, ids in by_ns.items():
-            db, _, coll = ns.partition(".")
-            sock.command(db, {"killCursors": coll, "cursors": ids}, more_to_come=not acknowledged, check=False)
+            db, cmd = _kill_cursors_command(ns, ids)
+            if acknowledged:
+                sock.command(db, cmd, check=False)
+            else:
+                sock.send_command(db, cmd)
+
+    def _kill_cursor_now(self, ns: str, cursor_id: int) -> None:
+        """Kill one server cursor at once (``Cursor.close``); errors are the caller's."""
+        db, cmd = _kill_cursors_command(ns, [cursor_id])
+        self._command(db, cmd, check=False)
 
     # -- databases ----------------------------------------------------------
-    def get_database(self, name: str | None = None, **kwargs: Any) -> "Database":
+    def get_database(self, name: str | None = None, **kwargs: Any) -> Database:
         """Return a :class:`~mongo_requests.database.Database` (the URI's by default)."""
         if name is None:
             name = self._default_dbname
@@ -353,11 +286,11 @@ class MongoClient:
                 raise ConfigurationError("No default database name defined or provided.")
         return Database(self, name, **kwargs)
 
-    def get_default_database(self) -> "Database":
+    def get_default_database(self) -> Database:
         """The database named in the URI."""
         return self.get_database(None)
 
-    def __getattr__(self, name: str) -> "Database":
+    def __getattr__(self, name: str) -> Database:
         if name.startswith("_"):
             raise AttributeError(
                 "MongoClient has no attribute %r. To access the %s database, use client[%r]." % (name, name, name)
@@ -371,22 +304,22 @@ class MongoClient:
         db = self.__dict__[name] = self.get_database(name)
         return db
 
-    def __getitem__(self, name: str) -> "Database":
+    def __getitem__(self, name: str) -> Database:
         return self.get_database(name)
 
     @property
-    def admin(self) -> "Database":
+    def admin(self) -> Database:
         """The ``admin`` database."""
         return self.get_database("admin")
 
     def server_info(self) -> dict[str, Any]:
         """The server's ``buildInfo``."""
-        return self._command("admin", {"buildInfo": 1})  # type: ignore[return-value]
+        return self._command("admin", {"buildInfo": 1})
 
     def list_database_names(self) -> list[str]:
         """Names of every database on the server."""
         reply = self._command("admin", {"listDatabases": 1, "nameOnly": True})
-        return [d["name"] for d in reply["databases"]]  # type: ignore[index]
+        return [d["name"] for d in reply["databases"]]
 
     database_names = list_database_names  # the PyMongo 2 name
 
@@ -397,23 +330,40 @@ class MongoClient:
             raise TypeError("name_or_database must be a str or a Database")
         if not name or any(c in name for c in ' ./\\"$\x00'):
             raise InvalidName("invalid database name %r" % (name,))
-        self._command(name, {"dropDatabase": 1}, check=True)
+        self._command(name, {"dropDatabase": 1})
 
     # -- lifecycle ----------------------------------------------------------
     def close(self) -> None:
-        """Close every socket.  Afterwards the client raises InvalidOperation."""
+        """Close the client.  Safe to call while other threads use it.
+
+        Idle sockets close now.  An operation already in flight in another
+        thread or greenlet completes normally; its socket is closed when
+        given back (or, pinned by a request, when the request ends, its
+        owner dies, or its owner calls again).  Every call made after
+        ``close()``, in any thread, raises
+        :class:`~pymongo.errors.InvalidOperation` ("Cannot use MongoClient
+        after close"); nothing surfaces as ``AutoReconnect``.
+
+        Cursors queued for killing are killed first, acknowledged, within a
+        short deadline (1 s): a frozen server cannot hang ``close()``.
+        """
         if self._kill_queue and not self._topology.closed:
+            deadline = time.monotonic() + _CLOSE_TIMEOUT
             try:
-                # Straight from the pool: _checkout would flush the queue
-                # unacknowledged before we get the socket.
-                server = self._topology.select_server()
-                sock = server.pool.checkout()
+                server = self._topology.select_server(_CLOSE_TIMEOUT)
+                # Straight from the pool, unpinned: _checkout would flush the
+                # queue unacknowledged before we get the socket.
+                sock = server.pool.checkout_within(max(deadline - time.monotonic(), 0.001))
                 try:
+                    sock.sock.settimeout(max(deadline - time.monotonic(), 0.001))
                     self._kill_cursors(sock, acknowledged=True)
                 finally:
+                    # Its timeout was changed for this errand, and the pool
+                    # is about to close: it is not reused.
+                    sock.close()
                     server.pool.checkin(sock)
             except PyMongoError:
-                pass  # the server is gone, and its cursors with it
+                pass  # the server is gone or frozen; its cursors time out there
         self._topology.close()
 
     disconnect = close  # PyMongo 2
@@ -454,9 +404,11 @@ class _SocketContext:
         return self.sock
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None and isinstance(exc, ConnectionFailure):
-            self._client._on_error(self._server, exc)
-        self._server.pool.checkin(self.sock)
+        try:
+            if exc is not None and isinstance(exc, ConnectionFailure):
+                self._client._topology.handle_error(self._server, exc, self.sock)
+        finally:
+            self._server.pool.checkin(self.sock)
 
 
 class Connection(MongoClient):
@@ -466,12 +418,5 @@ class Connection(MongoClient):
     and unacknowledged writes (``safe=False``, that is ``w=0``).
     """
 
+    # An explicit safe=True/False overrides the default w=0 (see options.ClientOptions.parse).
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": True, "w": 0}
-
-    def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        if "safe" in kwargs and "w" not in kwargs:
-            kwargs["w"] = 1 if kwargs.pop("safe") else 0
-        super().__init__(host, port, **kwargs)
-
-
-from .database import Database  # noqa: E402  (circular: Database needs MongoClient's module)

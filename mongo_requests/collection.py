@@ -9,9 +9,10 @@ Validation happens before anything is sent, so bad input never leaves a
 half-written message on a socket: the caller gets a clear error, and the
 socket (pinned or not) stays usable.
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import bson
@@ -29,6 +30,7 @@ from .errors import (
     DuplicateKeyError,
     InvalidDocument,
     InvalidName,
+    InvalidOperation,
     OperationFailure,
     check_command,
     check_write,
@@ -36,13 +38,17 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
     from .database import Database
 
 __all__ = ["Collection", "ReturnDocument"]
 
 # bson's C encoder without the Python wrapper's argument checks (we always
 # pass valid CodecOptions); fall back to the public function without C.
-_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
+_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (
+    lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts)
+)
 _UNACK = WriteConcern(w=0)
 
 
@@ -129,6 +135,11 @@ def _legacy_update_result(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+def _delete_result(reply: dict[str, Any] | None, acknowledged: bool) -> DeleteResult:
+    """A DeleteResult; for ``w=0``, whose reply nobody reads, the ``raw_result`` PyMongo 4 gives."""
+    return DeleteResult(reply if reply is not None else {"ok": 1}, acknowledged)
+
+
 def _raise_legacy(result: Mapping[str, Any]) -> None:
     """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
     errors = result.get("writeErrors")
@@ -143,7 +154,13 @@ def _raise_legacy(result: Mapping[str, Any]) -> None:
 class Collection:
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
-    def __init__(self, database: "Database", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        name: str,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
         if not name or name.startswith(".") or name.endswith(".") or ".." in name:
@@ -156,7 +173,7 @@ class Collection:
         self._client = database.client
         self._db_name = database.name
         self._name = name
-        self.codec_options = codec_options or database.codec_options
+        self.codec_options: CodecOptions[Any] = codec_options or database.codec_options
         self._set_write_concern(write_concern or database.write_concern)
 
     def _set_write_concern(self, wc: WriteConcern) -> None:
@@ -176,18 +193,18 @@ class Collection:
         return "%s.%s" % (self._db_name, self._name)
 
     @property
-    def database(self) -> "Database":
+    def database(self) -> Database:
         """The database this collection belongs to."""
         return self._database
 
-    def __getattr__(self, name: str) -> "Collection":
+    def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError("Collection has no attribute %r" % (name,))
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self._database.get_collection("%s.%s" % (self._name, name))
         return coll
 
-    def __getitem__(self, name: str) -> "Collection":
+    def __getitem__(self, name: str) -> Collection:
         # Not an alias of __getattr__: item access must work for any name,
         # ``coll['_archive']`` included, as in PyMongo.
         return self._database.get_collection("%s.%s" % (self._name, name))
@@ -197,9 +214,13 @@ class Collection:
         # endless sub-collections coll.0, coll.1, ...
         raise TypeError("'Collection' object is not iterable")
 
-    def with_options(self, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+    def with_options(
+        self, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+    ) -> Collection:
         """A copy of this collection with other options."""
-        return Collection(self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options)
+        return Collection(
+            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options
+        )
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Collection) and self._database == other._database and self._name == other._name
@@ -211,7 +232,9 @@ class Collection:
         return "Collection(%r, %r)" % (self._database, self._name)
 
     # -- write concern ------------------------------------------------------
-    def _resolve_wc(self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any) -> _Concern:
+    def _resolve_wc(
+        self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any
+    ) -> _Concern:
         """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
 
         PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
@@ -242,10 +265,6 @@ class Collection:
         except Exception as exc:
             raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
 
-    def _max_bson_size(self) -> int:
-        hello = self._client.pool.hello
-        return hello.get("maxBsonObjectSize", 16 * 1024 * 1024) if hello else 16 * 1024 * 1024
-
     def _encode_for_insert(self, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
         """Validate a document to store, give it an ``_id``, and BSON-encode it.
 
@@ -254,7 +273,8 @@ class Collection:
         """
         if type(doc) is not dict:
             if isinstance(doc, RawBSONDocument):
-                return self._check_size(doc.raw, max_size)
+                raw = doc.raw  # a read-only memoryview for big documents (pymongo >= 4.18)
+                return self._check_size(raw if type(raw) is bytes else bytes(raw), max_size)
             _check_mapping(doc)
         if legacy_check:
             _check_keys_legacy(doc)
@@ -279,7 +299,7 @@ class Collection:
     def insert_one(self, document: Any, bypass_document_validation: bool = False, **wc: Any) -> InsertOneResult:
         """Insert one document; returns :class:`~pymongo.results.InsertOneResult`."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        data = self._encode_for_insert(document, self._max_bson_size())
+        data = self._encode_for_insert(document, self._client._max_bson_size())
         cmd: dict[str, Any] = {"insert": self._name, "ordered": True}
         if concern.document:
             cmd["writeConcern"] = concern.document
@@ -288,10 +308,9 @@ class Collection:
         seq = (wire.encode_section("documents", (data,)),)
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True, seq)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options, seq)
             return InsertOneResult(_id, False)
-        reply = self._client._command(self._db_name, cmd, self.codec_options, False, seq)
-        check_write(reply)  # type: ignore[arg-type]
+        check_write(self._client._command(self._db_name, cmd, self.codec_options, seq))
         return InsertOneResult(_id, True)
 
     def insert_many(
@@ -308,7 +327,7 @@ class Collection:
         if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
         concern = self._resolve_wc(**wc) if wc else self._concern
-        max_size = self._max_bson_size()
+        max_size = self._client._max_bson_size()
         docs = list(documents)
         if not docs:
             raise TypeError("documents must be a non-empty list")
@@ -359,30 +378,30 @@ class Collection:
                     cmd["bypassDocumentValidation"] = True
                 seq = (wire.encode_section(field, statements[start:end]),)
                 if not concern.acknowledged:
-                    sock.command(self._db_name, cmd, self.codec_options, True, seq)
+                    sock.send_command(self._db_name, cmd, self.codec_options, seq)
                     start = end
                     continue
-                reply = sock.command(self._db_name, cmd, self.codec_options, False, seq)
-                n = reply.get("n", 0)  # type: ignore[union-attr]
+                reply = sock.command(self._db_name, cmd, self.codec_options, seq)
+                n = reply.get("n", 0)
                 if command == "insert":
                     total["nInserted"] += n
                 elif command == "delete":
                     total["nRemoved"] += n
                 else:
-                    upserted = reply.get("upserted", [])  # type: ignore[union-attr]
+                    upserted = reply.get("upserted", [])
                     total["nUpserted"] += len(upserted)
                     total["nMatched"] += n - len(upserted)
-                    total["nModified"] += reply.get("nModified", 0)  # type: ignore[union-attr]
+                    total["nModified"] += reply.get("nModified", 0)
                     for item in upserted:
                         total["upserted"].append({"index": item["index"] + start, "_id": item["_id"]})
-                for err in reply.get("writeErrors", ()):  # type: ignore[union-attr]
+                for err in reply.get("writeErrors", ()):
                     err = dict(err)
                     err["index"] += start
                     err.setdefault("op", None)
                     total["writeErrors"].append(err)
-                if reply.get("writeConcernError"):  # type: ignore[union-attr]
-                    total["writeConcernErrors"].append(reply["writeConcernError"])  # type: ignore[index]
-                if ordered and reply.get("writeErrors"):  # type: ignore[union-attr]
+                if reply.get("writeConcernError"):
+                    total["writeConcernErrors"].append(reply["writeConcernError"])
+                if ordered and reply.get("writeErrors"):
                     break
                 start = end
         return total
@@ -409,11 +428,11 @@ class Collection:
         if options.get("bypass_document_validation"):
             cmd["bypassDocumentValidation"] = True
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
             return None
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)  # type: ignore[arg-type]
-        return _legacy_update_result(reply)  # type: ignore[arg-type]
+        check_write(reply)
+        return _legacy_update_result(reply)
 
     def update_one(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
         """Update the first matching document with ``$`` operators (or a pipeline)."""
@@ -431,7 +450,9 @@ class Collection:
         reply = self._update(filter, update, upsert, True, concern, **options)
         return UpdateResult(reply, concern.acknowledged)
 
-    def replace_one(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any) -> UpdateResult:
+    def replace_one(
+        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any
+    ) -> UpdateResult:
         """Replace the first matching document."""
         _check_replacement(replacement)
         options, wc = self._split_options(kwargs)
@@ -463,22 +484,22 @@ class Collection:
         if concern.document:
             cmd["writeConcern"] = concern.document
         if not concern.acknowledged:
-            self._client._command(self._db_name, cmd, self.codec_options, True)
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
             return None
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)  # type: ignore[arg-type]
-        reply.setdefault("err", None)  # type: ignore[union-attr]
-        return reply  # type: ignore[return-value]
+        check_write(reply)
+        reply.setdefault("err", None)
+        return reply
 
     def delete_one(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete the first matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        return DeleteResult(self._delete(filter, 1, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+        return _delete_result(self._delete(filter, 1, concern, hint), concern.acknowledged)
 
     def delete_many(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
         """Delete every matching document."""
         concern = self._resolve_wc(**wc) if wc else self._concern
-        return DeleteResult(self._delete(filter, 0, concern, hint), concern.acknowledged)  # type: ignore[arg-type]
+        return _delete_result(self._delete(filter, 0, concern, hint), concern.acknowledged)
 
     # -- reads --------------------------------------------------------------
     def find(self, *args: Any, **kwargs: Any) -> Cursor:
@@ -494,14 +515,14 @@ class Collection:
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         if args or kwargs:
-            kwargs.pop("limit", None)
-            for doc in Cursor(self, filter, *args, limit=-1, **kwargs):
+            # As PyMongo does: any limit given (by keyword, or positionally
+            # after projection and skip) gives way to a single batch of one.
+            for doc in Cursor(self, filter, *args, **kwargs).limit(-1):
                 return doc
             return None
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
@@ -517,16 +538,14 @@ class Collection:
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
         cmd.update(kwargs)
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        batch = reply["cursor"]["firstBatch"]  # type: ignore[index]
+        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
         cmd.update(kwargs)
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return int(reply["n"])  # type: ignore[index]
+        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         """Distinct values of ``key``."""
@@ -536,17 +555,20 @@ class Collection:
         if filter:
             cmd["query"] = filter
         cmd.update(kwargs)
-        return self._client._command(self._db_name, cmd, self.codec_options)["values"]  # type: ignore[index]
+        values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
+        return values
 
-    def aggregate(self, pipeline: list[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
+    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
         """Run an aggregation pipeline; returns a cursor."""
+        # Typed as PyMongo types it (a list of dicts of anything is not a
+        # list[Mapping[str, Any]]: lists are invariant), checked as it checks.
         if not isinstance(pipeline, list):
             raise TypeError("pipeline must be a list")
         cursor_opts = {"batchSize": batch_size} if batch_size else {}
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
         cmd.update(kwargs)
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return CommandCursor(self, reply, batch_size)  # type: ignore[arg-type]
+        return CommandCursor(self, reply, batch_size)
 
     # -- find-and-modify ----------------------------------------------------
     def _find_and_modify(self, query: Any, full_response: bool = False, **fields: Any) -> Any:
@@ -560,22 +582,40 @@ class Collection:
         if self._concern.document and self._concern.acknowledged:
             cmd["writeConcern"] = self._concern.document
         reply = self._client._command(self._db_name, cmd, self.codec_options)
-        wce = reply.get("writeConcernError")  # type: ignore[union-attr]
+        wce = reply.get("writeConcernError")
         if wce:
             raise_write_concern_error(wce)
-        return reply if full_response else reply.get("value")  # type: ignore[union-attr]
+        return reply if full_response else reply.get("value")
 
-    def find_one_and_update(self, filter: Mapping[str, Any], update: Any, projection: Any = None, sort: Any = None,
-                            upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+    ) -> Any:
         """Update one document and return it (before or after the update)."""
         _check_update(update)
-        return self._find_and_modify(filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+        return self._find_and_modify(
+            filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+        )
 
-    def find_one_and_replace(self, filter: Mapping[str, Any], replacement: Mapping[str, Any], projection: Any = None,
-                             sort: Any = None, upsert: bool = False, return_document: bool = ReturnDocument.BEFORE) -> Any:
+    def find_one_and_replace(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+    ) -> Any:
         """Replace one document and return it (before or after)."""
         _check_replacement(replacement)
-        return self._find_and_modify(filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document))
+        return self._find_and_modify(
+            filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+        )
 
     def find_one_and_delete(self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None) -> Any:
         """Delete one document and return it."""
@@ -612,7 +652,7 @@ class Collection:
             if exc.code != 26:  # NamespaceNotFound: no collection, no indexes
                 raise
             reply = {"cursor": {"id": 0, "firstBatch": [], "ns": self.full_name}}
-        return CommandCursor(self, reply)  # type: ignore[arg-type]
+        return CommandCursor(self, reply)
 
     def index_information(self) -> dict[str, Any]:
         """``{name: {'key': [(field, direction), ...], ...}}`` as in PyMongo."""
@@ -628,12 +668,19 @@ class Collection:
     def drop(self) -> None:
         """Drop the collection; a collection that does not exist is not an error."""
         reply = self._client._command(self._db_name, {"drop": self._name}, check=False)
-        if reply.get("ok") != 1 and reply.get("code") != 26:  # type: ignore[union-attr]
-            check_command(reply)  # type: ignore[arg-type]
+        if reply.get("ok") != 1 and reply.get("code") != 26:
+            check_command(reply)
 
     # -- PyMongo 2 ------------------------------------------------------------
-    def insert(self, doc_or_docs: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True,
-               continue_on_error: bool = False, **kwargs: Any) -> Any:
+    def insert(
+        self,
+        doc_or_docs: Any,
+        manipulate: bool = True,
+        safe: bool | None = None,
+        check_keys: bool = True,
+        continue_on_error: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
         concern = self._resolve_wc(safe=safe, **kwargs)
         single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
@@ -641,16 +688,25 @@ class Collection:
         if not docs:
             if docs is None:
                 _check_mapping(doc_or_docs)
-            raise InvalidOperation_("cannot do an empty bulk insert")
-        max_size = self._max_bson_size()
+            raise InvalidOperation("cannot do an empty bulk insert")
+        max_size = self._client._max_bson_size()
         encoded = [self._encode_for_insert(d, max_size, legacy_check=check_keys) for d in docs]
         result = self._write_batches("insert", "documents", encoded, concern, not continue_on_error)
         _raise_legacy(result)
         ids = [d.get("_id") for d in docs]
         return ids[0] if single else ids
 
-    def update(self, spec: Mapping[str, Any], document: Mapping[str, Any], upsert: bool = False, manipulate: bool = False,
-               safe: bool | None = None, multi: bool = False, check_keys: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+    def update(
+        self,
+        spec: Mapping[str, Any],
+        document: Mapping[str, Any],
+        upsert: bool = False,
+        manipulate: bool = False,
+        safe: bool | None = None,
+        multi: bool = False,
+        check_keys: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any] | None:
         """PyMongo 2's update: ``$`` operators, or a whole replacement document.
 
         Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
@@ -662,12 +718,14 @@ class Collection:
         first = next(iter(document), None)
         if not (isinstance(first, str) and first.startswith("$")):
             if multi:
-                raise InvalidOperation_("multi=True only works with $ operators")
+                raise InvalidOperation("multi=True only works with $ operators")
             if check_keys:
                 _check_keys_legacy(document)
         return self._update(spec, document, upsert, bool(multi), concern)
 
-    def remove(self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any) -> dict[str, Any] | None:
+    def remove(
+        self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any
+    ) -> dict[str, Any] | None:
         """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
         if spec_or_id is None:
             spec_or_id = {}
@@ -676,7 +734,9 @@ class Collection:
         concern = self._resolve_wc(safe=safe, **kwargs)
         return self._delete(spec_or_id, 0 if multi else 1, concern)
 
-    def save(self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any) -> Any:
+    def save(
+        self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any
+    ) -> Any:
         """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
         _check_mapping(to_save, "to_save")
         if "_id" not in to_save:
@@ -687,18 +747,25 @@ class Collection:
         self._update({"_id": to_save["_id"]}, to_save, True, False, concern)
         return to_save["_id"]
 
-    def find_and_modify(self, query: Mapping[str, Any] | None = None, update: Any = None, upsert: bool = False,
-                        sort: Any = None, full_response: bool = False, manipulate: bool = False, **kwargs: Any) -> Any:
+    def find_and_modify(
+        self,
+        query: Mapping[str, Any] | None = None,
+        update: Any = None,
+        upsert: bool = False,
+        sort: Any = None,
+        full_response: bool = False,
+        manipulate: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """PyMongo 2's find_and_modify (``remove=``, ``new=``, ``fields=`` as keywords)."""
         if update is None and not kwargs.get("remove"):
             raise ValueError("Must either update or remove")
         if update is not None and kwargs.get("remove"):
             raise ValueError("Can't do both update and remove")
-        return self._find_and_modify(query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs)
+        return self._find_and_modify(
+            query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs
+        )
 
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
         """PyMongo 2's count (exact, via the ``count`` command)."""
         return Cursor(self, filter, **kwargs).count()
-
-
-from .errors import InvalidOperation as InvalidOperation_  # noqa: E402

@@ -10,22 +10,28 @@ open is killed too: its ``weakref.finalize`` queues the id with the client,
 which sends ``killCursors`` with its next operation (a finalizer may run
 inside the garbage collector, where network I/O and locks are off limits).
 """
+
 from __future__ import annotations
 
 import collections
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidOperation
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
+    from .client import MongoClient
     from .collection import Collection
 
 __all__ = ["Cursor", "CommandCursor", "ASCENDING", "DESCENDING", "index_spec"]
 
 ASCENDING = 1
 DESCENDING = -1
+
+_C = TypeVar("_C", bound="_CursorBase")
 
 
 def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
@@ -49,20 +55,20 @@ def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
     raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
 
 
-def _finalize(client: Any, ns: str, state: list) -> None:
+def _finalize(client: MongoClient, ns: str, state: list[int]) -> None:
     """weakref.finalize callback: queue the kill of a cursor still open on the server."""
     if state[0]:
-        client._queue_kill(None, ns, state[0])
+        client._queue_kill(ns, state[0])
 
 
 class _CursorBase:
     """Batches, getMore, close: what every cursor shares."""
 
-    def __init__(self, collection: "Collection") -> None:
+    def __init__(self, collection: Collection) -> None:
         self._collection = collection
         self._client = collection.database.client
-        self._codec = collection.codec_options
-        self._batch: collections.deque = collections.deque()
+        self._codec: CodecOptions[Any] = collection.codec_options
+        self._batch: collections.deque[Any] = collections.deque()
         self._state = [0]  # [server cursor id]; shared with the finalizer
         self._ns = collection.full_name
         self._started = False
@@ -70,10 +76,10 @@ class _CursorBase:
         self._batch_size = 0
         self._limit = 0
         self._returned = 0
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[MongoClient, str, list[int]], _CursorBase] | None = None
 
     @property
-    def collection(self) -> "Collection":
+    def collection(self) -> Collection:
         """The collection this cursor reads."""
         return self._collection
 
@@ -109,15 +115,14 @@ class _CursorBase:
             size = min(size, left) if size else left
         if size:
             cmd["batchSize"] = size
-        reply = self._client._command(db, cmd, self._codec)
-        cursor = reply["cursor"]  # type: ignore[index]
+        cursor = self._client._command(db, cmd, self._codec)["cursor"]
         self._batch.extend(cursor.get("nextBatch", ()))
         self._set_id(cursor.get("id", 0))
 
     def _refresh(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self: _C) -> _C:
         return self
 
     def __next__(self) -> Any:
@@ -153,13 +158,12 @@ class _CursorBase:
         if self._finalizer is not None:
             self._finalizer.detach()
         if cursor_id:
-            db, _, coll = self._ns.partition(".")
             try:
-                self._client._command(db, {"killCursors": coll, "cursors": [cursor_id]}, check=False)
+                self._client._kill_cursor_now(self._ns, cursor_id)
             except Exception:  # the server may be gone; its cursor is then gone too
                 pass
 
-    def __enter__(self) -> "_CursorBase":
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -178,7 +182,7 @@ class _CursorBase:
 class CommandCursor(_CursorBase):
     """A cursor over the reply of a command (``aggregate``, ``listIndexes``)."""
 
-    def __init__(self, collection: "Collection", reply: Mapping[str, Any], batch_size: int = 0) -> None:
+    def __init__(self, collection: Collection, reply: Mapping[str, Any], batch_size: int = 0) -> None:
         super().__init__(collection)
         self._batch_size = batch_size
         self._started = True
@@ -197,7 +201,7 @@ class Cursor(_CursorBase):
 
     def __init__(
         self,
-        collection: "Collection",
+        collection: Collection,
         filter: Mapping[str, Any] | None = None,
         projection: Any = None,
         skip: int = 0,
@@ -221,7 +225,7 @@ class Cursor(_CursorBase):
         self._filter = filter or {}
         self._projection = projection
         self._skip = 0
-        self._sort = None
+        self._sort: dict[str, Any] | None = None
         self._hint = hint
         self._max_time_ms = max_time_ms
         self._comment = comment
@@ -238,13 +242,13 @@ class Cursor(_CursorBase):
         if self._started:
             raise InvalidOperation("cannot set options after executing query")
 
-    def sort(self, key_or_list: Any, direction: Any = None) -> "Cursor":
+    def sort(self, key_or_list: Any, direction: Any = None) -> Cursor:
         """Sort by a key (``sort('a', -1)``) or a list of (key, direction) pairs."""
         self._check_unstarted()
         self._sort = index_spec(key_or_list, direction)
         return self
 
-    def skip(self, skip: int) -> "Cursor":
+    def skip(self, skip: int) -> Cursor:
         """Skip the first ``skip`` documents."""
         if not isinstance(skip, int) or isinstance(skip, bool):
             raise TypeError("skip must be an integer")
@@ -254,7 +258,7 @@ class Cursor(_CursorBase):
         self._skip = skip
         return self
 
-    def limit(self, limit: int) -> "Cursor":
+    def limit(self, limit: int) -> Cursor:
         """Return at most ``limit`` documents (0: no limit; negative: one batch)."""
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise TypeError("limit must be an integer")
@@ -263,7 +267,7 @@ class Cursor(_CursorBase):
         self._limit = abs(limit)
         return self
 
-    def batch_size(self, batch_size: int) -> "Cursor":
+    def batch_size(self, batch_size: int) -> Cursor:
         """Ask the server for batches of ``batch_size`` documents (0: its default)."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
             raise TypeError("batch_size must be an integer")
@@ -275,19 +279,19 @@ class Cursor(_CursorBase):
         self._batch_size = batch_size
         return self
 
-    def hint(self, index: Any) -> "Cursor":
+    def hint(self, index: Any) -> Cursor:
         """Force the use of an index (a name or a key spec)."""
         self._check_unstarted()
         self._hint = index
         return self
 
-    def max_time_ms(self, max_time_ms: int | None) -> "Cursor":
+    def max_time_ms(self, max_time_ms: int | None) -> Cursor:
         """Server-side time limit for the query."""
         self._check_unstarted()
         self._max_time_ms = max_time_ms
         return self
 
-    def comment(self, comment: Any) -> "Cursor":
+    def comment(self, comment: Any) -> Cursor:
         """Attach a comment (shown in the server's logs and profiler)."""
         self._check_unstarted()
         self._comment = comment
@@ -321,7 +325,7 @@ class Cursor(_CursorBase):
 
     def _refresh(self) -> None:
         reply = self._client._command(self._collection.database.name, self._find_command(), self._codec)
-        self._start_batch(reply)  # type: ignore[arg-type]
+        self._start_batch(reply)
         if self._single_batch and self._state[0]:
             # One batch was asked for: kill what the server kept open, but
             # keep the documents we already have.
@@ -343,13 +347,13 @@ class Cursor(_CursorBase):
         if self._max_time_ms is not None:
             cmd["maxTimeMS"] = self._max_time_ms
         reply = self._client._command(self._collection.database.name, cmd)
-        return int(reply["n"])  # type: ignore[index]
+        return int(reply["n"])
 
     def distinct(self, key: str) -> list[Any]:
         """Distinct values of ``key`` among the matching documents."""
         return self._collection.distinct(key, self._filter)
 
-    def rewind(self) -> "Cursor":
+    def rewind(self) -> Cursor:
         """Start again from the beginning (a new query on the next ``next()``)."""
         self.close()
         self._started = self._killed = False
@@ -357,7 +361,7 @@ class Cursor(_CursorBase):
         self._finalizer = None
         return self
 
-    def clone(self) -> "Cursor":
+    def clone(self) -> Cursor:
         """An unstarted copy with the same options."""
         other = Cursor(self._collection, self._filter, self._projection, self._skip, 0, self._sort, self._batch_size)
         other._limit, other._single_batch = self._limit, self._single_batch
@@ -371,4 +375,3 @@ class Cursor(_CursorBase):
 
     def __repr__(self) -> str:
         return "<Cursor %s %r>" % (self._ns, self._filter)
-

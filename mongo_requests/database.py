@@ -1,4 +1,5 @@
 """A database: its collections and its commands."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 from pymongo.write_concern import WriteConcern
 
 from .collection import Collection
+from .cursor import CommandCursor
 from .errors import InvalidName
 
 if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
     from .client import MongoClient
 
 __all__ = ["Database"]
@@ -34,14 +38,20 @@ class Database:
     :param write_concern: default for its collections (the client's if None).
     """
 
-    def __init__(self, client: "MongoClient", name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> None:
+    def __init__(
+        self,
+        client: MongoClient,
+        name: str,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
+    ) -> None:
         self._client = client
         self._name = _check_name(name)
         self.write_concern = write_concern or client.write_concern
-        self.codec_options = codec_options or client.codec_options
+        self.codec_options: CodecOptions[Any] = codec_options or client.codec_options
 
     @property
-    def client(self) -> "MongoClient":
+    def client(self) -> MongoClient:
         """The client this database belongs to."""
         return self._client
 
@@ -52,11 +62,13 @@ class Database:
         """The database's name."""
         return self._name
 
-    def get_collection(self, name: str, write_concern: WriteConcern | None = None, codec_options: Any = None) -> "Collection":
+    def get_collection(
+        self, name: str, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+    ) -> Collection:
         """Return a :class:`~mongo_requests.collection.Collection`."""
         return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
 
-    def __getattr__(self, name: str) -> "Collection":
+    def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError(
                 "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
@@ -65,10 +77,12 @@ class Database:
         coll = self.__dict__[name] = self.get_collection(name)
         return coll
 
-    def __getitem__(self, name: str) -> "Collection":
+    def __getitem__(self, name: str) -> Collection:
         return self.get_collection(name)
 
-    def command(self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any) -> dict[str, Any]:
+    def command(
+        self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
         """Run a database command, PyMongo style.
 
         ``db.command('ping')``, ``db.command('collStats', 'things')``, or a
@@ -85,21 +99,23 @@ class Database:
             raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
         if kwargs:
             cmd.update(kwargs)
-        return self._client._command(self._name, cmd, self.codec_options, check=check)  # type: ignore[return-value]
+        return self._client._command(self._name, cmd, self.codec_options, check=check)
 
-    def list_collection_names(self, filter: Mapping[str, Any] | None = None) -> list[str]:
-        """Names of the collections in this database."""
+    def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
+        """Names of the collections in this database.
+
+        :param filter: which collections, e.g. ``{"name": {"$regex": "^log"}}``.
+        :param kwargs: more fields of the ``listCollections`` command (as in
+            PyMongo), e.g. ``cursor={"batchSize": 10}``.
+        """
         cmd: dict[str, Any] = {"listCollections": 1, "nameOnly": True, "authorizedCollections": True}
         if filter:
             cmd["filter"] = dict(filter)
-        reply = self._client._command(self._name, cmd)
-        names = [d["name"] for d in reply["cursor"]["firstBatch"]]  # type: ignore[index]
-        cursor_id = reply["cursor"]["id"]  # type: ignore[index]
-        while cursor_id:
-            more = self._client._command(self._name, {"getMore": cursor_id, "collection": "$cmd.listCollections"})
-            names.extend(d["name"] for d in more["cursor"]["nextBatch"])  # type: ignore[index]
-            cursor_id = more["cursor"]["id"]  # type: ignore[index]
-        return names
+        cmd.update(kwargs)
+        reply = self._client._command(self._name, cmd, self.codec_options)
+        # The cursor's namespace (db.$cmd.listCollections) comes with the
+        # reply; getMore uses it, as PyMongo's cursor on database["$cmd"] does.
+        return [d["name"] for d in CommandCursor(self.get_collection("$cmd"), reply)]
 
     collection_names = list_collection_names  # PyMongo 2
 
@@ -108,7 +124,7 @@ class Database:
         name = getattr(name_or_collection, "name", name_or_collection)
         self.get_collection(name).drop()
 
-    def create_collection(self, name: str, **kwargs: Any) -> "Collection":
+    def create_collection(self, name: str, **kwargs: Any) -> Collection:
         """Create a collection explicitly (with options such as ``capped``)."""
         cmd: dict[str, Any] = {"create": name}
         cmd.update(kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bson.errors import InvalidDocument  # noqa: F401  (re-exported; pymongo.errors re-exports it too)
 from pymongo.errors import (  # noqa: F401  (re-exported)
     AutoReconnect,
     BulkWriteError,
@@ -19,7 +20,6 @@ from pymongo.errors import (  # noqa: F401  (re-exported)
     DocumentTooLarge,
     DuplicateKeyError,
     ExecutionTimeout,
-    InvalidDocument,
     InvalidName,
     InvalidOperation,
     InvalidURI,
@@ -89,13 +89,25 @@ _NOT_PRIMARY_CODES = frozenset([10107, 13435, 10058, 11602, 13436, 189, 91, 1160
 _DUPLICATE_KEY_CODES = frozenset([11000, 11001, 12582])
 
 
+def _code(value: Any) -> int | None:
+    """A server error code, or None when the server sent something that is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _message(value: Any, default: str) -> str:
+    """A server error message as a string, whatever type the server sent."""
+    if isinstance(value, str):
+        return value or default
+    return default if value is None else "%s (errmsg was %r)" % (default, value)
+
+
 def check_command(reply: Mapping[str, Any], max_wire_version: int | None = None) -> None:
     """Raise the PyMongo error that matches a command reply with ``ok: 0``."""
     ok = reply.get("ok")
     if ok == 1:
         return
-    code = reply.get("code")
-    msg = reply.get("errmsg") or "command failed"
+    code = _code(reply.get("code"))
+    msg = _message(reply.get("errmsg"), "command failed")
     if code in _NOT_PRIMARY_CODES or msg.startswith(("not master", "node is recovering")):
         raise NotPrimaryError(msg, reply)
     if code in _DUPLICATE_KEY_CODES:
@@ -111,14 +123,16 @@ def check_write(reply: Mapping[str, Any], max_wire_version: int | None = None) -
     """Raise for the first write error, or a write-concern error, of one write.
 
     Used for single-document writes (``insert_one``, ``update_one``, legacy
-    ``update`` ...).  Batches go through :func:`raise_bulk_error` instead.
+    ``update`` ...); batches are checked in :mod:`mongo_requests.collection`.
     """
     check_command(reply, max_wire_version)
     errors = reply.get("writeErrors")
     if errors:
+        if not isinstance(errors, list) or not all(isinstance(e, Mapping) for e in errors):
+            raise ProtocolError("the server sent malformed writeErrors: %r" % (errors,))
         err = errors[-1]
-        code = err.get("code")
-        msg = err.get("errmsg", "write error")
+        code = _code(err.get("code"))
+        msg = _message(err.get("errmsg"), "write error")
         if code in _DUPLICATE_KEY_CODES:
             raise DuplicateKeyError(msg, code, err, max_wire_version)
         raise WriteError(msg, code, err, max_wire_version)
@@ -129,8 +143,11 @@ def check_write(reply: Mapping[str, Any], max_wire_version: int | None = None) -
 
 def raise_write_concern_error(wce: Mapping[str, Any], max_wire_version: int | None = None) -> None:
     """Raise WriteConcernError, or WTimeoutError when the wait timed out."""
-    code = wce.get("code")
-    msg = wce.get("errmsg", "write concern error")
-    if code == 64 or (wce.get("errInfo") or {}).get("wtimeout"):
+    if not isinstance(wce, Mapping):
+        raise ProtocolError("the server sent a malformed writeConcernError: %r" % (wce,))
+    code = _code(wce.get("code"))
+    msg = _message(wce.get("errmsg"), "write concern error")
+    info = wce.get("errInfo")
+    if code == 64 or (isinstance(info, Mapping) and info.get("wtimeout")):
         raise WTimeoutError(msg, code, wce, max_wire_version)
     raise WriteConcernError(msg, code, wce, max_wire_version)

@@ -3,8 +3,8 @@
 A *request* pins a socket to its caller, so the pool needs three things from
 "the caller", and this module is the only place that knows what a caller is:
 
-``local()``
-    storage private to the current caller (``threading.local`` for threads,
+``local_base()``
+    the base class of storage private to the current caller (``threading.local`` for threads,
     ``gevent.local.local`` for greenlets);
 ``watch(callback)``
     call ``callback()`` once after the current caller has died, so a socket
@@ -13,7 +13,10 @@ A *request* pins a socket to its caller, so the pool needs three things from
 ``waiter()``, ``socket``, ``sleep``, ``poll``
     the blocking primitives that suit the caller: in greenlet mode they are
     gevent's, so a wait for a pool slot or for the network yields to the hub
-    instead of blocking it, even when nothing has been monkey-patched.
+    instead of blocking it, even when nothing has been monkey-patched.  A
+    waiter also carries the wait-queue hand-off protocol (``set``, ``fail``,
+    ``wait``, ``abandon``: see :class:`_Waiter`), so the pool's queue has one
+    place that settles who gets a slot.
 
 Death callbacks are written defensively: they hold only what they need (the
 pool holds them, never the other way round), and they never touch a
@@ -64,10 +67,12 @@ class _Vigil:
     __slots__ = ("__weakref__",)
 
 
-def _watch_ref(obj: Any, callback: Callable[[], None], refs: set) -> None:
+def _watch_ref(obj: Any, callback: Callable[[], None], refs: "set[weakref.ref[Any]]") -> None:
     """Call ``callback()`` once ``obj`` is freed; ``refs`` keeps the weakref alive."""
 
-    def on_death(ref: weakref.ref, refs: set = refs, callback: Callable[[], None] = callback) -> None:
+    def on_death(
+        ref: "weakref.ref[Any]", refs: "set[weakref.ref[Any]]" = refs, callback: Callable[[], None] = callback
+    ) -> None:
         refs.discard(ref)
         callback()
 
@@ -84,7 +89,7 @@ class _ThreadVigils:
     def __init__(self, local_cls: type) -> None:
         self._tl = local_cls()
         # Live weakrefs must be kept somewhere, or their callbacks never run.
-        self.refs: set[weakref.ref] = set()
+        self.refs: set[weakref.ref[Any]] = set()
 
     def watch(self, callback: Callable[[], None]) -> None:
         vigil = _Vigil()
@@ -95,27 +100,106 @@ class _ThreadVigils:
         _watch_ref(vigil, callback, self.refs)
 
 
-class _ThreadWaiter:
-    """One-shot wake-up for a thread waiting on the pool's queue.
+class _Waiter:
+    """One caller queued for a pool slot: ``set()``, ``fail()`` and ``wait()`` settle the race.
 
-    A lock taken at birth: ``wait`` acquires it again (blocking until
-    ``notify`` releases it, or the timeout).  Plain locks may be released
-    by another thread, which is all a hand-off needs.
+    Exactly one outcome wins, under the waiter's own tiny lock: a releaser
+    hands over a slot (``set``), the pool fails the waiter (``fail``, on
+    close), or the waiter gives up (its timeout expires, or it is killed).
+    ``set`` and ``fail`` return False when the waiter already gave up, so the
+    releaser passes the slot to the next waiter instead; a waiter killed just
+    after being handed a slot learns so from ``wait`` and passes it on.  This
+    is psycopg_pool's ``WaitingClient`` protocol.  Subclasses supply the
+    wake-up primitive that suits the caller (``_sleep``/``_wake``).
     """
 
-    __slots__ = ("_lock", "sock")
+    __slots__ = ("_settle", "_outcome", "sock", "error")
 
-    def __init__(self, lock_factory: Callable[[], Any]) -> None:
+    _PENDING, _SET, _FAILED, _GAVE_UP = 0, 1, 2, 3
+
+    def __init__(self, settle_lock: Any) -> None:
+        self._settle = settle_lock
+        self._outcome = self._PENDING
+        self.sock: Any = None
+        self.error: BaseException | None = None
+
+    def _settle_as(self, outcome: int) -> bool:
+        """Move from pending to ``outcome``; False if something else won first."""
+        with self._settle:
+            if self._outcome != self._PENDING:
+                return False
+            self._outcome = outcome
+            return True
+
+    def set(self, sock: Any) -> bool:
+        """Hand the waiter a slot (and ``sock``, or None to connect); False if it gave up."""
+        self.sock = sock
+        if not self._settle_as(self._SET):
+            self.sock = None
+            return False
+        self._wake()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        """Wake the waiter with ``error`` (it holds no slot); False if it gave up."""
+        self.error = error
+        if not self._settle_as(self._FAILED):
+            return False
+        self._wake()
+        return True
+
+    def wait(self, timeout: float | None) -> tuple[bool, Any]:
+        """Wait for the outcome: ``(True, sock)`` with a slot, ``(False, None)`` on timeout.
+
+        Raises the ``fail()`` error.  If the wait itself is interrupted (a
+        kill, a ``gevent.Timeout``), the caller must call :meth:`abandon`.
+        """
+        woken = self._sleep(timeout)
+        if not woken and self._settle_as(self._GAVE_UP):
+            return False, None
+        # Woken, or lost the race to set()/fail() just as the timeout expired.
+        if self._outcome == self._FAILED:
+            raise self.error  # type: ignore[misc]
+        return True, self.sock
+
+    def abandon(self) -> tuple[bool, Any]:
+        """The waiter was interrupted: give up, or report the slot it was handed.
+
+        Returns ``(True, sock)`` when a slot had already been handed over (the
+        caller must pass it on), else ``(False, None)``.
+        """
+        if self._settle_as(self._GAVE_UP):
+            return False, None
+        return (self._outcome == self._SET), self.sock
+
+    def _sleep(self, timeout: float | None) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _wake(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class _ThreadWaiter(_Waiter):
+    """A waiter for threads: a lock taken at birth, released by the wake-up.
+
+    ``_sleep`` acquires it again (blocking until ``_wake`` releases it, or
+    the timeout).  Plain locks may be released by another thread, which is
+    all a hand-off needs.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock_factory: Callable[[], Any], settle_lock: Any) -> None:
+        super().__init__(settle_lock)
         self._lock = lock_factory()
         self._lock.acquire()
-        self.sock = None
 
-    def wait(self, timeout: float | None) -> bool:
+    def _sleep(self, timeout: float | None) -> bool:
         if timeout is None:
-            return self._lock.acquire()
-        return self._lock.acquire(True, max(timeout, 0.0))
+            return bool(self._lock.acquire())
+        return bool(self._lock.acquire(True, max(timeout, 0.0)))
 
-    def notify(self) -> None:
+    def _wake(self) -> None:
         self._lock.release()
 
 
@@ -139,10 +223,6 @@ class ThreadIdentity:
         self._lock_factory = threading.Lock
         self._vigils = _ThreadVigils(threading.local)
 
-    def local(self, cls: type | None = None) -> Any:
-        """Return new caller-private storage (an instance of ``cls`` if given)."""
-        return (cls or threading.local)()
-
     @staticmethod
     def local_base() -> type:
         """The base class for caller-private storage."""
@@ -154,7 +234,7 @@ class ThreadIdentity:
 
     def waiter(self) -> _ThreadWaiter:
         """A one-shot waiter for the pool's wait queue."""
-        return _ThreadWaiter(self._lock_factory)
+        return _ThreadWaiter(self._lock_factory, real_lock())
 
     # Threads can share plain sockets freely: nothing to re-home.
     rehome = None
@@ -169,19 +249,19 @@ class ThreadIdentity:
 _reinit_pid: int | None = None
 
 
-class _GreenletWaiter:
-    """One-shot wake-up for a greenlet waiting on the pool's queue."""
+class _GreenletWaiter(_Waiter):
+    """A waiter for greenlets: a gevent semaphore, so the wait yields to the hub."""
 
-    __slots__ = ("_sem", "sock")
+    __slots__ = ("_sem",)
 
-    def __init__(self, sem_factory: Callable[[int], Any]) -> None:
+    def __init__(self, sem_factory: Callable[[int], Any], settle_lock: Any) -> None:
+        super().__init__(settle_lock)
         self._sem = sem_factory(0)
-        self.sock = None
 
-    def wait(self, timeout: float | None) -> bool:
+    def _sleep(self, timeout: float | None) -> bool:
         return bool(self._sem.acquire(True, None if timeout is None else max(timeout, 0.0)))
 
-    def notify(self) -> None:
+    def _wake(self) -> None:
         self._sem.release()
 
 
@@ -217,19 +297,16 @@ class GreenletIdentity:
         self._get_hub = gevent.get_hub
         self.socket = gevent.socket
         self.sleep = gevent.sleep
-        self._refs: set[weakref.ref] = set()
+        self._refs: set[weakref.ref[Any]] = set()
         # A thread's main greenlet lives as long as its thread (gevent keeps a
         # finished thread's hub, and with it the main greenlet, referenced),
         # so it is watched like a thread: a vigil in a real thread-local.
         self._thread_vigils = _ThreadVigils(_original("_thread", "_local"))
 
-    def local(self, cls: type | None = None) -> Any:
-        """Return new greenlet-private storage."""
-        return (cls or self._local_cls)()
-
     def local_base(self) -> type:
         """The base class for caller-private storage."""
-        return self._local_cls
+        local_cls: type = self._local_cls
+        return local_cls
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Run ``callback()`` once, after the current greenlet has died.
@@ -256,7 +333,7 @@ class GreenletIdentity:
         (or a plain thread), which mixed mode needs; ``gevent.event.Event``
         cannot.
         """
-        return _GreenletWaiter(self._sem)
+        return _GreenletWaiter(self._sem, real_lock())
 
     def after_fork(self) -> None:
         """In a forked child: make gevent's hub usable again.

@@ -9,20 +9,34 @@ server's own connection count):
 * A pinned socket is never in the idle deque.
 * Every slot taken is released exactly once, kills and timeouts included:
   every path that takes one gives it back in a ``finally`` or an
-  ``except BaseException``.
+  ``except BaseException``.  A waiter either gets a slot (``set``), is failed
+  holding none (``fail``, on close), or gives up; its own lock settles which
+  (identity's ``_Waiter``), so a slot handed to a waiter that gave up moves on.
 * Connect and close happen outside the lock; the lock guards only a few
   attribute updates, so it is a real ``_thread`` lock even under gevent
   (nothing ever waits on it for long, and it never yields to the hub).
 * Stale sockets (an older ``generation``, or one opened before a fork) are
-  never handed out.
+  never handed out to a new owner, and never go back to the idle deque.
+* The request guarantee: a request's pinned socket is never replaced behind
+  its owner's back.  A pool reset (a network error elsewhere, ``reset()``)
+  leaves a healthy pinned socket with its request, which closes it when it
+  ends; ``close()`` leaves it to finish its operation in flight.  It is
+  replaced only after its owner has seen an error from it, or after a fork
+  (the child has sent nothing on it, so nothing of the child's is lost).
+* The pool never decides what an error means: the topology's
+  ``handle_error`` does, and calls :meth:`Pool.reset`.
 
-The request state machine, per caller and per pool (``_Request``)::
+The request state machine, per caller and per pool (``_Request.state`` is
+derived from ``depth`` and ``sock``)::
 
     NO_REQUEST --start_request / auto--> REQUEST_NO_SOCKET
     REQUEST_NO_SOCKET --checkout--> PINNED  (the socket keeps its slot)
-    PINNED --checkout--> PINNED              (same socket; no lock, no slot)
-    PINNED --network error--> REQUEST_NO_SOCKET (socket closed, slot freed)
-    any --outermost end_request / caller dies--> NO_REQUEST (socket to idle)
+    PINNED --checkout--> PINNED              (same socket; no lock, no slot;
+                                              also after a pool reset)
+    PINNED --error seen by the owner--> REQUEST_NO_SOCKET (socket closed, slot freed)
+    PINNED --fork--> REQUEST_NO_SOCKET       (in the child)
+    any --outermost end_request / caller dies--> NO_REQUEST
+                                             (socket to idle, or closed if stale)
 
 Death of a caller is reported by the identity's ``watch`` callback, which may
 run at awkward moments (a thread's teardown, a weakref callback during garbage
@@ -33,16 +47,16 @@ lock reaps the queue after releasing it, so no record waits for long.
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import os
 import time
 import weakref
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from .errors import InvalidOperation, PoolTimeoutError
-from .identity import choose_identity, notify_when_threading_patched, real_lock, real_poll
-from .socket_info import CLOSED_ERROR, CLOSED_POOL, CLOSED_STALE, SocketInfo
+from .identity import choose_identity, gevent_patched, notify_when_threading_patched, real_lock, real_poll
+from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
+from .socket_info import CLOSED_POOL, CLOSED_STALE, SocketInfo
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
 
@@ -53,83 +67,14 @@ log = logging.getLogger("mongo_requests")
 _CHECK_IDLE_AFTER = 1.0
 
 
-class RequestState(enum.Enum):
-    """Where one caller stands with one pool."""
-
-    NO_REQUEST = 0
-    REQUEST_NO_SOCKET = 1
-    PINNED = 2
-
-
-_NO_REQUEST = RequestState.NO_REQUEST
-_NO_SOCKET = RequestState.REQUEST_NO_SOCKET
-_PINNED = RequestState.PINNED
-
-
-class PoolOptions:
-    """Immutable settings of a pool."""
-
-    __slots__ = (
-        "max_size",
-        "connect_timeout",
-        "socket_timeout",
-        "wait_queue_timeout",
-        "auto_start_request",
-        "metadata",
-    )
-
-    def __init__(
-        self,
-        max_size: int = 100,
-        connect_timeout: float | None = 20.0,
-        socket_timeout: float | None = None,
-        wait_queue_timeout: float | None = None,
-        auto_start_request: bool = False,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
-            raise ValueError("max_pool_size must be a positive integer, not %r" % (max_size,))
-        for name, value in (
-            ("connectTimeoutMS", connect_timeout),
-            ("socketTimeoutMS", socket_timeout),
-            ("waitQueueTimeoutMS", wait_queue_timeout),
-        ):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError("%s must be a non-negative number or None, not %r" % (name, value))
-        set_ = object.__setattr__
-        set_(self, "max_size", max_size)
-        set_(self, "connect_timeout", connect_timeout)
-        set_(self, "socket_timeout", socket_timeout)
-        set_(self, "wait_queue_timeout", wait_queue_timeout)
-        set_(self, "auto_start_request", bool(auto_start_request))
-        set_(self, "metadata", metadata)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("PoolOptions is immutable")
-
-    def __repr__(self) -> str:
-        fields = ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__ if n != "metadata")
-        return "PoolOptions(%s)" % fields
-
-
-class _Request:
-    """One caller's request with one pool; only its caller mutates it while alive."""
-
-    __slots__ = ("state", "depth", "sock", "__weakref__")
-
-    def __init__(self) -> None:
-        self.state = _NO_REQUEST
-        self.depth = 0
-        self.sock: SocketInfo | None = None
-
-
 class _Guard:
     """``with pool._guard:`` — the pool lock, reaping dead callers on the way out.
 
     A death callback that finds the lock busy only queues its record; this
     exit is where the holder keeps the promise to reap it.  Every section
-    that takes the lock goes through a guard (or, on the hot path, does the
-    same by hand), so no queued record waits for a later operation.
+    that takes the lock goes through a guard (or, on the hot path of
+    _acquire/_release, does the same by hand), so no queued record waits for
+    a later operation.
     """
 
     __slots__ = ("lock", "pool")
@@ -165,6 +110,10 @@ _all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 _pid = os.getpid()
 
 
+def _closed_error() -> InvalidOperation:
+    return InvalidOperation("Cannot use MongoClient after close")
+
+
 class Pool:
     """A capped pool of :class:`SocketInfo` to one server, request-aware.
 
@@ -175,7 +124,9 @@ class Pool:
         again when it patches later or the process forks.
     """
 
-    def __init__(self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None) -> None:
+    def __init__(
+        self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None
+    ) -> None:
         self.address = address
         self.opts = options or PoolOptions()
         self._auto_identity = use_greenlets is None
@@ -198,7 +149,7 @@ class Pool:
         # The server's last hello, from the newest handshake: the topology
         # reads limits and roles from it.
         self.hello: dict[str, Any] | None = None
-        self._counters = collections.Counter()
+        self._counters: collections.Counter[str] = collections.Counter()
         _all_pools.add(self)
 
     # -- identity -----------------------------------------------------------
@@ -226,7 +177,7 @@ class Pool:
     # -- requests -----------------------------------------------------------
     def _record(self) -> _Request:
         """The caller's request record, created (and watched) on first use."""
-        req = self._local.req
+        req: _Request | None = self._local.req
         if req is None:
             req = _Request()
             self._local.req = req
@@ -240,11 +191,14 @@ class Pool:
         req = self._record()
         req.depth += 1
         if req.depth == 1:
-            req.state = _NO_SOCKET
             self._counters["requests_started"] += 1
 
     def end_request(self) -> None:
-        """End one level of request; the outermost end unpins the socket."""
+        """End one level of request; the outermost end unpins the socket.
+
+        The socket goes back to the idle sockets, or is closed if the pool
+        was reset or closed while the request held it.
+        """
         req = self._local.req
         if req is None or req.depth == 0:
             return
@@ -253,7 +207,6 @@ class Pool:
             return
         sock = req.sock
         req.sock = None
-        req.state = _NO_REQUEST
         self._counters["requests_ended"] += 1
         if sock is not None and self._unpin(sock):
             self._release(sock)
@@ -273,6 +226,16 @@ class Pool:
         req = self._local.req
         return None if req is None else req.sock
 
+    def discard_pin(self) -> None:
+        """Close the caller's pinned socket, if any; its request stays open.
+
+        The topology calls this when a closed client is used again, so the
+        owner's next call frees the socket that ``close()`` left it.
+        """
+        req = self._local.req
+        if req is not None and req.sock is not None:
+            self._drop_pin(req, req.sock)
+
     # -- checkout / checkin -------------------------------------------------
     def checkout(self) -> SocketInfo:
         """Return a socket for one operation; give it back with :meth:`checkin`.
@@ -290,52 +253,69 @@ class Pool:
             if not self.opts.auto_start_request:
                 return self._acquire()
             req.depth = 1
-            req.state = _NO_SOCKET
             self._counters["requests_started"] += 1
-        sock = req.sock
+        sock: SocketInfo | None = req.sock
         if sock is not None:
-            if sock.generation == self.generation and not sock.closed:
-                return sock  # the hot path of a request: no lock, no slot
-            # Stale (the pool was reset, or we forked): drop it and pin anew.
-            # Until the new pin succeeds the request has no socket, and must
-            # say so if _acquire below fails (wait-queue timeout, server down).
-            req.sock = None
-            req.state = _NO_SOCKET
-            if self._unpin(sock):
-                self._release(None)
-            self._close_socket(sock, CLOSED_STALE)
+            # The hot path of a request: no lock, no slot.  An older
+            # generation does not matter here (the request guarantee).
+            if not sock.closed and not self.closed:
+                return sock
+            # Closed under us: by a fork (the child closed the parent's
+            # sockets) or by an error whose checkin never came.  Or the pool
+            # is closed: free the socket now; _acquire raises.
+            self._drop_pin(req, sock)
         sock = self._acquire()
         sock.request = req
         req.sock = sock
-        req.state = _PINNED
         with self._guard:
             self._in_use -= 1
             self._pinned.add(sock)
         self._counters["pins"] += 1
         return sock
 
+    def checkout_within(self, timeout: float) -> SocketInfo:
+        """A socket for a bounded errand, never pinned: the wait and the connect end within ``timeout``.
+
+        For the topology's reachability check and ``close()``'s killCursors,
+        which must not outlast their own deadline.  Give it back with :meth:`checkin`.
+        """
+        return self._acquire(time.monotonic() + timeout)
+
     def checkin(self, sock: SocketInfo) -> None:
         """Give back a socket from :meth:`checkout` (pinned ones stay pinned)."""
         if sock.request is None:
-            self._release(None if sock.closed else sock, sock)
+            self._release(sock)
         elif sock.closed:
-            # A network error or an interrupted message on a pinned socket:
-            # unpin it, but leave the request open, so the next operation
-            # pins a fresh socket.
+            # The owner has just seen the error that closed its pinned socket
+            # (a network error or an interrupted message): unpin it, but keep
+            # the request open, so the next operation pins a fresh socket.
             req = sock.request
             if req.sock is sock:
                 req.sock = None
-                if req.depth:
-                    req.state = _NO_SOCKET
             if self._unpin(sock):
-                self._release(None, sock)
+                self._release(sock)
 
-    def _acquire(self) -> SocketInfo:
+    def _drop_pin(self, req: _Request, sock: SocketInfo) -> None:
+        """Unpin ``sock`` from ``req`` and close it (the slot, if it still holds one, is freed)."""
+        req.sock = None
+        if self._unpin(sock):
+            if sock.closed:
+                self._release(sock)  # counts it as closed
+            else:
+                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
+                self._release(None)
+        else:
+            self._close_socket(sock, CLOSED_STALE)
+
+    def _acquire(self, deadline: float | None = None) -> SocketInfo:
         """Take a slot (waiting if needed) and return a usable socket in it."""
         if self.closed:
-            raise InvalidOperation("Cannot use MongoClient after close")
+            raise _closed_error()
         if self.pid != _pid:
             self._after_fork()
+        # The guard's protocol copied by hand (lock, then reap after
+        # release): the two ``with self._guard`` calls cost ~2,000
+        # instructions per operation, 7% of a ping (benchmarks.instructions).
         lock = self._lock
         lock.acquire()
         if self._available > 0 and not self._waiters:
@@ -347,11 +327,11 @@ class Pool:
                 self._reap()
         else:
             lock.release()
-            sock = self._wait_for_slot()
+            sock = self._wait_for_slot(deadline)
         # We hold a slot from here on: any failure must give it back.
         try:
             if self.closed:
-                raise InvalidOperation("Cannot use MongoClient after close")
+                raise _closed_error()
             while sock is not None:
                 if (
                     sock.generation == self.generation
@@ -366,21 +346,24 @@ class Pool:
                     return sock
                 self._close_socket(sock, CLOSED_STALE)
                 sock = self._pop_idle()
-            sock = self._connect()
+            sock = self._connect(deadline)
             self._counters["checkouts"] += 1
             return sock
         except BaseException:
-            self._release(sock if sock is not None and not sock.closed else None)
+            self._release(sock)
             raise
 
     def _pop_idle(self) -> SocketInfo | None:
         with self._guard:
             return self._idle.pop() if self._idle else None
 
-    def _wait_for_slot(self) -> SocketInfo | None:
+    def _wait_for_slot(self, deadline: float | None) -> SocketInfo | None:
         """Queue for a slot (FIFO); returns the handed-over idle socket or None."""
-        waiter = self.identity.waiter()
         timeout = self.opts.wait_queue_timeout
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            timeout = left if timeout is None else min(timeout, left)
+        waiter = self.identity.waiter()
         with self._guard:
             # Re-check: a slot may have come free since we looked.
             if self._available > 0 and not self._waiters:
@@ -390,33 +373,30 @@ class Pool:
             self._waiters.append(waiter)
             self._counters["waits"] += 1
         try:
-            woken = waiter.wait(timeout)
-        except BaseException:
+            handed, sock = waiter.wait(timeout)
+        except BaseException as exc:
+            if exc is waiter.error:
+                raise  # failed by close(): the waiter holds no slot
             # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt) while
             # queued.  If we were handed a slot in the meantime, pass it on.
-            self._abandon(waiter)
+            held, sock = waiter.abandon()
+            self._leave_queue(waiter)
+            if held:
+                self._release(sock)
             raise
-        if not woken:
-            with self._guard:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    woken = True  # handed a slot just as we timed out: keep it
-                else:
-                    self._counters["wait_timeouts"] += 1
-            if not woken:
-                raise self._timeout_error(timeout)
-        return waiter.sock
+        if not handed:
+            self._leave_queue(waiter)
+            self._counters["wait_timeouts"] += 1
+            raise self._timeout_error(timeout)
+        return sock  # type: ignore[no-any-return]
 
-    def _abandon(self, waiter: Any) -> None:
-        """A waiter gave up: leave the queue, or pass on the slot it was handed."""
+    def _leave_queue(self, waiter: Any) -> None:
+        """A waiter that gave up leaves the queue (a releaser may have popped it already)."""
         with self._guard:
             try:
                 self._waiters.remove(waiter)
-                return
             except ValueError:
                 pass
-        self._release(waiter.sock)
 
     def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
         with self._guard:
@@ -434,39 +414,46 @@ class Pool:
             )
         return PoolTimeoutError(msg, pinned=pinned, in_use=in_use, max_size=max_size)
 
-    def _release(self, sock: SocketInfo | None, closing: SocketInfo | None = None) -> None:
-        """Give back one checked-out slot, with ``sock`` to reuse (or None).
+    def _release(self, sock: SocketInfo | None) -> None:
+        """Give back one checked-out slot, with the socket it held (None: none to keep).
 
-        A waiter, if any, gets the slot and the socket directly (FIFO), so
-        a socket freed by one caller cannot be snatched by a newcomer while
-        others have been waiting.  ``closing`` is a dead socket to count; a
-        non-timeout network error on it resets the pool.
+        A socket that closed itself (an error, an interrupted message) is
+        counted here; a stale one, or any after close, is closed.  A waiter,
+        if any, gets the slot and the socket directly (FIFO), so a socket
+        freed by one caller cannot be snatched by a newcomer while others
+        have been waiting.
         """
-        if closing is not None and closing is not sock:
-            if closing.close_reason == CLOSED_ERROR and closing.generation == self.generation:
-                self._reset("network error on %r" % (closing,))
-            self._counters["closed"] += 1
         if sock is not None:
-            if sock.generation != self.generation or self.closed:
-                self._close_socket(sock, CLOSED_STALE)
+            if sock.closed:
+                self._counters["closed"] += 1
+                sock = None
+            elif sock.generation != self.generation or self.closed:
+                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
                 sock = None
             else:
                 sock.last_checkin = time.monotonic()
         lock = self._lock
-        lock.acquire()
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.sock = sock  # the slot moves to the waiter: in_use unchanged
-            lock.release()
-            waiter.notify()
-        else:
-            self._in_use -= 1
-            if sock is not None:
-                self._idle.append(sock)
-            self._available += 1
-            lock.release()
-        if self._dead:
-            self._reap()
+        while True:
+            # The guard by hand, as in _acquire (the hot path).
+            lock.acquire()
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                lock.release()
+            else:
+                self._in_use -= 1
+                if sock is not None:
+                    self._idle.append(sock)
+                self._available += 1
+                lock.release()
+                if self._dead:
+                    self._reap()
+                return
+            # Outside the lock: the slot moves to the waiter (in_use
+            # unchanged), unless it gave up just now; then try the next.
+            if waiter.set(sock):
+                if self._dead:
+                    self._reap()
+                return
 
     def _unpin(self, sock: SocketInfo) -> bool:
         """Move a pinned socket's slot back to "checked out", ready for _release.
@@ -482,13 +469,17 @@ class Pool:
             self._in_use += 1
             return True
 
-    def _connect(self) -> SocketInfo:
+    def _connect(self, deadline: float | None = None) -> SocketInfo:
         """Open a new socket (outside the lock; the caller holds a slot)."""
         opts = self.opts
+        timeout = opts.connect_timeout
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            timeout = left if timeout is None else min(timeout, left)
         sock = SocketInfo.connect(
             self.address,
             self._socket_module,
-            opts.connect_timeout,
+            timeout,
             opts.socket_timeout,
             self.generation,
             opts.metadata,
@@ -519,7 +510,7 @@ class Pool:
             try:
                 while self._dead:
                     req = self._dead.popleft()
-                    sock, req.sock, req.depth, req.state = req.sock, None, 0, _NO_REQUEST
+                    sock, req.sock, req.depth = req.sock, None, 0
                     if sock is not None and sock in self._pinned:
                         self._pinned.discard(sock)
                         sock.request = None
@@ -529,7 +520,7 @@ class Pool:
                 self._lock.release()
             self._counters["reclaimed"] += len(socks)
             for sock in socks:
-                self._release(None if sock.closed else sock, sock)
+                self._release(sock)
             # Loop: a record queued while we held the lock found it busy.
 
     # -- generation, fork, close --------------------------------------------
@@ -544,16 +535,23 @@ class Pool:
         for sock in idle:
             self._close_socket(sock, CLOSED_STALE)
 
-    def reset(self) -> None:
-        """Discard every socket: idle ones now, busy and pinned ones on their next use."""
-        self._reset("reset requested")
+    def reset(self, why: str = "reset requested") -> None:
+        """Discard every socket: idle ones now, checked-out ones when given back.
+
+        A socket pinned by a request stays with it while it is healthy (a
+        ``w=0`` write may still be queued on it), and is closed when the
+        request ends.  The topology's error handler calls this.
+        """
+        self._reset(why)
 
     def _after_fork(self) -> None:
         """In a forked child: forget every socket the parent opened.
 
         The child closes its copies of the descriptors (that does not
-        disturb the parent's connections) and starts a new generation, so
-        a socket pinned before the fork is replaced on its next use.
+        disturb the parent's connections) and starts a new generation.  A
+        request survives: it loses its socket (REQUEST_NO_SOCKET) and pins a
+        fresh one on its next operation; that is safe, because the child has
+        sent nothing on the inherited one.
         """
         self._lock = real_lock()
         self._guard = _Guard(self._lock, self)
@@ -561,9 +559,11 @@ class Pool:
         self.generation += 1
         self._counters.clear()  # the parent's counts are not the child's
         self.identity.after_fork()
-        if self._auto_identity:
+        if self._auto_identity and self.identity.kind != ("greenlet" if gevent_patched("threading") else "thread"):
             # gunicorn patches in the worker, after the fork: decide afresh
-            # now, and again when the patch event comes.
+            # when the kind of caller changed (and again when the patch event
+            # comes).  Otherwise keep the caller-local store, and with it the
+            # forking caller's request.
             self._set_identity(choose_identity(None))
         idle, pinned = list(self._idle), list(self._pinned)
         self._idle.clear()
@@ -573,33 +573,32 @@ class Pool:
         self._available = self.opts.max_size
         self._in_use = 0
         for sock in idle + pinned:
+            req = sock.request
+            if req is not None and req.sock is sock:
+                req.sock = None
             sock.request = None
             sock.close(CLOSED_STALE)
 
     def close(self) -> None:
-        """Close the pool: idle sockets now, others when given back.
+        """Close the pool: idle sockets now, others when their users are done.
 
-        Sockets pinned to other callers are shut down (their owner may be
-        using the descriptor this instant) and closed on next use or death.
+        An operation in flight on another caller's socket completes; the
+        socket is closed when it is given back, or, if pinned, when its
+        request ends, its owner dies, or its owner calls again (and gets
+        :class:`~pymongo.errors.InvalidOperation`).  Callers queued for a
+        slot are woken with InvalidOperation.
         """
         with self._guard:
             self.closed = True
             self.generation += 1
             idle = list(self._idle)
             self._idle.clear()
-            pinned = list(self._pinned)
-            # Wake every waiter as if handed a slot: each finds the pool
-            # closed and gives the slot back through _release.
             waiters = list(self._waiters)
             self._waiters.clear()
-            self._in_use += len(waiters)
-            self._available -= len(waiters)
         for sock in idle:
             self._close_socket(sock, CLOSED_POOL)
-        for sock in pinned:
-            sock.shutdown()
         for waiter in waiters:
-            waiter.notify()
+            waiter.fail(_closed_error())
 
     # -- observability ------------------------------------------------------
     def get_stats(self) -> dict[str, int]:

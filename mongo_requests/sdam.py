@@ -370,8 +370,8 @@ class TopologyDescription:
 
 def _compatibility(servers: Mapping[Address, ServerDescription]) -> str | None:
     for sd in servers.values():
-        if sd.type is ServerType.Unknown:
-            continue
+        if sd.type is ServerType.Unknown or sd.type is ServerType.PossiblePrimary:
+            continue  # not heard from (yet): nothing to judge
         if sd.min_wire_version > MAX_SUPPORTED_WIRE_VERSION:
             return ("Server at %s requires wire version %d, but this version of mongo_requests only supports up "
                     "to %d." % (format_address(sd.address), sd.min_wire_version, MAX_SUPPORTED_WIRE_VERSION))

@@ -9,7 +9,6 @@ state is unknown, so the socket closes itself and is never handed out again.
 """
 from __future__ import annotations
 
-import os
 import platform
 import socket as _stdsocket
 import time
@@ -42,6 +41,12 @@ MIN_WIRE_VERSION = 6
 # the command's own fields around a maximum-size document).
 _COMMAND_OVERHEAD = 16 * 1024
 _DEFAULT_BUF = 64 * 1024
+# Limits a hello may report.  Real servers say 16 MiB, 48 MB and 100,000; the
+# bounds only keep a hostile or broken server from making us loop for ever
+# (a batch size of 0) or allocate gigabytes (a huge message size).
+_MAX_BSON_RANGE = (1024, 64 * 1024 * 1024)
+_MAX_MESSAGE_CEILING = 256 * 1024 * 1024
+_MAX_BATCH_RANGE = (1, 10_000_000)
 
 # Why a socket was closed; the pool reads it to decide whether the whole pool
 # is suspect (a reset or refused connection) or only this socket (a timeout, an
@@ -70,6 +75,21 @@ def client_metadata(appname: str | None = None) -> dict[str, Any]:
     return doc
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _limit(hello: Mapping[str, Any], name: str, default: int, bounds: tuple[int, int], address: tuple[str, int]) -> int:
+    """A size limit from a hello: absent means the default; anything but an int in bounds is refused."""
+    value = hello.get(name, default)
+    if not _is_int(value) or not bounds[0] <= value <= bounds[1]:
+        raise ProtocolError(
+            "Server at %s:%d sent a hello with %s=%r; expected an integer from %d to %d"
+            % (address[0], address[1], name, value, bounds[0], bounds[1])
+        )
+    return int(value)
+
+
 class SocketInfo:
     """A connected, handshaken socket to one MongoDB server.
 
@@ -82,7 +102,6 @@ class SocketInfo:
         "sock",
         "address",
         "generation",
-        "pid",
         "closed",
         "close_reason",
         "last_checkin",
@@ -104,7 +123,6 @@ class SocketInfo:
         self.sock = sock
         self.address = address
         self.generation = generation
-        self.pid = os.getpid()
         self.closed = False
         self.close_reason: str | None = None
         self.last_checkin = time.monotonic()
@@ -148,6 +166,8 @@ class SocketInfo:
             raise NetworkTimeout("%s:%d: connect timed out after %ss" % (host, port, connect_timeout)) from exc
         except OSError as exc:
             raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
+        except UnicodeError as exc:  # the resolver's IDNA codec: a label over 63 bytes, an empty label
+            raise ConfigurationError("invalid host name %r: %s" % (host, exc)) from None
         info = None
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
@@ -170,64 +190,89 @@ class SocketInfo:
         cmd["client"] = metadata if metadata is not None else client_metadata()
         rid = wire.next_request_id()
         msg = wire.pack_query(rid, "admin.$cmd", bson.encode(cmd))
-        op, body = self._roundtrip_raw(msg, rid)
-        if op != wire.OP_REPLY:
-            raise ProtocolError("%s:%d: expected OP_REPLY to the handshake, got opcode %d" % (self.address + (op,)))
-        reply = wire.unpack_op_reply(body)
-        check_command(reply)
-        self._learn(reply)
+        op, message = self._roundtrip_raw(msg, rid)
+        try:
+            if op != wire.OP_REPLY:
+                raise ProtocolError("%s:%d: expected OP_REPLY to the handshake, got opcode %d" % (self.address + (op,)))
+            reply = wire.unpack_op_reply(message[16:])
+            check_command(reply)
+            self._learn(reply)
+        except BaseException:
+            self.close(CLOSED_ERROR)
+            raise
         return reply
 
     def _learn(self, hello: dict[str, Any]) -> None:
-        """Remember the server's limits from a hello reply."""
-        self.hello = hello
-        self.max_wire_version = hello.get("maxWireVersion", 0)
-        if self.max_wire_version < MIN_WIRE_VERSION:
+        """Remember the server's limits from a hello reply, refusing absurd ones."""
+        host, port = self.address
+        wire_version = hello.get("maxWireVersion", 0)
+        if not _is_int(wire_version):
+            raise ProtocolError("Server at %s:%d sent a hello with maxWireVersion %r, not an integer"
+                                % (host, port, wire_version))
+        if wire_version < MIN_WIRE_VERSION:
             raise ConfigurationError(
                 "Server at %s:%d reports wire version %d, but mongo_requests needs OP_MSG "
-                "(wire version %d, MongoDB 3.6 or later)"
-                % (self.address[0], self.address[1], self.max_wire_version, MIN_WIRE_VERSION)
+                "(wire version %d, MongoDB 3.6 or later)" % (host, port, wire_version, MIN_WIRE_VERSION)
             )
-        self.max_bson_size = hello.get("maxBsonObjectSize", self.max_bson_size)
-        self.max_message_size = hello.get("maxMessageSizeBytes", self.max_message_size)
-        self.max_write_batch_size = hello.get("maxWriteBatchSize", self.max_write_batch_size)
-        self.server_connection_id = hello.get("connectionId")
+        max_bson = _limit(hello, "maxBsonObjectSize", self.max_bson_size, _MAX_BSON_RANGE, self.address)
+        max_message = _limit(hello, "maxMessageSizeBytes", self.max_message_size,
+                             (max_bson, _MAX_MESSAGE_CEILING), self.address)
+        max_batch = _limit(hello, "maxWriteBatchSize", self.max_write_batch_size, _MAX_BATCH_RANGE, self.address)
+        connection_id = hello.get("connectionId")
+        if connection_id is not None and not _is_int(connection_id):
+            raise ProtocolError("Server at %s:%d sent a hello with connectionId %r, not an integer"
+                                % (host, port, connection_id))
+        self.hello = hello
+        self.max_wire_version = wire_version
+        self.max_bson_size = max_bson
+        self.max_message_size = max_message
+        self.max_write_batch_size = max_batch
+        self.server_connection_id = connection_id
 
     # -- operations ---------------------------------------------------------
     def command(
         self,
         dbname: str,
         cmd: dict[str, Any],
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
-        more_to_come: bool = False,
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
         check: bool = True,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """Run ``cmd`` on database ``dbname`` and return the reply document.
 
         :param cmd: the command; ``$db`` is added to it.
-        :param more_to_come: send an unacknowledged message and read nothing
-            (``w=0``); returns None.
         :param sequences: kind-1 sections from :func:`wire.encode_section`.
         :param check: raise :class:`~pymongo.errors.OperationFailure` and
             friends for ``ok: 0``.
         """
+        rid = wire.next_request_id()
+        msg = wire.pack_msg(rid, self._body(dbname, cmd, codec_options), 0, sequences)
+        reply = self.roundtrip(msg, rid, codec_options)
+        if check and reply.get("ok") != 1:
+            check_command(reply, self.max_wire_version)
+        return reply
+
+    def send_command(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        sequences: Sequence[bytes] = (),
+    ) -> None:
+        """Send ``cmd`` with ``moreToCome`` (unacknowledged, ``w=0``): no reply is read."""
+        body = self._body(dbname, cmd, codec_options)
+        self.send(wire.pack_msg(wire.next_request_id(), body, wire.MORE_TO_COME, sequences))
+
+    def _body(self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any]) -> bytes:
+        """The command's BSON body, with ``$db``, checked against the server's size limit."""
         cmd["$db"] = dbname
-        body = _encode(cmd, False, codec_options)
+        body: bytes = _encode(cmd, False, codec_options)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise DocumentTooLarge(
                 "command document is %d bytes, over the server's limit of %d"
                 % (len(body), self.max_bson_size + _COMMAND_OVERHEAD)
             )
-        rid = wire.next_request_id()
-        msg = wire.pack_msg(rid, body, wire.MORE_TO_COME if more_to_come else 0, sequences)
-        if more_to_come:
-            self.send(msg)
-            return None
-        reply = self.roundtrip(msg, rid, codec_options)
-        if check and reply.get("ok") != 1:
-            check_command(reply, self.max_wire_version)
-        return reply
+        return body
 
     def send(self, msg: bytes) -> None:
         """Send a whole message; any failure closes the socket."""
@@ -237,16 +282,32 @@ class SocketInfo:
             self._fail(exc)
             raise  # _fail raises for I/O errors; this re-raises kills and timeouts
 
-    def roundtrip(self, msg: bytes, request_id: int, codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> dict[str, Any]:
-        """Send ``msg`` and return the decoded OP_MSG reply to it."""
-        op, body = self._roundtrip_raw(msg, request_id)
-        if op != wire.OP_MSG:
+    def roundtrip(
+        self, msg: bytes, request_id: int, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+    ) -> dict[str, Any]:
+        """Send ``msg`` and return the decoded OP_MSG reply to it.
+
+        A reply that cannot be decoded closes the socket: what follows it on
+        the stream cannot be trusted either.
+        """
+        op, message = self._roundtrip_raw(msg, request_id)
+        try:
+            if op != wire.OP_MSG:
+                raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
+            return wire.unpack_msg(message, codec_options)
+        except BaseException:
             self.close(CLOSED_ERROR)
-            raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
-        return wire.unpack_msg_reply(body, codec_options)
+            raise
 
     def _roundtrip_raw(self, msg: bytes, request_id: int) -> tuple[int, memoryview]:
-        """Send, then read one whole reply; returns (opcode, body view)."""
+        """Send, then read one whole reply; returns (opcode, view of the whole message).
+
+        The view is into this socket's buffer, valid until the next exchange
+        (or, for a reply over the buffer's size, into a buffer of its own).
+        A length that does not match what arrives (too small, negative, bytes
+        past its end, too large) closes the socket with a ProtocolError: the
+        buffer is reused, so trusting it could hand back an earlier reply.
+        """
         try:
             self._sendall(msg)
             view = self._view
@@ -260,27 +321,35 @@ class SocketInfo:
                     raise EOFError
                 got += n
             length, _rid, response_to, op = wire.HEADER.unpack_from(view, 0)
-            if length > len(view):
-                if length > 2 * self.max_message_size:
-                    raise ProtocolError("reply length %d exceeds the maximum message size" % length)
-                # A big reply (a full cursor batch): grow this socket's buffer.
-                # It stays grown, since the same workload will likely need it again.
-                buf = bytearray(length)
-                buf[:got] = view[:got]
-                self._buf = buf
-                view = self._view = memoryview(buf)
-            while got < length:
-                n = recv_into(view[got:length])
-                if not n:
-                    raise EOFError
-                got += n
+            if got != length:
+                if got > length:
+                    # Only one reply may be in flight, so nothing can follow it.
+                    raise ProtocolError(
+                        "reply declares %d bytes but %d arrived (a short, negative or overrun length)" % (length, got)
+                    )
+                if length > len(view):
+                    if length > self.max_message_size + _COMMAND_OVERHEAD:
+                        raise ProtocolError(
+                            "reply length %d exceeds the server's maximum message size %d"
+                            % (length, self.max_message_size)
+                        )
+                    # A big reply (a full cursor batch): read it into a buffer of
+                    # its own, so the socket does not keep it once the caller is done.
+                    buf = bytearray(length)
+                    view = memoryview(buf)
+                    view[:got] = self._view[:got]
+                while got < length:
+                    n = recv_into(view[got:length])
+                    if not n:
+                        raise EOFError
+                    got += n
         except BaseException as exc:
             self._fail(exc)
             raise
         if response_to != request_id:
             self.close(CLOSED_ERROR)
             raise ProtocolError("reply responds to request %d, expected %d" % (response_to, request_id))
-        return op, view[16:length]
+        return op, view[:length]
 
     def _fail(self, exc: BaseException) -> None:
         """Close after an interrupted exchange, turning I/O errors into PyMongo's.

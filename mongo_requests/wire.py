@@ -41,7 +41,10 @@ __all__ = [
     "pack_query",
     "encode_section",
     "unpack_header",
+    "unpack_msg",
     "unpack_msg_reply",
+    "crc32c",
+    "add_checksum",
     "unpack_op_reply",
 ]
 
@@ -109,6 +112,13 @@ def pack_msg(
     return _MSG_PREFIX.pack(21 + len(body), request_id, 0, OP_MSG, flags, 0) + body
 
 
+def add_checksum(msg: bytes) -> bytes:
+    """``msg`` (a framed OP_MSG) with ``checksumPresent`` set and its CRC-32C appended."""
+    length, rid, response_to, op, flags = struct.unpack_from("<iiiiI", msg, 0)
+    framed = struct.pack("<iiiiI", length + 4, rid, response_to, op, flags | CHECKSUM_PRESENT) + msg[20:]
+    return framed + _UINT32.pack(crc32c(framed))
+
+
 def pack_query(request_id: int, collection: str, query: bytes) -> bytes:
     """Frame a legacy OP_QUERY, used only for the first ``hello`` of a socket.
 
@@ -133,31 +143,104 @@ def unpack_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, 
     return HEADER.unpack_from(data, 0)
 
 
-def unpack_msg_reply(
-    data: bytes | bytearray | memoryview,
-    codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as OP_MSG checksums use it.
+
+    Pure Python, table-driven: we never ask for checksums, and a server adds
+    one to a reply only when the request carried one, so this runs only for
+    unusual (or hostile) replies.  It is not on the hot path.
+    """
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def unpack_msg(
+    message: bytes | bytearray | memoryview,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
 ) -> dict[str, Any]:
-    """Decode the body of an OP_MSG reply (the bytes after the 16-byte header).
+    """Decode a whole OP_MSG reply (header included), verifying its checksum if it has one.
 
     Servers answer commands with a single kind-0 section; anything else is a
     protocol violation, raised as :class:`~pymongo.errors.ProtocolError`.
     """
-    # flagBits (4) + section kind (1) + the smallest BSON document (5)
-    if len(data) < 10:
-        raise ProtocolError("OP_MSG reply too short: %d bytes" % len(data))
-    flags = _UINT32.unpack_from(data, 0)[0]
-    if flags & ~(CHECKSUM_PRESENT | MORE_TO_COME):
-        raise ProtocolError("unsupported OP_MSG flag bits in reply: 0x%x" % flags)
-    if data[4] != 0:
+    # The hot path of every acknowledged command: the same checks as _unpack,
+    # with the offsets written out (a call and the offset arithmetic cost more
+    # than the checks themselves).
+    end = len(message)
+    if end < 26:
+        raise ProtocolError("OP_MSG reply too short: %d bytes" % (end - 16))
+    flags = _UINT32.unpack_from(message, 16)[0]
+    if flags:
+        return _unpack(message, 16, codec_options)  # a checksum, or flags we refuse
+    if message[20] != 0:
         raise ProtocolError("OP_MSG reply does not start with a body section")
-    end = len(data) - 4 if flags & CHECKSUM_PRESENT else len(data)
-    if end < 10:
-        raise ProtocolError("OP_MSG reply too short for its checksum: %d bytes" % len(data))
-    doc_len = _INT32.unpack_from(data, 5)[0]
-    if 5 + doc_len != end:
-        raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 5 - doc_len))
+    doc_len = _INT32.unpack_from(message, 21)[0]
+    if 21 + doc_len != end:
+        raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 21 - doc_len))
     try:
-        return _decode(data[5:end], codec_options)
+        return _decode(message[21:end], codec_options)
+    except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
+        raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
+
+
+def unpack_msg_reply(
+    data: bytes | bytearray | memoryview,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+) -> dict[str, Any]:
+    """Decode the body of an OP_MSG reply (the bytes after the 16-byte header).
+
+    A checksum covers the header too, so a body that claims one is refused
+    here: use :func:`unpack_msg` with the whole message to verify it.
+    """
+    return _unpack(data, 0, codec_options)
+
+
+def _unpack(data: bytes | bytearray | memoryview, start: int, codec_options: CodecOptions[Any]) -> dict[str, Any]:
+    """Decode the OP_MSG body that begins at ``start`` (16 with a header, 0 without)."""
+    size = len(data) - start
+    # flagBits (4) + section kind (1) + the smallest BSON document (5)
+    if size < 10:
+        raise ProtocolError("OP_MSG reply too short: %d bytes" % size)
+    flags = _UINT32.unpack_from(data, start)[0]
+    # moreToCome in a reply means exhaust mode, which we never ask for: another
+    # reply would follow unasked, and come back as the answer to a later request.
+    if flags & ~CHECKSUM_PRESENT:
+        raise ProtocolError("unsupported OP_MSG flag bits in reply: 0x%x" % flags)
+    if data[start + 4] != 0:
+        raise ProtocolError("OP_MSG reply does not start with a body section")
+    end = len(data)
+    if flags & CHECKSUM_PRESENT:
+        end -= 4
+        if end - start < 10:
+            raise ProtocolError("OP_MSG reply too short for its checksum: %d bytes" % size)
+        if not start:
+            raise ProtocolError("cannot verify an OP_MSG checksum without the message header")
+        expected = _UINT32.unpack_from(data, end)[0]
+        actual = crc32c(memoryview(data)[:end])
+        if actual != expected:
+            raise ProtocolError("OP_MSG reply checksum mismatch: got 0x%08x, computed 0x%08x" % (expected, actual))
+    body = start + 5
+    doc_len = _INT32.unpack_from(data, body)[0]
+    if body + doc_len != end:
+        raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - body - doc_len))
+    try:
+        return _decode(data[body:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
         raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
 
@@ -178,6 +261,8 @@ def unpack_op_reply(data: bytes | bytearray | memoryview) -> dict[str, Any]:
         raise ProtocolError("could not decode OP_REPLY: %s" % exc) from exc
 
 
-def encode_docs(docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS) -> list[bytes]:
+def encode_docs(
+    docs: Iterable[Mapping[str, Any]], codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+) -> list[bytes]:
     """BSON-encode each document (a convenience for tests and tools)."""
     return [bson.encode(d, False, codec_options) for d in docs]

@@ -3,18 +3,69 @@
 Tests talk to a real server, never a mock.  Set ``MONGODB_URI`` to use a
 server you already run; otherwise a throwaway ``mongod`` is started on
 127.0.0.1 with :class:`mongo_requests.testing.MongodServer`.
+
+Every pytest process runs in one test mode (threads, gevent-patched,
+gevent-unpatched, mixed: see helpers.Mode), chosen by
+``python tests/run_mode.py MODE ...``; a plain ``python -m pytest`` is the
+threads mode.  The ``mode`` fixture offers the mode's spawn/join/sleep/event
+and client options; the ``client``/``make_client`` fixtures apply them.  A
+test runs in the modes its ``modes`` marker names (default: every mode but
+mixed) and is deselected in the others.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
+from typing import Iterator
 
 import pytest
 
+import mongo_requests
+from helpers import DEFAULT_MODES, MODES, ConnMonitor, Mode, current_mode, unique_app
 from mongo_requests.testing import MongodNotFound, MongodServer
 
+MODE = current_mode()
 
-def pytest_configure(config):
+
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: soak and fault tests")
+    config.addinivalue_line(
+        "markers",
+        "modes(*names): the test modes this test runs in (default: %s; mixed only when named)"
+        % ", ".join(DEFAULT_MODES))
+    config.addinivalue_line(
+        "markers",
+        "spawns_modes: runs other test modes in child pytest processes; only in a plain `pytest` run "
+        "(no mode chosen), since tests/run_mode.py runs each mode itself")
+    MODE.check_patching()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "mongo_requests test mode: %s%s" % (MODE.name, "" if MODE.explicit else " (plain run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (never skip) the tests that do not belong to this process's mode."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("modes")
+        modes = marker.args if marker else DEFAULT_MODES
+        unknown = set(modes) - set(MODES)
+        if unknown:
+            raise pytest.UsageError("%s: unknown mode(s) %s" % (item.nodeid, sorted(unknown)))
+        wanted = MODE.name in modes
+        if item.get_closest_marker("spawns_modes") and MODE.explicit:
+            wanted = False
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def mode() -> Mode:
+    """The test mode of this process (see helpers.Mode and tests/run_mode.py)."""
+    return MODE
 
 
 @pytest.fixture(scope="session")
@@ -61,40 +112,22 @@ def mongod(_mongodb_session) -> MongodServer | None:
     return _mongodb_session[0]
 
 
-# ---------------------------------------------------------------------------
-# Driver fixtures (client, db) are added below by the driver author.
-# ---------------------------------------------------------------------------
-
-import uuid  # noqa: E402
-
-import mongo_requests  # noqa: E402
-
-
-# MONGO_REQUESTS_TEST_MODE=gevent-unpatched (tox env gevent-unpatched) runs
-# the suite's clients with greenlet identity in an unpatched process: every
-# wait and every socket is gevent's, though nothing was monkey-patched.
-# Under tests/run_patched.py (mode "gevent"), auto-detection must pick
-# greenlets by itself, so no option is forced there.
-TEST_MODE = os.environ.get("MONGO_REQUESTS_TEST_MODE", "threads")
-_MODE_OPTIONS = {"gevent-unpatched": {"use_greenlets": True}}.get(TEST_MODE, {})
-
-
 @pytest.fixture
-def client(mongodb_uri):
-    """A MongoClient with the defaults (acknowledged writes, no auto requests)."""
-    c = mongo_requests.MongoClient(mongodb_uri, **_MODE_OPTIONS)
+def client(mongodb_uri, mode):
+    """A MongoClient with the defaults (acknowledged writes, no auto requests) and the mode's options."""
+    c = mode.client(mongodb_uri)
     yield c
     c.close()
 
 
 @pytest.fixture
-def make_client(mongodb_uri):
-    """Factory for clients with options; every client made is closed afterwards."""
+def make_client(mongodb_uri, mode):
+    """Factory for clients with the mode's options and more; every client made is closed afterwards."""
     made = []
 
     def make(**kwargs):
         cls = kwargs.pop("cls", mongo_requests.MongoClient)
-        c = cls(mongodb_uri, **{**_MODE_OPTIONS, **kwargs})
+        c = cls(mongodb_uri, **{**mode.client_options, **kwargs})
         made.append(c)
         return c
 
@@ -106,7 +139,7 @@ def make_client(mongodb_uri):
 @pytest.fixture
 def db(client):
     """A fresh database, dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:12]
+    name = unique_app("t")
     yield client[name]
     client.drop_database(name)
 
@@ -119,8 +152,38 @@ def admin_client(mongodb_uri):
     c.close()
 
 
-# Kept importable from here for older test modules; the one definition is in helpers.
-from helpers import server_connections  # noqa: E402,F401
+
+@pytest.fixture
+def monitor(mode: Mode, mongodb_uri: str) -> Iterator[ConnMonitor]:
+    """The server's connection count, sampled by a worker of this mode with a client of its own.
+
+    Its baseline is the settled count before the test's clients open anything.
+    """
+    c = mode.client(mongodb_uri, appname="monitor")
+    mon = ConnMonitor(c, mode=mode, interval=0.02)
+    yield mon
+    c.close()
+
+
+@pytest.fixture
+def scratch(monitor: ConnMonitor) -> Iterator[str]:
+    """A unique database name, dropped afterwards (by the monitor's client)."""
+    name = unique_app("gs")
+    yield name
+    monitor.admin_client.drop_database(name)
+
+
+# A deadlock must leave evidence: dump every thread's stack and exit, well
+# before the child runner's or CI's timeout kills the process silently.
+WATCHDOG_S = float(os.environ.get("SCENARIO_WATCHDOG", "100"))
+
+
+@pytest.fixture
+def watchdog() -> Iterator[None]:
+    """faulthandler dumps every thread's stack and exits if the test outlives WATCHDOG_S."""
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 # ---------------------------------------------------------------------------
@@ -154,3 +217,18 @@ def replica_set(_replica_set_session) -> ReplicaSet:
             member.start()
     rs.wait_healthy()
     return rs
+
+
+@pytest.fixture
+def make_rs_client(replica_set, mode):
+    """Factory for clients of the session's replica set (every seed by default) with the mode's options."""
+    made = []
+
+    def make(uri=None, **kwargs):
+        c = mode.client(uri or replica_set.uri, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

@@ -5,16 +5,22 @@ Every test talks to the session's mongod through the ``client``/``db``
 fixtures; expected values come from what the test wrote, or from asking the
 server, never from a mock.
 """
+
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
+from bson.codec_options import CodecOptions
 from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo.errors import (
+    AutoReconnect,
     BulkWriteError,
     ConfigurationError,
+    DocumentTooLarge,
     DuplicateKeyError,
     InvalidOperation,
     OperationFailure,
@@ -182,6 +188,33 @@ def test_find_one_by_a_non_mapping_id(coll):
     assert coll.find_one(ObjectId()) is None
 
 
+def _last_find(db, coll_name: str) -> dict:
+    """The last find on ``coll_name`` that the server's profiler recorded."""
+    entry = db["system.profile"].find_one({"op": "query", "ns": "%s.%s" % (db.name, coll_name)}, sort=[("ts", -1)])
+    assert entry is not None, "the profiler recorded no find on %s" % coll_name
+    return entry["command"]
+
+
+def test_find_one_takes_find_arguments_positionally(db, coll):
+    # find_one(filter, projection, skip, limit, sort) as find takes them: a
+    # limit given positionally (it used to be passed twice, a TypeError) or
+    # by keyword gives way to the one document find_one asks for.
+    coll.insert_many([{"_id": i, "v": i} for i in range(6)])
+    db.command("profile", 2)
+    try:
+        assert coll.find_one({}, {"v": 0}, 2, 10, [("_id", -1)]) == {"_id": 3}
+        sent = _last_find(db, coll.name)
+        assert (sent["skip"], sent["limit"], sent["singleBatch"]) == (2, 1, True)
+        assert sent["sort"] == {"_id": -1}
+        assert coll.find_one({"v": {"$gt": 0}}, None, 1, limit=4) == {"_id": 2, "v": 2}
+        sent = _last_find(db, coll.name)
+        assert (sent["skip"], sent["limit"], sent["singleBatch"]) == (1, 1, True)
+    finally:
+        db.command("profile", 0)
+    with pytest.raises(TypeError):
+        coll.find_one({}, None, 0, "ten")  # still validated, as in PyMongo
+
+
 def test_count_documents_with_skip_and_limit(coll):
     coll.insert_many([{"i": i, "even": i % 2 == 0} for i in range(20)])
     assert coll.count_documents({}) == 20
@@ -235,15 +268,18 @@ def test_find_one_and_update(coll):
     assert before == {"_id": 1, "n": 1}
     after = coll.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER)
     assert after == {"_id": 1, "n": 3}
-    projected = coll.find_one_and_update({"_id": 2}, {"$set": {"x": 1}}, projection={"_id": 0, "x": 1},
-                                         return_document=ReturnDocument.AFTER)
+    projected = coll.find_one_and_update(
+        {"_id": 2}, {"$set": {"x": 1}}, projection={"_id": 0, "x": 1}, return_document=ReturnDocument.AFTER
+    )
     assert projected == {"x": 1}
     # sort picks which of several matches is modified.
     last = coll.find_one_and_update({}, {"$set": {"last": True}}, sort=[("_id", -1)])
     assert last["_id"] == 2 and coll.find_one(2)["last"] is True
     assert coll.find_one_and_update({"_id": 3}, {"$set": {"n": 0}}) is None
     assert coll.find_one(3) is None
-    upserted = coll.find_one_and_update({"_id": 3}, {"$set": {"n": 0}}, upsert=True, return_document=ReturnDocument.AFTER)
+    upserted = coll.find_one_and_update(
+        {"_id": 3}, {"$set": {"n": 0}}, upsert=True, return_document=ReturnDocument.AFTER
+    )
     assert upserted == {"_id": 3, "n": 0}
 
 
@@ -344,6 +380,45 @@ def test_a_collection_is_not_iterable(coll):
         iter(coll)
     with pytest.raises(TypeError):
         list(coll)
+
+
+def test_list_collection_names_reads_every_batch(db, admin_client):
+    # The listCollections cursor is a CommandCursor: a first batch of two
+    # makes it run getMore on the server (counted in serverStatus) for the rest.
+    names = {"c%d" % i for i in range(5)}
+    for name in names:
+        db.create_collection(name)
+    before = _command_total(admin_client, "getMore")
+    assert sorted(db.list_collection_names(cursor={"batchSize": 2})) == sorted(names)
+    assert _command_total(admin_client, "getMore") - before >= 1
+    assert sorted(db.list_collection_names({"name": {"$in": ["c1", "c3", "nope"]}})) == ["c1", "c3"]
+    assert db.client.never_used_database.list_collection_names() == []
+
+
+def test_raw_documents_read_back_insert_as_they_are(db):
+    # Raw documents of 4 KB and more come back as memoryview slices of the
+    # reply (pymongo >= 4.18); inserting them must copy exactly those bytes.
+    db.src.insert_many([{"_id": i, "pad": "x" * 5000} for i in range(3)])
+    raw = db.get_collection("src", codec_options=CodecOptions(document_class=RawBSONDocument))
+    docs = list(raw.find(sort=[("_id", 1)]))
+    db.dst.insert_one(docs[0])
+    db.dst.insert_many(docs[1:])
+    assert list(db.dst.find(sort=[("_id", 1)])) == list(db.src.find(sort=[("_id", 1)]))
+
+
+def test_too_large_document_is_refused_without_waiting_for_a_server():
+    # The size check reads the server's last known limit; it never selects a
+    # server, so bad input fails at once even when none answers (port 1).
+    client = MongoClient("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=5000")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DocumentTooLarge):
+            client.db.things.insert_one({"x": "a" * (16 * 1024 * 1024)})
+        with pytest.raises(DocumentTooLarge):
+            client.db.things.insert_many([{"x": 1}, {"x": "a" * (16 * 1024 * 1024)}])
+        assert time.monotonic() - started < 2
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------------------
@@ -517,12 +592,29 @@ def test_w0_results_are_unacknowledged_and_the_writes_land(client, coll):
         assert rep.acknowledged is False
         dele = coll.delete_one({"_id": 3}, w=0)
         assert dele.acknowledged is False
+        assert dele.raw_result == {"ok": 1}  # what PyMongo 4 gives for w=0
         with pytest.raises(InvalidOperation):
             dele.deleted_count
         # Same socket, so the server has applied all of the above by now.
         assert {d["_id"]: d["v"] for d in coll.find()} == {1: 1, 2: 3, 4: 2, 5: 2}
         coll.delete_many({"v": 2}, w=0)
         assert coll.count_documents({}) == 2
+
+
+def test_w0_write_on_a_broken_socket_raises_and_the_request_goes_on(client, coll):
+    # A w=0 write reads nothing, so a dead connection shows on the send: the
+    # caller gets AutoReconnect (the client's error handling ran), the request
+    # stays open, and the next operation pins a fresh socket.
+    with client.start_request():
+        coll.insert_one({"_id": 1})
+        first = client.admin.command("hello")["connectionId"]
+        client.pool.pinned_socket().shutdown()
+        with pytest.raises(AutoReconnect):
+            coll.insert_one({"_id": 2}, w=0)
+        assert client.in_request()
+        coll.insert_one({"_id": 3}, w=0)
+        assert client.admin.command("hello")["connectionId"] != first
+        assert sorted(d["_id"] for d in coll.find()) == [1, 3]
 
 
 def test_safe_false_is_w0(client, coll):

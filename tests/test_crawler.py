@@ -5,15 +5,19 @@ import ast
 import importlib.util
 import os
 import re
-import subprocess
-import sys
-import uuid
+
+import pytest
 
 import mongo_requests
+from helpers import THREADS, run_child, unique_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "crawler.py")
 GREENLETS, PAGES, POOL = 50, 300, 10
+
+# The example patches itself when run; running this file again under each
+# test mode would only repeat it.
+pytestmark = pytest.mark.modes(THREADS)
 
 
 def load_example():
@@ -33,15 +37,12 @@ def field(out, label, pattern=r"(\d+)"):
 
 def test_crawler(mongodb_uri):
     crawler = load_example()
-    dbname = "crawler_test_" + uuid.uuid4().hex[:8]
-    argv = [sys.executable, EXAMPLE, "--greenlets", str(GREENLETS), "--pages", str(PAGES),
+    dbname = unique_app("crawler_test")
+    argv = [EXAMPLE, "--greenlets", str(GREENLETS), "--pages", str(PAGES),
             "--max-pool-size", str(POOL), "--uri", mongodb_uri, "--db", dbname, "--keep"]
     client = mongo_requests.MongoClient(mongodb_uri)
     try:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        out = proc.stdout
-        assert proc.returncode == 0, "exit code %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-            proc.returncode, out, proc.stderr)
+        out = run_child(argv, timeout=120).stdout
 
         # What the example says about itself.
         stored = field(out, "pages stored", r"(\d+) of (\d+) reachable")

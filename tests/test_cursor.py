@@ -4,6 +4,7 @@ Whether a server cursor is open is asked of the server itself
 (``serverStatus().metrics.cursor.open.total``, or a ``getMore`` on the old
 id), never inferred from the driver's own state.
 """
+
 from __future__ import annotations
 
 import gc

@@ -6,6 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# The example runs in a child process with plain threads, whatever mode this
+# pytest process is in, so one mode is enough.
+pytestmark = pytest.mark.modes("threads")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "page_view_counters.py")
 
@@ -24,7 +30,8 @@ def test_page_view_counters(mongodb_uri):
         proc.returncode, out, proc.stderr)
 
     # One block per way, each starting with "== <title> ==".
-    blocks = re.split(r"^== (.+) ==$", out, flags=re.M)[1:]
+    ways_out = out.split("== pool statistics", 1)[0]
+    blocks = re.split(r"^== (.+) ==$", ways_out, flags=re.M)[1:]
     titles, bodies = blocks[0::2], blocks[1::2]
     assert [t[:2] for t in titles] == ["1.", "2.", "3."], out
     expected = threads * visits
@@ -36,5 +43,24 @@ def test_page_view_counters(mongodb_uri):
         assert len(per_region) == 4 and sum(per_region) == expected, (title, body)
         total = re.search(r"^  total\s+(\d+)", body, flags=re.M)
         assert total and int(total[1]) == expected, (title, body)
-        assert "pool.get_stats(): {" in body and "pool: <Pool " in body, (title, body)
+    assert "A violation is a visit that was shown its region's page views without its own" in out
+
+    # The pool-statistics table: one row per statistic, one column per way.
+    table = out.split("== pool statistics (pool.get_stats()) ==", 1)[1]
+    rows = {}
+    for m in re.finditer(r"^  (\S.*?)\s+(\d+)\s+(\d+)\s+(\d+)$", table, flags=re.M):
+        rows[m[1].strip()] = [int(m[2]), int(m[3]), int(m[4])]
+    assert "{" not in table, "raw dicts instead of a table:\n" + table
+    # Way 1 uses no requests; ways 2 and 3 pin a socket per thread / per visit.
+    assert rows["requests started"][0] == 0 and rows["sockets pinned"][0] == 0, table
+    # Way 2: every visitor thread pinned one socket, and the pool took each back
+    # when its thread ended; the main thread (which read the totals) keeps one.
+    assert rows["taken back from dead threads"][1] == threads, table
+    assert rows["pinned at the end"][1] == 1, table
+    # Way 3: one request per visit, each ended, so nothing stays pinned.
+    assert rows["requests started"][2] == expected, table
+    assert rows["pinned at the end"][2] == 0, table
+    for way in range(3):
+        assert 1 <= rows["sockets opened"][way] <= threads + 1, table
+        assert rows["checkouts (pool visits)"][way] >= 1, table
     assert "OK: every visitor saw their own visit" in out

@@ -29,17 +29,20 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
 import pytest
 
 import mongo_requests
-from mongo_requests.errors import OperationFailure
+from helpers import THREADS, ConnMonitor, configure_fail_point, unique_app
 
 # Both come with the [test] extra.  Imported plainly, so a missing one fails
 # the run loudly instead of skipping these tests.
 import gevent  # noqa: E402,F401
 import gunicorn  # noqa: E402,F401
+
+# gunicorn's workers choose their own mode (gevent); running this file again
+# under each test mode would only repeat it.
+pytestmark = pytest.mark.modes(THREADS)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_DIR = os.path.join(ROOT, "examples", "gunicorn_app")
@@ -180,39 +183,6 @@ def worker_stats(port: int, rounds: int = 20, width: int = 16) -> dict[int, dict
     return seen
 
 
-class ConnectionSampler:
-    """Samples serverStatus().connections.current from a separate client."""
-
-    def __init__(self, mongodb_uri: str, interval: float = 0.02) -> None:
-        self.client = mongo_requests.MongoClient(mongodb_uri)
-        self.interval = interval
-        self.baseline = self.current()  # includes this sampler's own socket
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def current(self) -> int:
-        return self.client.admin.command("serverStatus")["connections"]["current"]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.current())
-            self._stop.wait(self.interval)
-
-    def start(self) -> "ConnectionSampler":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    @property
-    def peak(self) -> int:
-        return max(self.samples, default=self.baseline) - self.baseline
-
-
 class Load:
     """Fire ``n`` visits from ``threads`` client threads; record what each saw.
 
@@ -324,56 +294,46 @@ class Load:
         return dict(by_pid)
 
 
-def check_totals(port: int, sampler: ConnectionSampler, db_name: str, sent: collections.Counter) -> None:
+def check_totals(port: int, sampler: ConnMonitor, db_name: str, sent: collections.Counter) -> None:
     """Final totals, from the app's /totals and straight from the database."""
     status, body = http_get(port, "/totals")
     assert status == 200, body
     assert body["totals"] == dict(sent), (body, dict(sent))
     direct: collections.Counter = collections.Counter()
-    for doc in sampler.client[db_name]["counts"].find():
+    for doc in sampler.admin_client[db_name]["counts"].find():
         direct[doc["region"]] += doc["n"]
     assert direct == sent, (dict(direct), dict(sent))
 
 
 @pytest.fixture
 def db_name(mongodb_uri):
-    name = "gunicorn_app_" + uuid.uuid4().hex[:10]
+    name = unique_app("gunicorn_app")
     yield name
     with mongo_requests.MongoClient(mongodb_uri) as c:
         c.drop_database(name)
 
 
 @pytest.fixture
-def sampler(mongodb_uri):
-    s = ConnectionSampler(mongodb_uri)
-    yield s
-    s.stop()
-    s.client.close()
+def sampler(admin_client):
+    """The server's connection count, sampled from a separate client (its own socket is in the baseline)."""
+    return ConnMonitor(admin_client, interval=0.02)
 
 
 @pytest.fixture
 def slow_updates(mongodb_uri):
     """Delay the app's updates by UPDATE_DELAY_MS on the server (see above).
 
-    Yields whether the fail point is on: a server started without test
-    commands (MONGODB_URI) runs the tests without it.
+    Needs fail points: on a server without test commands the test fails and says so.
     """
-    def fail_point(**spec):
-        # A short-lived client, so the connection counts above never see it.
-        with mongo_requests.MongoClient(mongodb_uri) as c:
-            c.admin.command({"configureFailPoint": "failCommand", **spec})
-
-    try:
-        fail_point(mode={"activationProbability": UPDATE_DELAY_SHARE}, data={
-            "failCommands": ["update"], "appName": APP_NAME,
-            "blockConnection": True, "blockTimeMS": UPDATE_DELAY_MS})
-    except OperationFailure:
-        yield False
-        return
+    # A short-lived client, so the connection counts above never see it.
+    with mongo_requests.MongoClient(mongodb_uri) as c:
+        configure_fail_point(c, {"activationProbability": UPDATE_DELAY_SHARE}, failCommands=["update"],
+                             appName=APP_NAME, blockConnection=True, blockTimeMS=UPDATE_DELAY_MS)
     try:
         yield True
     finally:
-        fail_point(mode="off")
+        with mongo_requests.MongoClient(mongodb_uri) as c:
+            c.admin.command("configureFailPoint", "failCommand", mode="off")
 
 
 def _run_with_server(server: Gunicorn, body) -> None:
@@ -416,11 +376,11 @@ def test_visits_under_load(mongodb_uri, db_name, sampler, slow_updates):
             pool = st["pool"]
             assert pool["open"] <= MAX_POOL_SIZE and pool["pinned"] == 0 and pool["waiting"] == 0, st
         assert sampler.samples, "no serverStatus samples"
-        assert sampler.peak <= WORKERS * MAX_POOL_SIZE + SLACK, (sampler.baseline, max(sampler.samples))
+        assert max(sampler.samples) <= WORKERS * MAX_POOL_SIZE + SLACK, (sampler.baseline, max(sampler.samples))
         print(
             "\n[gunicorn] %d visits in %.2fs = %.0f req/s, 64 clients, 20 visits per connection, slow updates %s; "
             "peak server connections +%d (cap %d); visits per worker %s; connectionIds per worker %s; pool %s"
-            % (len(load.results), load.elapsed, len(load.results) / load.elapsed, slow_updates, sampler.peak,
+            % (len(load.results), load.elapsed, len(load.results) / load.elapsed, slow_updates, max(sampler.samples),
                WORKERS * MAX_POOL_SIZE, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()},
                {p: {k: s["pool"].get(k, 0) for k in ("created", "pins", "waits", "open")} for p, s in stats.items()})
         )
@@ -459,12 +419,12 @@ def test_preload_fork_safety(mongodb_uri, db_name, sampler, slow_updates):
         assert preload_conn not in conns_a | conns_b, "a worker used the master's socket %d" % preload_conn
         for pid, conns in by_pid.items():
             assert len(conns) <= MAX_POOL_SIZE, (pid, sorted(conns))
-        assert sampler.peak <= WORKERS * MAX_POOL_SIZE + SLACK, (sampler.baseline, max(sampler.samples))
+        assert max(sampler.samples) <= WORKERS * MAX_POOL_SIZE + SLACK, (sampler.baseline, max(sampler.samples))
         print(
             "\n[gunicorn --preload] %d visits in %.2fs = %.0f req/s (new connection each); master %d "
             "pre-fork connectionId %d; visits per worker %s; connectionIds per worker %s; peak server connections +%d"
             % (len(load.results), load.elapsed, len(load.results) / load.elapsed, server.proc.pid,
-               preload_conn, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()}, sampler.peak)
+               preload_conn, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()}, max(sampler.samples))
         )
 
     _run_with_server(server, body)

@@ -1,23 +1,20 @@
 """Caller identity: auto-detection of gevent, and death watching.
 
-Patching is process-wide, so every gevent case runs in a subprocess; the
-script prints JSON and the assertions live here.
+Patching is process-wide, so every gevent case runs in a fresh interpreter
+(helpers.run_child); the script prints JSON and the assertions live here.
+Those cases choose their own patching, so they run in the threads mode only.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 
 import pytest
 
 import mongo_requests
+from helpers import PATCHED, THREADS, child_env, run_child
 from mongo_requests.identity import ThreadIdentity, choose_identity
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Shared by the scripts: 200 greenlets, each in a request, doing a w=0 write
 # then a read of its own key; reports violations and connectionIds per greenlet.
@@ -44,15 +41,12 @@ errors = [repr(g.exception) for g in gs if g.exception is not None][:3]
 
 
 def run_script(body: str, uri: str, timeout: float = 120) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT, MONGODB_URI=uri)
-    env.pop("MONGO_REQUESTS_TEST_MODE", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    """Run ``body`` in a fresh interpreter; return the JSON of its last line."""
+    proc = run_child(["-c", textwrap.dedent(body)], timeout=timeout, env=child_env(MONGODB_URI=uri))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.modes(THREADS)
 @pytest.mark.parametrize("used_before_patch", [False, True])
 def test_auto_switches_to_greenlets_when_gevent_patches_later(mongodb_uri, used_before_patch):
     """A client made before patch_all (gunicorn --preload) still gives each greenlet its own request."""
@@ -80,6 +74,7 @@ def test_auto_switches_to_greenlets_when_gevent_patches_later(mongodb_uri, used_
         assert out["stats"]["resets"] >= 1
 
 
+@pytest.mark.modes(THREADS)
 def test_auto_after_fork_then_patch(mongodb_uri):
     """Client used in a parent, fork, child patches (gunicorn's order): child uses greenlets and new sockets."""
     out = run_script(
@@ -122,6 +117,7 @@ def test_auto_after_fork_then_patch(mongodb_uri):
     assert out["parent_still_works"]
 
 
+@pytest.mark.modes(THREADS)
 def test_use_greenlets_true_without_gevent_is_a_configuration_error(mongodb_uri):
     """Forcing greenlets needs gevent; say so clearly rather than fail later."""
     out = run_script(
@@ -142,9 +138,9 @@ def test_use_greenlets_true_without_gevent_is_a_configuration_error(mongodb_uri)
     assert out["error"] and "gevent" in out["error"]
 
 
-def test_auto_without_gevent_uses_threads():
-    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
-        assert choose_identity(None).kind == "greenlet"  # under tests/run_patched.py
+def test_auto_without_gevent_uses_threads(mode):
+    if mode.name == PATCHED:
+        assert choose_identity(None).kind == "greenlet"  # under tests/run_mode.py gevent-patched
     else:
         assert isinstance(choose_identity(None), ThreadIdentity)
     assert choose_identity(False).kind == "thread"

@@ -443,34 +443,37 @@ def test_command_error_keeps_the_pinned_socket(make_client, admin_client, db):
         assert stats.get("resets", 0) == 0
 
 
-def test_failed_repin_after_reset_reports_no_socket(make_client):
-    """A stale pin dropped, and no new socket to be had: the state must say so.
+def test_failed_repin_after_an_error_reports_no_socket(make_client, admin_client):
+    """A pin lost to an error, and no new socket to be had: the state must say so.
 
-    After a pool reset the pinned socket is stale; the next checkout drops it
-    and queues for a new one.  If that wait times out, the request is still
-    open but holds no socket: REQUEST_NO_SOCKET, never PINNED.
+    The owner sees the error that closes its pinned socket; the request
+    stays open without a socket.  If the next checkout's wait times out, the
+    request is still open but holds no socket: REQUEST_NO_SOCKET, never PINNED.
     """
-    client = make_client(max_pool_size=1, waitQueueTimeoutMS=300)
+    app = unique_app()
+    client = make_client(max_pool_size=1, waitQueueTimeoutMS=300, appname=app)
     client.start_request()
     try:
         client.admin.command("ping")
         assert client.pool.request_state() is RequestState.PINNED
-        client.pool.reset()  # our pinned socket is now stale
+        with fail_point(admin_client, {"times": 1}, failCommands=["ping"], closeConnection=True, appName=app):
+            with pytest.raises(AutoReconnect):
+                client.admin.command("ping")
+        assert client.pool.request_state() is RequestState.REQUEST_NO_SOCKET
         release, pinned = threading.Event(), threading.Event()
 
         def other():
             with client.start_request():
-                client.admin.command("ping")  # queues, then takes the only slot
+                client.admin.command("ping")  # takes the only slot
                 pinned.set()
                 release.wait(10)
 
         thread = threading.Thread(target=other, daemon=True)
         thread.start()
         try:
-            time.sleep(0.1)  # let it queue behind our stale socket's slot
+            assert pinned.wait(5)
             with pytest.raises(mongo_requests.PoolTimeoutError):
                 client.admin.command("ping")
-            assert pinned.wait(5)
             assert client.in_request()
             assert client.pool.pinned_socket() is None
             assert client.pool.request_state() is RequestState.REQUEST_NO_SOCKET

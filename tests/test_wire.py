@@ -198,9 +198,47 @@ def test_unpack_msg_reply_uses_codec_options():
     assert list(out.items()) == [("ok", 1.0), ("b", 2), ("a", 1)]
 
 
-def test_unpack_msg_reply_skips_a_checksum():
+def _message(doc=None, flags=0, response_to=7) -> bytes:
+    """A whole OP_MSG reply, header included."""
+    body = _reply(doc, flags=flags)
+    return struct.pack("<iiii", 16 + len(body), 99, response_to, wire.OP_MSG) + body
+
+
+@pytest.mark.parametrize(
+    "data, crc",
+    [(b"", 0), (b"123456789", 0xE3069283), (b"\x00" * 32, 0x8A9136AA), (b"\xff" * 32, 0x62A8AB43),
+     (bytes(range(32)), 0x46DD794E)],
+)
+def test_crc32c_known_values(data, crc):
+    # The check value and the iSCSI test vectors of RFC 3720, appendix B.4.
+    assert wire.crc32c(data) == crc
+
+
+def test_unpack_msg_verifies_a_good_checksum():
+    msg = wire.add_checksum(_message({"ok": 1.0, "n": 2}))
+    assert UINT32.unpack_from(msg, 16)[0] == wire.CHECKSUM_PRESENT
+    assert INT32.unpack_from(msg, 0)[0] == len(msg)
+    assert wire.unpack_msg(msg) == {"ok": 1.0, "n": 2}
+    assert wire.unpack_msg(memoryview(bytearray(msg))) == {"ok": 1.0, "n": 2}
+
+
+@pytest.mark.parametrize("position", [0, 5, 16, 21, 30, -1, -4])
+def test_unpack_msg_rejects_a_wrong_checksum(position):
+    msg = bytearray(wire.add_checksum(_message({"ok": 1.0, "n": 2})))
+    msg[position] ^= 0x01  # one flipped bit anywhere: header, flags, body, or the checksum itself
+    with pytest.raises(ProtocolError):
+        wire.unpack_msg(bytes(msg))
+
+
+def test_unpack_msg_without_checksum():
+    assert wire.unpack_msg(_message({"ok": 1.0})) == {"ok": 1.0}
+
+
+def test_unpack_msg_reply_cannot_verify_a_checksum_without_the_header():
+    # The checksum covers the header, so the body alone cannot be trusted: refuse it.
     data = _reply({"ok": 1.0}, flags=wire.CHECKSUM_PRESENT, extra=b"\x01\x02\x03\x04")
-    assert wire.unpack_msg_reply(data) == {"ok": 1.0}
+    with pytest.raises(ProtocolError):
+        wire.unpack_msg_reply(data)
 
 
 def test_unpack_msg_reply_checksum_flag_without_checksum_bytes_is_an_error():
@@ -209,9 +247,11 @@ def test_unpack_msg_reply_checksum_flag_without_checksum_bytes_is_an_error():
         wire.unpack_msg_reply(data)
 
 
-def test_unpack_msg_reply_allows_more_to_come():
-    # An exhaust reply carries moreToCome; the document is still readable.
-    assert wire.unpack_msg_reply(_reply({"ok": 1.0, "n": 1}, flags=wire.MORE_TO_COME)) == {"ok": 1.0, "n": 1}
+def test_unpack_msg_reply_refuses_more_to_come():
+    # moreToCome in a reply is exhaust mode, which we never ask for: the next
+    # reply would arrive unasked and be read as the answer to a later request.
+    with pytest.raises(ProtocolError):
+        wire.unpack_msg_reply(_reply({"ok": 1.0, "n": 1}, flags=wire.MORE_TO_COME))
 
 
 @pytest.mark.parametrize("flags", [wire.EXHAUST_ALLOWED, 1 << 2, 1 << 15, 1 << 31, wire.MORE_TO_COME | (1 << 8)])

@@ -104,7 +104,8 @@ def stats() -> dict:
 
 
 def _respond(start_response, status: str, body: dict) -> list[bytes]:
-    data = json.dumps(body).encode()
+    # A final newline, so that answers shown by curl each end their line.
+    data = json.dumps(body).encode() + b"\n"
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
     return [data]
 

@@ -1,0 +1,560 @@
+"""Client options: one table that says, for every option, how it is checked and whether we honour it.
+
+Every URI option and every keyword argument of :class:`~mongo_requests.MongoClient` goes through
+:data:`OPTIONS`.  An option is either *honoured* (validated, then used) or *refused* with the reason;
+nothing is accepted and then ignored.  A refused option may still accept the values that describe what
+the driver does anyway (``tls=false``, ``readPreference=primary``, ``minPoolSize=0``).
+
+URI values arrive as strings (the URI is parsed with ``validate=False``), keyword values as Python
+objects; each validator takes both, so ``socketTimeoutMS=0`` means the same in a URI and as a keyword.
+
+To honour a refused option: drop its ``refused`` reason in :data:`_TABLE`, and read it from
+:attr:`ClientOptions.raw` (or give it a field in :class:`ClientOptions`).
+"""
+from __future__ import annotations
+
+import math
+import re
+import types
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+from bson.binary import UuidRepresentation
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import uri_parser
+from pymongo.read_preferences import Nearest, Primary, PrimaryPreferred, Secondary, SecondaryPreferred
+from pymongo.write_concern import WriteConcern
+
+from .errors import ConfigurationError, InvalidURI, PyMongoError
+
+__all__ = ["ClientOptions", "Option", "OPTIONS", "redact_uri", "parse_host"]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 27017
+
+Validator = Callable[[str, Any], Any]
+
+
+# -- validators: (name, value) -> value; TypeError for a wrong type, ConfigurationError for a bad value -----
+def _boolean(name: str, value: Any) -> bool:
+    """True/False, or "true"/"false" from a URI (PyMongo 2.8's validate_boolean)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered not in ("true", "false"):
+            raise ConfigurationError("The value of %s must be 'true' or 'false', not %r" % (name, value))
+        return lowered == "true"
+    raise TypeError("Wrong type for %s, value must be a boolean, not %s" % (name, type(value).__name__))
+
+
+def _boolean_or_none(name: str, value: Any) -> bool | None:
+    return None if value is None else _boolean(name, value)
+
+
+def _integer(name: str, value: Any) -> int:
+    """An int, or the digits of one from a URI."""
+    if isinstance(value, bool):
+        raise TypeError("Wrong type for %s, value must be an integer, not bool" % (name,))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigurationError("The value of %s must be an integer, not %r" % (name, value)) from None
+    if isinstance(value, float):  # a number, but not a whole one: a bad value rather than a wrong type
+        raise ConfigurationError("The value of %s must be an integer, not %r" % (name, value))
+    raise TypeError("Wrong type for %s, value must be an integer, not %s" % (name, type(value).__name__))
+
+
+def _positive_integer(name: str, value: Any) -> int:
+    number = _integer(name, value)
+    if number <= 0:
+        raise ConfigurationError("The value of %s must be a positive integer, not %r" % (name, value))
+    return number
+
+
+def _non_negative_integer(name: str, value: Any) -> int:
+    number = _integer(name, value)
+    if number < 0:
+        raise ConfigurationError("The value of %s must be a non-negative integer, not %r" % (name, value))
+    return number
+
+
+def _milliseconds(name: str, value: Any) -> float:
+    """A finite, non-negative number of milliseconds (int, float, or a URI string)."""
+    if isinstance(value, bool):
+        raise TypeError("Wrong type for %s, value must be a number of milliseconds, not bool" % (name,))
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigurationError(
+                "The value of %s must be a number of milliseconds, not %r" % (name, value)
+            ) from None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raise TypeError(
+            "Wrong type for %s, value must be a number of milliseconds, not %s" % (name, type(value).__name__)
+        )
+    if not math.isfinite(number) or number < 0:
+        raise ConfigurationError(
+            "The value of %s must be a non-negative number of milliseconds, not %r" % (name, value)
+        )
+    return number
+
+
+def _timeout_zero_is_none(name: str, value: Any) -> float | None:
+    """Seconds; 0 or None means no timeout, as in PyMongo (a 0 socket timeout would mean non-blocking)."""
+    if value is None:
+        return None
+    ms = _milliseconds(name, value)
+    return ms / 1000.0 if ms else None
+
+
+def _timeout_positive_or_none(name: str, value: Any) -> float | None:
+    """Seconds, or None to wait for ever; 0 is refused, as PyMongo does for waitQueueTimeoutMS."""
+    if value is None:
+        return None
+    ms = _milliseconds(name, value)
+    if ms == 0:
+        raise ConfigurationError("The value of %s must be greater than 0 (None waits for ever)" % (name,))
+    return ms / 1000.0
+
+
+def _timeout_or_zero(name: str, value: Any) -> float:
+    """Seconds, 0 allowed (serverSelectionTimeoutMS=0: one attempt)."""
+    if value is None:
+        raise TypeError("Wrong type for %s, value must be a number of milliseconds, not None" % (name,))
+    return _milliseconds(name, value) / 1000.0
+
+
+def _w(name: str, value: Any) -> int | str:
+    if isinstance(value, str):
+        if value.lstrip("+-").isdigit():  # a number in a URI: w=2 is a count, w=-1 an error
+            return _non_negative_integer(name, value)
+        if not value:
+            raise ConfigurationError("The value of %s must not be empty" % (name,))
+        return value
+    return _non_negative_integer(name, value)
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("Wrong type for %s, value must be a string, not %s" % (name, type(value).__name__))
+    return value
+
+
+def _appname(name: str, value: Any) -> str:
+    text = _string(name, value)
+    if len(text.encode("utf-8")) > 128:
+        raise ConfigurationError("%s must be at most 128 bytes of UTF-8" % (name,))
+    return text
+
+
+def _document_class(name: str, value: Any) -> type:
+    if not isinstance(value, type) or not (issubclass(value, MutableMapping) or issubclass(value, RawBSONDocument)):
+        raise TypeError("%s must be dict, bson.son.SON, bson.raw_bson.RawBSONDocument, or a subclass of "
+                        "collections.abc.MutableMapping, not %r" % (name, value))
+    return value
+
+
+_UUID_NAMES = {
+    "unspecified": UuidRepresentation.UNSPECIFIED,
+    "standard": UuidRepresentation.STANDARD,
+    "pythonlegacy": UuidRepresentation.PYTHON_LEGACY,
+    "javalegacy": UuidRepresentation.JAVA_LEGACY,
+    "csharplegacy": UuidRepresentation.CSHARP_LEGACY,
+}
+
+
+def _uuid_representation(name: str, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            return _UUID_NAMES[value.lower()]
+        except KeyError:
+            raise ConfigurationError("The value of %s must be one of %s, not %r"
+                                     % (name, ", ".join(sorted(_UUID_NAMES)), value)) from None
+    number = _integer(name, value)
+    if number not in _UUID_NAMES.values():
+        raise ConfigurationError("%s=%r is not a bson.binary.UuidRepresentation" % (name, value))
+    return number
+
+
+def _any(name: str, value: Any) -> Any:
+    """Checked later, by the object it is given to (CodecOptions)."""
+    return value
+
+
+_READ_MODES = {"primary": Primary, "primarypreferred": PrimaryPreferred, "secondary": Secondary,
+               "secondarypreferred": SecondaryPreferred, "nearest": Nearest}
+
+
+def _read_preference(name: str, value: Any) -> str:
+    """A mode name ("primary", ...) from a string or a pymongo.read_preferences object."""
+    if isinstance(value, str):
+        if value.lower() not in _READ_MODES:
+            raise ConfigurationError("%r is not a valid read preference" % (value,))
+        name_: str = _READ_MODES[value.lower()]().mongos_mode
+        return name_
+    if isinstance(value, tuple(_READ_MODES.values())):
+        mode: str = value.mongos_mode  # type: ignore[attr-defined]
+        document = value.document  # type: ignore[attr-defined]
+        if document != {"mode": mode}:  # tag sets, maxStalenessSeconds, hedge
+            return "%s with %r" % (mode, document)
+        return mode
+    raise TypeError("%s must be a string or a pymongo.read_preferences mode, not %s" % (name, type(value).__name__))
+
+
+# -- the table -------------------------------------------------------------------------------------------
+class Option(NamedTuple):
+    """One client option.
+
+    :param name: the canonical spelling (the URI's, or the keyword's when the URI has none).
+    :param validate: ``(name, value) -> value``.
+    :param aliases: other spellings (PyMongo 2 keywords), matched case-insensitively like ``name``.
+    :param refused: why it is not supported, or None when it is honoured.
+    :param allowed: for a refused option, the validated values that describe what we do anyway.
+    :param uri: whether it may appear in a URI (else keyword only).
+    """
+
+    name: str
+    validate: Validator
+    aliases: tuple[str, ...] = ()
+    refused: str | None = None
+    allowed: Callable[[Any], bool] | None = None
+    uri: bool = True
+
+
+_NO_TLS = "TLS is not implemented yet, and the client would connect in plaintext"
+_NO_AUTH = "authentication is not implemented yet"
+_NO_RS = "mongo_requests talks to one server; replica sets are not implemented yet"
+_NO_COMPRESSION = "wire compression is not implemented yet"
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or value is None
+
+
+def _is_zero(value: Any) -> bool:
+    return value in (0, None)
+
+
+_TABLE: tuple[Option, ...] = (
+    # Honoured.
+    Option("maxPoolSize", _positive_integer, ("max_pool_size",)),
+    Option("auto_start_request", _boolean, uri=False),
+    Option("use_greenlets", _boolean_or_none, uri=False),
+    Option("w", _w),
+    Option("wTimeoutMS", _non_negative_integer, ("wtimeout",)),
+    Option("journal", _boolean, ("j",)),
+    Option("fsync", _boolean),
+    Option("safe", _boolean, uri=False),
+    Option("appname", _appname),
+    Option("connectTimeoutMS", _timeout_zero_is_none),
+    Option("socketTimeoutMS", _timeout_zero_is_none),
+    Option("waitQueueTimeoutMS", _timeout_positive_or_none),
+    Option("serverSelectionTimeoutMS", _timeout_or_zero),
+    Option("document_class", _document_class, uri=False),
+    Option("tz_aware", _boolean),
+    Option("uuidRepresentation", _uuid_representation),
+    Option("unicode_decode_error_handler", _string, uri=False),
+    Option("tzinfo", _any, uri=False),
+    Option("type_registry", _any, uri=False),
+    Option("datetime_conversion", _any, uri=False),
+    # One server, reached directly, whichever way it is asked for.
+    Option("directConnection", _boolean),
+    # Connections are always opened on first use, so connect=True/False both hold.
+    Option("connect", _boolean, uri=False),
+    # A standalone supports no retryable writes or reads (PyMongo does not retry against one either).
+    Option("retryWrites", _boolean),
+    Option("retryReads", _boolean),
+    # Refused: each says why, and which values are what we do anyway.
+    Option("readPreference", _read_preference, ("read_preference",),
+           "only the primary read preference is supported (one server)", lambda v: v == "primary"),
+    Option("readPreferenceTags", _any, ("tag_sets",), "read preference tags need replica sets"),
+    Option("maxStalenessSeconds", _any, (), "read preference options need replica sets"),
+    Option("replicaSet", _string, (), _NO_RS),
+    Option("heartbeatFrequencyMS", _milliseconds, (), "there is no server monitoring yet (" + _NO_RS + ")"),
+    Option("localThresholdMS", _milliseconds, ("secondary_acceptable_latency_ms",), _NO_RS),
+    Option("minPoolSize", _non_negative_integer, (), "the pool does not keep a minimum of idle sockets", _is_zero),
+    Option("maxIdleTimeMS", _milliseconds, (), "the pool does not close idle sockets by age", _is_zero),
+    Option("maxConnecting", _positive_integer, (), "connection attempts are not rate-limited"),
+    Option("waitQueueMultiple", _any, (), "the wait queue is not bounded"),
+    Option("timeoutMS", _milliseconds, (), "client-side operation timeouts (CSOT) are not implemented yet; "
+           "use socketTimeoutMS and serverSelectionTimeoutMS"),
+    Option("tls", _boolean, ("ssl",), _NO_TLS, _is_false),
+    Option("tlsCAFile", _any, ("ssl_ca_certs",), _NO_TLS),
+    Option("tlsCertificateKeyFile", _any, ("ssl_certfile",), _NO_TLS),
+    Option("tlsCertificateKeyFilePassword", _any, ("ssl_pem_passphrase",), _NO_TLS),
+    Option("tlsAllowInvalidCertificates", _any, ("ssl_cert_reqs",), _NO_TLS),
+    Option("tlsAllowInvalidHostnames", _any, ("ssl_match_hostname",), _NO_TLS),
+    Option("tlsInsecure", _any, (), _NO_TLS),
+    Option("tlsCRLFile", _any, ("ssl_crlfile",), _NO_TLS),
+    Option("tlsDisableOCSPEndpointCheck", _any, (), _NO_TLS),
+    Option("tlsDisableCertificateRevocationCheck", _any, (), _NO_TLS),
+    Option("ssl_keyfile", _any, (), _NO_TLS, uri=False),
+    Option("ssl_context", _any, (), _NO_TLS, uri=False),
+    Option("username", _any, (), _NO_AUTH, uri=False),
+    Option("password", _any, (), _NO_AUTH, uri=False),
+    Option("authSource", _any, (), _NO_AUTH),
+    Option("authMechanism", _any, (), _NO_AUTH),
+    Option("authMechanismProperties", _any, (), _NO_AUTH),
+    Option("compressors", _any, (), _NO_COMPRESSION),
+    Option("zlibCompressionLevel", _any, (), _NO_COMPRESSION),
+    Option("loadBalanced", _boolean, (), "load balancer mode is not implemented", _is_false),
+    Option("srvServiceName", _any, (), "mongodb+srv:// is not implemented yet"),
+    Option("srvMaxHosts", _any, (), "mongodb+srv:// is not implemented yet"),
+    Option("readConcernLevel", _any, ("read_concern",), "read concerns are not implemented yet"),
+    Option("event_listeners", _any, (), "command monitoring is not implemented yet", uri=False),
+    Option("server_api", _any, (), "the Stable API is not implemented yet", uri=False),
+    Option("auto_encryption_opts", _any, (), "client-side field level encryption is not supported", uri=False),
+    Option("slave_okay", _any, ("slaveOk",), "only the primary read preference is supported (one server)"),
+    Option("serverMonitoringMode", _any, (), "there is no server monitoring yet"),
+)
+
+#: Every option by lower-cased spelling (its name and each alias).
+OPTIONS: Mapping[str, Option] = {
+    spelling.lower(): opt for opt in _TABLE for spelling in (opt.name,) + opt.aliases
+}
+
+
+def validate_option(key: str, value: Any, from_uri: bool = False) -> tuple[Option, Any]:
+    """Look up, validate, and refuse-or-accept one option; returns ``(option, value)``."""
+    opt = OPTIONS.get(key.lower())
+    if opt is None or (from_uri and not opt.uri):
+        raise ConfigurationError("Unknown option %s%s" % (key, " in the URI" if from_uri else ""))
+    value = opt.validate(key, value)
+    if opt.refused is not None and not (opt.allowed is not None and opt.allowed(value)):
+        raise ConfigurationError("Option %s is not supported by mongo_requests: %s" % (key, opt.refused))
+    return opt, value
+
+
+# -- redaction ----------------------------------------------------------------------------------------------
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the user information of every URI in it replaced by ``<redacted>``.
+
+    The user information runs to the last ``@`` before the host list; a password that contains an
+    unescaped ``/``, ``?`` or ``@`` is still covered, because we look for the last ``@`` of the whole
+    URI (up to the next space), not the first.
+    """
+
+    def fix(uri: str) -> str:
+        head, sep, rest = uri.partition("://")
+        at = rest.rfind("@")
+        if not sep or at < 0:
+            return uri
+        return "%s://<redacted>@%s" % (head, rest[at + 1:])
+
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*", lambda m: fix(m.group(0)), text)
+
+
+def _secrets(uri: str) -> list[str]:
+    """Spellings of the credentials in ``uri`` (raw and percent-decoded), longest first."""
+    from urllib.parse import unquote_plus
+
+    _, sep, rest = uri.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return []
+    userinfo = rest[:at]
+    user, _, password = userinfo.partition(":")
+    found = {userinfo, password, unquote_plus(password), unquote_plus(userinfo)}
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def scrub(message: str, uri: str) -> str:
+    """``message`` with the credentials of ``uri`` removed, wherever they are quoted."""
+    message = redact_uri(message)
+    for secret in _secrets(uri):
+        if len(secret) >= 4:
+            message = message.replace(secret, "<redacted>")
+        else:  # a short password: only as a token of its own, so words stay readable
+            message = re.sub(r"(?<![A-Za-z0-9])%s(?![A-Za-z0-9])" % re.escape(secret), "<redacted>", message)
+    return message
+
+
+# -- hosts ------------------------------------------------------------------------------------------------
+def _check_hostname(host: str, where: str) -> str:
+    """Refuse host names the resolver would choke on (a label over 63 bytes raised UnicodeError)."""
+    if not host:
+        raise ConfigurationError("empty host name in %s" % (where,))
+    if host.startswith("/") or host.endswith(".sock"):
+        raise ConfigurationError("Unix domain sockets are not supported (%s)" % (where,))
+    if ":" in host:  # an IPv6 literal
+        return host
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ConfigurationError("invalid host name %r: %s" % (host, exc)) from None
+    return host
+
+
+def parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, Any], str | None, bool]:
+    """Seeds, raw URI options, the URI's database, and whether the URI carried credentials."""
+    if "://" not in host:
+        if host.startswith("["):  # [::1]:27017
+            name, _, rest = host[1:].partition("]")
+            rest = rest.lstrip(":")
+        elif host.count(":") == 1:
+            name, _, rest = host.partition(":")
+        else:
+            name, rest = host, ""
+        if rest:
+            try:
+                port = int(rest)
+            except ValueError:
+                raise ConfigurationError("invalid port in %r" % (host,)) from None
+            if not 0 < port < 65536:
+                raise ConfigurationError("port must be from 1 to 65535 in %r" % (host,))
+        return [(_check_hostname(name, repr(host)), port)], {}, None, False
+    try:
+        parsed = uri_parser.parse_uri(host, port, validate=False)
+    except (PyMongoError, ValueError, TypeError, OSError, UnicodeError) as exc:
+        # pymongo's message may quote the credentials (a bad port after an unescaped password), and
+        # so may the exception we would chain: say what is wrong without either.
+        raise InvalidURI("invalid MongoDB URI %s: %s" % (redact_uri(host), scrub(str(exc), host))) from None
+    where = "the URI %s" % (redact_uri(host),)
+    seeds = [(_check_hostname(h, where), p) for h, p in parsed["nodelist"]]
+    return seeds, dict(parsed["options"]), parsed.get("database"), bool(parsed.get("username"))
+
+
+# -- the value the client reads ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClientOptions:
+    """The validated options of one client (immutable).
+
+    :param seeds: ``(host, port)`` pairs.
+    :param raw: every option given, by canonical name, validated (keywords override the URI).
+    """
+
+    seeds: tuple[tuple[str, int], ...]
+    database: str | None
+    max_pool_size: int
+    auto_start_request: bool
+    use_greenlets: bool | None
+    connect_timeout: float | None
+    socket_timeout: float | None
+    wait_queue_timeout: float | None
+    server_selection_timeout: float
+    appname: str | None
+    write_concern: WriteConcern
+    codec_options: CodecOptions[Any]
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls,
+        host: Any = None,
+        port: Any = None,
+        defaults: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> "ClientOptions":
+        """Options from the constructor's ``host``, ``port``, class defaults and keywords."""
+        if host is None:
+            host = DEFAULT_HOST
+        if port is None:
+            port = DEFAULT_PORT
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError("port must be an instance of int, not %s" % (type(port).__name__,))
+        if not 0 < port < 65536:
+            raise ConfigurationError("port must be an integer from 1 to 65535, not %r" % (port,))
+        if not isinstance(host, str):
+            raise TypeError("host must be a string, not %r" % (type(host).__name__,))
+        seeds, uri_opts, database, credentials = parse_host(host, port)
+        raw: dict[str, Any] = {}
+        for key, value in (defaults or {}).items():
+            raw[OPTIONS[key.lower()].name] = value
+        given: set[str] = set()
+        for key, value in uri_opts.items():
+            if isinstance(value, list):  # readPreferenceTags may repeat; anything else must not
+                if OPTIONS.get(key.lower()) is not None and OPTIONS[key.lower()].name == "readPreferenceTags":
+                    value = value[0]
+                else:
+                    raise ConfigurationError("Option %s is given more than once in the URI" % (key,))
+            opt, value = validate_option(key, value, from_uri=True)
+            raw[opt.name] = value
+            given.add(opt.name)
+        for key, value in kwargs.items():
+            opt, value = validate_option(key, value)
+            raw[opt.name] = value
+            given.add(opt.name)
+        if credentials:  # after the options, so a bad option is reported as such (auth will flip this)
+            raise ConfigurationError("Credentials in the URI are not supported by mongo_requests: %s" % (_NO_AUTH,))
+        if "safe" in given:
+            # PyMongo 2: safe=True is w=1 and safe=False is w=0, unless w says otherwise; a class default
+            # for w (Connection's w=0) gives way to an explicit safe.
+            if "w" not in given:
+                raw["w"] = 1 if raw["safe"] else 0
+            elif raw["safe"] != (raw["w"] != 0):
+                raise ConfigurationError("safe=%r contradicts w=%r" % (raw["safe"], raw["w"]))
+        return cls(
+            seeds=tuple(seeds),
+            database=database,
+            max_pool_size=raw.get("maxPoolSize", 100),
+            auto_start_request=raw.get("auto_start_request", False),
+            use_greenlets=raw.get("use_greenlets"),
+            connect_timeout=raw.get("connectTimeoutMS", 20.0),
+            socket_timeout=raw.get("socketTimeoutMS"),
+            wait_queue_timeout=raw.get("waitQueueTimeoutMS"),
+            server_selection_timeout=raw.get("serverSelectionTimeoutMS", 30.0),
+            appname=raw.get("appname"),
+            write_concern=_write_concern(raw),
+            codec_options=_codec_options(raw),
+            raw=types.MappingProxyType(raw),  # read-only, like the rest of the value
+        )
+
+    def __repr__(self) -> str:
+        # seeds and option values never hold credentials (they are refused), but keep the repr short.
+        fields = ", ".join("%s=%r" % kv for kv in sorted(self.raw.items()))
+        return "ClientOptions(seeds=%r, %s)" % (list(self.seeds), fields)
+
+
+def _write_concern(raw: Mapping[str, Any]) -> WriteConcern:
+    """The client's default write concern from w / safe / journal / wTimeoutMS / fsync."""
+    w = raw.get("w")
+    safe = raw.get("safe")
+    if w is None and safe is not None:
+        w = 1 if safe else 0
+    wc: dict[str, Any] = {}
+    if w is not None:
+        wc["w"] = w
+    if raw.get("wTimeoutMS") is not None:
+        wc["wtimeout"] = raw["wTimeoutMS"]
+    if raw.get("journal") is not None:
+        wc["j"] = raw["journal"]
+    if raw.get("fsync") is not None:
+        wc["fsync"] = raw["fsync"]
+    try:
+        return WriteConcern(**wc)
+    except (PyMongoError, TypeError, ValueError) as exc:
+        raise ConfigurationError("invalid write concern %r: %s" % (wc, exc)) from None
+
+
+_CODEC_KEYS = {
+    "document_class": "document_class",
+    "tz_aware": "tz_aware",
+    "uuidRepresentation": "uuid_representation",
+    "unicode_decode_error_handler": "unicode_decode_error_handler",
+    "tzinfo": "tzinfo",
+    "type_registry": "type_registry",
+    "datetime_conversion": "datetime_conversion",
+}
+
+
+def _codec_options(raw: Mapping[str, Any]) -> CodecOptions[Any]:
+    kwargs = {arg: raw[name] for name, arg in _CODEC_KEYS.items() if name in raw}
+    if not kwargs:
+        return DEFAULT_CODEC_OPTIONS
+    try:
+        codec = CodecOptions(**kwargs)
+    except ValueError as exc:  # CodecOptions raises TypeError for wrong types, ValueError for bad values
+        raise ConfigurationError(str(exc)) from None
+    return DEFAULT_CODEC_OPTIONS if codec == DEFAULT_CODEC_OPTIONS else codec
