@@ -27,6 +27,7 @@ from pymongo.errors import (
 
 __all__ = [
     "RETRYABLE_CODES",
+    "is_retryable_read",
     "is_retryable_read_error",
     "is_retryable_write",
     "is_retryable_write_error",
@@ -37,6 +38,21 @@ __all__ = [
 # them; reads add nothing that writes lack but 134, ReadConcernMajorityNotAvailableYet).
 RETRYABLE_CODES = frozenset((11600, 11602, 10107, 13435, 13436, 189, 91, 7, 6, 89, 9001, 262))
 _RETRYABLE_READ_CODES = RETRYABLE_CODES | {134}
+
+
+# Reads that the Retryable Reads specification lets a driver run again.
+_RETRYABLE_READS = frozenset(("find", "aggregate", "distinct", "count", "listCollections", "listIndexes",
+                              "listDatabases"))
+
+
+def is_retryable_read(cmd: Mapping[str, Any]) -> bool:
+    """A read the Retryable Reads specification allows to run again (an ``aggregate`` without ``$out``/``$merge``)."""
+    name = next(iter(cmd), "")
+    if name not in _RETRYABLE_READS:
+        return False
+    if name == "aggregate":
+        return not any("$out" in stage or "$merge" in stage for stage in cmd.get("pipeline", ()))
+    return True
 
 
 def _network_error(exc: BaseException) -> bool:

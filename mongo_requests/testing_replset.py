@@ -61,6 +61,11 @@ class ReplicaSet:
         # Members removed by remove_member() keep running (for reconfig tests)
         # but are no longer part of the configuration.
         self.removed: list[MongodServer] = []
+        # Each member keeps its tag name ("m0", ...) when removed and added back.
+        self._tags: dict[str, str] = {}
+
+    def _tag(self, host: str) -> str:
+        return self._tags.setdefault(host, "m%d" % len(self._tags))
 
     # --- addresses ----------------------------------------------------------
 
@@ -107,7 +112,7 @@ class ReplicaSet:
         return self
 
     def _initial_config(self) -> dict[str, Any]:
-        members = [{"_id": i, "host": host, "tags": {"name": "m%d" % i}} for i, host in enumerate(self.hosts)]
+        members = [{"_id": i, "host": host, "tags": {"name": self._tag(host)}} for i, host in enumerate(self.hosts)]
         return {"_id": self.name, "members": members,
                 "settings": {"electionTimeoutMillis": ELECTION_TIMEOUT_MS,
                              "heartbeatIntervalMillis": HEARTBEAT_INTERVAL_MS}}
@@ -282,7 +287,7 @@ class ReplicaSet:
 
         def with_member(config: dict[str, Any]) -> dict[str, Any]:
             next_id = max(m["_id"] for m in config["members"]) + 1
-            config["members"].append({"_id": next_id, "host": host, "tags": {"name": "m%d" % next_id}})
+            config["members"].append({"_id": next_id, "host": host, "tags": {"name": self._tag(host)}})
             return config
 
         self._reconfig(with_member)
