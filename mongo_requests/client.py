@@ -296,16 +296,32 @@ class MongoClient:
         (``retryWrites``), reads once anywhere (``retryReads``); see
         :mod:`mongo_requests.retry`.
         """
-        if self._topology.sessions_supported and self._retry_writes and is_retryable_write(cmd):
+        topology = self._topology
+        if topology.sessions_supported and self._retry_writes and is_retryable_write(cmd):
             return self._retryable_write(dbname, cmd, codec_options, sequences, check)
-        try:
-            return self._run(dbname, cmd, codec_options, sequences, check, read_preference, address, on_server)
-        except PyMongoError as exc:
-            if address is not None or not self._retry_reads or not is_retryable_read_error(exc):
-                raise
-            if not is_retryable_read(cmd):
-                raise
-            first = exc
+        if read_preference is None and address is None and on_server is None and not topology.direct_member:
+            # The hot path (a primary or standalone operation), inline: a
+            # find_one or ping pays for no more than before replica sets.
+            server, sock = self._checkout()
+            try:
+                return sock.command(dbname, cmd, codec_options, sequences, check)
+            except PyMongoError as exc:
+                if isinstance(exc, ConnectionFailure):
+                    topology.handle_error(server, exc, sock)
+                if not self._retry_reads or not is_retryable_read_error(exc) or not is_retryable_read(cmd):
+                    raise
+                first = exc
+            finally:
+                server.pool.checkin(sock)
+        else:
+            try:
+                return self._run(dbname, cmd, codec_options, sequences, check, read_preference, address, on_server)
+            except PyMongoError as exc:
+                if address is not None or not self._retry_reads or not is_retryable_read_error(exc):
+                    raise
+                if not is_retryable_read(cmd):
+                    raise
+                first = exc
         self._reselect(first, read_preference, False)
         return self._run(dbname, cmd, codec_options, sequences, check, read_preference, None, on_server)
 

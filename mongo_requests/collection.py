@@ -534,8 +534,11 @@ class Collection:
             return None
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-        batch = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)[
-            "cursor"]["firstBatch"]
+        if self._read_pref is None:
+            reply = self._client._command(self._db_name, cmd, self.codec_options)
+        else:
+            reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:

@@ -306,12 +306,16 @@ class Topology:
         :raises ServerSelectionTimeoutError: listing each member with its type
             and last error, if no server is suitable in time.
         """
-        if read_preference is None or read_preference.mode == 0:
+        if read_preference is None:
             server = self._writable
-            if server is not None and (self._pool_checks or time.monotonic() < self._next_scan):
-                if self._local.depth:
-                    self._join_request(server)
-                return server
+            if server is not None:
+                if self._pool_checks:
+                    # A lone server: its pool joined the caller's request in start_request.
+                    return server
+                if time.monotonic() < self._next_scan:
+                    if self._local.depth:
+                        self._join_request(server)
+                    return server
         return self._select(PRIMARY if read_preference is None else read_preference, for_write, timeout, once)
 
     def _select(self, read_preference: _ServerMode, for_write: bool, timeout: float | None, once: bool = False

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from mongo_requests.monitor import ServerMonitor, scan
 from mongo_requests.sdam import ServerType, TopologyType, initial_topology, parse_address
 from mongo_requests.socket_info import SocketInfo
 from mongo_requests.testing import MongodServer
+
+# Checks with stdlib sockets, outside any client: threads mode only (the modes run in test_replset).
+pytestmark = pytest.mark.modes("threads")
 
 
 def connect(address, timeout):

@@ -17,6 +17,9 @@ import pytest
 import mongo_requests.testing as testing
 from mongo_requests.testing import ReplicaSet, raw_command
 
+# The launcher talks to mongod with blocking sockets of its own: threads mode only.
+pytestmark = pytest.mark.modes("threads")
+
 
 def test_set_starts_with_a_primary_two_secondaries_and_short_timeouts(replica_set):
     rs = replica_set

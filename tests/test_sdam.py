@@ -23,6 +23,9 @@ from mongo_requests.sdam import (
     server_type,
 )
 
+# Pure state: the same code in every mode, so it runs once (threads).
+pytestmark = pytest.mark.modes("threads")
+
 A, B, C, D = ("a", 27017), ("b", 27017), ("c", 27017), ("d", 27017)
 
 

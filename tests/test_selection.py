@@ -22,6 +22,9 @@ from mongo_requests.selection import (
     validate_max_staleness,
 )
 
+# Pure state: the same code in every mode, so it runs once (threads).
+pytestmark = pytest.mark.modes("threads")
+
 A, B, C, D = ("a", 27017), ("b", 27017), ("c", 27017), ("d", 27017)
 HOSTS = ["a:27017", "b:27017", "c:27017"]
 EPOCH = datetime.datetime(2024, 1, 1)

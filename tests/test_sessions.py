@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from pymongo.errors import (
     AutoReconnect,
     DuplicateKeyError,
@@ -21,6 +22,9 @@ from mongo_requests.retry import (
     is_retryable_write_reply,
 )
 from mongo_requests.sessions import ServerSession, SessionPool
+
+# Pure state: the same code in every mode, so it runs once (threads).
+pytestmark = pytest.mark.modes("threads")
 
 
 def test_sessions_are_reused_most_recent_first():
