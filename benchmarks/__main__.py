@@ -29,10 +29,10 @@ from pymongo import uri_parser
 import mongo_requests
 from mongo_requests.testing import MongodServer
 
-from . import report, spec
+from . import report, secure, spec
 from .adapters import CLIENTS, MR, Adapter, make_clients
 from .progress import Progress
-from .workloads import ALL_NAMES, GEVENT, REQUEST_OVERHEAD, REQUEST_VARIANTS, WORKLOADS, Workload
+from .workloads import ALL_NAMES, GEVENT, REQUEST_OVERHEAD, REQUEST_VARIANTS, TLS, WORKLOADS, Workload
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory holding the package
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -254,7 +254,8 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     in_process = selected or REQUEST_OVERHEAD in args.names
     total = args.reps * (len(selected) * len(CLIENTS)
                          + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
-                         + (len(GEVENT_CONFIGS) if GEVENT in args.names else 0))
+                         + (len(GEVENT_CONFIGS) if GEVENT in args.names else 0)
+                         + (secure.steps(args.reps) if TLS in args.names else 0))
     progress = Progress(total)
     try:
         if in_process:
@@ -287,6 +288,14 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
         if GEVENT in args.names:
             results["gevent"] = run_gevent(uri, args, progress)
             ok = ok and not any(g["errors"] for g in results["gevent"]["configs"].values())
+        if TLS in args.names:
+            # Its own mongod --auth --tlsMode requireTLS, whatever --uri says.
+            try:
+                results["tls"] = secure.run(args.quick, args.reps, progress)
+            except Exception as exc:
+                ok = False
+                results["tls"] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+                progress.note("tls failed: %r" % (exc,))
     finally:
         progress.finish()
         try:

@@ -185,6 +185,12 @@ def markdown(results: dict[str, Any]) -> str:
             for err in g.get("run_errors", []):
                 lines.append("- %s: `%s`" % (label, err))
 
+    tls = results.get("tls")
+    if tls:
+        from .secure import markdown as tls_markdown  # here: secure imports this module
+
+        lines += tls_markdown(tls) if "error" not in tls else ["", "## TLS and SCRAM", "", "failed: `%s`" % tls["error"]]
+
     targets = results.get("targets") or []
     if targets:
         lines += ["", "## Targets", ""]

@@ -217,7 +217,8 @@ BY_NAME = {w.name: w for w in WORKLOADS}
 # Not client-by-client workloads: run by their own code in __main__.
 REQUEST_OVERHEAD = "request_overhead"
 GEVENT = "gevent"
-ALL_NAMES = [w.name for w in WORKLOADS] + [REQUEST_OVERHEAD, GEVENT]
+TLS = "tls"  # benchmarks/secure.py: connection set-up with TLS + SCRAM, and ops over TLS
+ALL_NAMES = [w.name for w in WORKLOADS] + [REQUEST_OVERHEAD, GEVENT, TLS]
 
 
 # -- request_overhead: mongo_requests only -----------------------------------

@@ -141,6 +141,7 @@ class MongoClient:
             wait_queue_timeout=opts.wait_queue_timeout,
             auto_start_request=opts.auto_start_request,
             metadata=client_metadata(opts.appname),
+            setup=opts.setup,
         )
         self.read_preference = opts.read_preference
         self._topology = Topology(

@@ -9,7 +9,7 @@ from pymongo.write_concern import WriteConcern
 
 from .collection import Collection
 from .cursor import CommandCursor
-from .errors import InvalidName
+from .errors import ConfigurationError, InvalidName
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -163,6 +163,28 @@ class Database:
         cmd.update(kwargs)
         self._client._command(self._name, cmd)
         return self.get_collection(name)
+
+    def authenticate(self, *args: Any, **kwargs: Any) -> None:
+        """PyMongo 2's ``db.authenticate(name, password)``: refused, with what to do instead.
+
+        Credentials belong to the client, so that every pooled socket is
+        authenticated as the same user when it connects, and a socket pinned
+        to a request never changes identity halfway through it.  Pass them to
+        the client: ``MongoClient('mongodb://user:password@host/?authSource=db')``
+        or ``MongoClient(host, username=..., password=..., authSource=...)``.
+
+        :raises ConfigurationError: always (the arguments are never echoed).
+        """
+        raise ConfigurationError(
+            "db.authenticate() is not supported: give the credentials to the client instead, "
+            "MongoClient('mongodb://USER:PASSWORD@HOST/?authSource=%s') or "
+            "MongoClient(HOST, username=USER, password=PASSWORD, authSource=%r); every connection "
+            "then authenticates when it opens" % (self._name, self._name)
+        )
+
+    def logout(self) -> None:
+        """PyMongo 2's ``db.logout()``: refused (credentials belong to the client; close it instead)."""
+        raise ConfigurationError("db.logout() is not supported: credentials belong to the client; close it instead")
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Database) and self._client is other._client and self._name == other._name

@@ -217,9 +217,11 @@ class ThreadIdentity:
 
     def __init__(self) -> None:
         import socket
+        import ssl
         import time
 
         self.socket = socket
+        self.ssl = ssl
         self.sleep = time.sleep
         self._lock_factory = threading.Lock
         self._vigils = _ThreadVigils(threading.local)
@@ -313,6 +315,7 @@ class GreenletIdentity:
             import gevent.local
             import gevent.lock
             import gevent.socket
+            import gevent.ssl
             import greenlet
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError(
@@ -325,6 +328,8 @@ class GreenletIdentity:
         self._sem = gevent.lock.Semaphore
         self._get_hub = gevent.get_hub
         self.socket = gevent.socket
+        # TLS sockets that wait on the hub, patched or not.
+        self.ssl = gevent.ssl
         self.sleep = gevent.sleep
         self._refs: set[weakref.ref[Any]] = set()
         # A thread's main greenlet lives as long as its thread (gevent keeps a
@@ -403,10 +408,17 @@ class GreenletIdentity:
         running greenlets) an idle socket may have been opened by another
         thread, so it is re-wrapped around the same descriptor: the TCP
         connection and its server-side state are unchanged.
+
+        A TLS socket cannot be moved that way: its session lives in the SSL
+        object of the socket object itself, and a re-wrapped descriptor would
+        carry plaintext over the TLS connection.  For one, this returns None,
+        and the pool closes it and takes (or opens) another.
         """
         hub = getattr(sock, "hub", None)
         if hub is None or hub is self._get_hub():
             return sock
+        if isinstance(sock, self.ssl.SSLSocket):
+            return None
         timeout = sock.gettimeout()
         fresh = self.socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         fresh.settimeout(timeout)

@@ -13,6 +13,7 @@ To honour a refused option: drop its ``refused`` reason in :data:`_TABLE`, and r
 """
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import types
@@ -24,6 +25,7 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import uri_parser
+from pymongo import version as pymongo_version
 from pymongo.read_preferences import (
     Nearest,
     Primary,
@@ -36,6 +38,7 @@ from pymongo.read_preferences import (
 from pymongo.write_concern import WriteConcern
 
 from .errors import ConfigurationError, InvalidURI, PyMongoError
+from .handshake import ConnectionSetup, setup_from_options
 from .selection import validate_max_staleness
 
 __all__ = ["ClientOptions", "Option", "OPTIONS", "redact_uri", "parse_host"]
@@ -158,6 +161,43 @@ def _string(name: str, value: Any) -> str:
     return value
 
 
+def _string_or_none(name: str, value: Any) -> str | None:
+    return None if value is None else _string(name, value)
+
+
+def _callable_or_none(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError("%s must be callable or None, not %s" % (name, type(value).__name__))
+    return value
+
+
+def _compressors(name: str, value: Any) -> tuple[str, ...]:
+    """zstd, snappy, zlib: a comma-separated string or a list (see mongo_requests.compression)."""
+    from .compression import parse_compressors
+
+    return parse_compressors(value)
+
+
+def _zlib_level(name: str, value: Any) -> int:
+    from .compression import check_zlib_level
+
+    return check_zlib_level(_integer(name, value))
+
+
+def _mechanism_properties(name: str, value: Any) -> dict[str, Any]:
+    """``K:V,K:V`` from a URI, or a dict."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    text = _string(name, value)
+    props: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, val = item.partition(":")
+        if not sep:
+            raise ConfigurationError("%s must be a list of KEY:VALUE pairs, not %r" % (name, value))
+        props[key] = val
+    return props
+
+
 def _appname(name: str, value: Any) -> str:
     text = _string(name, value)
     if len(text.encode("utf-8")) > 128:
@@ -277,13 +317,15 @@ class Option(NamedTuple):
     uri: bool = True
 
 
-_NO_TLS = "TLS is not implemented yet, and the client would connect in plaintext"
-_NO_AUTH = "authentication is not implemented yet"
-_NO_COMPRESSION = "wire compression is not implemented yet"
+_NO_OCSP = "OCSP is not implemented: the driver never asks an OCSP responder (revocation: use tlsCRLFile)"
 
 
 def _is_false(value: Any) -> bool:
     return value is False or value is None
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or value is None
 
 
 def _is_zero(value: Any) -> bool:
@@ -326,6 +368,28 @@ _TABLE: tuple[Option, ...] = (
     Option("maxStalenessSeconds", _max_staleness, ("max_staleness",)),
     Option("heartbeatFrequencyMS", _heartbeat),
     Option("localThresholdMS", _seconds_from_ms, ("secondary_acceptable_latency_ms",)),
+    # Authentication, TLS, compression and mongodb+srv: mongo_requests.handshake.setup_from_options
+    # turns them into the ConnectionSetup that every new connection runs.
+    Option("username", _string_or_none, (), uri=False),
+    Option("password", _string_or_none, (), uri=False),
+    Option("authSource", _string),
+    Option("authMechanism", _string),
+    Option("authMechanismProperties", _mechanism_properties),
+    Option("tls", _boolean, ("ssl",)),
+    Option("tlsCAFile", _string, ("ssl_ca_certs",)),
+    Option("tlsCertificateKeyFile", _string, ("ssl_certfile",)),
+    Option("tlsCertificateKeyFilePassword", _string, ("ssl_pem_passphrase",)),
+    Option("tlsAllowInvalidCertificates", _boolean),
+    Option("tlsAllowInvalidHostnames", _boolean),
+    Option("tlsInsecure", _boolean),
+    Option("tlsCRLFile", _string, ("ssl_crlfile",)),
+    Option("compressors", _compressors),
+    Option("zlibCompressionLevel", _zlib_level),
+    # Read by pymongo.uri_parser while it resolves a mongodb+srv:// URI.
+    Option("srvServiceName", _string),
+    Option("srvMaxHosts", _non_negative_integer),
+    # For benchmarks: a new connection without the speculative authentication step.
+    Option("speculativeAuthentication", _boolean, uri=False),
     # Refused: each says why, and which values are what we do anyway.
     Option("minPoolSize", _non_negative_integer, (), "the pool does not keep a minimum of idle sockets", _is_zero),
     Option("maxIdleTimeMS", _milliseconds, (), "the pool does not close idle sockets by age", _is_zero),
@@ -333,28 +397,18 @@ _TABLE: tuple[Option, ...] = (
     Option("waitQueueMultiple", _any, (), "the wait queue is not bounded"),
     Option("timeoutMS", _milliseconds, (), "client-side operation timeouts (CSOT) are not implemented yet; "
            "use socketTimeoutMS and serverSelectionTimeoutMS"),
-    Option("tls", _boolean, ("ssl",), _NO_TLS, _is_false),
-    Option("tlsCAFile", _any, ("ssl_ca_certs",), _NO_TLS),
-    Option("tlsCertificateKeyFile", _any, ("ssl_certfile",), _NO_TLS),
-    Option("tlsCertificateKeyFilePassword", _any, ("ssl_pem_passphrase",), _NO_TLS),
-    Option("tlsAllowInvalidCertificates", _any, ("ssl_cert_reqs",), _NO_TLS),
-    Option("tlsAllowInvalidHostnames", _any, ("ssl_match_hostname",), _NO_TLS),
-    Option("tlsInsecure", _any, (), _NO_TLS),
-    Option("tlsCRLFile", _any, ("ssl_crlfile",), _NO_TLS),
-    Option("tlsDisableOCSPEndpointCheck", _any, (), _NO_TLS),
-    Option("tlsDisableCertificateRevocationCheck", _any, (), _NO_TLS),
-    Option("ssl_keyfile", _any, (), _NO_TLS, uri=False),
-    Option("ssl_context", _any, (), _NO_TLS, uri=False),
-    Option("username", _any, (), _NO_AUTH, uri=False),
-    Option("password", _any, (), _NO_AUTH, uri=False),
-    Option("authSource", _any, (), _NO_AUTH),
-    Option("authMechanism", _any, (), _NO_AUTH),
-    Option("authMechanismProperties", _any, (), _NO_AUTH),
-    Option("compressors", _any, (), _NO_COMPRESSION),
-    Option("zlibCompressionLevel", _any, (), _NO_COMPRESSION),
     Option("loadBalanced", _boolean, (), "load balancer mode is not implemented", _is_false),
-    Option("srvServiceName", _any, (), "mongodb+srv:// is not implemented yet"),
-    Option("srvMaxHosts", _any, (), "mongodb+srv:// is not implemented yet"),
+    Option("tlsDisableOCSPEndpointCheck", _boolean, (), _NO_OCSP, _is_true),
+    Option("tlsDisableCertificateRevocationCheck", _boolean, (), _NO_OCSP, _is_true),
+    # PyMongo 2's spellings whose values mean the opposite of the tls* options': say which to use.
+    Option("ssl_cert_reqs", _any, (), "use tlsAllowInvalidCertificates=True instead of ssl_cert_reqs=CERT_NONE",
+           uri=False),
+    Option("ssl_match_hostname", _any, (), "use tlsAllowInvalidHostnames=True instead of ssl_match_hostname=False",
+           uri=False),
+    Option("ssl_keyfile", _any, (), "put the key in the tlsCertificateKeyFile PEM file, with the certificate",
+           uri=False),
+    Option("ssl_context", _any, (), "an SSLContext cannot be made cooperative for gevent; use the tls* options",
+           uri=False),
     Option("readConcernLevel", _any, ("read_concern",), "read concerns are not implemented yet"),
     Option("event_listeners", _any, (), "command monitoring is not implemented yet", uri=False),
     Option("server_api", _any, (), "the Stable API is not implemented yet", uri=False),
@@ -385,6 +439,9 @@ def validate_option(key: str, value: Any, from_uri: bool = False) -> tuple[Optio
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
+_SECRET_QUERY = re.compile(r"(?i)((?:tlsCertificateKeyFilePassword|ssl_pem_passphrase)=)[^&#\s]*")
+
+
 def redact_uri(text: str) -> str:
     """``text`` with the user information of every URI in it replaced by ``<redacted>``.
 
@@ -400,7 +457,9 @@ def redact_uri(text: str) -> str:
             return uri
         return "%s://<redacted>@%s" % (head, rest[at + 1:])
 
-    return re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*", lambda m: fix(m.group(0)), text)
+    text = re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*", lambda m: fix(m.group(0)), text)
+    # Secret option values, such as a private key's password.
+    return _SECRET_QUERY.sub(r"\1<redacted>", text)
 
 
 def _secrets(uri: str) -> list[str]:
@@ -444,8 +503,20 @@ def _check_hostname(host: str, where: str) -> str:
     return host
 
 
-def parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, Any], str | None, bool]:
-    """Seeds, raw URI options, the URI's database, and whether the URI carried credentials."""
+# PyMongo 4.19 added the hook; older parsers have no such parameter.
+_PARSER_HAS_SRV_VALIDATOR = "srv_host_validator" in inspect.signature(uri_parser.parse_uri).parameters
+
+
+def parse_host(
+    host: str, port: int, srv_host_validator: Callable[[str], bool] | None = None
+) -> tuple[list[tuple[str, int]], dict[str, Any], str | None, tuple[str | None, str | None]]:
+    """Seeds, raw URI options, the URI's database, and the URI's ``(username, password)``.
+
+    A ``mongodb+srv://`` URI is resolved here, by PyMongo's parser through dnspython: the SRV
+    records give the seeds, a TXT record more options, and ``tls`` defaults to true.
+    ``srv_host_validator`` is PyMongo's hook that replaces the rule that SRV targets share the
+    SRV name's parent domain.
+    """
     if "://" not in host:
         if host.startswith("["):  # [::1]:27017
             name, _, rest = host[1:].partition("]")
@@ -461,16 +532,23 @@ def parse_host(host: str, port: int) -> tuple[list[tuple[str, int]], dict[str, A
                 raise ConfigurationError("invalid port in %r" % (host,)) from None
             if not 0 < port < 65536:
                 raise ConfigurationError("port must be from 1 to 65535 in %r" % (host,))
-        return [(_check_hostname(name, repr(host)), port)], {}, None, False
+        return [(_check_hostname(name, repr(host)), port)], {}, None, (None, None)
     try:
-        parsed = uri_parser.parse_uri(host, port, validate=False)
+        if srv_host_validator is not None:
+            if not _PARSER_HAS_SRV_VALIDATOR:
+                raise ConfigurationError(
+                    "srv_host_validator needs PyMongo 4.19 or later (installed: %s)" % (pymongo_version,)
+                )
+            parsed = uri_parser.parse_uri(host, port, validate=False, srv_host_validator=srv_host_validator)
+        else:
+            parsed = uri_parser.parse_uri(host, port, validate=False)
     except (PyMongoError, ValueError, TypeError, OSError, UnicodeError) as exc:
         # pymongo's message may quote the credentials (a bad port after an unescaped password), and
         # so may the exception we would chain: say what is wrong without either.
         raise InvalidURI("invalid MongoDB URI %s: %s" % (redact_uri(host), scrub(str(exc), host))) from None
     where = "the URI %s" % (redact_uri(host),)
     seeds = [(_check_hostname(h, where), p) for h, p in parsed["nodelist"]]
-    return seeds, dict(parsed["options"]), parsed.get("database"), bool(parsed.get("username"))
+    return seeds, dict(parsed["options"]), parsed.get("database"), (parsed.get("username"), parsed.get("password"))
 
 
 def _read_preference_from(raw: Mapping[str, Any], heartbeat_frequency: float) -> Any:
@@ -495,6 +573,10 @@ def _read_preference_from(raw: Mapping[str, Any], heartbeat_frequency: float) ->
 
 
 # -- the value the client reads ----------------------------------------------------------------------------
+# Never shown: in a repr, these values are replaced by <redacted>.
+_SECRET_OPTIONS = frozenset(("username", "password", "tlsCertificateKeyFilePassword"))
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """The validated options of one client (immutable).
@@ -522,7 +604,9 @@ class ClientOptions:
     local_threshold: float = 0.015
     retry_writes: bool = True
     retry_reads: bool = True
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: TLS, credentials and compressors for new connections (a handshake.ConnectionSetup), or None.
+    setup: ConnectionSetup | None = None
 
     @classmethod
     def parse(
@@ -543,7 +627,8 @@ class ClientOptions:
             raise ConfigurationError("port must be an integer from 1 to 65535, not %r" % (port,))
         if not isinstance(host, str):
             raise TypeError("host must be a string, not %r" % (type(host).__name__,))
-        seeds, uri_opts, database, credentials = parse_host(host, port)
+        validator = _callable_or_none("srv_host_validator", kwargs.pop("srv_host_validator", None))
+        seeds, uri_opts, database, (username, password) = parse_host(host, port, validator)
         raw: dict[str, Any] = {}
         for key, value in (defaults or {}).items():
             raw[OPTIONS[key.lower()].name] = value
@@ -559,8 +644,11 @@ class ClientOptions:
             opt, value = validate_option(key, value)
             raw[opt.name] = value
             given.add(opt.name)
-        if credentials:  # after the options, so a bad option is reported as such (auth will flip this)
-            raise ConfigurationError("Credentials in the URI are not supported by mongo_requests: %s" % (_NO_AUTH,))
+        # Credentials in the URI, unless keywords gave them.
+        if username is not None:
+            raw.setdefault("username", username)
+        if password is not None:
+            raw.setdefault("password", password)
         if "safe" in given:
             # PyMongo 2: safe=True is w=1 and safe=False is w=0, unless w says otherwise; a class default
             # for w (Connection's w=0) gives way to an explicit safe.
@@ -589,11 +677,14 @@ class ClientOptions:
             retry_writes=raw.get("retryWrites", True),
             retry_reads=raw.get("retryReads", True),
             raw=types.MappingProxyType(raw),  # read-only, like the rest of the value
+            setup=setup_from_options(raw, database),
         )
 
     def __repr__(self) -> str:
-        # seeds and option values never hold credentials (they are refused), but keep the repr short.
-        fields = ", ".join("%s=%r" % kv for kv in sorted(self.raw.items()))
+        fields = ", ".join(
+            "%s=%s" % (k, "<redacted>" if k in _SECRET_OPTIONS and v is not None else repr(v))
+            for k, v in sorted(self.raw.items())
+        )
         return "ClientOptions(seeds=%r, %s)" % (list(self.seeds), fields)
 
 

@@ -340,6 +340,10 @@ class Pool:
                 ):
                     if self._rehome is not None:
                         raw = self._rehome(sock.sock)
+                        if raw is None:  # a TLS socket of another thread's hub cannot move here
+                            self._close_socket(sock, CLOSED_STALE)
+                            sock = self._pop_idle()
+                            continue
                         if raw is not sock.sock:
                             sock.rebind(raw)
                     self._counters["checkouts"] += 1
@@ -483,6 +487,8 @@ class Pool:
             opts.socket_timeout,
             self.generation,
             opts.metadata,
+            opts.setup,
+            self.identity.ssl,
         )
         self.hello = sock.hello
         self._counters["created"] += 1

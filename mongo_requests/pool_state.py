@@ -42,6 +42,8 @@ class PoolOptions:
     wait_queue_timeout: float | None = None
     auto_start_request: bool = False
     metadata: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False, hash=False, compare=False)
+    # TLS, credentials, compressors: a mongo_requests.handshake.ConnectionSetup (its repr is redacted).
+    setup: Any = dataclasses.field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         max_size = self.max_size

@@ -152,8 +152,14 @@ class SocketInfo:
         socket_timeout: float | None = None,
         generation: int = 0,
         metadata: Mapping[str, Any] | None = None,
+        setup: Any = None,
+        ssl_module: Any = None,
     ) -> "SocketInfo":
         """Open a TCP connection and run the ``hello`` handshake.
+
+        :param setup: a :class:`~mongo_requests.handshake.ConnectionSetup`
+            (TLS, credentials, compressors), or None.
+        :param ssl_module: ``ssl`` or ``gevent.ssl``, to match ``socket_module``.
 
         Raises :class:`~pymongo.errors.AutoReconnect` (``NetworkTimeout`` for
         a timeout) when the server cannot be reached, and
@@ -172,8 +178,11 @@ class SocketInfo:
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
             sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1)
+            if setup is not None:
+                # TLS goes on before the first byte of the protocol.
+                sock = setup.wrap(sock, address, ssl_module)
             info = cls(sock, address, generation)
-            info.handshake(metadata)
+            info.handshake(metadata, setup)
             # The handshake ran under the connect timeout; operations get theirs.
             sock.settimeout(socket_timeout)
             return info
@@ -184,10 +193,15 @@ class SocketInfo:
                 sock.close()
             raise
 
-    def handshake(self, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Send the first ``hello`` (as OP_QUERY, which every server reads)."""
+    def handshake(self, metadata: Mapping[str, Any] | None = None, setup: Any = None) -> dict[str, Any]:
+        """Send the first ``hello`` (as OP_QUERY, which every server reads).
+
+        ``setup`` adds compressors and speculative authentication to it, and
+        authenticates afterwards.
+        """
         cmd: dict[str, Any] = {"isMaster": 1, "helloOk": True}
         cmd["client"] = metadata if metadata is not None else client_metadata()
+        state = setup.hello_fields(cmd) if setup is not None else None
         rid = wire.next_request_id()
         msg = wire.pack_query(rid, "admin.$cmd", bson.encode(cmd))
         op, message = self._roundtrip_raw(msg, rid)
@@ -200,6 +214,9 @@ class SocketInfo:
         except BaseException:
             self.close(CLOSED_ERROR)
             raise
+        if setup is not None:
+            # Authentication and compression; a failure closes the socket in connect().
+            setup.after_hello(self, reply, state)
         return reply
 
     def _learn(self, hello: dict[str, Any]) -> None:

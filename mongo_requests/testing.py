@@ -21,16 +21,18 @@ import shutil
 import signal
 import site
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import bson
 
 __all__ = ["MongodNotFound", "MongodStartError", "MongodServer",  # noqa: F822
-           "ReplicaSet", "find_mongod", "raw_command"]
+           "ReplicaSet", "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
 
 HOST = "127.0.0.1"
 _WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
@@ -91,12 +93,14 @@ _request_ids = itertools.count(1)
 
 
 def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
-                timeout: float = 10.0) -> dict:
+                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
     reply is returned as is, so check ``reply["ok"]`` yourself.
 
+    :param ssl_context: speak TLS with this ``ssl.SSLContext`` (for servers
+        started with ``--tlsMode requireTLS``).
     :raises OSError: if the connection fails or times out.
     """
     doc = dict(command)
@@ -105,7 +109,12 @@ def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
     body = struct.pack("<I", 0) + b"\x00" + bson.encode(doc)
     header = struct.pack("<iiii", 16 + len(body), next(_request_ids), 0,
                          _OP_MSG)
-    with socket.create_connection(address, timeout=timeout) as sock:
+    sock = socket.create_connection(address, timeout=timeout)
+    if ssl_context is not None:
+        # wrap_socket takes over the descriptor (and closes it if the TLS
+        # handshake fails), so the TLS socket is the one to close.
+        sock = ssl_context.wrap_socket(sock, server_hostname=address[0])
+    with sock:
         sock.sendall(header + body)
         # A buffered reader's read(n) loops until it has n bytes or EOF.
         with sock.makefile("rb") as reader:
@@ -367,6 +376,178 @@ class MongodServer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
         self.cleanup()
+
+
+# --- Servers with authentication and TLS -------------------------------------
+# Certificates are made at run time by a throwaway CA (trustme), written to a
+# temporary directory, and deleted afterwards: no key or certificate is ever
+# committed.  trustme is a test dependency, imported only when used.
+
+_TEST_ORG = "mongo_requests tests"
+
+
+class TestCertificates:
+    """A test CA and the certificates signed by it, as PEM files in a temp dir.
+
+    Attributes (file paths): ``ca`` (trust this), ``server`` (key + chain
+    for ``mongod``, valid for the name ``localhost`` only, so that connecting
+    to ``127.0.0.1`` is a hostname mismatch), ``client`` (a client
+    certificate for MONGODB-X509), ``client_encrypted`` (the same key,
+    encrypted with :attr:`client_password`), ``other_ca`` (a CA that signed
+    nothing here), ``crl_revoking_server`` (a CRL of :attr:`ca` that revokes
+    the server certificate).  :attr:`client_subject` is the client
+    certificate's subject as MongoDB spells X.509 user names (RFC 2253).
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self) -> None:
+        import datetime
+        import secrets
+
+        import trustme
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        self.dir = tempfile.mkdtemp(prefix="mongo_requests-certs-")
+        _TEMP_DIRS.add(self.dir)
+        ca = trustme.CA(organization_name=_TEST_ORG)
+        # X.509 users must differ from the server's certificate in O, OU or
+        # DC, or mongod takes them for cluster members: so OU differs.
+        server = ca.issue_cert("localhost", organization_name=_TEST_ORG,
+                               organization_unit_name="server")
+        client = ca.issue_cert(common_name="client", organization_name=_TEST_ORG,
+                               organization_unit_name="clients")
+        self.ca = self._write("ca.pem", ca.cert_pem.bytes())
+        self.server = self._write("server.pem", server.private_key_and_cert_chain_pem.bytes())
+        self.client = self._write("client.pem", client.private_key_and_cert_chain_pem.bytes())
+        self.client_password = secrets.token_urlsafe(12)
+        key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(self.client_password.encode()))
+        self.client_encrypted = self._write(
+            "client-encrypted.pem", encrypted + b"".join(p.bytes() for p in client.cert_chain_pems))
+        self.other_ca = self._write("other-ca.pem", trustme.CA().cert_pem.bytes())
+        client_cert = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
+        self.client_subject = client_cert.subject.rfc4514_string()
+        # A revocation list, signed by the CA, naming the server certificate.
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+        server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ca_key: Any = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+        crl = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now - datetime.timedelta(minutes=5))
+               .next_update(now + datetime.timedelta(days=1))
+               .add_revoked_certificate(
+                   x509.RevokedCertificateBuilder()
+                   .serial_number(server_cert.serial_number)
+                   .revocation_date(now - datetime.timedelta(minutes=5)).build())
+               .sign(ca_key, hashes.SHA256()))
+        self.crl_revoking_server = self._write(
+            "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+
+    def _write(self, name: str, data: bytes) -> str:
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return path
+
+    def probe_context(self) -> ssl.SSLContext:
+        """An ``ssl.SSLContext`` trusting the CA, for raw_command probes to 127.0.0.1."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = False  # the probe dials 127.0.0.1; the cert names localhost
+        return ctx
+
+    def cleanup(self) -> None:
+        """Delete the files."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _TEMP_DIRS.discard(self.dir)
+
+
+class SecureMongodServer(MongodServer):
+    """A :class:`MongodServer` with ``--auth`` and/or ``--tlsMode requireTLS``.
+
+    With ``auth=True`` the first user, :attr:`admin_user` with the ``root``
+    role and a random :attr:`admin_password`, is created through the
+    localhost exception as soon as the server is up; :meth:`create_user`
+    adds more.  With ``certs`` (a :class:`TestCertificates`) the server only
+    speaks TLS, presents ``certs.server``, and accepts (but does not require)
+    client certificates signed by ``certs.ca``.
+
+    :param auth: start with ``--auth``.
+    :param certs: certificates for ``--tlsMode requireTLS``, or None.
+    :param kwargs: passed to :class:`MongodServer`.
+    """
+
+    admin_user = "admin"
+
+    def __init__(self, auth: bool = True, certs: TestCertificates | None = None, **kwargs: Any) -> None:
+        import secrets
+
+        super().__init__(**kwargs)
+        self.auth = auth
+        self.certs = certs
+        self.admin_password = secrets.token_urlsafe(16)
+        self._probe_ctx = certs.probe_context() if certs is not None else None
+
+    def _argv(self) -> list[str]:
+        argv = super()._argv()
+        if self.auth:
+            argv.append("--auth")
+        if self.certs is not None:
+            argv += ["--tlsMode", "requireTLS",
+                     "--tlsCertificateKeyFile", self.certs.server,
+                     "--tlsCAFile", self.certs.ca,
+                     "--tlsAllowConnectionsWithoutCertificates"]
+        return argv
+
+    def command(self, command: dict[str, Any], db: str = "admin", timeout: float = 10.0) -> dict[str, Any]:
+        """Run ``command`` with :func:`raw_command`, over TLS when the server requires it."""
+        return raw_command(self.address, command, db, timeout, self._probe_ctx)
+
+    def start(self) -> SecureMongodServer:
+        first = not self._started_once
+        super().start()
+        if self.auth and first:
+            # The localhost exception: with no user yet, a connection from
+            # 127.0.0.1 may create the first one (and nothing else).
+            reply = self.command({"createUser": self.admin_user, "pwd": self.admin_password,
+                                  "roles": ["root"]})
+            if not reply.get("ok"):
+                raise MongodStartError("could not create the first user: %r" % (reply,))
+        return self
+
+    def pymongo_client(self, **kwargs: Any) -> Any:
+        """A ``pymongo.MongoClient`` logged in as the admin user.
+
+        The reference driver does the server's setup, so the fixtures do
+        not depend on the code under test.
+        """
+        import pymongo
+
+        opts: dict[str, Any] = {"directConnection": True, "serverSelectionTimeoutMS": 10000}
+        if self.auth:
+            opts.update(username=self.admin_user, password=self.admin_password, authSource="admin")
+        if self.certs is not None:
+            opts.update(tls=True, tlsCAFile=self.certs.ca)
+        opts.update(kwargs)
+        host = "localhost" if self.certs is not None else HOST
+        return pymongo.MongoClient(host, self.port, **opts)
+
+    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",),
+                    db: str = "admin", mechanisms: Any = None) -> None:
+        """Create a user (``password=None`` for an X.509 user in ``$external``)."""
+        cmd: dict[str, Any] = {"createUser": name, "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r
+                                                    for r in roles]}
+        if password is not None:
+            cmd["pwd"] = password
+        if mechanisms:
+            cmd["mechanisms"] = list(mechanisms)
+        with self.pymongo_client() as client:
+            client[db].command(cmd)
+
 
 
 @atexit.register

@@ -392,7 +392,11 @@ class Topology:
 
     def _connect_monitor(self, address: Address, timeout: float) -> SocketInfo:
         opts = self._pool_options
-        return SocketInfo.connect(address, self.identity.socket, timeout, timeout, 0, opts.metadata)
+        # The same TLS (and handshake) as the pools' connections; a heartbeat
+        # connection is never handed to an operation.
+        return SocketInfo.connect(
+            address, self.identity.socket, timeout, timeout, 0, opts.metadata, opts.setup, self.identity.ssl
+        )
 
     def _scan(self, deadline: float) -> None:
         """Check every server (concurrently) once; or wait for the scan another caller runs."""

@@ -186,6 +186,10 @@ def watchdog() -> Iterator[None]:
     faulthandler.cancel_dump_traceback_later()
 
 
+# Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.
+from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
+
+
 # ---------------------------------------------------------------------------
 # Replica set fixtures (the replset helper's block).  One 3-member set per
 # test session, started on first use; fault tests restart what they kill.

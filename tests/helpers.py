@@ -219,6 +219,24 @@ def settled_connections(admin_client: mongo_requests.MongoClient, timeout: float
     return readings[-1]
 
 
+def app_connections(admin_client: mongo_requests.MongoClient, appname: str) -> int:
+    """How many connections the server has open from clients named ``appname``.
+
+    Exact where the global count is not: other tests' clients close their
+    sockets (or are collected) whenever they like, and the server counts
+    those too.  ``$currentOp`` with ``idleConnections`` lists every
+    connection with the ``appName`` from its handshake.
+    """
+    reply = admin_client.admin.command({
+        "aggregate": 1,
+        "pipeline": [{"$currentOp": {"allUsers": True, "idleConnections": True}},
+                     {"$match": {"appName": appname}}, {"$count": "n"}],
+        "cursor": {},
+    })
+    batch = reply["cursor"]["firstBatch"]
+    return int(batch[0]["n"]) if batch else 0
+
+
 class ConnMonitor:
     """Samples the server's connection count (minus a baseline), and optionally
     the pool's ``open`` gauge, from a worker of its own until stopped.

@@ -30,7 +30,7 @@ import pytest
 from pymongo.errors import ConnectionFailure
 
 import mongo_requests
-from helpers import PATCHED, server_connections, settled_connections, unique_app
+from helpers import PATCHED, app_connections, unique_app
 from mongo_requests import RequestState
 from mongo_requests.testing import MongodServer
 
@@ -107,9 +107,12 @@ def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: flo
     """
     out: dict = {"target": total, "batch": batch, "deadline_s": deadline_s, "warmup": warmup,
                  "max_pool_size": max_pool_size}
-    out["conn_baseline"] = settled_connections(admin, timeout=5.0, interval=0.05, sleep=gevent.sleep)
+    # Counted by appName on the server: the global count also moves with other
+    # tests' clients closing their sockets late.
+    appname = unique_app("churn")
+    out["conn_baseline"] = app_connections(admin, appname)
 
-    client = mongo_requests.MongoClient(uri, max_pool_size=max_pool_size, waitQueueTimeoutMS=10000)
+    client = mongo_requests.MongoClient(uri, max_pool_size=max_pool_size, waitQueueTimeoutMS=10000, appname=appname)
     out["use_greenlets"] = client.use_greenlets
     coll = client[dbname].churn
     coll.replace_one({"_id": "probe"}, {"_id": "probe", "x": 1}, upsert=True)
@@ -181,8 +184,8 @@ def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: flo
         out["stats_warm"] = warm["stats"]
     out["in_request_main"] = client.in_request()
     out["stats"] = client.pool.get_stats()
-    # Sockets open on the server: the baseline plus the pool's open sockets.
-    out["conn_after"] = settled_connections(admin, timeout=5.0, interval=0.05, sleep=gevent.sleep)
+    # Sockets open on the server from this client: exactly the pool's open sockets.
+    out["conn_after"] = app_connections(admin, appname)
     out["pool_open_at_conn_after"] = client.pool.get_stats()["open"]
     try:
         client[dbname].churn.drop()
@@ -193,7 +196,7 @@ def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: flo
     t_close = time.monotonic()
     series = []
     while True:
-        current = server_connections(admin)
+        current = app_connections(admin, appname)
         series.append(current)
         if current == out["conn_baseline"] or time.monotonic() - t_close > 5.0:
             break
@@ -263,7 +266,7 @@ def test_churn_greenlets_die_in_requests(mongodb_uri, admin_client):
     assert stats.get("closed", 0) == 0, stats
     assert not r["in_request_main"]
 
-    # The server: baseline + the pool's open sockets, then baseline after close.
+    # The server: this client's connections are the pool's open sockets, then none after close.
     assert r["pool_open_at_conn_after"] <= CHURN_POOL
     assert r["conn_after"] - r["conn_baseline"] == r["pool_open_at_conn_after"], r
     assert r["conn_after_close"] == r["conn_baseline"], (
