@@ -13,17 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from bson.int64 import Int64
 
 from .database import Database
 from .errors import (
     ConfigurationError,
     ConnectionFailure,
     InvalidName,
-    NotPrimaryError,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
 )
 from .options import ClientOptions
 from .pool import PoolOptions
@@ -31,9 +28,8 @@ from .retry import (
     is_retryable_read,
     is_retryable_read_error,
     is_retryable_write,
-    is_retryable_write_error,
-    is_retryable_write_reply,
 )
+from .retryable import RetryableWrites
 from .sdam import ServerType
 from .sessions import SessionPool
 from .socket_info import SocketInfo, client_metadata
@@ -81,7 +77,7 @@ class Request:
         self.end()
 
 
-class MongoClient:
+class MongoClient(RetryableWrites):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI
@@ -363,59 +359,6 @@ class MongoClient:
             raise
         finally:
             server.pool.checkin(sock)
-
-    def _reselect(self, first: PyMongoError, read_preference: Any, for_write: bool) -> None:
-        """Select a server for the one retry, or raise ``first`` if none can be.
-
-        A lone server gets one immediate attempt (only the socket failed, or
-        the server is down: then fail now, not after serverSelectionTimeoutMS);
-        a replica set gets the selection timeout, time for an election.
-        """
-        try:
-            self._topology.select_server(None, read_preference, for_write, self._topology.single)
-        except (ServerSelectionTimeoutError, ConnectionFailure):
-            raise first from None
-
-    def _retryable_write(
-        self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any], sequences: Sequence[bytes],
-        check: bool,
-    ) -> dict[str, Any]:
-        """Run a write with a server session's ``lsid`` and a new ``txnNumber``; retry it once if it may be.
-
-        The retry carries the same ``lsid`` and ``txnNumber``, so a server
-        that applied the first attempt answers the retry without applying it
-        again.
-        """
-        timeout_minutes = self._topology.description.logical_session_timeout_minutes
-        session = self._sessions.checkout(timeout_minutes)
-        cmd["lsid"] = session.lsid
-        cmd["txnNumber"] = Int64(session.next_txn_number())
-        reply: dict[str, Any] | None = None
-        try:
-            try:
-                reply = self._run(dbname, cmd, codec_options, sequences, check, for_write=True)
-                if not is_retryable_write_reply(reply):
-                    return reply
-                # ok: 1 with a retryable write concern error: the caller raises
-                # it from the reply if the retry cannot happen.
-                first: PyMongoError = OperationFailure("retryable write concern error", None, reply)
-            except PyMongoError as exc:
-                if isinstance(exc, ConnectionFailure) and not isinstance(exc, NotPrimaryError):
-                    session.dirty = True  # the server may still be running it
-                if not is_retryable_write_error(exc):
-                    raise
-                first = exc
-            try:
-                if not self._topology.sessions_supported:
-                    raise first
-                self._reselect(first, None, True)
-                return self._run(dbname, cmd, codec_options, sequences, check, for_write=True)
-            except PyMongoError as exc:
-                if exc is first and reply is not None:
-                    return reply
-                raise
-        finally:
-            self._sessions.checkin(session, timeout_minutes)
 
     def _send_unacknowledged(
         self,
