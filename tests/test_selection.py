@@ -208,3 +208,23 @@ def test_selection_error_message_lists_each_member_with_type_and_error():
     assert "serverSelectionTimeoutMS=2500" in message
     message = selection_error_message(td, Secondary([{"dc": "la"}], max_staleness=100))
     assert "read preference Secondary" in message and "'la'" in message and "maxStalenessSeconds=100" in message
+
+
+# --- Client options that feed selection ------------------------------------
+
+def test_read_preference_options_from_uri_and_keywords():
+    from mongo_requests.options import ClientOptions
+
+    opts = ClientOptions.parse("mongodb://a,b/?replicaSet=rs&readPreference=secondaryPreferred"
+                               "&readPreferenceTags=dc:ny,rack:1&readPreferenceTags=&maxStalenessSeconds=120"
+                               "&localThresholdMS=30&heartbeatFrequencyMS=2000")
+    pref = opts.read_preference
+    assert pref.mode == 3 and pref.tag_sets == [{"dc": "ny", "rack": "1"}, {}] and pref.max_staleness == 120
+    assert (opts.replica_set, opts.local_threshold, opts.heartbeat_frequency) == ("rs", 0.03, 2.0)
+    kw = ClientOptions.parse("a", read_preference=Nearest(tag_sets=[{"dc": "sf"}]), retryWrites=False)
+    assert kw.read_preference.mode == 4 and kw.read_preference.tag_sets == [{"dc": "sf"}] and not kw.retry_writes
+    assert ClientOptions.parse("a").read_preference.mode == 0
+    for bad in ("readPreferenceTags=dc:ny", "readPreference=secondary&maxStalenessSeconds=30",
+                "heartbeatFrequencyMS=100", "readPreference=sideways"):
+        with pytest.raises(ConfigurationError):
+            ClientOptions.parse("mongodb://a/?" + bad)
