@@ -160,6 +160,7 @@ class Collection:
         name: str,
         write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
@@ -175,6 +176,10 @@ class Collection:
         self._name = name
         self.codec_options: CodecOptions[Any] = codec_options or database.codec_options
         self._set_write_concern(write_concern or database.write_concern)
+        #: The :mod:`pymongo.read_preferences` mode of this collection's reads (the database's by default).
+        self.read_preference: Any = read_preference or database.read_preference
+        # What reads pass down: None for primary, so the hot path skips read-preference work.
+        self._read_pref: Any = self.read_preference if self.read_preference.mode else None
 
     def _set_write_concern(self, wc: WriteConcern) -> None:
         self.write_concern = wc
@@ -215,11 +220,18 @@ class Collection:
         raise TypeError("'Collection' object is not iterable")
 
     def with_options(
-        self, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+        self,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
     ) -> Collection:
-        """A copy of this collection with other options."""
+        """A copy of this collection with other options (``read_preference``: a pymongo.read_preferences mode)."""
         return Collection(
-            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options
+            self._database,
+            self._name,
+            write_concern or self.write_concern,
+            codec_options or self.codec_options,
+            read_preference or self.read_preference,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -522,7 +534,11 @@ class Collection:
             return None
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
+        if self._read_pref is None:
+            reply = self._client._command(self._db_name, cmd, self.codec_options)
+        else:
+            reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
@@ -538,14 +554,15 @@ class Collection:
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
         cmd.update(kwargs)
-        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
+        reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
         cmd.update(kwargs)
-        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
+        return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         """Distinct values of ``key``."""
@@ -555,7 +572,8 @@ class Collection:
         if filter:
             cmd["query"] = filter
         cmd.update(kwargs)
-        values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
+        reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        values: list[Any] = reply["values"]
         return values
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
@@ -567,8 +585,14 @@ class Collection:
         cursor_opts = {"batchSize": batch_size} if batch_size else {}
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
         cmd.update(kwargs)
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return CommandCursor(self, reply, batch_size)
+        # $out and $merge write: those pipelines go to the primary.
+        writes = any("$out" in stage or "$merge" in stage for stage in pipeline)
+        where: list[tuple[str, int]] = []
+        reply = self._client._command(
+            self._db_name, cmd, self.codec_options, read_preference=None if writes else self._read_pref,
+            on_server=where.append,
+        )
+        return CommandCursor(self, reply, batch_size, where[-1] if where else None)
 
     # -- find-and-modify ----------------------------------------------------
     def _find_and_modify(self, query: Any, full_response: bool = False, **fields: Any) -> Any:

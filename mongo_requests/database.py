@@ -44,11 +44,14 @@ class Database:
         name: str,
         write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
     ) -> None:
         self._client = client
         self._name = _check_name(name)
         self.write_concern = write_concern or client.write_concern
         self.codec_options: CodecOptions[Any] = codec_options or client.codec_options
+        #: The :mod:`pymongo.read_preferences` mode of its collections' reads (the client's by default).
+        self.read_preference: Any = read_preference or client.read_preference
 
     @property
     def client(self) -> MongoClient:
@@ -63,10 +66,31 @@ class Database:
         return self._name
 
     def get_collection(
-        self, name: str, write_concern: WriteConcern | None = None, codec_options: CodecOptions[Any] | None = None
+        self,
+        name: str,
+        write_concern: WriteConcern | None = None,
+        codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
     ) -> Collection:
         """Return a :class:`~mongo_requests.collection.Collection`."""
-        return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
+        return Collection(
+            self, name, write_concern=write_concern, codec_options=codec_options, read_preference=read_preference
+        )
+
+    def with_options(
+        self,
+        codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+    ) -> Database:
+        """A copy of this database with other options (``read_preference``: a pymongo.read_preferences mode)."""
+        return Database(
+            self._client,
+            self._name,
+            write_concern or self.write_concern,
+            codec_options or self.codec_options,
+            read_preference or self.read_preference,
+        )
 
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
@@ -81,13 +105,20 @@ class Database:
         return self.get_collection(name)
 
     def command(
-        self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        check: bool = True,
+        read_preference: Any = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Run a database command, PyMongo style.
 
         ``db.command('ping')``, ``db.command('collStats', 'things')``, or a
         whole document: ``db.command({'count': 'things', 'query': {}})``.
-        Keyword arguments are appended to the command document.
+        Keyword arguments are appended to the command document.  A command
+        goes to the primary unless ``read_preference`` (a
+        :mod:`pymongo.read_preferences` mode) says otherwise, as in PyMongo.
         """
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
@@ -99,7 +130,9 @@ class Database:
             raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
         if kwargs:
             cmd.update(kwargs)
-        return self._client._command(self._name, cmd, self.codec_options, check=check)
+        if read_preference is not None and not read_preference.mode:
+            read_preference = None
+        return self._client._command(self._name, cmd, self.codec_options, check=check, read_preference=read_preference)
 
     def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
         """Names of the collections in this database.

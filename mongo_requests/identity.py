@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from .errors import ConfigurationError
@@ -241,6 +242,34 @@ class ThreadIdentity:
     # Threads can share plain sockets freely: nothing to re-home.
     rehome = None
 
+    @staticmethod
+    def fan_out(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run ``tasks`` at the same time, one in this thread and one thread each for the rest; join all.
+
+        Server checks use it: nothing started here outlives the call.  A
+        task's exception is raised here, after every thread has ended.
+        """
+        if len(tasks) <= 1:
+            return [task() for task in tasks]
+        results: list[Any] = [None] * len(tasks)
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                results[i] = tasks[i]()
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(tasks))]
+        for thread in threads:
+            thread.start()
+        run(0)
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
     def after_fork(self) -> None:
         """Nothing to do for threads in a forked child."""
 
@@ -354,6 +383,21 @@ class GreenletIdentity:
         if _reinit_pid != pid and not gevent_patched("os"):
             _reinit_pid = pid
             self._gevent.reinit()
+
+    def fan_out(self, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run ``tasks`` at the same time, one in this greenlet and one greenlet each for the rest; join all.
+
+        Server checks use it: nothing spawned here outlives the call.  A
+        task's exception is raised here, after every greenlet has ended.
+        """
+        if len(tasks) <= 1:
+            return [task() for task in tasks]
+        greenlets = [self._gevent.spawn(task) for task in tasks[1:]]
+        try:
+            first = tasks[0]()
+        finally:
+            self._gevent.joinall(greenlets)
+        return [first] + [g.get() for g in greenlets]
 
     def rehome(self, sock: Any) -> Any:
         """Return ``sock`` usable from this thread's hub (re-wrapping it if needed).

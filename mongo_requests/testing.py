@@ -6,7 +6,9 @@ a temporary data directory and waits until it answers ``hello``.  It only
 depends on :mod:`bson` (shipped with PyMongo) and the standard library, so it
 works before, and independently of, the rest of :mod:`mongo_requests`.
 
-Run ``python -m mongo_requests.testing`` to get a server for manual work.
+Run ``python -m mongo_requests.testing`` to get a server for manual work, and
+``python -m mongo_requests.testing --replset`` for a 3-member replica set
+(:class:`ReplicaSet`, defined in :mod:`mongo_requests.testing_replset`).
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from typing import IO, Any, Callable, Iterable
 
 import bson
 
-__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",
-           "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
+__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",  # noqa: F822
+           "ReplicaSet", "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
 
 HOST = "127.0.0.1"
 _WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
@@ -568,10 +570,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m mongo_requests.testing``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int)
-    parser.add_argument("--replset", metavar="NAME")
+    parser.add_argument("--replset", metavar="NAME", nargs="?", const="rs0",
+                        help="start a replica set (named rs0 by default)")
+    parser.add_argument("--members", type=int, default=3,
+                        help="members of the --replset (default 3; 1 gives "
+                             "a one-member set on --port)")
     args = parser.parse_args(argv)
     # SIGTERM should shut down as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.replset and args.members != 1:
+        return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
         print(server.uri, flush=True)
         print(f"pid {server.pid}, dbpath {server.dbpath}; Ctrl-C to stop",
@@ -583,6 +591,35 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("mongod died:\n" + server.log_tail(), file=sys.stderr)
         return 1
+
+
+def _serve_replica_set(name: str, members: int) -> int:
+    # Members may die (a manual kill -9 to try failover): the set is served
+    # until Ctrl-C/SIGTERM, and only stops on its own if every member is gone.
+    from .testing_replset import ReplicaSet
+
+    with ReplicaSet(name, members) as rs:
+        print(rs.uri, flush=True)
+        for member in rs.members:
+            print(f"{member.host}:{member.port} pid {member.pid}, dbpath "
+                  f"{member.dbpath}", file=sys.stderr, flush=True)
+        print("Ctrl-C to stop", file=sys.stderr, flush=True)
+        try:
+            while any(m.running for m in rs.members):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        print("every member died", file=sys.stderr)
+        return 1
+
+
+def __getattr__(name: str):
+    # ReplicaSet lives in testing_replset, which imports this module: load it
+    # on first use, so neither import order (nor ``python -m``) is circular.
+    if name == "ReplicaSet":
+        from .testing_replset import ReplicaSet
+        return ReplicaSet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ def test_find_one_by_a_non_mapping_id(coll):
 
 def _last_find(db, coll_name: str) -> dict:
     """The last find on ``coll_name`` that the server's profiler recorded."""
-    entry = db["system.profile"].find_one({"op": "query", "ns": "%s.%s" % (db.name, coll_name)}, sort=[("ts", -1)])
+    # $natural: the capped profile collection keeps insertion order; two finds may share a millisecond ts.
+    query = {"op": "query", "ns": "%s.%s" % (db.name, coll_name)}
+    entry = db["system.profile"].find_one(query, sort=[("$natural", -1)])
     assert entry is not None, "the profiler recorded no find on %s" % coll_name
     return entry["command"]
 

@@ -398,7 +398,7 @@ def test_dead_thread_in_nested_request_gives_back_its_socket(make_client):
 # -- errors on a pinned socket -----------------------------------------------------------
 def test_network_error_on_pinned_socket_keeps_request_and_repins(make_client, admin_client, db):
     app = unique_app()
-    c = make_client(appname=app)
+    c = make_client(appname=app, retryReads=False)  # the error must reach the request's owner
     coll = c[db.name].things
     coll.insert_one({"x": 1})
     with c.start_request():
