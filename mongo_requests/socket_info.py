@@ -143,7 +143,7 @@ class SocketInfo:
         metadata: Mapping[str, Any] | None = None,
         setup: Any = None,
         ssl_module: Any = None,
-    ) -> "SocketInfo":
+    ) -> SocketInfo:
         """Open a TCP connection and run the ``hello`` handshake.
 
         :param setup: a :class:`~mongo_requests.handshake.ConnectionSetup`

@@ -192,6 +192,7 @@ class MongodServer:
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)`` of the server."""
+        assert self._port is not None
         return (HOST, self._port)
 
     @property
@@ -205,7 +206,7 @@ class MongodServer:
     @property
     def pid(self) -> int | None:
         """Process id while running, else None."""
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self.running else None
 
     @property
     def running(self) -> bool:
@@ -226,7 +227,8 @@ class MongodServer:
         return raw_command(self.address, command, db, timeout)
 
     def _argv(self) -> list[str]:
-        argv = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
+        assert self._dbpath is not None
+        argv: list[str] = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
                 "--dbpath", self._dbpath, "--wiredTigerCacheSizeGB", "0.25",
                 "--setParameter", "enableTestCommands=1", "--nounixsocket",
                 # --logappend keeps one log across kill()/start() cycles
@@ -266,6 +268,7 @@ class MongodServer:
         argv = self._argv()
         # mongod reports bad options on stderr before its log exists, so
         # stderr goes to a file whose tail ends up in MongodStartError.
+        assert self._dbpath is not None
         self._stderr = open(os.path.join(self._dbpath, "mongod.stderr"), "wb")
         # A new session keeps a terminal's Ctrl-C away from mongod, so that
         # our own stop() can shut it down cleanly instead.
@@ -304,6 +307,7 @@ class MongodServer:
         # notice mongod's exit ("Address already in use") quickly.
         last: dict[str, Any] | OSError | None = None
         while True:
+            assert self._proc is not None
             if self._proc.poll() is not None:
                 self._fail(argv, f"mongod exited before it could {what}")
             remaining = deadline - time.monotonic()
@@ -320,10 +324,12 @@ class MongodServer:
             time.sleep(0.05)
 
     def _fail(self, argv: list[str], reason: str) -> None:
+        assert self._proc is not None
         if self.running:
             self._proc.kill()
         code = self._proc.wait()
         self._close()
+        assert self._dbpath is not None
         stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
         raise MongodStartError(
             f"{reason}\ncommand: {shlex.join(argv)}\nexit code: {code}\n"
@@ -613,7 +619,7 @@ def _serve_replica_set(name: str, members: int) -> int:
         return 1
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     # ReplicaSet lives in testing_replset, which imports this module: load it
     # on first use, so neither import order (nor ``python -m``) is circular.
     if name == "ReplicaSet":

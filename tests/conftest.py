@@ -187,15 +187,12 @@ def watchdog() -> Iterator[None]:
 
 
 # Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.
-from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
-
-
 # ---------------------------------------------------------------------------
 # Replica set fixtures (the replset helper's block).  One 3-member set per
 # test session, started on first use; fault tests restart what they kill.
 # ---------------------------------------------------------------------------
-
 from mongo_requests.testing import ReplicaSet  # noqa: E402
+from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
