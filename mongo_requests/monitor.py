@@ -38,7 +38,7 @@ _RTT_WEIGHT = 0.2
 _MAX_ROUNDS = 4
 
 # connect(address, timeout) -> a connected, handshaken SocketInfo-like object
-# with ``.hello``, ``.command(db, cmd)``, ``.close(reason)`` and ``.sock``.
+# with ``.hello``, ``.command(db, cmd)``, ``.close()`` and ``.sock``.
 Connect = Callable[[Address, float], Any]
 FanOut = Callable[[Sequence[Callable[[], Any]]], List[Any]]
 
@@ -104,7 +104,7 @@ class ServerMonitor:
     def _drop(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            sock.close("heartbeat error")
+            sock.close()
 
     def close(self) -> None:
         """Close the heartbeat connection (the server left the topology, or the client closed)."""
