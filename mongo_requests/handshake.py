@@ -27,7 +27,7 @@ from . import compression, wire
 from .auth import Credentials, credentials_from_options
 from .errors import ConfigurationError, ProtocolError
 from .socket_info import SocketInfo
-from .tls import TLSOptions, tls_options_from
+from .tls import TLS_DETAIL_OPTIONS, TLSOptions, tls_options_from
 
 __all__ = ["ConnectionSetup", "CompressedSocketInfo", "SECURITY_OPTIONS", "setup_from_options"]
 
@@ -185,13 +185,7 @@ SECURITY_OPTIONS = (
     "authMechanismProperties",
     "tls",
     "ssl",
-    "tlsCAFile",
-    "tlsCertificateKeyFile",
-    "tlsCertificateKeyFilePassword",
-    "tlsAllowInvalidCertificates",
-    "tlsAllowInvalidHostnames",
-    "tlsInsecure",
-    "tlsCRLFile",
+    *TLS_DETAIL_OPTIONS,
     "compressors",
     "zlibCompressionLevel",
     "speculativeAuthentication",
