@@ -258,19 +258,25 @@ class MongoClient(ClientCompat, RetryableWrites):
         read_preference: Any = None,
         address: tuple[str, int] | None = None,
         on_server: Callable[[tuple[str, int]], None] | None = None,
+        retryable: bool | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
         :param read_preference: for a read, its non-primary mode (None: primary).
         :param address: run it on this server (a cursor's ``getMore``), no selection, no retry.
         :param on_server: called with the address of the server that runs it.
+        :param retryable: for an acknowledged write whose statements travel in
+            ``sequences`` (a bulk batch), whether it is a retryable write;
+            None: judged from ``cmd``.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
         :mod:`mongo_requests.retry`.
         """
         topology = self._topology
-        if topology.sessions_supported and self._retry_writes and is_retryable_write(cmd):
+        if topology.sessions_supported and self._retry_writes and (
+            is_retryable_write(cmd) if retryable is None else retryable
+        ):
             return self._retryable_write(dbname, cmd, codec_options, sequences, check)
         if read_preference is None and address is None and on_server is None and not topology.direct_member:
             # The hot path (a primary or standalone operation), inline: a
