@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -151,8 +152,7 @@ class ReplicaSet:
         """
         deadline = time.monotonic() + self.startup_timeout
         try:
-            for member in self.members:
-                member.start()
+            _each(self.members, MongodServer.start)
             config = self._initial_config()
             self._until(deadline, "accept replSetInitiate", lambda: self._initiate(config))
             if self.auth:
@@ -212,8 +212,9 @@ class ReplicaSet:
         secondary to catch up before stepping down to shut down.
         """
         primary = self.primary()
-        for member in sorted(self.members + self.removed, key=lambda m: m is primary):
-            member.stop()
+        _each([m for m in self.members + self.removed if m is not primary], MongodServer.stop)
+        if primary is not None:
+            primary.stop()
 
     def cleanup(self) -> None:
         """Stop if needed and delete every member's temporary data directory."""
@@ -386,4 +387,23 @@ class ReplicaSet:
 
     def __repr__(self) -> str:
         return "<ReplicaSet %r %s>" % (self.name, ",".join(self.hosts))
+
+
+def _each(members: list[MongodServer], action: Any) -> None:
+    """``action(member)`` for every member at once (each mostly waits on its mongod); re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def run(member: MongodServer) -> None:
+        try:
+            action(member)
+        except BaseException as exc:  # re-raised below, in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(m,), daemon=True) for m in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
