@@ -11,6 +11,11 @@ name.  What a member did is asked of the member itself: ``hello``'s ``me``,
 """
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import subprocess
+import sys
 import time
 import urllib.parse
 
@@ -19,6 +24,7 @@ from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeo
 from pymongo.read_preferences import Primary, Secondary
 from pymongo.write_concern import WriteConcern
 
+import mongo_requests.testing as testing
 from helpers import run_threads, unique_app
 from security_fixtures import CURRENT, SET_NAME, elapsed
 
@@ -125,10 +131,8 @@ def test_plaintext_client_refused_by_every_member(secure_replica_set, auth_users
         assert seconds < 5
         assert auth_users.password not in str(exc)
         # The member itself hangs up on a plaintext hello.
-        from mongo_requests.testing import raw_command
-
         with pytest.raises(OSError):
-            raw_command(member.address, {"hello": 1}, timeout=5)
+            testing.raw_command(member.address, {"hello": 1}, timeout=5)
 
 
 def test_requests_on_the_set_under_tls_and_auth(secure_replica_set, auth_users, test_certs, secure_client):
@@ -174,3 +178,46 @@ def test_requests_on_the_set_under_tls_and_auth(secure_replica_set, auth_users, 
         assert time.monotonic() - start < 60
     finally:
         c.drop_database(name)
+
+
+def test_key_file_is_private_and_outside_the_repository(secure_replica_set):
+    # mongod refuses a keyFile that others can read; the secret is made at run
+    # time in a temporary directory (deleted by cleanup()), never committed.
+    rs = secure_replica_set
+    assert stat.S_IMODE(os.stat(rs.key_file).st_mode) == 0o600
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert not os.path.abspath(rs.key_file).startswith(repo + os.sep)
+    for member in rs.members:
+        assert member.key_file == rs.key_file
+
+
+@pytest.mark.modes("threads")
+def test_module_main_secure_replset_serves_then_cleans_up(secure_client):
+    # The manual-work launcher: a one-member set with --auth and --tls, whose
+    # printed URI (admin user, CA file) works as printed; SIGTERM stops it and
+    # deletes the certificates.
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(testing.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing", "--replset", "--members", "1",
+                             "--auth", "--tls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        uri = proc.stdout.readline().decode().strip()
+        assert uri.startswith("mongodb://admin:") and "replicaSet=rs0" in uri and "tls=true" in uri, proc.stderr.read()
+        ca = urllib.parse.unquote_plus(uri.split("tlsCAFile=")[1].split("&")[0])
+        assert os.path.isfile(ca)
+        c = secure_client(uri)
+        assert c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"] == [
+            {"user": "admin", "db": "admin"}]
+        address = c.primary
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert not os.path.exists(ca)
+    with pytest.raises(OSError):
+        testing.raw_command(address, {"hello": 1}, timeout=2)
