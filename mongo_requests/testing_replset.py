@@ -189,18 +189,6 @@ class ReplicaSet:
         primary.create_user(name, password, roles, db, mechanisms,
                             writeConcern={"w": len(self.members), "wtimeout": 30000})
 
-    def pymongo_client(self, **kwargs: Any) -> Any:
-        """A ``pymongo.MongoClient`` of the whole set, logged in as the admin user when the set has ``auth``."""
-        import pymongo
-
-        opts: dict[str, Any] = {"replicaSet": self.name, "serverSelectionTimeoutMS": 10000}
-        if self.auth:
-            opts.update(username=self.admin_user, password=self.admin_password, authSource="admin")
-        if self.certs is not None:
-            opts.update(tls=True, tlsCAFile=self.certs.ca)
-        opts.update(kwargs)
-        return pymongo.MongoClient(self.hosts, **opts)
-
     def _initiate(self, config: dict[str, Any]) -> bool:
         reply = self.members[0].command({"replSetInitiate": config}, timeout=30)
         return bool(reply.get("ok")) or reply.get("codeName") == "AlreadyInitialized"

@@ -192,24 +192,26 @@ def test_key_file_is_private_and_outside_the_repository(secure_replica_set):
 
 
 @pytest.mark.modes("threads")
-def test_module_main_secure_replset_serves_then_cleans_up(secure_client):
-    # The manual-work launcher: a one-member set with --auth and --tls, whose
-    # printed URI (admin user, CA file) works as printed; SIGTERM stops it and
-    # deletes the certificates.
+@pytest.mark.parametrize("topology", [["--replset", "--members", "1"], []], ids=["replset", "standalone"])
+def test_module_main_secure_server_serves_then_cleans_up(secure_client, topology):
+    # The manual-work launcher: a one-member set (or a standalone) with --auth
+    # and --tls, whose printed URI (admin user, CA file) works as printed;
+    # SIGTERM stops it and deletes the certificates.
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(testing.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing", "--replset", "--members", "1",
-                             "--auth", "--tls"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing", *topology, "--auth", "--tls"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         uri = proc.stdout.readline().decode().strip()
-        assert uri.startswith("mongodb://admin:") and "replicaSet=rs0" in uri and "tls=true" in uri, proc.stderr.read()
+        assert uri.startswith("mongodb://admin:") and "tls=true" in uri, proc.stderr.read()
+        assert ("replicaSet=rs0" in uri) == bool(topology)
         ca = urllib.parse.unquote_plus(uri.split("tlsCAFile=")[1].split("&")[0])
         assert os.path.isfile(ca)
         c = secure_client(uri)
         assert c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"] == [
             {"user": "admin", "db": "admin"}]
-        address = c.primary
+        address = c.address
         c.close()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
