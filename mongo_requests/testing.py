@@ -8,7 +8,9 @@ works before, and independently of, the rest of :mod:`mongo_requests`.
 
 Run ``python -m mongo_requests.testing`` to get a server for manual work, and
 ``python -m mongo_requests.testing --replset`` for a 3-member replica set
-(:class:`ReplicaSet`, defined in :mod:`mongo_requests.testing_replset`).
+(:class:`ReplicaSet`, defined in :mod:`mongo_requests.testing_replset`).  Add
+``--auth`` and/or ``--tls`` for a secure one (:class:`SecureMongodServer` and
+:class:`TestCertificates`, defined in :mod:`mongo_requests.testing_secure`).
 """
 from __future__ import annotations
 
