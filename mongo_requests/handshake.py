@@ -79,6 +79,20 @@ class ConnectionSetup:
     def __bool__(self) -> bool:
         return bool(self.tls or self.credentials or self.compressors)
 
+    def for_monitoring(self) -> ConnectionSetup | None:
+        """The setup of a heartbeat connection: the same TLS and compressors, no authentication.
+
+        The SDAM monitoring specification: a monitor never authenticates.  Its
+        ``hello`` needs no login, and a wrong password must surface as the
+        operation's ``OperationFailure`` (code 18) from a pool connection at
+        once, not as a member that every check marks Unknown until
+        ``serverSelectionTimeoutMS`` runs out.
+        """
+        if self.credentials is None:
+            return self
+        setup = ConnectionSetup(self.tls, None, self.compressors, self.zlib_level, self.speculative)
+        return setup if setup else None
+
     # -- the hooks SocketInfo.connect calls ---------------------------------
     def wrap(self, sock: Any, address: tuple[str, int], ssl_module: Any) -> Any:
         """Step 1: the TLS socket for ``sock`` (``sock`` itself without TLS)."""
