@@ -369,7 +369,7 @@ def test_visits_under_load(app_uri, db_name, sampler, slow_updates):
     # heartbeats) come and go in the server's count: the exact check is the
     # app's own connections, by appName, at the end.
     replica_set = "replicaSet=" in app_uri
-    cap = WORKERS * MAX_POOL_SIZE + SLACK + (WORKERS + 4 if replica_set else 0)
+    cap = WORKERS * MAX_POOL_SIZE + SLACK + (WORKERS + 6 if replica_set else 0)
     sampler.start()
 
     def body(server: Gunicorn) -> None:
