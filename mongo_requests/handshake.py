@@ -80,18 +80,17 @@ class ConnectionSetup:
         return bool(self.tls or self.credentials or self.compressors)
 
     def for_monitoring(self) -> ConnectionSetup | None:
-        """The setup of a heartbeat connection: the same TLS and compressors, no authentication.
+        """The setup of a heartbeat connection: the same TLS, nothing else.
 
-        The SDAM monitoring specification: a monitor never authenticates.  Its
-        ``hello`` needs no login, and a wrong password must surface as the
-        operation's ``OperationFailure`` (code 18) from a pool connection at
-        once, not as a member that every check marks Unknown until
-        ``serverSelectionTimeoutMS`` runs out.
+        The server monitoring specification says monitoring sockets MUST NOT
+        authenticate nor negotiate a SCRAM mechanism (``saslSupportedMechs``):
+        a heartbeat runs only ``hello``, which needs no user, and a SASL
+        conversation per check would cost the server more than the check.  No
+        compression either: a ``hello`` is too small to gain from it.
         """
-        if self.credentials is None:
-            return self
-        setup = ConnectionSetup(self.tls, None, self.compressors, self.zlib_level, self.speculative)
-        return setup if setup else None
+        if self.tls is None:
+            return None
+        return ConnectionSetup(self.tls)
 
     # -- the hooks SocketInfo.connect calls ---------------------------------
     def wrap(self, sock: Any, address: tuple[str, int], ssl_module: Any) -> Any:
