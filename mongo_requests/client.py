@@ -33,7 +33,6 @@ from .retry import (
     is_retryable_write,
 )
 from .retryable import RetryableWrites
-from .sdam import ServerType
 from .sessions import SessionPool, end_sessions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
