@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
@@ -81,7 +82,8 @@ See benchmarks/README.md for the method and how to read the results."""
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0],
-        epilog=EPILOG % ", ".join(w.name for w in WORKLOADS), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG % textwrap.fill(", ".join(w.name for w in WORKLOADS), 96, subsequent_indent="    "),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, to check the harness (a few minutes)")
     parser.add_argument("--uri", help="server to use (default: $MONGODB_URI, else a throwaway mongod)")
     parser.add_argument("--replset", metavar="URI",

@@ -198,5 +198,5 @@ def _replset(ax_ops: Any, ax_gevent: Any, rs: dict[str, Any]) -> None:
     ax_gevent.set_ylabel("ops/s")
     ax_gevent.margins(y=0.2)
     ax_gevent.grid(axis="y", alpha=0.3)
-    ax_gevent.set_title("Replica set, %d greenlets: peak connections per member (P primary, S secondary)"
-                        % rs["gevent"]["greenlets"], fontsize=10)
+    ax_gevent.set_title("Replica set, %d greenlets, maxPoolSize=%d\nlabels: peak connections per member (P primary, "
+                        "S secondary)" % (rs["gevent"]["greenlets"], rs["gevent"]["max_pool_size"]), fontsize=10)

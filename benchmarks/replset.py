@@ -61,7 +61,9 @@ def _client(driver: str, uri: str, appname: str, retry: bool, replset: bool) -> 
     kw: dict[str, Any] = {"appname": appname, "retryWrites": retry}
     if driver == _MR:
         return mongo_requests.MongoClient(uri, **kw)
-    return pymongo.MongoClient(uri, **kw, **({} if replset else {"directConnection": True}))
+    if not replset:
+        kw["directConnection"] = True
+    return pymongo.MongoClient(uri, **kw)
 
 
 def _ops(client: Any) -> dict[str, Callable[[], Any]]:
@@ -168,7 +170,7 @@ def run(standalone_uri: str | None, args: Any, progress: Any) -> dict[str, Any]:
 
 
 def _run_set(uri: str, where: str, n: int, warmup: int, args: Any, progress: Any) -> dict[str, Any]:
-    setup = pymongo.MongoClient(uri, appname="mr-bench-rs-setup")
+    setup: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, appname="mr-bench-rs-setup")
     try:
         hello = setup.admin.command("hello")
         members = [(h, int(p)) for h, p in (x.rsplit(":", 1) for x in hello["hosts"])]
@@ -218,7 +220,7 @@ def _run_standalone(uri: str | None, n: int, warmup: int, args: Any, progress: A
         uri = server.uri
     try:
         address = uri_parser.parse_uri(uri)["nodelist"][0]
-        setup = pymongo.MongoClient(uri, directConnection=True)
+        setup: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, directConnection=True)
         setup[DB]["c"].insert_one({"_id": 1})
         clients = {label: _client(driver, uri, _appname(label), retry, False) for label, driver, retry in _CLIENTS}
         try:

@@ -102,9 +102,10 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = None
     if mr.get("median_ops_per_s") and pm.get("median_ops_per_s"):
         ratio = mr["median_ops_per_s"] / pm["median_ops_per_s"]
-    out.append(_target("gevent, auto_start_request=False: ops/s >= pymongo's (ratio >= 1.0)", ratio, 1.0, True, "x"))
+    out.append(_target("gevent, %s: ops/s >= %s's (ratio >= 1.0)" % (GEVENT_MR, GEVENT_PYMONGO), ratio, 1.0, True,
+                       "x"))
     pool = (results.get("gevent") or {}).get("max_pool_size", results.get("config", {}).get("pool_size"))
-    out.append(_target("gevent, auto_start_request=False: peak connections <= maxPoolSize (%s)" % pool,
+    out.append(_target("gevent, %s: peak connections <= maxPoolSize (%s)" % (GEVENT_MR, pool),
                        mr.get("peak_connections_max"), pool if pool is not None else 0, False, "connections"))
     curves = (results.get("scaling") or {}).get("curves", {})
     for label in (GEVENT_MR, "mongo_requests w=1"):
