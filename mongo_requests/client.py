@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
+from .client_compat import ClientCompat
 from .database import Database
 from .errors import (
     ConfigurationError,
@@ -23,6 +24,7 @@ from .errors import (
     PyMongoError,
 )
 from .identity import GreenletIdentity, ThreadIdentity
+from .monitoring import Listeners
 from .options import ClientOptions
 from .pool import Pool, PoolOptions
 from .retry import (
@@ -31,8 +33,7 @@ from .retry import (
     is_retryable_write,
 )
 from .retryable import RetryableWrites
-from .sdam import ServerType
-from .sessions import SessionPool
+from .sessions import SessionPool, end_sessions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
@@ -78,7 +79,7 @@ class Request:
         self.end()
 
 
-class MongoClient(RetryableWrites):
+class MongoClient(ClientCompat, RetryableWrites):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI
@@ -155,6 +156,8 @@ class MongoClient(RetryableWrites):
         self._sessions = SessionPool()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
+        # None unless a command listener is registered: the hot path's one check.
+        self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
     @property
     def max_pool_size(self) -> int:
@@ -189,34 +192,6 @@ class MongoClient(RetryableWrites):
         if self._topology.single:
             return self._topology.servers[0].pool
         return self._topology.select_server(for_write=True).pool
-
-    # -- replica set members ------------------------------------------------
-    @property
-    def primary(self) -> tuple[str, int] | None:
-        """``(host, port)`` of the replica set's primary, or None if there is none (or no set).
-
-        Reports what the last check found, checking first if that is older
-        than ``heartbeatFrequencyMS``; never waits for an election.
-        """
-        sd = self._topology.refreshed().primary
-        return sd.address if sd is not None else None
-
-    @property
-    def secondaries(self) -> set[tuple[str, int]]:
-        """``(host, port)`` of each secondary of the replica set (empty without one)."""
-        return {sd.address for sd in self._topology.refreshed().by_type(ServerType.RSSecondary)}
-
-    @property
-    def arbiters(self) -> set[tuple[str, int]]:
-        """``(host, port)`` of each arbiter of the replica set."""
-        return {sd.address for sd in self._topology.refreshed().by_type(ServerType.RSArbiter)}
-
-    @property
-    def nodes(self) -> frozenset[tuple[str, int]]:
-        """``(host, port)`` of every server the client currently knows to be up."""
-        td = self._topology.refreshed()
-        down = (ServerType.Unknown, ServerType.PossiblePrimary)
-        return frozenset(a for a, sd in td.servers.items() if sd.type not in down)
 
     # -- requests -----------------------------------------------------------
     def start_request(self) -> Request:
@@ -283,25 +258,33 @@ class MongoClient(RetryableWrites):
         read_preference: Any = None,
         address: tuple[str, int] | None = None,
         on_server: Callable[[tuple[str, int]], None] | None = None,
+        retryable: bool | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
         :param read_preference: for a read, its non-primary mode (None: primary).
         :param address: run it on this server (a cursor's ``getMore``), no selection, no retry.
         :param on_server: called with the address of the server that runs it.
+        :param retryable: for an acknowledged write whose statements travel in
+            ``sequences`` (a bulk batch), whether it is a retryable write;
+            None: judged from ``cmd``.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
         :mod:`mongo_requests.retry`.
         """
         topology = self._topology
-        if topology.sessions_supported and self._retry_writes and is_retryable_write(cmd):
+        if topology.sessions_supported and self._retry_writes and (
+            is_retryable_write(cmd) if retryable is None else retryable
+        ):
             return self._retryable_write(dbname, cmd, codec_options, sequences, check)
         if read_preference is None and address is None and on_server is None and not topology.direct_member:
             # The hot path (a primary or standalone operation), inline: a
             # find_one or ping pays for no more than before replica sets.
             server, sock = self._checkout()
             try:
+                if self._listeners is not None:
+                    return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
                 return sock.command(dbname, cmd, codec_options, sequences, check)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
@@ -347,7 +330,10 @@ class MongoClient(RetryableWrites):
                     cmd.pop("$readPreference", None)
             if on_server is not None:
                 on_server(server.address)
-            reply = sock.command(dbname, cmd, codec_options, sequences, check)
+            if self._listeners is not None:
+                reply = self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
+            else:
+                reply = sock.command(dbname, cmd, codec_options, sequences, check)
             if for_write and "writeConcernError" in reply:
                 # A primary that steps down fails the write concern: as telling as "not primary".
                 wce = reply["writeConcernError"]
@@ -376,6 +362,8 @@ class MongoClient(RetryableWrites):
         # costs a w=0 insert_one about 4% more client instructions.
         server, sock = self._checkout(None, True)
         try:
+            if self._listeners is not None:
+                return self._listeners.send_command(sock, dbname, cmd, codec_options, sequences)
             sock.send_command(dbname, cmd, codec_options, sequences)
         except ConnectionFailure as exc:
             self._topology.handle_error(server, exc, sock)
@@ -509,8 +497,9 @@ class MongoClient(RetryableWrites):
         :class:`~pymongo.errors.InvalidOperation` ("Cannot use MongoClient
         after close"); nothing surfaces as ``AutoReconnect``.
 
-        Cursors queued for killing are killed first, acknowledged, within a
-        short deadline (1 s): a frozen server cannot hang ``close()``.
+        Cursors queued for killing are killed first, acknowledged, then the
+        pooled server sessions are ended (``endSessions``), each errand within
+        a short deadline (1 s): a frozen server cannot hang ``close()``.
         """
         if self._kill_queue and not self._topology.closed:
             deadline = time.monotonic() + _CLOSE_TIMEOUT
@@ -529,6 +518,7 @@ class MongoClient(RetryableWrites):
                     server.pool.checkin(sock)
             except PyMongoError:
                 pass  # the server is gone or frozen; its cursors time out there
+        end_sessions(self._topology, self._sessions.drain(), _CLOSE_TIMEOUT)
         self._topology.close()
 
     disconnect = close  # PyMongo 2

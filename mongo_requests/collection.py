@@ -12,30 +12,24 @@ socket (pinned or not) stays usable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import bson
-from bson.objectid import ObjectId
-from bson.raw_bson import RawBSONDocument
-from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from . import wire
+from .bulk import _collation, check_mapping, check_replacement, check_update
 from .cursor import CommandCursor, Cursor, index_spec
 from .errors import (
-    BulkWriteError,
     ConfigurationError,
-    DocumentTooLarge,
-    DuplicateKeyError,
-    InvalidDocument,
     InvalidName,
     InvalidOperation,
     OperationFailure,
     check_command,
-    check_write,
     raise_write_concern_error,
 )
+from .read_options import check_read_options
+from .writes import WriteMethods
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -44,29 +38,35 @@ if TYPE_CHECKING:
 
 __all__ = ["Collection", "ReturnDocument"]
 
-# bson's C encoder without the Python wrapper's argument checks (we always
-# pass valid CodecOptions); fall back to the public function without C.
-_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (
-    lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts)
-)
-_UNACK = WriteConcern(w=0)
+
+def _command_options(cmd: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Add PyMongo's command keywords to ``cmd``: hint and collation converted, None values left out."""
+    for py, server in (("max_time_ms", "maxTimeMS"), ("allow_disk_use", "allowDiskUse")):
+        if py in kwargs:
+            kwargs[server] = kwargs.pop(py)
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key == "hint" and not isinstance(value, str):
+            value = index_spec(value)
+        elif key == "collation":
+            value = _collation(value)
+        cmd[key] = value
 
 
-class _Concern:
-    """A write concern's command document and acknowledged flag, computed once.
-
-    ``WriteConcern.document`` is a property that copies a dict on every
-    access; a write reads it up to three times, on the hot path.
-    """
-
-    __slots__ = ("document", "acknowledged")
-
-    def __init__(self, wc: WriteConcern) -> None:
-        self.document = wc.document
-        self.acknowledged = wc.acknowledged
+class _Unsupported(AttributeError, NotImplementedError):
+    """A PyMongo attribute that mongo_requests does not support (both an AttributeError and a NotImplementedError)."""
 
 
-_UNACK_CONCERN = _Concern(_UNACK)
+_UNSUPPORTED = {
+    "watch": "change streams are not implemented",
+    "create_search_index": "Atlas Search indexes are not supported",
+    "create_search_indexes": "Atlas Search indexes are not supported",
+    "drop_search_index": "Atlas Search indexes are not supported",
+    "list_search_indexes": "Atlas Search indexes are not supported",
+    "update_search_index": "Atlas Search indexes are not supported",
+    "parallel_scan": "parallelCollectionScan was removed in MongoDB 4.2; use find()",
+}
 
 
 class ReturnDocument:
@@ -76,82 +76,7 @@ class ReturnDocument:
     AFTER = True
 
 
-def _check_mapping(doc: Any, what: str = "document") -> None:
-    # type() first: a plain dict is the common case, and the ABC check costs
-    # several times more on every filter and update.
-    if type(doc) is not dict and not isinstance(doc, (Mapping, RawBSONDocument)):
-        raise TypeError(
-            "%s must be an instance of dict, bson.son.SON, bson.raw_bson.RawBSONDocument, "
-            "or a type that inherits from collections.abc.Mapping, not %s" % (what, type(doc).__name__)
-        )
-
-
-def _check_keys_legacy(doc: Mapping[str, Any]) -> None:
-    """PyMongo 2's ``check_keys``: no key, at any depth, starts with '$' or contains '.'."""
-    for key, value in doc.items():
-        if isinstance(key, str):
-            if key[:1] == "$":
-                raise InvalidDocument("key %r must not start with '$'" % (key,))
-            if "." in key:
-                raise InvalidDocument("key %r must not contain '.'" % (key,))
-        if isinstance(value, Mapping):
-            _check_keys_legacy(value)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, Mapping):
-                    _check_keys_legacy(item)
-
-
-def _check_update(update: Any) -> None:
-    if type(update) is not dict and isinstance(update, list):  # an aggregation pipeline update
-        if not update:
-            raise ValueError("update pipeline must not be empty")
-        return
-    _check_mapping(update, "update")
-    if not update:
-        raise ValueError("update must not be empty")
-    first = next(iter(update))
-    if not (isinstance(first, str) and first.startswith("$")):
-        raise ValueError("update only works with $ operators (use replace_one to replace a document)")
-
-
-def _check_replacement(replacement: Any) -> None:
-    _check_mapping(replacement, "replacement")
-    if replacement:
-        first = next(iter(replacement))
-        if isinstance(first, str) and first.startswith("$"):
-            raise ValueError("replacement can not include $ operators")
-
-
-def _legacy_update_result(reply: dict[str, Any]) -> dict[str, Any]:
-    """Shape an update reply the way PyMongo's UpdateResult and PyMongo 2 expect."""
-    upserted = reply.get("upserted")
-    if upserted:
-        reply["upserted"] = upserted[0]["_id"]
-        reply["updatedExisting"] = False
-    else:
-        reply["updatedExisting"] = bool(reply.get("n"))
-    reply.setdefault("err", None)
-    return reply
-
-
-def _delete_result(reply: dict[str, Any] | None, acknowledged: bool) -> DeleteResult:
-    """A DeleteResult; for ``w=0``, whose reply nobody reads, the ``raw_result`` PyMongo 4 gives."""
-    return DeleteResult(reply if reply is not None else {"ok": 1}, acknowledged)
-
-
-def _raise_legacy(result: Mapping[str, Any]) -> None:
-    """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
-    errors = result.get("writeErrors")
-    if errors:
-        err = errors[0]
-        cls = DuplicateKeyError if err.get("code") in (11000, 11001, 12582) else OperationFailure
-        raise cls(err.get("errmsg", "write error"), err.get("code"), err)
-    if result.get("writeConcernErrors"):
-        raise_write_concern_error(result["writeConcernErrors"][0])
-
-
-class Collection:
+class Collection(WriteMethods):
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
     def __init__(
@@ -161,7 +86,9 @@ class Collection:
         write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
+        read_concern: ReadConcern | None = None,
     ) -> None:
+        check_read_options(read_preference, read_concern)
         if not isinstance(name, str):
             raise TypeError("name must be an instance of str, not %s" % (type(name).__name__,))
         if not name or name.startswith(".") or name.endswith(".") or ".." in name:
@@ -180,11 +107,6 @@ class Collection:
         self.read_preference: Any = read_preference or database.read_preference
         # What reads pass down: None for primary, so the hot path skips read-preference work.
         self._read_pref: Any = self.read_preference if self.read_preference.mode else None
-
-    def _set_write_concern(self, wc: WriteConcern) -> None:
-        self.write_concern = wc
-        # Precomputed for the hot path: most writes use the default.
-        self._concern = _Concern(wc)
 
     # -- naming -------------------------------------------------------------
     @property
@@ -205,6 +127,8 @@ class Collection:
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError("Collection has no attribute %r" % (name,))
+        if name in _UNSUPPORTED:
+            raise _Unsupported("Collection.%s is not supported by mongo_requests: %s" % (name, _UNSUPPORTED[name]))
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self._database.get_collection("%s.%s" % (self._name, name))
         return coll
@@ -219,19 +143,33 @@ class Collection:
         # endless sub-collections coll.0, coll.1, ...
         raise TypeError("'Collection' object is not iterable")
 
+    def next(self) -> Any:
+        """Not an iterator (as in PyMongo)."""
+        raise TypeError("'Collection' object is not iterable")
+
+    def __bool__(self) -> bool:
+        raise NotImplementedError(
+            "Collection objects do not implement truth value testing or bool(). "
+            "Please compare with None instead: collection is not None"
+        )
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        """The server's default read concern (the only one supported)."""
+        return ReadConcern()
+
     def with_options(
         self,
-        write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
     ) -> Collection:
-        """A copy of this collection with other options (``read_preference``: a pymongo.read_preferences mode)."""
+        """A copy of this collection with other options (PyMongo's signature; ``read_preference``: a
+        :mod:`pymongo.read_preferences` mode)."""
         return Collection(
-            self._database,
-            self._name,
-            write_concern or self.write_concern,
-            codec_options or self.codec_options,
-            read_preference or self.read_preference,
+            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
+            read_preference or self.read_preference, read_concern,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -242,276 +180,6 @@ class Collection:
 
     def __repr__(self) -> str:
         return "Collection(%r, %r)" % (self._database, self._name)
-
-    # -- write concern ------------------------------------------------------
-    def _resolve_wc(
-        self, w: Any = None, safe: bool | None = None, write_concern: WriteConcern | None = None, **kw: Any
-    ) -> _Concern:
-        """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
-
-        PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
-        ``j``, ``wtimeout``, ``fsync``, means acknowledged.
-        """
-        if write_concern is not None:
-            if not isinstance(write_concern, WriteConcern):
-                raise TypeError("write_concern must be a pymongo.write_concern.WriteConcern")
-            return _Concern(write_concern)
-        unknown = set(kw) - {"j", "wtimeout", "fsync", "wtimeoutMS"}
-        if unknown:
-            raise ConfigurationError("unknown write option(s): %s" % ", ".join(sorted(unknown)))
-        extra = {k: v for k, v in kw.items() if v is not None}
-        if "wtimeoutMS" in extra:
-            extra["wtimeout"] = extra.pop("wtimeoutMS")
-        if w is None and safe is None and not extra:
-            return self._concern
-        if w is None:
-            if safe is False and not extra:
-                return _UNACK_CONCERN
-            w = self.write_concern.document.get("w", 1)
-            if w == 0:
-                w = 1
-        elif safe is False and w != 0:
-            raise ConfigurationError("safe=False contradicts w=%r" % (w,))
-        try:
-            return _Concern(WriteConcern(w=w, **extra))
-        except Exception as exc:
-            raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
-
-    def _encode_for_insert(self, doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
-        """Validate a document to store, give it an ``_id``, and BSON-encode it.
-
-        Plain dicts, by far the common case, skip the abstract-base-class
-        checks; with ``insert_many`` this runs once per document.
-        """
-        if type(doc) is not dict:
-            if isinstance(doc, RawBSONDocument):
-                raw = doc.raw  # a read-only memoryview for big documents (pymongo >= 4.18)
-                return self._check_size(raw if type(raw) is bytes else bytes(raw), max_size)
-            _check_mapping(doc)
-        if legacy_check:
-            _check_keys_legacy(doc)
-        else:
-            for key in doc:
-                if key.__class__ is str and key[:1] == "$":
-                    raise InvalidDocument("key %r must not start with '$' in a stored document" % (key,))
-        if "_id" not in doc:
-            doc["_id"] = ObjectId()  # PyMongo sets it on the caller's document too
-        return self._check_size(_dict_to_bson(doc, False, self.codec_options), max_size)
-
-    @staticmethod
-    def _check_size(data: bytes, max_size: int) -> bytes:
-        if len(data) > max_size:
-            raise DocumentTooLarge(
-                "BSON document too large (%d bytes) - the connected server supports "
-                "BSON document sizes up to %d bytes." % (len(data), max_size)
-            )
-        return data
-
-    # -- inserts ------------------------------------------------------------
-    def insert_one(self, document: Any, bypass_document_validation: bool = False, **wc: Any) -> InsertOneResult:
-        """Insert one document; returns :class:`~pymongo.results.InsertOneResult`."""
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        data = self._encode_for_insert(document, self._client._max_bson_size())
-        cmd: dict[str, Any] = {"insert": self._name, "ordered": True}
-        if concern.document:
-            cmd["writeConcern"] = concern.document
-        if bypass_document_validation:
-            cmd["bypassDocumentValidation"] = True
-        seq = (wire.encode_section("documents", (data,)),)
-        _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
-        if not concern.acknowledged:
-            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options, seq)
-            return InsertOneResult(_id, False)
-        check_write(self._client._command(self._db_name, cmd, self.codec_options, seq))
-        return InsertOneResult(_id, True)
-
-    def insert_many(
-        self, documents: Iterable[Any], ordered: bool = True, bypass_document_validation: bool = False, **wc: Any
-    ) -> InsertManyResult:
-        """Insert documents in as few messages as the server's limits allow.
-
-        Batches are cut at ``maxWriteBatchSize`` documents or
-        ``maxMessageSizeBytes`` bytes.  An error raises
-        :class:`~pymongo.errors.BulkWriteError` whose ``details`` say what was
-        inserted; with ``ordered=True`` the batches after the failing one are
-        not sent.
-        """
-        if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
-            raise TypeError("documents must be a non-empty list")
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        max_size = self._client._max_bson_size()
-        docs = list(documents)
-        if not docs:
-            raise TypeError("documents must be a non-empty list")
-        encode = self._encode_for_insert
-        encoded = [encode(d, max_size) for d in docs]
-        ids = [d.get("_id") for d in docs]
-        result = self._write_batches("insert", "documents", encoded, concern, ordered, bypass_document_validation)
-        if result.get("writeErrors") or result.get("writeConcernErrors"):
-            raise BulkWriteError(result)
-        return InsertManyResult(ids, concern.acknowledged)
-
-    def _write_batches(
-        self,
-        command: str,
-        field: str,
-        statements: list[bytes],
-        concern: _Concern,
-        ordered: bool,
-        bypass: bool = False,
-    ) -> dict[str, Any]:
-        """Send encoded statements in batches on one socket; merge the replies."""
-        total: dict[str, Any] = {
-            "writeErrors": [],
-            "writeConcernErrors": [],
-            "nInserted": 0,
-            "nUpserted": 0,
-            "nMatched": 0,
-            "nModified": 0,
-            "nRemoved": 0,
-            "upserted": [],
-        }
-        with self._client._socket() as sock:
-            # Room for the statements once the command body and framing are in.
-            max_bytes = sock.max_message_size - 16 * 1024
-            max_count = sock.max_write_batch_size
-            start = 0
-            while start < len(statements):
-                end, size = start, 0
-                while end < len(statements) and end - start < max_count:
-                    size += len(statements[end])
-                    if size > max_bytes and end > start:
-                        break
-                    end += 1
-                cmd: dict[str, Any] = {command: self._name, "ordered": ordered}
-                if concern.document:
-                    cmd["writeConcern"] = concern.document
-                if bypass:
-                    cmd["bypassDocumentValidation"] = True
-                seq = (wire.encode_section(field, statements[start:end]),)
-                if not concern.acknowledged:
-                    sock.send_command(self._db_name, cmd, self.codec_options, seq)
-                    start = end
-                    continue
-                reply = sock.command(self._db_name, cmd, self.codec_options, seq)
-                n = reply.get("n", 0)
-                if command == "insert":
-                    total["nInserted"] += n
-                elif command == "delete":
-                    total["nRemoved"] += n
-                else:
-                    upserted = reply.get("upserted", [])
-                    total["nUpserted"] += len(upserted)
-                    total["nMatched"] += n - len(upserted)
-                    total["nModified"] += reply.get("nModified", 0)
-                    for item in upserted:
-                        total["upserted"].append({"index": item["index"] + start, "_id": item["_id"]})
-                for err in reply.get("writeErrors", ()):
-                    err = dict(err)
-                    err["index"] += start
-                    err.setdefault("op", None)
-                    total["writeErrors"].append(err)
-                if reply.get("writeConcernError"):
-                    total["writeConcernErrors"].append(reply["writeConcernError"])
-                if ordered and reply.get("writeErrors"):
-                    break
-                start = end
-        return total
-
-    # -- updates ------------------------------------------------------------
-    def _update(
-        self,
-        filter: Any,
-        update: Any,
-        upsert: bool,
-        multi: bool,
-        concern: _Concern,
-        **options: Any,
-    ) -> dict[str, Any] | None:
-        """One update statement; returns the (reshaped) reply, None when unacknowledged."""
-        _check_mapping(filter, "filter")
-        stmt: dict[str, Any] = {"q": filter, "u": update, "upsert": bool(upsert), "multi": multi}
-        for key in ("hint", "collation", "arrayFilters"):
-            if options.get(key) is not None:
-                stmt[key] = options[key]
-        cmd: dict[str, Any] = {"update": self._name, "updates": [stmt], "ordered": True}
-        if concern.document:
-            cmd["writeConcern"] = concern.document
-        if options.get("bypass_document_validation"):
-            cmd["bypassDocumentValidation"] = True
-        if not concern.acknowledged:
-            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
-            return None
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)
-        return _legacy_update_result(reply)
-
-    def update_one(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
-        """Update the first matching document with ``$`` operators (or a pipeline)."""
-        _check_update(update)
-        options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        reply = self._update(filter, update, upsert, False, concern, **options)
-        return UpdateResult(reply, concern.acknowledged)
-
-    def update_many(self, filter: Mapping[str, Any], update: Any, upsert: bool = False, **kwargs: Any) -> UpdateResult:
-        """Update every matching document."""
-        _check_update(update)
-        options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        reply = self._update(filter, update, upsert, True, concern, **options)
-        return UpdateResult(reply, concern.acknowledged)
-
-    def replace_one(
-        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], upsert: bool = False, **kwargs: Any
-    ) -> UpdateResult:
-        """Replace the first matching document."""
-        _check_replacement(replacement)
-        options, wc = self._split_options(kwargs)
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        reply = self._update(filter, replacement, upsert, False, concern, **options)
-        return UpdateResult(reply, concern.acknowledged)
-
-    @staticmethod
-    def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Separate statement options from write-concern arguments."""
-        options: dict[str, Any] = {}
-        wc: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in ("hint", "collation", "bypass_document_validation"):
-                options[key] = value
-            elif key == "array_filters":
-                options["arrayFilters"] = value
-            else:
-                wc[key] = value
-        return options, wc
-
-    # -- deletes ------------------------------------------------------------
-    def _delete(self, filter: Any, limit: int, concern: _Concern, hint: Any = None) -> dict[str, Any] | None:
-        _check_mapping(filter, "filter")
-        stmt: dict[str, Any] = {"q": filter, "limit": limit}
-        if hint is not None:
-            stmt["hint"] = hint
-        cmd: dict[str, Any] = {"delete": self._name, "deletes": [stmt], "ordered": True}
-        if concern.document:
-            cmd["writeConcern"] = concern.document
-        if not concern.acknowledged:
-            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
-            return None
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        check_write(reply)
-        reply.setdefault("err", None)
-        return reply
-
-    def delete_one(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
-        """Delete the first matching document."""
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        return _delete_result(self._delete(filter, 1, concern, hint), concern.acknowledged)
-
-    def delete_many(self, filter: Mapping[str, Any], hint: Any = None, **wc: Any) -> DeleteResult:
-        """Delete every matching document."""
-        concern = self._resolve_wc(**wc) if wc else self._concern
-        return _delete_result(self._delete(filter, 0, concern, hint), concern.acknowledged)
 
     # -- reads --------------------------------------------------------------
     def find(self, *args: Any, **kwargs: Any) -> Cursor:
@@ -541,9 +209,21 @@ class Collection:
         batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
+    def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`find`, but each ``next()`` returns one batch as raw BSON bytes (:func:`bson.decode_all`)."""
+        from .raw_batches import RawBatchCursor
+
+        return RawBatchCursor(self, *args, **kwargs)
+
+    def aggregate_raw_batches(self, pipeline: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Like :meth:`aggregate`, but each ``next()`` returns one batch as raw BSON bytes."""
+        from .raw_batches import RawBatchCommandCursor, raw_collection
+
+        return raw_collection(self).aggregate(pipeline, _cursor_class=RawBatchCommandCursor, **kwargs)
+
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
         """Exact count of matching documents (``skip``, ``limit``, ``hint``, ``maxTimeMS``)."""
-        _check_mapping(filter, "filter")
+        check_mapping(filter, "filter")
         pipeline: list[dict[str, Any]] = [{"$match": filter}]
         if kwargs.get("skip"):
             pipeline.append({"$skip": kwargs.pop("skip")})
@@ -553,7 +233,7 @@ class Collection:
         kwargs.pop("limit", None)
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
         batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
@@ -561,7 +241,7 @@ class Collection:
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
@@ -569,22 +249,46 @@ class Collection:
         if not isinstance(key, str):
             raise TypeError("key must be an instance of str")
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
-        if filter:
+        if filter is not None:  # an empty filter is sent too, as PyMongo sends it
+            check_mapping(filter, "filter")
             cmd["query"] = filter
-        cmd.update(kwargs)
+        _command_options(cmd, kwargs)
         reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
         values: list[Any] = reply["values"]
         return values
 
-    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], batch_size: int = 0, **kwargs: Any) -> CommandCursor:
-        """Run an aggregation pipeline; returns a cursor."""
+    def aggregate(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        batch_size: int | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        _cursor_class: type[CommandCursor] = CommandCursor,
+        **kwargs: Any,
+    ) -> CommandCursor:
+        """Run an aggregation pipeline; returns a cursor.
+
+        PyMongo's options: ``let``, ``comment``, and as keywords ``batchSize``
+        (or ``batch_size``), ``maxTimeMS``, ``allowDiskUse``, ``collation``,
+        ``hint``; other keywords go into the command.  Only what is given is sent.
+        """
         # Typed as PyMongo types it (a list of dicts of anything is not a
         # list[Mapping[str, Any]]: lists are invariant), checked as it checks.
         if not isinstance(pipeline, list):
             raise TypeError("pipeline must be a list")
-        cursor_opts = {"batchSize": batch_size} if batch_size else {}
-        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": cursor_opts}
-        cmd.update(kwargs)
+        if "batchSize" in kwargs:
+            batch_size = kwargs.pop("batchSize")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 0):
+            raise TypeError("batchSize must be a non-negative integer")
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline}
+        if let is not None:
+            check_mapping(let, "let")
+            cmd["let"] = let
+        if comment is not None:
+            cmd["comment"] = comment
+        _command_options(cmd, kwargs)
+        cmd["cursor"] = {"batchSize": batch_size} if batch_size is not None else {}
         # $out and $merge write: those pipelines go to the primary.
         writes = any("$out" in stage or "$merge" in stage for stage in pipeline)
         where: list[tuple[str, int]] = []
@@ -592,19 +296,41 @@ class Collection:
             self._db_name, cmd, self.codec_options, read_preference=None if writes else self._read_pref,
             on_server=where.append,
         )
-        return CommandCursor(self, reply, batch_size, where[-1] if where else None)
+        return _cursor_class(self, reply, batch_size or 0, where[-1] if where else None)
 
     # -- find-and-modify ----------------------------------------------------
+    _WC_ARGS = frozenset(["w", "safe", "write_concern", "j", "wtimeout", "wtimeoutMS", "fsync", "session"])
+
     def _find_and_modify(self, query: Any, full_response: bool = False, **fields: Any) -> Any:
-        _check_mapping(query, "filter")
+        """One findAndModify, with the collection's write concern or the call's (``w=``, ``write_concern=``...).
+
+        As in PyMongo 4, a ``w=0`` write concern sends it unacknowledged
+        (``moreToCome``) and returns None: the server sends no document back.
+        Other keywords go into the command as they are (PyMongo's
+        ``**kwargs``), ``collation`` and the PyMongo 2 ``fields`` converted.
+        """
+        check_mapping(query, "filter")
+        wc = {k: fields.pop(k) for k in list(fields) if k in self._WC_ARGS}
+        concern = self._resolve_wc(**wc) if wc else self._concern
         cmd: dict[str, Any] = {"findAndModify": self._name, "query": query}
         cmd.update({k: v for k, v in fields.items() if v is not None})
         if "sort" in cmd:
             cmd["sort"] = index_spec(cmd["sort"])
         if "fields" in cmd and not isinstance(cmd["fields"], Mapping):
             cmd["fields"] = {name: 1 for name in cmd["fields"]}
-        if self._concern.document and self._concern.acknowledged:
-            cmd["writeConcern"] = self._concern.document
+        if "hint" in cmd and not isinstance(cmd["hint"], str):
+            cmd["hint"] = index_spec(cmd["hint"])
+        if "collation" in cmd:
+            cmd["collation"] = _collation(cmd["collation"])
+        if "let" in cmd:
+            check_mapping(cmd["let"], "let")
+        if "arrayFilters" in cmd and not isinstance(cmd["arrayFilters"], list):
+            raise TypeError("array_filters must be a list")
+        if concern.document:
+            cmd["writeConcern"] = concern.document
+        if not concern.acknowledged:
+            self._client._send_unacknowledged(self._db_name, cmd, self.codec_options)
+            return None
         reply = self._client._command(self._db_name, cmd, self.codec_options)
         wce = reply.get("writeConcernError")
         if wce:
@@ -619,11 +345,22 @@ class Collection:
         sort: Any = None,
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
+        array_filters: list[Mapping[str, Any]] | None = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
     ) -> Any:
-        """Update one document and return it (before or after the update)."""
-        _check_update(update)
+        """Update one document and return it (before or after the update).
+
+        PyMongo 4's options, sent only when given; other keywords (``maxTimeMS``,
+        ``collation``, ``bypassDocumentValidation``...) go into the command, and
+        ``w=``/``write_concern=`` set this call's write concern.
+        """
+        check_update(update)
         return self._find_and_modify(
-            filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+            filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document),
+            arrayFilters=array_filters, hint=hint, let=let, comment=comment, **kwargs
         )
 
     def find_one_and_replace(
@@ -634,28 +371,83 @@ class Collection:
         sort: Any = None,
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
     ) -> Any:
         """Replace one document and return it (before or after)."""
-        _check_replacement(replacement)
+        check_replacement(replacement)
         return self._find_and_modify(
-            filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document)
+            filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document),
+            hint=hint, let=let, comment=comment, **kwargs
         )
 
-    def find_one_and_delete(self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None) -> Any:
+    def find_one_and_delete(
+        self,
+        filter: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         """Delete one document and return it."""
-        return self._find_and_modify(filter, remove=True, fields=projection, sort=sort)
+        return self._find_and_modify(
+            filter, remove=True, new=False, fields=projection, sort=sort, hint=hint, let=let, comment=comment, **kwargs
+        )
 
     # -- indexes and housekeeping -------------------------------------------
     def create_index(self, keys: Any, **kwargs: Any) -> str:
-        """Create an index; returns its name (``ensure_index`` is the PyMongo 2 name)."""
+        """Create an index; returns its name.
+
+        Index options (``unique``, ``expireAfterSeconds``, ``partialFilterExpression``...)
+        go into the index document; ``comment``, ``maxTimeMS`` and ``commitQuorum``
+        into the command, as in PyMongo.
+        """
+        command_level = ("comment", "maxTimeMS", "commitQuorum")
+        cmd_options: dict[str, Any] = {k: kwargs.pop(k) for k in command_level if k in kwargs}
+        if "max_time_ms" in kwargs:
+            cmd_options["maxTimeMS"] = kwargs.pop("max_time_ms")
         spec = index_spec(keys)
         name = kwargs.pop("name", None) or "_".join("%s_%s" % (k, v) for k, v in spec.items())
         index: dict[str, Any] = {"key": spec, "name": name}
         index.update(kwargs)
-        self._client._command(self._db_name, {"createIndexes": self._name, "indexes": [index]})
+        self._create_indexes([index], cmd_options)
         return name
 
-    ensure_index = create_index
+    def _create_indexes(self, indexes: list[dict[str, Any]], cmd_options: dict[str, Any]) -> None:
+        cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": indexes}
+        cmd.update({k: v for k, v in cmd_options.items() if v is not None})
+        self._client._command(self._db_name, cmd, self.codec_options)
+
+    def create_indexes(self, indexes: list[Any], comment: Any = None, **kwargs: Any) -> list[str]:
+        """Create several :class:`~pymongo.operations.IndexModel` indexes in one command; returns their names."""
+        if not isinstance(indexes, list):
+            raise TypeError("indexes must be a list")
+        documents = []
+        for model in indexes:
+            document = getattr(model, "document", None)
+            if not isinstance(document, Mapping):
+                raise TypeError("%r is not an instance of pymongo.operations.IndexModel" % (model,))
+            documents.append(dict(document))
+        if "max_time_ms" in kwargs:
+            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
+        self._create_indexes(documents, dict(kwargs, comment=comment))
+        return [d["name"] for d in documents]
+
+    def ensure_index(self, key_or_list: Any, cache_for: int = 300, **kwargs: Any) -> str:
+        """PyMongo 2's ensure_index: creates the index every time (``createIndexes`` is idempotent).
+
+        ``cache_for`` (and its old alias ``ttl``) set how long PyMongo 2 skipped
+        the call client-side; there is no such cache here, so they change nothing.
+        For an index that expires documents use ``expireAfterSeconds``.
+        """
+        kwargs.pop("ttl", None)
+        if "drop_dups" in kwargs or "dropDups" in kwargs:
+            raise ConfigurationError("dropDups was removed in MongoDB 3.0")
+        return self.create_index(key_or_list, **kwargs)
 
     def drop_index(self, index_or_name: Any) -> None:
         """Drop one index, by name or by key spec."""
@@ -665,8 +457,36 @@ class Collection:
         self._client._command(self._db_name, {"dropIndexes": self._name, "index": name})
 
     def drop_indexes(self) -> None:
-        """Drop every index but ``_id``'s."""
-        self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"})
+        """Drop every index but ``_id``'s; a missing collection is not an error (as in PyMongo)."""
+        reply = self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"}, check=False)
+        if reply.get("ok") != 1 and reply.get("code") != 26:
+            check_command(reply)
+
+    def rename(self, new_name: str, **kwargs: Any) -> dict[str, Any]:
+        """Rename this collection (``dropTarget=True`` replaces an existing one)."""
+        if not isinstance(new_name, str):
+            raise TypeError("new_name must be an instance of str")
+        if not new_name or ".." in new_name:
+            raise InvalidName("collection names cannot be empty")
+        if new_name[0] == "." or new_name[-1] == ".":
+            raise InvalidName("collection names must not start or end with '.'")
+        if "$" in new_name and not new_name.startswith("oplog.$main"):
+            raise InvalidName("collection names must not contain '$'")
+        cmd: dict[str, Any] = {"renameCollection": self.full_name, "to": "%s.%s" % (self._db_name, new_name)}
+        cmd.update(kwargs)
+        return self._client._command("admin", cmd, self.codec_options)
+
+    def options(self, comment: Any = None) -> dict[str, Any]:
+        """The options the collection was created with (``capped``, ``size``...); {} when it does not exist."""
+        cmd: dict[str, Any] = {"listCollections": 1, "filter": {"name": self._name}, "cursor": {}}
+        if comment is not None:
+            cmd["comment"] = comment
+        reply = self._client._command(self._db_name, cmd, self.codec_options)
+        for info in reply["cursor"]["firstBatch"]:
+            options = dict(info.get("options", {}))
+            options.pop("create", None)
+            return options
+        return {}
 
     def list_indexes(self) -> CommandCursor:
         """A cursor over the index documents."""
@@ -696,81 +516,6 @@ class Collection:
             check_command(reply)
 
     # -- PyMongo 2 ------------------------------------------------------------
-    def insert(
-        self,
-        doc_or_docs: Any,
-        manipulate: bool = True,
-        safe: bool | None = None,
-        check_keys: bool = True,
-        continue_on_error: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
-        concern = self._resolve_wc(safe=safe, **kwargs)
-        single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
-        docs = [doc_or_docs] if single else list(doc_or_docs) if isinstance(doc_or_docs, Iterable) else None
-        if not docs:
-            if docs is None:
-                _check_mapping(doc_or_docs)
-            raise InvalidOperation("cannot do an empty bulk insert")
-        max_size = self._client._max_bson_size()
-        encoded = [self._encode_for_insert(d, max_size, legacy_check=check_keys) for d in docs]
-        result = self._write_batches("insert", "documents", encoded, concern, not continue_on_error)
-        _raise_legacy(result)
-        ids = [d.get("_id") for d in docs]
-        return ids[0] if single else ids
-
-    def update(
-        self,
-        spec: Mapping[str, Any],
-        document: Mapping[str, Any],
-        upsert: bool = False,
-        manipulate: bool = False,
-        safe: bool | None = None,
-        multi: bool = False,
-        check_keys: bool = True,
-        **kwargs: Any,
-    ) -> dict[str, Any] | None:
-        """PyMongo 2's update: ``$`` operators, or a whole replacement document.
-
-        Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
-        for acknowledged writes, None for ``safe=False`` / ``w=0``.
-        """
-        _check_mapping(spec, "spec")
-        _check_mapping(document, "document")
-        concern = self._resolve_wc(safe=safe, **kwargs)
-        first = next(iter(document), None)
-        if not (isinstance(first, str) and first.startswith("$")):
-            if multi:
-                raise InvalidOperation("multi=True only works with $ operators")
-            if check_keys:
-                _check_keys_legacy(document)
-        return self._update(spec, document, upsert, bool(multi), concern)
-
-    def remove(
-        self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any
-    ) -> dict[str, Any] | None:
-        """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
-        if spec_or_id is None:
-            spec_or_id = {}
-        elif not isinstance(spec_or_id, Mapping):
-            spec_or_id = {"_id": spec_or_id}
-        concern = self._resolve_wc(safe=safe, **kwargs)
-        return self._delete(spec_or_id, 0 if multi else 1, concern)
-
-    def save(
-        self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any
-    ) -> Any:
-        """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
-        _check_mapping(to_save, "to_save")
-        if "_id" not in to_save:
-            return self.insert(to_save, manipulate, safe, check_keys, **kwargs)
-        concern = self._resolve_wc(safe=safe, **kwargs)
-        if check_keys:
-            _check_keys_legacy(to_save)
-        self._update({"_id": to_save["_id"]}, to_save, True, False, concern)
-        return to_save["_id"]
-
     def find_and_modify(
         self,
         query: Mapping[str, Any] | None = None,
@@ -791,5 +536,60 @@ class Collection:
         )
 
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
-        """PyMongo 2's count (exact, via the ``count`` command)."""
-        return Cursor(self, filter, **kwargs).count()
+        """PyMongo 2/3's count, through the ``count`` command.
+
+        ``skip``, ``limit``, ``hint``, ``maxTimeMS`` and ``collation`` are
+        honoured, as in PyMongo 3; another keyword goes into the command.
+        """
+        cmd: dict[str, Any] = {"count": self._name, "query": {} if filter is None else filter}
+        check_mapping(cmd["query"], "filter")
+        if "max_time_ms" in kwargs:
+            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
+        if kwargs.get("hint") is not None and not isinstance(kwargs["hint"], str):
+            kwargs["hint"] = index_spec(kwargs["hint"])
+        if kwargs.get("collation") is not None:
+            kwargs["collation"] = _collation(kwargs["collation"])
+        for key in ("skip", "limit"):
+            if key in kwargs and (not isinstance(kwargs[key], int) or isinstance(kwargs[key], bool)):
+                raise TypeError("%s must be an integer" % (key,))
+        cmd.update({k: v for k, v in kwargs.items() if v is not None})
+        return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
+
+    def map_reduce(
+        self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any
+    ) -> Any:
+        """Run ``mapReduce`` (which MongoDB 6 still has, deprecated) into ``out``; returns the output collection.
+
+        ``out`` is a collection name or a document (``{"replace": ...}``,
+        ``{"merge": ..., "db": ...}``); ``full_response=True`` returns the reply.
+        """
+        if not isinstance(out, (str, Mapping)):
+            raise TypeError("'out' must be an instance of str or a mapping")
+        if isinstance(out, Mapping) and out.get("inline"):
+            raise ValueError("use inline_map_reduce for inline output")
+        reply = self._map_reduce(map, reduce, out, kwargs)
+        if full_response:
+            return reply
+        target = reply.get("result", out)
+        if isinstance(target, Mapping):
+            db = self._database.client[target.get("db", self._db_name)]
+            return db[target["collection"]]
+        return self._database[target]
+
+    def inline_map_reduce(self, map: Any, reduce: Any, full_response: bool = False, **kwargs: Any) -> Any:
+        """Run ``mapReduce`` with inline output; returns the result documents (or the reply)."""
+        reply = self._map_reduce(map, reduce, {"inline": 1}, kwargs)
+        return reply if full_response else reply.get("results")
+
+    def _map_reduce(self, map: Any, reduce: Any, out: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        cmd: dict[str, Any] = {"mapReduce": self._name, "map": map, "reduce": reduce, "out": out}
+        _command_options(cmd, kwargs)
+        inline = isinstance(out, Mapping) and out.get("inline")
+        if self._concern.document and self._concern.acknowledged and not inline:
+            cmd["writeConcern"] = self._concern.document
+        return self._client._command(self._db_name, cmd, self.codec_options)
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        """PyMongo 2's group: the server's ``group`` command was removed in MongoDB 4.2."""
+        raise InvalidOperation("Collection.group() cannot work: the server's group command was removed in "
+                               "MongoDB 4.2; use aggregate() with a $group stage")

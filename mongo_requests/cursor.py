@@ -55,6 +55,18 @@ def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
     raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
 
 
+def _collation_doc(value: Any) -> Any:
+    """A ``pymongo.collation.Collation`` or a mapping as the server's document; None stays None."""
+    if value is None:
+        return None
+    document = getattr(value, "document", None)
+    if document is not None:
+        return document
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError("collation must be a dict or an instance of pymongo.collation.Collation")
+
+
 def _finalize(client: MongoClient, ns: str, state: list[Any]) -> None:
     """weakref.finalize callback: queue the kill of a cursor still open on its server."""
     if state[0]:
@@ -80,6 +92,11 @@ class _CursorBase:
         self._limit = 0
         self._returned = 0
         self._finalizer: weakref.finalize[[MongoClient, str, list[Any]], _CursorBase] | None = None
+        self._comment: Any = None
+        self._retrieved = 0
+        # Tailable cursors: an empty getMore ends this iteration, not the cursor.
+        self._tailable = False
+        self._max_await_time_ms: int | None = None
 
     @property
     def collection(self) -> Collection:
@@ -95,6 +112,9 @@ class _CursorBase:
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` of the server that holds the cursor (None before the first batch)."""
         address: tuple[str, int] | None = self._state[1]
+        if address is None and self._started:
+            # A command cursor made from a primary's reply (listIndexes...): the primary's.
+            return self._client.address
         return address
 
     def _at(self, address: tuple[str, int]) -> None:
@@ -106,9 +126,23 @@ class _CursorBase:
         """True while more documents may come."""
         return not self._killed and (not self._started or bool(self._batch) or bool(self._state[0]))
 
+    @property
+    def retrieved(self) -> int:
+        """How many documents the server has sent so far."""
+        return self._retrieved
+
+    def try_next(self) -> Any:
+        """The next document, or None when none is available now (PyMongo's try_next)."""
+        try:
+            return self.__next__()
+        except StopIteration:
+            return None
+
     def _start_batch(self, reply: Mapping[str, Any]) -> None:
         cursor = reply["cursor"]
-        self._batch.extend(cursor.get("firstBatch", ()))
+        first = cursor.get("firstBatch", ())
+        self._retrieved += len(first)
+        self._batch.extend(first)
         self._ns = cursor.get("ns", self._ns)
         self._set_id(cursor.get("id", 0))
 
@@ -128,8 +162,14 @@ class _CursorBase:
             size = min(size, left) if size else left
         if size:
             cmd["batchSize"] = size
+        if self._comment is not None:  # servers since 4.4 show it on getMore too; PyMongo 4 sends it
+            cmd["comment"] = self._comment
+        if self._max_await_time_ms is not None:
+            cmd["maxTimeMS"] = self._max_await_time_ms
         cursor = self._client._command(db, cmd, self._codec, address=self._state[1])["cursor"]
-        self._batch.extend(cursor.get("nextBatch", ()))
+        batch = cursor.get("nextBatch", ())
+        self._retrieved += len(batch)
+        self._batch.extend(batch)
         self._set_id(cursor.get("id", 0))
 
     def _refresh(self) -> None:  # pragma: no cover - overridden
@@ -151,6 +191,8 @@ class _CursorBase:
             if not self._state[0] or self._killed:
                 raise StopIteration
             self._get_more()
+            if self._tailable and not self._batch:
+                raise StopIteration  # nothing new yet; the cursor stays alive
         if self._limit and self._returned >= self._limit:
             self.close()
             raise StopIteration
@@ -211,6 +253,15 @@ class CommandCursor(_CursorBase):
     def _refresh(self) -> None:
         pass
 
+    def batch_size(self, batch_size: int) -> CommandCursor:
+        """Ask for batches of ``batch_size`` documents on the next getMores."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        self._batch_size = batch_size
+        return self
+
 
 class Cursor(_CursorBase):
     """The result of :meth:`Collection.find`: chain modifiers, then iterate.
@@ -234,10 +285,27 @@ class Cursor(_CursorBase):
         no_cursor_timeout: bool = False,
         allow_disk_use: bool | None = None,
         fields: Any = None,
+        collation: Any = None,
+        let: Mapping[str, Any] | None = None,
+        return_key: bool | None = None,
+        show_record_id: bool | None = None,
+        min: Any = None,
+        max: Any = None,
+        allow_partial_results: bool = False,
+        spec: Mapping[str, Any] | None = None,
+        timeout: bool = True,
+        cursor_type: int = 0,
+        max_await_time_ms: int | None = None,
     ) -> None:
         super().__init__(collection)
+        if spec is not None:  # PyMongo 2
+            if filter is not None:
+                raise TypeError("give filter or spec (PyMongo 2's name), not both")
+            filter = spec
         if filter is not None and not isinstance(filter, Mapping):
             raise TypeError("filter must be a mapping, not %s" % (type(filter).__name__,))
+        if let is not None and not isinstance(let, Mapping):
+            raise TypeError("let must be a mapping")
         if projection is None:
             projection = fields  # PyMongo 2 called it fields
         if projection is not None and not isinstance(projection, Mapping):
@@ -252,6 +320,20 @@ class Cursor(_CursorBase):
         self._no_cursor_timeout = no_cursor_timeout
         self._allow_disk_use = allow_disk_use
         self._single_batch = False
+        self._collation = _collation_doc(collation)
+        self._let = let
+        self._return_key = return_key
+        self._show_record_id = show_record_id
+        self._min = None if min is None else index_spec(min)
+        self._max = None if max is None else index_spec(max)
+        self._allow_partial_results = allow_partial_results
+        if not timeout:  # PyMongo 2's timeout=False
+            self._no_cursor_timeout = True
+        if cursor_type not in (0, 2, 34):  # pymongo.CursorType NON_TAILABLE, TAILABLE, TAILABLE_AWAIT
+            raise ValueError("cursor_type %r is not supported (EXHAUST cursors are not implemented)" % (cursor_type,))
+        self._tailable = bool(cursor_type & 2)
+        self._await_data = bool(cursor_type & 32)
+        self._max_await_time_ms = max_await_time_ms if self._await_data else None
         self.skip(skip)
         self.limit(limit)
         self.batch_size(batch_size)
@@ -317,6 +399,73 @@ class Cursor(_CursorBase):
         self._comment = comment
         return self
 
+    def __getitem__(self, index: int | slice) -> Any:
+        """``cursor[i]``: the i-th document (a query of its own); ``cursor[a:b]``: this cursor, skipped and limited."""
+        self._check_unstarted()
+        if isinstance(index, slice):
+            if index.step is not None:
+                raise IndexError("Cursor instances do not support slice steps")
+            start = index.start or 0
+            if start < 0 or (index.stop is not None and index.stop < 0):
+                raise IndexError("Cursor instances do not support negative indices")
+            # As PyMongo: the slice's start replaces the skip, and an empty slice yields nothing.
+            self._skip = start
+            if index.stop is not None:
+                limit = index.stop - start
+                if limit < 0:
+                    raise IndexError("stop index must be greater than start index for slice %r" % (index,))
+                if limit == 0:
+                    self._killed = True
+                self._limit = limit
+            return self
+        if isinstance(index, int) and not isinstance(index, bool):
+            if index < 0:
+                raise IndexError("Cursor instances do not support negative indices")
+            clone = self.clone()
+            clone.skip(self._skip + index)
+            clone.limit(-1)
+            for doc in clone:
+                return doc
+            raise IndexError("no such item for Cursor instance")
+        raise TypeError("index %r cannot be applied to Cursor instances" % (index,))
+
+    def where(self, code: str) -> Cursor:
+        """Add a ``$where`` JavaScript predicate to the filter."""
+        self._check_unstarted()
+        self._filter = dict(self._filter, **{"$where": code})
+        return self
+
+    def max_await_time_ms(self, max_await_time_ms: int | None) -> Cursor:
+        """How long a TAILABLE_AWAIT getMore waits for new documents."""
+        self._check_unstarted()
+        if self._await_data:
+            self._max_await_time_ms = max_await_time_ms
+        return self
+
+    def collation(self, collation: Any) -> Cursor:
+        """Compare strings by these rules (a ``pymongo.collation.Collation`` or a dict)."""
+        self._check_unstarted()
+        self._collation = _collation_doc(collation)
+        return self
+
+    def min(self, spec: Any) -> Cursor:
+        """The lower bound of the index range (needs a hint)."""
+        self._check_unstarted()
+        self._min = index_spec(spec)
+        return self
+
+    def max(self, spec: Any) -> Cursor:
+        """The upper bound of the index range (needs a hint)."""
+        self._check_unstarted()
+        self._max = index_spec(spec)
+        return self
+
+    def allow_disk_use(self, allow_disk_use: bool) -> Cursor:
+        """Let a blocking sort spill to disk."""
+        self._check_unstarted()
+        self._allow_disk_use = bool(allow_disk_use)
+        return self
+
     def _find_command(self) -> dict[str, Any]:
         cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
         if self._projection is not None:
@@ -341,6 +490,24 @@ class Cursor(_CursorBase):
             cmd["noCursorTimeout"] = True
         if self._allow_disk_use is not None:
             cmd["allowDiskUse"] = self._allow_disk_use
+        if self._collation is not None:
+            cmd["collation"] = self._collation
+        if self._let is not None:
+            cmd["let"] = self._let
+        if self._return_key is not None:
+            cmd["returnKey"] = self._return_key
+        if self._show_record_id is not None:
+            cmd["showRecordId"] = self._show_record_id
+        if self._min is not None:
+            cmd["min"] = self._min
+        if self._max is not None:
+            cmd["max"] = self._max
+        if self._allow_partial_results:
+            cmd["allowPartialResults"] = True
+        if self._tailable:
+            cmd["tailable"] = True
+            if self._await_data:
+                cmd["awaitData"] = True
         return cmd
 
     def _refresh(self) -> None:
@@ -390,6 +557,11 @@ class Cursor(_CursorBase):
         other._limit, other._single_batch = self._limit, self._single_batch
         other._hint, other._max_time_ms, other._comment = self._hint, self._max_time_ms, self._comment
         other._no_cursor_timeout, other._allow_disk_use = self._no_cursor_timeout, self._allow_disk_use
+        other._collation, other._let, other._min, other._max = self._collation, self._let, self._min, self._max
+        other._return_key, other._show_record_id = self._return_key, self._show_record_id
+        other._allow_partial_results = self._allow_partial_results
+        other._tailable, other._await_data = self._tailable, self._await_data
+        other._max_await_time_ms = self._max_await_time_ms
         return other
 
     def explain(self) -> dict[str, Any]:

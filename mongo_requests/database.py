@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from .client_compat import unsupported
 from .collection import Collection
 from .cursor import CommandCursor
-from .errors import ConfigurationError, InvalidName
+from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
+from .read_options import check_read_options
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -30,6 +33,21 @@ def _check_name(name: Any) -> str:
     return name
 
 
+_REMOVED = {
+    "eval": "the server's eval command was removed in MongoDB 4.2; run the logic in Python, or use "
+            "aggregate (with $function if you need server-side JavaScript)",
+    "error": "getLastError was removed in MongoDB 5.1; acknowledged writes (w=1, the MongoClient default) "
+             "raise their errors",
+    "last_status": "getLastError was removed in MongoDB 5.1; acknowledged writes (w=1) return their results",
+    "previous_error": "getPrevError was removed in MongoDB 5.1; acknowledged writes (w=1) raise their errors",
+    "reset_error_history": "resetError was removed in MongoDB 5.1",
+}
+
+
+def _removed(name: str) -> InvalidOperation:
+    return InvalidOperation("Database.%s() cannot work: %s" % (name, _REMOVED[name]))
+
+
 class Database:
     """A database on the client's server.
 
@@ -45,13 +63,39 @@ class Database:
         write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
+        read_concern: ReadConcern | None = None,
     ) -> None:
         self._client = client
         self._name = _check_name(name)
         self.write_concern = write_concern or client.write_concern
         self.codec_options: CodecOptions[Any] = codec_options or client.codec_options
+        check_read_options(read_preference, read_concern)
         #: The :mod:`pymongo.read_preferences` mode of its collections' reads (the client's by default).
         self.read_preference: Any = read_preference or client.read_preference
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        """The server's default read concern (the only one supported)."""
+        return ReadConcern()
+
+    def with_options(
+        self,
+        codec_options: CodecOptions[Any] | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Database:
+        """A copy of this database with other options (PyMongo's signature; ``read_preference``: a mode)."""
+        return Database(
+            self._client, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
+            read_preference or self.read_preference, read_concern,
+        )
+
+    def __bool__(self) -> bool:
+        raise NotImplementedError(
+            "Database objects do not implement truth value testing or bool(). "
+            "Please compare with None instead: database is not None"
+        )
 
     @property
     def client(self) -> MongoClient:
@@ -68,28 +112,18 @@ class Database:
     def get_collection(
         self,
         name: str,
-        write_concern: WriteConcern | None = None,
         codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
     ) -> Collection:
-        """Return a :class:`~mongo_requests.collection.Collection`."""
-        return Collection(
-            self, name, write_concern=write_concern, codec_options=codec_options, read_preference=read_preference
-        )
+        """Return a :class:`~mongo_requests.collection.Collection` (PyMongo's signature).
 
-    def with_options(
-        self,
-        codec_options: CodecOptions[Any] | None = None,
-        read_preference: Any = None,
-        write_concern: WriteConcern | None = None,
-    ) -> Database:
-        """A copy of this database with other options (``read_preference``: a pymongo.read_preferences mode)."""
-        return Database(
-            self._client,
-            self._name,
-            write_concern or self.write_concern,
-            codec_options or self.codec_options,
-            read_preference or self.read_preference,
+        A read concern other than the server's default is refused with ConfigurationError.
+        """
+        return Collection(
+            self, name, write_concern=write_concern, codec_options=codec_options, read_preference=read_preference,
+            read_concern=read_concern,
         )
 
     def __getattr__(self, name: str) -> Collection:
@@ -97,12 +131,97 @@ class Database:
             raise AttributeError(
                 "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
             )
+        if name in _REMOVED:
+            raise _removed(name)
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self.get_collection(name)
         return coll
 
     def __getitem__(self, name: str) -> Collection:
         return self.get_collection(name)
+
+    def __iter__(self) -> Any:
+        raise TypeError("'Database' object is not iterable")
+
+    def next(self) -> Any:
+        """Not an iterator (as in PyMongo)."""
+        raise TypeError("'Database' object is not iterable")
+
+    watch = unsupported("watch", "change streams are not implemented")
+    cursor_command = unsupported("cursor_command", "use command() and a collection's aggregate/find")
+
+    def aggregate(self, pipeline: list[Any], batch_size: int | None = None, **kwargs: Any) -> CommandCursor:
+        """A database-level aggregation (``$currentOp``, ``$documents``...); returns a cursor."""
+        if not isinstance(pipeline, list):
+            raise TypeError("pipeline must be a list")
+        cursor_opts = {"batchSize": batch_size} if batch_size is not None else {}
+        if "batchSize" in kwargs:
+            cursor_opts = {"batchSize": kwargs.pop("batchSize")}
+        cmd: dict[str, Any] = {"aggregate": 1, "pipeline": pipeline, "cursor": cursor_opts}
+        for py, server in (("max_time_ms", "maxTimeMS"), ("allow_disk_use", "allowDiskUse")):
+            if py in kwargs:
+                kwargs[server] = kwargs.pop(py)
+        cmd.update(kwargs)
+        reply = self._client._command(self._name, cmd, self.codec_options)
+        return CommandCursor(self.get_collection("$cmd.aggregate"), reply, batch_size or 0)
+
+    def list_collections(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> CommandCursor:
+        """A cursor over the ``listCollections`` documents (``name``, ``type``, ``options``...)."""
+        cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
+        if filter is not None:
+            cmd["filter"] = dict(filter)
+        if "batch_size" in kwargs:
+            cmd["cursor"] = {"batchSize": kwargs.pop("batch_size")}
+        cmd.update(kwargs)
+        reply = self._client._command(self._name, cmd, self.codec_options)
+        return CommandCursor(self.get_collection("$cmd"), reply)
+
+    def validate_collection(
+        self, name_or_collection: Any, scandata: bool = False, full: bool = False, background: bool | None = None
+    ) -> dict[str, Any]:
+        """Run ``validate``; raises CollectionInvalid when the server finds the collection invalid."""
+        name = getattr(name_or_collection, "name", name_or_collection)
+        if not isinstance(name, str):
+            raise TypeError("name_or_collection must be an instance of str or Collection")
+        cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
+        if background is not None:
+            cmd["background"] = background
+        result = self._client._command(self._name, cmd, self.codec_options)
+        if not result.get("valid", False):
+            raise CollectionInvalid("%s invalid: %r" % (name, result))
+        return result
+
+    def dereference(self, dbref: Any, **kwargs: Any) -> Any:
+        """The document a :class:`~bson.dbref.DBRef` points to, or None."""
+        from bson.dbref import DBRef
+
+        if not isinstance(dbref, DBRef):
+            raise TypeError("cannot dereference a %s" % (type(dbref),))
+        if dbref.database is not None and dbref.database != self._name:
+            raise ValueError("trying to dereference a DBRef that points to another database (%r not %r)"
+                             % (dbref.database, self._name))
+        return self[dbref.collection].find_one({"_id": dbref.id}, **kwargs)
+
+    # -- PyMongo 2 calls whose server commands are gone -----------------------
+    def eval(self, code: Any, *args: Any) -> Any:
+        """PyMongo 2's eval: the server's ``eval`` command was removed in MongoDB 4.2."""
+        raise _removed("eval")
+
+    def error(self) -> Any:
+        """PyMongo 2's error(): ``getLastError`` was removed in MongoDB 5.1."""
+        raise _removed("error")
+
+    def last_status(self) -> Any:
+        """PyMongo 2's last_status(): ``getLastError`` was removed in MongoDB 5.1."""
+        raise _removed("last_status")
+
+    def previous_error(self) -> Any:
+        """PyMongo 2's previous_error(): ``getPrevError`` was removed in MongoDB 5.1."""
+        raise _removed("previous_error")
+
+    def reset_error_history(self) -> Any:
+        """PyMongo 2's reset_error_history(): ``resetError`` was removed in MongoDB 5.1."""
+        raise _removed("reset_error_history")
 
     def command(
         self,
@@ -150,7 +269,12 @@ class Database:
         # reply; getMore uses it, as PyMongo's cursor on database["$cmd"] does.
         return [d["name"] for d in CommandCursor(self.get_collection("$cmd"), reply)]
 
-    collection_names = list_collection_names  # PyMongo 2
+    def collection_names(self, include_system_collections: bool = True) -> list[str]:
+        """PyMongo 2's collection_names: with ``system.*`` collections unless told otherwise."""
+        names = self.list_collection_names()
+        if not include_system_collections:
+            names = [n for n in names if not n.startswith("system.")]
+        return names
 
     def drop_collection(self, name_or_collection: Any) -> None:
         """Drop a collection; dropping one that does not exist is not an error."""

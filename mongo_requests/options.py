@@ -354,6 +354,8 @@ _TABLE: tuple[Option, ...] = (
     Option("tzinfo", _any, uri=False),
     Option("type_registry", _any, uri=False),
     Option("datetime_conversion", _any, uri=False),
+    # Command listeners (checked by monitoring.Listeners.build; other kinds are refused there).
+    Option("event_listeners", _any, uri=False),
     # One server, reached directly, whichever way it is asked for.
     Option("directConnection", _boolean),
     # Connections are always opened on first use, so connect=True/False both hold.
@@ -410,7 +412,6 @@ _TABLE: tuple[Option, ...] = (
     Option("ssl_context", _any, (), "an SSLContext cannot be made cooperative for gevent; use the tls* options",
            uri=False),
     Option("readConcernLevel", _any, ("read_concern",), "read concerns are not implemented yet"),
-    Option("event_listeners", _any, (), "command monitoring is not implemented yet", uri=False),
     Option("server_api", _any, (), "the Stable API is not implemented yet", uri=False),
     Option("auto_encryption_opts", _any, (), "client-side field level encryption is not supported", uri=False),
     Option("slave_okay", _any, ("slaveOk",), "use readPreference=secondaryPreferred (PyMongo 3 removed slave_okay)"),

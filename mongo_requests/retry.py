@@ -101,21 +101,30 @@ def is_retryable_write_reply(reply: Mapping[str, Any]) -> bool:
     return bool(wce) and wce.get("code") in RETRYABLE_CODES  # type: ignore[union-attr]
 
 
+_WRITES = frozenset(("insert", "update", "delete", "findAndModify"))
+
+
 def is_retryable_write(cmd: Mapping[str, Any], sequences: Mapping[str, Any] | None = None) -> bool:
     """Whether ``cmd`` (with its OP_MSG document sequences) is a retryable write.
 
-    Only the shape of the command is looked at; the caller checks that the
-    write is acknowledged and that the topology supports sessions.
+    Only the command is looked at (a ``w: 0`` write concern makes it
+    unretryable); the caller checks that the topology supports sessions.
     """
     name = next(iter(cmd), "")
+    if name not in _WRITES:
+        return False
+    wc = cmd.get("writeConcern")
+    if wc and wc.get("w") == 0:
+        return False  # unacknowledged: nothing would tell a retry was needed
     if name == "insert" or name == "findAndModify":
         return True
     if name == "update":
+        # No statements to look at (encoded in a document sequence): not known to be retryable.
         updates = _statements(cmd, sequences, "updates")
-        return not any(u.get("multi") for u in updates)
+        return bool(updates) and not any(u.get("multi") for u in updates)
     if name == "delete":
         deletes = _statements(cmd, sequences, "deletes")
-        return all(d.get("limit") == 1 for d in deletes)
+        return bool(deletes) and all(d.get("limit") == 1 for d in deletes)
     return False
 
 

@@ -690,7 +690,6 @@ def test_w0_client_writes_land_in_a_request(make_client, db):
         {"w": 0, "j": True},
         {"w": -1},
         {"wtimeout": "soon"},
-        {"bogus": 1},
     ],
 )
 def test_bad_write_concern_combinations(coll, kwargs):
@@ -703,6 +702,24 @@ def test_bad_write_concern_combinations(coll, kwargs):
     with pytest.raises(ConfigurationError):
         coll.delete_many({}, **kwargs)
     # Nothing was sent.
+    assert coll.count_documents({}) == 0
+
+
+def test_unknown_keyword_is_a_type_error_as_in_pymongo(coll):
+    # PyMongo 4's methods have no **kwargs: an unknown keyword is a TypeError.
+    # PyMongo 2's took **kwargs as write options and refused unknown ones.
+    for call in (
+        lambda: coll.insert_one({"a": 1}, bogus=1),
+        lambda: coll.insert_many([{"a": 1}], bogus=1),
+        lambda: coll.update_one({}, {"$set": {"a": 1}}, upsert=True, bogus=1),
+        lambda: coll.replace_one({}, {"a": 1}, upsert=True, bogus=1),
+        lambda: coll.delete_many({}, bogus=1),
+        lambda: coll.bulk_write([], bogus=1),
+    ):
+        with pytest.raises(TypeError, match="bogus"):
+            call()
+    with pytest.raises(ConfigurationError, match="bogus"):
+        coll.insert({"a": 1}, bogus=1)
     assert coll.count_documents({}) == 0
 
 

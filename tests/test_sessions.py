@@ -87,6 +87,9 @@ def test_retryable_write_shapes():
     assert not is_retryable_write({"delete": "c", "deletes": [{"q": {}, "limit": 0}]})
     assert is_retryable_write({"delete": "c"}, {"deletes": [{"q": {}, "limit": 1}]})
     assert not is_retryable_write({"find": "c"}) and not is_retryable_write({"aggregate": "c"})
+    # Unacknowledged writes never; statements encoded in a document sequence cannot be looked at: not retried.
+    assert not is_retryable_write({"insert": "c", "writeConcern": {"w": 0}})
+    assert not is_retryable_write({"update": "c"}) and not is_retryable_write({"delete": "c"})
 
 
 def test_retryable_errors():

@@ -1,0 +1,446 @@
+"""A collection's writes, today's spelling and PyMongo 2's, all through :mod:`mongo_requests.bulk`.
+
+``insert_one``, ``update_*``, ``replace_one``, ``delete_*``, ``insert_many``,
+``bulk_write`` and PyMongo 2's ``insert``/``update``/``remove``/``save`` and
+bulk builders build statements with the same functions and send them with
+the same code.  Options are sent only when given, as PyMongo 4 sends them;
+an unknown keyword is a TypeError.  Every write also takes ``w=``,
+``safe=`` (PyMongo 2's ``safe=False`` is ``w=0``), ``j=``, ``wtimeout=`` or
+``write_concern=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidOperation, OperationFailure
+from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.write_concern import WriteConcern
+
+from . import bulk as _bulk
+from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
+from .bulk_builder import BulkOperationBuilder
+from .errors import check_write, raise_write_concern_error
+
+if TYPE_CHECKING:
+    from bson.codec_options import CodecOptions
+
+    from .client import MongoClient
+
+__all__ = ["WriteMethods"]
+
+_UNACK = WriteConcern(w=0)
+_WC_KEYS = frozenset(["j", "wtimeout", "fsync", "wtimeoutMS"])
+
+
+class _Concern:
+    """A write concern's command document and acknowledged flag, computed once.
+
+    ``WriteConcern.document`` is a property that copies a dict on every
+    access; a write reads it up to three times, on the hot path.
+    """
+
+    __slots__ = ("document", "acknowledged")
+
+    def __init__(self, wc: WriteConcern) -> None:
+        self.document = wc.document
+        self.acknowledged = wc.acknowledged
+
+
+_UNACK_CONCERN = _Concern(_UNACK)
+
+
+def _update_result(reply: dict[str, Any] | None, legacy: bool = False) -> dict[str, Any] | None:
+    """Shape an update reply as PyMongo 4's ``UpdateResult.raw_result`` (and PyMongo 2) give it."""
+    if reply is None:
+        return None
+    upserted = reply.get("upserted")
+    if upserted:
+        reply["upserted"] = upserted[0]["_id"]
+        reply["updatedExisting"] = False
+    else:
+        reply["updatedExisting"] = bool(reply.get("n"))
+    if legacy:
+        reply.setdefault("err", None)
+    return reply
+
+
+def _raise_legacy(result: Mapping[str, Any]) -> None:
+    """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
+    errors = result.get("writeErrors")
+    if errors:
+        err = errors[0]
+        cls = DuplicateKeyError if err.get("code") in (11000, 11001, 12582) else OperationFailure
+        raise cls(err.get("errmsg", "write error"), err.get("code"), err)
+    if result.get("writeConcernErrors"):
+        raise_write_concern_error(result["writeConcernErrors"][0])
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError("%s must be True or False" % (name,))
+
+
+class WriteMethods:
+    """The write half of :class:`~mongo_requests.collection.Collection`."""
+
+    _client: MongoClient
+    _db_name: str
+    _name: str
+    codec_options: CodecOptions[Any]
+    write_concern: WriteConcern
+    _concern: _Concern
+
+    @property
+    def name(self) -> str:  # pragma: no cover - Collection's
+        raise NotImplementedError
+
+    def _set_write_concern(self, wc: WriteConcern) -> None:
+        self.write_concern = wc
+        # Precomputed for the hot path: most writes use the default.
+        self._concern = _Concern(wc)
+
+    # -- write concern ------------------------------------------------------
+    def _resolve_wc(
+        self,
+        w: Any = None,
+        safe: bool | None = None,
+        write_concern: WriteConcern | None = None,
+        session: Any = None,
+        _legacy: bool = False,
+        **kw: Any,
+    ) -> _Concern:
+        """The write concern for one call, from ``write_concern``, ``w``, ``safe``, ``j``...
+
+        PyMongo 2 rules: ``safe=False`` means ``w=0``; ``safe=True``, or any of
+        ``j``, ``wtimeout``, ``fsync``, means acknowledged.  An unknown
+        keyword is a TypeError (as a PyMongo 4 method's), or for PyMongo 2's
+        methods, which took ``**kwargs``, a ConfigurationError.
+        """
+        if session is not None:
+            raise ConfigurationError("sessions are not supported by mongo_requests (use a request instead)")
+        unknown = set(kw) - _WC_KEYS
+        if unknown:
+            if _legacy:
+                raise ConfigurationError("unknown write option(s): %s" % ", ".join(sorted(unknown)))
+            raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
+        if write_concern is not None:
+            if not isinstance(write_concern, WriteConcern):
+                raise TypeError("write_concern must be a pymongo.write_concern.WriteConcern")
+            return _Concern(write_concern)
+        extra = {k: v for k, v in kw.items() if v is not None}
+        if "wtimeoutMS" in extra:
+            extra["wtimeout"] = extra.pop("wtimeoutMS")
+        if w is None and safe is None and not extra:
+            return self._concern
+        if w is None:
+            if safe is False and not extra:
+                return _UNACK_CONCERN
+            w = self.write_concern.document.get("w", 1)
+            if w == 0:
+                w = 1
+        elif safe is False and w != 0:
+            raise ConfigurationError("safe=False contradicts w=%r" % (w,))
+        try:
+            return _Concern(WriteConcern(w=w, **extra))
+        except Exception as exc:
+            raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
+
+    # -- inserts ------------------------------------------------------------
+    def insert_one(
+        self, document: Any, bypass_document_validation: bool | None = None, comment: Any = None, **wc: Any
+    ) -> InsertOneResult:
+        """Insert one document; returns :class:`~pymongo.results.InsertOneResult`.
+
+        :param document: the document; it gets an ``_id`` if it has none.
+        :param bypass_document_validation: sent when given (True or False).
+        :param comment: attached to the command (server logs, profiler).
+        """
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
+        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
+        _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
+        if reply is not None:
+            check_write(reply)
+        return InsertOneResult(_id, concern.acknowledged)
+
+    def insert_many(
+        self,
+        documents: Iterable[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> InsertManyResult:
+        """Insert documents in as few messages as the server's limits allow.
+
+        Batches are cut at ``maxWriteBatchSize`` documents or
+        ``maxMessageSizeBytes`` bytes.  An error raises
+        :class:`~pymongo.errors.BulkWriteError` whose ``details`` say what was
+        inserted; with ``ordered=True`` the batches after the failing one are
+        not sent.
+        """
+        if isinstance(documents, (Mapping, RawBSONDocument)) or not isinstance(documents, Iterable):
+            raise TypeError("documents must be a non-empty list")
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        batch = Bulk(self, ordered, bypass_document_validation, comment)  # type: ignore[arg-type]
+        ids = batch.add_inserts(documents)
+        if not ids:
+            raise TypeError("documents must be a non-empty list")
+        result = batch.execute(concern)
+        if concern.acknowledged:
+            _bulk.raise_bulk_errors(result)
+        return InsertManyResult(ids, concern.acknowledged)
+
+    # -- updates ------------------------------------------------------------
+    def _update_one_statement(
+        self,
+        stmt: dict[str, Any],
+        concern: _Concern,
+        bypass: bool | None,
+        comment: Any,
+        let: Any,
+        legacy: bool = False,
+    ) -> dict[str, Any] | None:
+        if let is not None:
+            check_mapping(let, "let")
+        reply = run_one(self, UPDATE, stmt, concern, bypass, comment, let)  # type: ignore[arg-type]
+        if reply is None:
+            return None
+        check_write(reply)
+        return _update_result(reply, legacy)
+
+    def update_one(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        array_filters: list[Mapping[str, Any]] | None = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        sort: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> UpdateResult:
+        """Update the first matching document with ``$`` operators (or a pipeline).
+
+        The options are PyMongo 4's, sent only when given.
+        """
+        _bulk.check_update(update)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
+        reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
+        return UpdateResult(reply, concern.acknowledged)
+
+    def update_many(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        array_filters: list[Mapping[str, Any]] | None = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> UpdateResult:
+        """Update every matching document."""
+        _bulk.check_update(update)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, update, True, upsert, collation, array_filters, hint)
+        reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
+        return UpdateResult(reply, concern.acknowledged)
+
+    def replace_one(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        upsert: bool = False,
+        bypass_document_validation: bool | None = None,
+        collation: Any = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        sort: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> UpdateResult:
+        """Replace the first matching document."""
+        _bulk.check_replacement(replacement)
+        if upsert.__class__ is not bool:
+            _check_bool("upsert", upsert)
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.update_statement(filter, replacement, False, upsert, collation, None, hint, sort)
+        reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
+        return UpdateResult(reply, concern.acknowledged)
+
+    # -- deletes ------------------------------------------------------------
+    def _delete(
+        self, stmt: dict[str, Any], concern: _Concern, comment: Any = None, let: Any = None, legacy: bool = False
+    ) -> dict[str, Any] | None:
+        if let is not None:
+            check_mapping(let, "let")
+        reply = run_one(self, DELETE, stmt, concern, None, comment, let)  # type: ignore[arg-type]
+        if reply is not None:
+            check_write(reply)
+            if legacy:
+                reply.setdefault("err", None)
+        return reply
+
+    def delete_one(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> DeleteResult:
+        """Delete the first matching document."""
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.delete_statement(filter, 1, collation, hint)
+        reply = self._delete(stmt, concern, comment, let)
+        # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
+        return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
+
+    def delete_many(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **wc: Any,
+    ) -> DeleteResult:
+        """Delete every matching document."""
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        if collation is not None:
+            collation = _bulk._collation(collation)
+        stmt = _bulk.delete_statement(filter, 0, collation, hint)
+        reply = self._delete(stmt, concern, comment, let)
+        return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
+
+    # -- bulk ---------------------------------------------------------------
+    def bulk_write(
+        self,
+        requests: Iterable[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        comment: Any = None,
+        let: Mapping[str, Any] | None = None,
+        **wc: Any,
+    ) -> BulkWriteResult:
+        """Send a list of :mod:`pymongo.operations` models (``InsertOne``, ``UpdateOne``...).
+
+        Returns :class:`~pymongo.results.BulkWriteResult`; write errors raise
+        :class:`~pymongo.errors.BulkWriteError` whose ``details`` hold the
+        partial result.  ``w=0`` works, and inside a request the writes are
+        applied before the caller's next read.
+        """
+        concern = self._resolve_wc(**wc) if wc else self._concern
+        return _bulk.bulk_write(
+            self, requests, ordered, bypass_document_validation, comment, let, concern  # type: ignore[arg-type]
+        )
+
+    def initialize_ordered_bulk_op(self, bypass_document_validation: bool = False) -> BulkOperationBuilder:
+        """PyMongo 2's ordered bulk builder (on top of :meth:`bulk_write`'s code)."""
+        return BulkOperationBuilder(self, True, bypass_document_validation)  # type: ignore[arg-type]
+
+    def initialize_unordered_bulk_op(self, bypass_document_validation: bool = False) -> BulkOperationBuilder:
+        """PyMongo 2's unordered bulk builder."""
+        return BulkOperationBuilder(self, False, bypass_document_validation)  # type: ignore[arg-type]
+
+    # -- PyMongo 2 ------------------------------------------------------------
+    def insert(
+        self,
+        doc_or_docs: Any,
+        manipulate: bool = True,
+        safe: bool | None = None,
+        check_keys: bool = True,
+        continue_on_error: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
+        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
+        single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
+        docs = [doc_or_docs] if single else list(doc_or_docs) if isinstance(doc_or_docs, Iterable) else None
+        if not docs:
+            if docs is None:
+                check_mapping(doc_or_docs)
+            raise InvalidOperation("cannot do an empty bulk insert")
+        batch = Bulk(self, not continue_on_error, legacy_check=check_keys)  # type: ignore[arg-type]
+        for doc in docs:
+            batch.add_insert(doc)
+        result = batch.execute(concern)
+        _raise_legacy(result)
+        ids = [d.get("_id") for d in docs]
+        return ids[0] if single else ids
+
+    def update(
+        self,
+        spec: Mapping[str, Any],
+        document: Mapping[str, Any],
+        upsert: bool = False,
+        manipulate: bool = False,
+        safe: bool | None = None,
+        multi: bool = False,
+        check_keys: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any] | None:
+        """PyMongo 2's update: ``$`` operators, or a whole replacement document.
+
+        Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
+        for acknowledged writes, None for ``safe=False`` / ``w=0``.
+        """
+        check_mapping(spec, "spec")
+        check_mapping(document, "document")
+        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
+        first = next(iter(document), None)
+        if not (isinstance(first, str) and first.startswith("$")):
+            if multi:
+                raise InvalidOperation("multi=True only works with $ operators")
+            if check_keys:
+                _bulk.check_keys_legacy(document)
+        stmt = _bulk.update_statement(spec, document, bool(multi), bool(upsert))
+        return self._update_one_statement(stmt, concern, None, None, None, legacy=True)
+
+    def remove(
+        self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
+        if spec_or_id is None:
+            spec_or_id = {}
+        elif not isinstance(spec_or_id, Mapping):
+            spec_or_id = {"_id": spec_or_id}
+        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
+        return self._delete(_bulk.delete_statement(spec_or_id, 0 if multi else 1), concern, legacy=True)
+
+    def save(
+        self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any
+    ) -> Any:
+        """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
+        check_mapping(to_save, "to_save")
+        if "_id" not in to_save:
+            return self.insert(to_save, manipulate, safe, check_keys, **kwargs)
+        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
+        if check_keys:
+            _bulk.check_keys_legacy(to_save)
+        stmt = _bulk.update_statement({"_id": to_save["_id"]}, to_save, False, True)
+        self._update_one_statement(stmt, concern, None, None, None, legacy=True)
+        return to_save["_id"]
