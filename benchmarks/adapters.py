@@ -15,6 +15,8 @@ no Python frame of its own to a driver call):
 ``find_all()``            iterate every document of ``scan``
 ``find_all_rawbson()``    the same, as ``RawBSONDocument`` for mongo_requests; the
                           default document class for PyMongo (issue 13's baseline)
+``find_all_raw_batches()``  the same with ``find_raw_batches()`` for mongo_requests
+                          (batches of BSON bytes, not decoded); PyMongo's default find
 ``request()``             context manager: a request for mongo_requests, a no-op
                           for the others (see the w=0 workload)
 ========================  =====================================================
@@ -57,6 +59,7 @@ class Adapter:
     insert_many: Callable[[list], Any]
     find_all: Callable[[], Any]
     find_all_rawbson: Callable[[], Any]
+    find_all_raw_batches: Callable[[], Any]
 
     def request(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -131,6 +134,8 @@ class RawClient(Adapter):
         """The raw socket decodes nothing anyway: the same as :meth:`find_all`."""
         return self.find_all()
 
+    find_all_raw_batches = find_all_rawbson
+
     def count_all(self) -> int:
         """Like :meth:`find_all` but decodes and counts documents (for checks only)."""
         conn = self.conn
@@ -152,6 +157,7 @@ class DriverClient(Adapter):
 
     def __init__(self, name: str, client: Any, request: Callable[[], ContextManager[Any]] | None = None,
                  raw_documents: bool = False) -> None:
+        self.raw_documents = raw_documents
         self.name = name
         self.client = client
         self._request = request
@@ -189,6 +195,15 @@ class DriverClient(Adapter):
         for _ in self.scan_raw.find():
             count += 1
         return count
+
+    def find_all_raw_batches(self) -> int:
+        """mongo_requests: ``find_raw_batches()`` of ``scan``, returns the batches; PyMongo: :meth:`find_all`."""
+        if not self.raw_documents:
+            return self.find_all()
+        batches = 0
+        for _ in self._scan.find_raw_batches():
+            batches += 1
+        return batches
 
     def request(self) -> ContextManager[Any]:
         return self._request() if self._request is not None else contextlib.nullcontext()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import bson
+
 from . import spec
 from .adapters import MR, Adapter, RawClient
 
@@ -83,6 +85,13 @@ def find_10000(c: Adapter, n: int, _inputs: Any) -> int:
 
 def find_10000_rawbson(c: Adapter, n: int, _inputs: Any) -> int:
     op = c.find_all_rawbson
+    for _ in range(n):
+        op()
+    return n
+
+
+def find_10000_raw_batches(c: Adapter, n: int, _inputs: Any) -> int:
+    op = c.find_all_raw_batches
     for _ in range(n):
         op()
     return n
@@ -176,6 +185,18 @@ def _verify_scan_rawbson(c: Adapter) -> None:
         raise AssertionError("%s: the raw find returned %d documents, expected %d" % (c.name, count, spec.SCAN_DOCS))
 
 
+def _verify_scan_raw_batches(c: Adapter) -> None:
+    if c.name != MR:
+        return _verify_scan(c)
+    batches = list(c._scan.find_raw_batches())  # type: ignore[attr-defined]
+    if not all(isinstance(b, bytes) for b in batches):
+        raise AssertionError("find_raw_batches returned %r, not bytes" % ({type(b).__name__ for b in batches},))
+    count = sum(len(bson.decode_all(b)) for b in batches)
+    if count != spec.SCAN_DOCS:
+        raise AssertionError("find_raw_batches returned %d documents in %d batches, expected %d"
+                             % (count, len(batches), spec.SCAN_DOCS))
+
+
 def _small_docs(n: int) -> list:
     return [spec.small_doc(i) for i in range(n)]
 
@@ -236,6 +257,10 @@ WORKLOADS: list[Workload] = [
              "iterate 10,000 docs: mongo_requests with document_class=RawBSONDocument, pymongo with its default",
              ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
              setup=_seed_scan, verify=_verify_scan_rawbson),
+    Workload("find_10000_raw_batches", find_10000_raw_batches,
+             "iterate 10,000 docs: mongo_requests with find_raw_batches() (BSON bytes per batch), pymongo default find",
+             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
+             setup=_seed_scan, verify=_verify_scan_raw_batches),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}
