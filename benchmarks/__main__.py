@@ -1,11 +1,12 @@
-"""``python -m benchmarks``: raw socket vs mongo_requests vs PyMongo, side by side.
+"""python -m benchmarks: raw socket vs mongo_requests vs PyMongo, side by side.
 
 One process, one server, one run: the four in-process clients (raw,
 mongo_requests, pymongo, pymongo-noretry) take turns within every repetition
 of every workload, so a noisy machine slows them all alike and the ratios
-come from side-by-side measurements.  The gevent workload runs in
-subprocesses (monkey-patching is process-wide), also interleaved per
-repetition.  See benchmarks/README.md for the method.
+come from side-by-side measurements.  The gevent, asyncio and scaling
+workloads run in subprocesses (monkey-patching is process-wide), also
+interleaved per repetition; replset starts a 3-member replica set (or uses
+--replset), tls its own TLS server.  See benchmarks/README.md for the method.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import bson
 import pymongo
@@ -29,33 +31,65 @@ from pymongo import uri_parser
 import mongo_requests
 from mongo_requests.testing import MongodServer
 
-from . import report, secure, spec
+from . import concurrent_runs, replset, report, secure, spec
 from .adapters import CLIENTS, MR, Adapter, make_clients
 from .progress import Progress
-from .workloads import ALL_NAMES, GEVENT, REQUEST_OVERHEAD, REQUEST_VARIANTS, TLS, WORKLOADS, Workload
+from .workloads import ALL_NAMES, REQUEST_OVERHEAD, REQUEST_VARIANTS, WORKLOADS, Workload
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory holding the package
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
-# gevent: (label, driver, auto_start_request); labels are the report's keys.
-GEVENT_CONFIGS = (
-    (report.GEVENT_MR, "mongo_requests", False),
-    ("mongo_requests auto_start_request=True", "mongo_requests", True),
-    (report.GEVENT_PYMONGO, "pymongo", False),
+
+class Section(NamedTuple):
+    """A workload with its own runner, run after the in-process clients are closed.
+
+    ``run(uri, args, progress)`` returns a JSON-able dict, stored as
+    ``results[name]``; ``report.markdown`` renders it (see
+    ``report.SECTION_MARKDOWN``).  ``steps(args)`` is its share of the progress bar.
+    """
+
+    name: str
+    steps: Callable[[argparse.Namespace], int]
+    run: Callable[[str, argparse.Namespace, Progress], dict]
+
+
+SECTIONS = (
+    Section("gevent", lambda a: concurrent_runs.gevent_steps(a.reps), concurrent_runs.run_gevent),
+    Section("scaling", concurrent_runs.scaling_steps, concurrent_runs.run_scaling),
+    # Its own throwaway 3-member set unless --replset names one; the standalone retry rows use --uri's server.
+    Section("replset", replset.steps, replset.run),
+    # Its own mongod --auth --tlsMode requireTLS, whatever --uri says.
+    Section("tls", lambda a: secure.steps(a.reps), lambda _uri, a, p: secure.run(a.quick, a.reps, p)),
+    # The pipelined workload (issue 13) goes here, once benchmarks/pipeline.py has landed:
+    #     Section("pipeline", pipeline.steps, pipeline.run),
+    # plus its name in workloads.SECTION_NAMES and its renderer in report.SECTION_MARKDOWN.
 )
-GEVENT_NOTES = {
-    report.GEVENT_MR: "w=0 $inc + read in start_request()",
-    "mongo_requests auto_start_request=True": "same; each greenlet keeps a socket until it ends",
-    report.GEVENT_PYMONGO: "w=1 $inc, no request (pymongo cannot pin); peak includes 2 monitor sockets",
-}
+
+EPILOG = """workloads:
+  in-process (raw, mongo_requests, pymongo, pymongo-noretry):
+    %s
+  request_overhead   mongo_requests only: find_one_by_id outside and inside a request
+  gevent             500 greenlets, maxPoolSize 50: mongo_requests w=0 in a request, w=0 with
+                     auto_start_request, w=1; pymongo w=1 and w=0; AsyncMongoClient w=1 (asyncio tasks)
+  scaling            the gevent workload at 10, 100, 1,000 and 10,000 greenlets, maxPoolSize 50
+  replset            a 3-member replica set: primary and secondary reads, w=1 updates, gevent,
+                     retryable-writes overhead (also on the standalone); peak connections per member
+  tls                its own mongod with TLS and SCRAM: connection set-up, find_one and w=1 over TLS
+
+See benchmarks/README.md for the method and how to read the results."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: the whole run takes about a minute")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0],
+        epilog=EPILOG % textwrap.fill(", ".join(w.name for w in WORKLOADS), 96, subsequent_indent="    "),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts, to check the harness (a few minutes)")
     parser.add_argument("--uri", help="server to use (default: $MONGODB_URI, else a throwaway mongod)")
+    parser.add_argument("--replset", metavar="URI",
+                        help="replica set for the replset workload (default: a throwaway 3-member set)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per workload and client (default 5)")
-    parser.add_argument("--only", help="comma-separated workloads: " + ",".join(ALL_NAMES))
+    parser.add_argument("--only", metavar="A,B", help="comma-separated workloads to run (default: all; see below)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")
     parser.add_argument("--pool-size", type=int, default=50, help="maxPoolSize of the gevent runs (default 50)")
     parser.add_argument("--greenlets", type=int, default=500, help="greenlets in the gevent runs (default 500)")
@@ -158,44 +192,6 @@ def run_request_overhead(mr: Adapter, args: argparse.Namespace, progress: Progre
     }
 
 
-def run_gevent(uri: str, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Each configuration once per repetition, interleaved, each in a fresh subprocess."""
-    iterations = 5 if args.quick else 20
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in GEVENT_CONFIGS}
-    errors: dict[str, list[str]] = {label: [] for label, _, _ in GEVENT_CONFIGS}
-    for rep in range(args.reps):
-        for label, driver, auto in GEVENT_CONFIGS:
-            progress.step("gevent rep %d/%d %s" % (rep + 1, args.reps, label))
-            cmd = [sys.executable, "-m", "benchmarks.gevent_bench", uri, driver, str(auto).lower(), str(args.pool_size),
-                   "--greenlets", str(args.greenlets), "--iterations", str(iterations)]
-            try:
-                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-            except subprocess.TimeoutExpired:
-                errors[label].append("timed out after 900 s")
-                continue
-            if proc.returncode != 0:
-                errors[label].append("exit %d: %s" % (proc.returncode, proc.stderr.strip()[-500:]))
-                continue
-            runs[label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    configs = {}
-    for label, driver, auto in GEVENT_CONFIGS:
-        r = runs[label]
-        configs[label] = {
-            "driver": driver,
-            "auto_start_request": auto,
-            "note": GEVENT_NOTES[label],
-            "runs": r,
-            "samples_ops_per_s": [x["ops_per_s"] for x in r],
-            "median_ops_per_s": report.median([x["ops_per_s"] for x in r]),
-            "peak_connections_max": max((x["peak_connections"] for x in r), default=None),
-            "peak_connections_median": report.median([x["peak_connections"] for x in r]),
-            "stale_reads": sum(x["stale_reads"] for x in r),
-            "errors": sum(x["errors"] for x in r) + len(errors[label]),
-            "run_errors": errors[label],
-        }
-    return {"max_pool_size": args.pool_size, "greenlets": args.greenlets, "iterations": iterations, "configs": configs}
-
-
 # -- the run -------------------------------------------------------------------
 def machine_info(setup: Any, server: str, address: tuple[str, int]) -> dict[str, Any]:
     cpu_model = None
@@ -249,7 +245,7 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": ["python", "-m", "benchmarks"] + sys.argv[1:],
         "config": {"quick": args.quick, "reps": args.reps, "only": args.names, "pool_size": args.pool_size,
-                   "greenlets": args.greenlets, "interleaving": list(CLIENTS)},
+                   "greenlets": args.greenlets, "replset": args.replset, "interleaving": list(CLIENTS)},
         "machine": machine_info(setup, server, address),
         "workloads": {},
     }
@@ -258,8 +254,7 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     in_process = selected or REQUEST_OVERHEAD in args.names
     total = args.reps * (len(selected) * len(CLIENTS)
                          + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
-                         + (len(GEVENT_CONFIGS) if GEVENT in args.names else 0)
-                         + (secure.steps(args.reps) if TLS in args.names else 0))
+                         + sum(sec.steps(args) for sec in SECTIONS if sec.name in args.names))
     progress = Progress(total)
     try:
         if in_process:
@@ -289,17 +284,17 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
                     c.close()
         # Last, with the in-process clients closed, so their idle sockets
         # cannot be mistaken for the subprocess's.
-        if GEVENT in args.names:
-            results["gevent"] = run_gevent(uri, args, progress)
-            ok = ok and not any(g["errors"] for g in results["gevent"]["configs"].values())
-        if TLS in args.names:
-            # Its own mongod --auth --tlsMode requireTLS, whatever --uri says.
+        for sec in SECTIONS:
+            if sec.name not in args.names:
+                continue
+            start = progress.done
             try:
-                results["tls"] = secure.run(args.quick, args.reps, progress)
-            except Exception as exc:
-                ok = False
-                results["tls"] = {"error": "%s: %s" % (type(exc).__name__, exc)}
-                progress.note("tls failed: %r" % (exc,))
+                results[sec.name] = sec.run(uri, args, progress)
+            except Exception as exc:  # report it, and carry on with the other sections
+                results[sec.name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+                progress.note("%s failed: %r" % (sec.name, exc))
+                progress.done = start + sec.steps(args)
+            ok = ok and not report.section_errors(results[sec.name])
     finally:
         progress.finish()
         try:

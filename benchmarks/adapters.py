@@ -13,6 +13,10 @@ no Python frame of its own to a driver call):
 ``inc_w0()``              the same, ``w=0`` (no reply)
 ``insert_many(docs)``     insert a list of documents into ``insert_many``
 ``find_all()``            iterate every document of ``scan``
+``find_all_rawbson()``    the same, as ``RawBSONDocument`` for mongo_requests; the
+                          default document class for PyMongo (issue 13's baseline)
+``find_all_raw_batches()``  the same with ``find_raw_batches()`` for mongo_requests
+                          (batches of BSON bytes, not decoded); PyMongo's default find
 ``request()``             context manager: a request for mongo_requests, a no-op
                           for the others (see the w=0 workload)
 ========================  =====================================================
@@ -25,6 +29,8 @@ from functools import partial
 from typing import Any, Callable, ContextManager
 
 import pymongo
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo.write_concern import WriteConcern
 
 import mongo_requests
@@ -52,6 +58,8 @@ class Adapter:
     inc_w0: Callable[[], Any]
     insert_many: Callable[[list], Any]
     find_all: Callable[[], Any]
+    find_all_rawbson: Callable[[], Any]
+    find_all_raw_batches: Callable[[], Any]
 
     def request(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -122,6 +130,12 @@ class RawClient(Adapter):
             cursor_id = conn.cursor_id()
         return batches
 
+    def find_all_rawbson(self) -> int:
+        """The raw socket decodes nothing anyway: the same as :meth:`find_all`."""
+        return self.find_all()
+
+    find_all_raw_batches = find_all_rawbson
+
     def count_all(self) -> int:
         """Like :meth:`find_all` but decodes and counts documents (for checks only)."""
         conn = self.conn
@@ -141,7 +155,9 @@ class RawClient(Adapter):
 class DriverClient(Adapter):
     """A driver with a PyMongo-compatible API (mongo_requests or PyMongo)."""
 
-    def __init__(self, name: str, client: Any, request: Callable[[], ContextManager[Any]] | None = None) -> None:
+    def __init__(self, name: str, client: Any, request: Callable[[], ContextManager[Any]] | None = None,
+                 raw_documents: bool = False) -> None:
+        self.raw_documents = raw_documents
         self.name = name
         self.client = client
         self._request = request
@@ -161,6 +177,8 @@ class DriverClient(Adapter):
         )
         self.insert_many = db[spec.C_INSERT_MANY].insert_many
         self._scan = db[spec.C_SCAN]
+        raw_codec = CodecOptions(document_class=RawBSONDocument)
+        self.scan_raw = self._scan.with_options(codec_options=raw_codec) if raw_documents else self._scan
 
     def find_all(self) -> int:
         """Iterate ``scan`` with the default batch size; returns the documents seen."""
@@ -170,6 +188,22 @@ class DriverClient(Adapter):
         return count
 
     count_all = find_all
+
+    def find_all_rawbson(self) -> int:
+        """Iterate ``scan`` as ``RawBSONDocument`` (mongo_requests) or with the default class (PyMongo)."""
+        count = 0
+        for _ in self.scan_raw.find():
+            count += 1
+        return count
+
+    def find_all_raw_batches(self) -> int:
+        """mongo_requests: ``find_raw_batches()`` of ``scan``, returns the batches; PyMongo: :meth:`find_all`."""
+        if not self.raw_documents:
+            return self.find_all()
+        batches = 0
+        for _ in self._scan.find_raw_batches():
+            batches += 1
+        return batches
 
     def request(self) -> ContextManager[Any]:
         return self._request() if self._request is not None else contextlib.nullcontext()
@@ -181,7 +215,7 @@ class DriverClient(Adapter):
 def mongo_requests_client(uri: str) -> DriverClient:
     """``mongo_requests.MongoClient(uri)`` with its defaults."""
     client = mongo_requests.MongoClient(uri)
-    return DriverClient(MR, client, client.start_request)
+    return DriverClient(MR, client, client.start_request, raw_documents=True)
 
 
 def pymongo_client(uri: str, retry: bool = True) -> DriverClient:

@@ -5,6 +5,7 @@ another run can be re-rendered: ``python -m benchmarks.report results.json``.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 import sys
@@ -20,10 +21,22 @@ SPEED_TARGETS = (
     (("ping", "find_one_by_id", "find_one_by_filter", "update_inc_upsert_w1"), "mr/pymongo", 2.0),
     (("ping", "find_one_by_id", "find_one_by_filter", "update_inc_upsert_w1"), "mr/raw", 0.8),
     (("update_inc_upsert_w0",), "mr/pymongo", 1.5),
+    # issue 13's bulk throughput: not slower than PyMongo; raw documents at least twice its default.
+    (("find_10000", "insert_many_1000"), "mr/pymongo", 1.0),
+    (("find_10000_rawbson", "find_10000_raw_batches"), "mr/pymongo", 2.0),
 )
 REQUEST_OVERHEAD_MAX_US = 2.0
-GEVENT_MR = "mongo_requests auto_start_request=False"
-GEVENT_PYMONGO = "pymongo"
+SCALING_MAX_DROP = 0.05  # issue 13: throughput drops by no more than 5% from 10 to 10,000 greenlets
+GEVENT_MR = "mongo_requests w=0 + request"
+GEVENT_PYMONGO = "pymongo w=1"
+# The sections with a renderer of their own: name -> "module:function" returning Markdown lines
+# (imported when needed: those modules import this one).  The pipeline (issue 13) joins here.
+SECTION_MARKDOWN = {
+    "gevent": "benchmarks.report:gevent_markdown",
+    "scaling": "benchmarks.report:scaling_markdown",
+    "replset": "benchmarks.replset:markdown",
+    "tls": "benchmarks.secure:markdown",
+}
 
 
 # -- statistics ----------------------------------------------------------------
@@ -89,11 +102,32 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = None
     if mr.get("median_ops_per_s") and pm.get("median_ops_per_s"):
         ratio = mr["median_ops_per_s"] / pm["median_ops_per_s"]
-    out.append(_target("gevent, auto_start_request=False: ops/s >= pymongo's (ratio >= 1.0)", ratio, 1.0, True, "x"))
+    out.append(_target("gevent, %s: ops/s >= %s's (ratio >= 1.0)" % (GEVENT_MR, GEVENT_PYMONGO), ratio, 1.0, True,
+                       "x"))
     pool = (results.get("gevent") or {}).get("max_pool_size", results.get("config", {}).get("pool_size"))
-    out.append(_target("gevent, auto_start_request=False: peak connections <= maxPoolSize (%s)" % pool,
+    out.append(_target("gevent, %s: peak connections <= maxPoolSize (%s)" % (GEVENT_MR, pool),
                        mr.get("peak_connections_max"), pool if pool is not None else 0, False, "connections"))
+    curves = (results.get("scaling") or {}).get("curves", {})
+    for label in (GEVENT_MR, "mongo_requests w=1"):
+        drop = curves.get(label, {}).get("drop")
+        out.append(_target("scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%"
+                           % (label, SCALING_MAX_DROP * 100), drop * 100 if drop is not None else None,
+                           SCALING_MAX_DROP * 100, False, "%"))
     return out
+
+
+def section_errors(section: dict[str, Any]) -> int:
+    """Failures in a section's results: its own error, or errors in any of its concurrent runs."""
+    if "error" in section:
+        return 1
+    count = 0
+    for value in section.values():
+        if isinstance(value, dict):
+            if "run_errors" in value and "errors" in value:
+                count += value["errors"]
+            else:
+                count += section_errors(value)
+    return count
 
 
 # -- Markdown --------------------------------------------------------------------
@@ -180,30 +214,15 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
 
-    gv = results.get("gevent")
-    if gv:
-        lines += ["", "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
-                  % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]), ""]
-        rows = []
-        for label, g in gv["configs"].items():
-            if g.get("median_ops_per_s") is None:
-                rows.append([label, "failed", "-", "-", "-", g.get("note", "")])
-                continue
-            rows.append([label, fmt_rate(g["median_ops_per_s"]), str(g["peak_connections_max"]),
-                         str(g["stale_reads"]), str(g["errors"]), g.get("note", "")])
-        lines += _table(["config", "ops/s (median)", "peak connections (max)", "stale reads", "errors", "note"], rows)
-        for label, g in gv["configs"].items():
-            for err in g.get("run_errors", []):
-                lines.append("- %s: `%s`" % (label, err))
-
-    tls = results.get("tls")
-    if tls:
-        from .secure import markdown as tls_markdown  # here: secure imports this module
-
-        if "error" in tls:
-            lines += ["", "## TLS and SCRAM", "", "failed: `%s`" % tls["error"]]
-        else:
-            lines += tls_markdown(tls)
+    for name, where in SECTION_MARKDOWN.items():
+        section = results.get(name)
+        if not section:
+            continue
+        if "error" in section:
+            lines += ["", "## %s" % name, "", "failed: `%s`" % section["error"]]
+            continue
+        module, func = where.split(":")
+        lines += getattr(importlib.import_module(module), func)(section)
 
     targets = results.get("targets") or []
     if targets:
@@ -221,79 +240,59 @@ def _load(value: Any) -> str:
     return "/".join("%.2f" % x for x in value) if value else "?"
 
 
+# -- sections ------------------------------------------------------------------
+def _kib(x: float | None) -> str:
+    return "-" if x is None else "%.1f" % (x / 1024)
+
+
+def gevent_markdown(gv: dict[str, Any]) -> list[str]:
+    """The gevent section: one row per configuration (driver, runner and write mode)."""
+    lines = ["", "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
+             % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]), ""]
+    rows = []
+    for label, g in gv["configs"].items():
+        if g.get("median_ops_per_s") is None:
+            rows.append([label, "failed", "-", "-", "-", "-", g.get("note", "")])
+        else:
+            rows.append([label, fmt_rate(g["median_ops_per_s"]), str(g["peak_connections_max"]),
+                         _kib(g.get("memory_per_task_bytes_median")), str(g["stale_reads"]), str(g["errors"]),
+                         g.get("note", "")])
+    lines += _table(["config", "ops/s (median)", "peak connections (max)", "KiB per greenlet", "stale reads",
+                     "errors", "what it does"], rows)
+    for label, g in gv["configs"].items():
+        for err in g.get("run_errors", []):
+            lines.append("- %s: `%s`" % (label, err))
+    return lines
+
+
+def scaling_markdown(sc: dict[str, Any]) -> list[str]:
+    """The scaling section: ops/s, peak connections and memory per greenlet for each greenlet count."""
+    curves = sc["curves"]
+    sizes = next(iter(curves.values()))["greenlets"] if curves else []
+    lines = ["", "## Scaling: the gevent workload at %s greenlets, maxPoolSize=%d"
+             % (", ".join(f"{g:,}" for g in sizes), sc["max_pool_size"]), "",
+             "About %s greenlet-iterations (3 ops each) per point, split among the greenlets; median of %d "
+             "repetitions." % ("{:,}".format(sc["task_iterations"]), sc["reps"]), ""]
+    rows = []
+    for label, c in curves.items():
+        for i, g in enumerate(c["greenlets"]):
+            rows.append([label if i == 0 else "", f"{g:,}", fmt_rate(c["ops_per_s"][i]),
+                         str(c["peak_connections"][i]), _kib(c["memory_per_greenlet_bytes"][i])])
+        rows.append(["", "drop 10 -> 10,000", "-" if c["drop"] is None else "%.1f%%" % (c["drop"] * 100), "", ""])
+    lines += _table(["config", "greenlets", "ops/s", "peak connections", "KiB per greenlet"], rows)
+    for point in sc["points"].values():
+        for label, g in point["configs"].items():
+            for err in g.get("run_errors", []):
+                lines.append("- %s: `%s`" % (label, err))
+    return lines
+
+
 # -- chart -----------------------------------------------------------------------
 def write_chart(results: dict[str, Any], path: str) -> None:
-    """Grouped ops/s bars (log scale when the range is wide), ratios with target
-    lines, and the gevent runs when present."""
-    import matplotlib
+    """The chart (see benchmarks.chart); imported here so that matplotlib is needed only to draw."""
+    from .chart import write_chart as draw
 
-    matplotlib.use("Agg")  # no display; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    workloads = {k: v for k, v in results.get("workloads", {}).items() if "error" not in v}
-    gv = results.get("gevent")
-    gconfigs = {k: v for k, v in (gv or {}).get("configs", {}).items() if v.get("median_ops_per_s") is not None}
-    panels = 2 + bool(gconfigs)
-    fig, axes = plt.subplots(panels, 1, figsize=(12, 4.2 * panels), squeeze=False)
-    axes = axes[:, 0]
-    colors = {RAW: "#7f7f7f", MR: "#1f77b4", PYMONGO: "#ff7f0e", PYMONGO_NORETRY: "#ffbb78"}
-    names = list(workloads)
-    x = list(range(len(names)))
-
-    ax = axes[0]
-    width = 0.8 / len(CLIENTS)
-    values = []
-    for i, client in enumerate(CLIENTS):
-        ys = [workloads[n]["clients"].get(client, {}).get("median_ops_per_s") or 0 for n in names]
-        values += [y for y in ys if y]
-        ax.bar([p - 0.4 + width * (i + 0.5) for p in x], ys, width, label=client, color=colors[client])
-    if values and max(values) / min(values) > 30:
-        ax.set_yscale("log")
-        ax.set_ylabel("ops/s (log scale)")
-        ax.set_ylim(min(values) / 2, max(values) * 8)  # headroom for the legend
-    else:
-        ax.set_ylabel("ops/s")
-        ax.set_ylim(0, max(values or [1]) * 1.3)
-    ax.set_xticks(x, names, rotation=15, ha="right")
-    reps = results.get("config", {}).get("reps")
-    ax.set_title("Throughput per workload (median of %s reps; higher is better)" % reps)
-    ax.legend(ncol=4, fontsize=9, loc="upper right")
-    ax.grid(axis="y", alpha=0.3)
-
-    ax = axes[1]
-    shown = (("mr/pymongo", "#1f77b4", 2.0), ("mr/raw", "#2ca02c", 0.8))
-    width = 0.35
-    top = 2.0
-    for i, (label, color, target) in enumerate(shown):
-        ys = [workloads[n]["ratios"].get(label) or 0 for n in names]
-        top = max([top] + ys)
-        bars = ax.bar([p - 0.35 / 2 + i * width for p in x], ys, width, label=label, color=color)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-        ax.axhline(target, color=color, linestyle="--", linewidth=1, label="target %s >= %.1f" % (label, target))
-    ax.axhline(1.0, color="black", linewidth=0.5)
-    ax.set_xticks(x, names, rotation=15, ha="right")
-    ax.set_ylabel("ratio")
-    ax.set_ylim(0, top * 1.35)  # headroom for the legend
-    ax.set_title("mongo_requests relative to pymongo and to the raw socket (w=0 target is 1.5)")
-    ax.legend(ncol=4, fontsize=9, loc="upper right")
-    ax.grid(axis="y", alpha=0.3)
-
-    if gconfigs:
-        ax = axes[2]
-        labels = list(gconfigs)
-        ys = [gconfigs[k]["median_ops_per_s"] for k in labels]
-        bars = ax.bar(range(len(labels)), ys, 0.5, color=["#1f77b4", "#aec7e8", "#ff7f0e"][: len(labels)])
-        ax.bar_label(bars, labels=["peak %d conn" % gconfigs[k]["peak_connections_max"] for k in labels], fontsize=9)
-        ax.set_xticks(range(len(labels)), [k.replace(" auto_", "\nauto_") for k in labels])
-        ax.set_ylabel("ops/s")
-        ax.set_title("gevent: %d greenlets, maxPoolSize=%d (pymongo: w=1 $inc, no request)"
-                     % (gv["greenlets"], gv["max_pool_size"]))
-        ax.grid(axis="y", alpha=0.3)
-        ax.margins(y=0.15)
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    draw(results, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import bson
+
 from . import spec
-from .adapters import Adapter, RawClient
+from .adapters import MR, Adapter, RawClient
 
 
 # -- the timed functions ------------------------------------------------------
@@ -76,6 +78,20 @@ def insert_many_1000(c: Adapter, n: int, batches: list) -> int:
 
 def find_10000(c: Adapter, n: int, _inputs: Any) -> int:
     op = c.find_all
+    for _ in range(n):
+        op()
+    return n
+
+
+def find_10000_rawbson(c: Adapter, n: int, _inputs: Any) -> int:
+    op = c.find_all_rawbson
+    for _ in range(n):
+        op()
+    return n
+
+
+def find_10000_raw_batches(c: Adapter, n: int, _inputs: Any) -> int:
+    op = c.find_all_raw_batches
     for _ in range(n):
         op()
     return n
@@ -157,6 +173,30 @@ def _verify_scan(c: Adapter) -> None:
         raise AssertionError("%s: find() returned %d documents, expected %d" % (c.name, count, spec.SCAN_DOCS))
 
 
+def _verify_scan_rawbson(c: Adapter) -> None:
+    if isinstance(c, RawClient):
+        return _verify_scan(c)
+    first = next(iter(c.scan_raw.find()))  # type: ignore[attr-defined]
+    wanted = "RawBSONDocument" if c.name == MR else "dict"
+    if type(first).__name__ != wanted:
+        raise AssertionError("%s: the raw find returned a %s, not a %s" % (c.name, type(first).__name__, wanted))
+    count = c.find_all_rawbson()
+    if count != spec.SCAN_DOCS:
+        raise AssertionError("%s: the raw find returned %d documents, expected %d" % (c.name, count, spec.SCAN_DOCS))
+
+
+def _verify_scan_raw_batches(c: Adapter) -> None:
+    if c.name != MR:
+        return _verify_scan(c)
+    batches = list(c._scan.find_raw_batches())  # type: ignore[attr-defined]
+    if not all(isinstance(b, bytes) for b in batches):
+        raise AssertionError("find_raw_batches returned %r, not bytes" % ({type(b).__name__ for b in batches},))
+    count = sum(len(bson.decode_all(b)) for b in batches)
+    if count != spec.SCAN_DOCS:
+        raise AssertionError("find_raw_batches returned %d documents in %d batches, expected %d"
+                             % (count, len(batches), spec.SCAN_DOCS))
+
+
 def _small_docs(n: int) -> list:
     return [spec.small_doc(i) for i in range(n)]
 
@@ -211,15 +251,27 @@ WORKLOADS: list[Workload] = [
     Workload("find_10000", find_10000, "iterate 10,000 small docs, default batch size",
              ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
              setup=_seed_scan, verify=_verify_scan),
+    # issue 13's bulk target: mongo_requests with raw documents vs PyMongo's *default* document class, so the
+    # pymongo columns decode to dicts here, as in find_10000.
+    Workload("find_10000_rawbson", find_10000_rawbson,
+             "iterate 10,000 docs: mongo_requests with document_class=RawBSONDocument, pymongo with its default",
+             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
+             setup=_seed_scan, verify=_verify_scan_rawbson),
+    Workload("find_10000_raw_batches", find_10000_raw_batches,
+             "iterate 10,000 docs: mongo_requests with find_raw_batches() (BSON bytes per batch), pymongo default find",
+             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
+             setup=_seed_scan, verify=_verify_scan_raw_batches),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}
 
 # Not client-by-client workloads: run by their own code in __main__.
 REQUEST_OVERHEAD = "request_overhead"
-GEVENT = "gevent"
-TLS = "tls"  # benchmarks/secure.py: connection set-up with TLS + SCRAM, and ops over TLS
-ALL_NAMES = [w.name for w in WORKLOADS] + [REQUEST_OVERHEAD, GEVENT, TLS]
+# Run by __main__.SECTIONS after the in-process clients, each by its own module:
+# gevent and scaling (concurrent_runs), replset, tls (secure).  The pipelined
+# workload (benchmarks/pipeline.py, issue 13) joins this list when it lands.
+SECTION_NAMES = ["gevent", "scaling", "replset", "tls"]
+ALL_NAMES = [w.name for w in WORKLOADS] + [REQUEST_OVERHEAD] + SECTION_NAMES
 
 
 # -- request_overhead: mongo_requests only -----------------------------------
