@@ -1,6 +1,7 @@
 """The silent surprises of issue 9, each by name, checked against PyMongo 4 on the same server."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pymongo
@@ -14,6 +15,7 @@ from pymongo.write_concern import WriteConcern
 
 import mongo_requests
 from mongo_requests.database import Database
+from tests.helpers import wait_until
 
 
 class Recorder(monitoring.CommandListener):
@@ -302,3 +304,30 @@ def test_raw_batches_match_pymongos(db, pm):
     mine = [bson.decode_all(b) for b in db.things.aggregate_raw_batches(pipeline, batchSize=2)]
     ref = [bson.decode_all(b) for b in theirs.aggregate_raw_batches(pipeline, batchSize=2)]
     assert mine == ref
+
+
+def test_is_primary_on_a_set_without_primary_answers_at_once(replica_set, make_rs_client):
+    client = make_rs_client(serverSelectionTimeoutMS=20000, heartbeatFrequencyMS=500)
+    assert client.is_primary is True and client.is_mongos is False
+    old = replica_set.wait_for_primary()
+    others = [m for m in replica_set.members if m is not old]
+    # No member may be elected for a few seconds: the secondaries are frozen, the primary steps down.
+    for member in others:
+        member.command({"replSetFreeze": 8}, timeout=10)
+    try:
+        try:
+            old.command({"replSetStepDown": 8, "force": True}, timeout=30)
+        except OSError:
+            pass  # older servers closed every connection on stepdown
+        assert wait_until(lambda: replica_set.primary() is None, 10), "a member is still primary"
+        assert wait_until(lambda: client.primary is None, 5)
+        start = time.monotonic()
+        assert client.is_primary is False and client.is_mongos is False
+        assert time.monotonic() - start < 3, "is_primary waited for a primary"
+        # The server agrees: no member says it is the writable primary.
+        assert not any((replica_set.hello(m) or {}).get("isWritablePrimary") for m in replica_set.members)
+    finally:
+        for member in others:
+            member.command({"replSetFreeze": 0}, timeout=10)
+        replica_set.wait_for_primary()
+    assert wait_until(lambda: client.is_primary, 15)
