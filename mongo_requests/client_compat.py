@@ -130,6 +130,7 @@ class ClientCompat:
                                        "see client.primary, client.secondaries and client.nodes")
     options = unsupported("options", "PyMongo's ClientOptions object is not provided")
     append_metadata = unsupported("append_metadata", "driver metadata cannot be changed after creation")
+    eq_props = unsupported("eq_props", "compare clients by their address and options yourself")
 
     def __iter__(self) -> Any:
         raise TypeError("'MongoClient' object is not iterable")
