@@ -94,7 +94,7 @@ def test_the_rows_are_true(row, client, db):
     make = _objects(client, db)[key]
     for name in supported:
         _no_sub_database(make(), name)
-    for name, error, why in refused:
+    for name, error, _why in refused:
         obj = make()
         with pytest.raises(error) as info:
             attr = getattr(obj, name)
