@@ -47,7 +47,7 @@ def test_client_read_preference_is_not_a_database(client, pm):
     assert client.read_preference.mode == 0
 
 
-def test_client_is_primary_asks_the_server(client, pm):
+def test_client_is_primary_is_not_a_database(client, pm):
     assert client.is_primary is True and pm.is_primary is True
     assert client.is_mongos is False
     # As in PyMongo: a standalone is no replica set, so it has no primary, nor secondaries.
