@@ -7,7 +7,7 @@ from typing import Any
 import pymongo
 import pytest
 from pymongo import monitoring
-from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError, WaitQueueTimeoutError
+from pymongo.errors import AutoReconnect, InvalidOperation, ServerSelectionTimeoutError, WaitQueueTimeoutError
 
 import mongo_requests
 from tests.helpers import app_connections, fail_point, unique_app, wait_until
@@ -137,7 +137,7 @@ def test_a_request_checks_out_once_and_in_when_it_ends(make_client, admin_client
     assert app_connections(admin_client, app) == len(rec.of(monitoring.ConnectionCreatedEvent))
 
 
-def test_wait_queue_timeout_publishes_checkout_failed(make_client):
+def test_wait_queue_timeout_and_closed_pool_publish_checkout_failed(make_client):
     rec = Rec()
     client = make_client(event_listeners=[rec], maxPoolSize=1, waitQueueTimeoutMS=50)
     client.admin.command("ping")
@@ -151,6 +151,11 @@ def test_wait_queue_timeout_publishes_checkout_failed(make_client):
     failed = rec.of(monitoring.ConnectionCheckOutFailedEvent)
     assert [e.reason for e in failed] == [monitoring.ConnectionCheckOutFailedReason.TIMEOUT]
     assert failed[0].duration >= 0.04
+    client.close()
+    with pytest.raises(InvalidOperation):
+        pool.checkout()
+    failed = rec.of(monitoring.ConnectionCheckOutFailedEvent)
+    assert failed[-1].reason == monitoring.ConnectionCheckOutFailedReason.POOL_CLOSED
 
 
 def test_refused_connection_publishes_closed_and_checkout_failed(mode):
