@@ -15,7 +15,7 @@ from pymongo.write_concern import WriteConcern
 
 import mongo_requests
 from mongo_requests.database import Database
-from tests.helpers import wait_until
+from tests.helpers import unique_app, wait_until
 
 
 class Recorder(monitoring.CommandListener):
@@ -331,3 +331,29 @@ def test_is_primary_on_a_set_without_primary_answers_at_once(replica_set, make_r
             member.command({"replSetFreeze": 0}, timeout=10)
         replica_set.wait_for_primary()
     assert wait_until(lambda: client.is_primary, 15)
+
+
+def test_uri_read_preference_and_retry_writes_are_honoured(replica_set, make_rs_client):
+    # Once accepted and ignored: now the URI's readPreference routes reads and retryWrites=false sends no txnNumber.
+    name = "uri_" + unique_app()
+    for retry in ("true", "false"):
+        rec = Recorder()
+        client = make_rs_client("%s&readPreference=secondary&retryWrites=%s" % (replica_set.uri, retry),
+                                event_listeners=[rec])
+        coll = client[name].c
+        # Discover the set first: a fresh client's very first write is never retryable (reported, not fixed here).
+        client.admin.command("ping")
+        coll.insert_one({"_id": retry})
+        inserts = [e for e in rec.started_events if e.command_name == "insert"]
+        assert ("txnNumber" in inserts[0].command) is (retry == "true")
+        assert client.read_preference.mongos_mode == "secondary"
+        hello = client[name].command("hello")  # a command: primary, as in PyMongo
+        assert hello["isWritablePrimary"] is True
+        coll.find_one({"_id": retry})
+        find = [e for e in rec.started_events if e.command_name == "find"][-1]
+        direct = pymongo.MongoClient("%s:%d" % find.connection_id, directConnection=True)
+        try:
+            assert direct.admin.command("hello")["secondary"] is True  # the server that answered says so
+        finally:
+            direct.close()
+    make_rs_client().drop_database(name)
