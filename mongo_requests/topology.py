@@ -49,7 +49,6 @@ from . import selection
 from .errors import (
     AutoReconnect,
     ConfigurationError,
-    ConnectionFailure,
     InvalidOperation,
     NetworkTimeout,
     NotPrimaryError,
@@ -471,7 +470,7 @@ class Topology:
             # Bounded by what is left: a frozen server must not hold one
             # attempt for the whole connectTimeoutMS.
             sock = pool.checkout_within(max(deadline - time.monotonic(), 0.001))
-        except ConnectionFailure as exc:
+        except Exception as exc:  # an authentication failure is a failed heartbeat too
             if sdam is not None:
                 sdam.heartbeat_failed(server.address, time.monotonic() - start, exc)
             # A wait-queue timeout means the server is busy, not down.
