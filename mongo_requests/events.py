@@ -8,10 +8,11 @@ A client built with ``event_listeners=[...]`` holding
 after such listeners were registered with :func:`pymongo.monitoring.register`)
 publishes PyMongo's own event classes, with the fields PyMongo gives.
 
-**Nothing to pay without a listener.**  A pool gets a :class:`PoolEvents`
-only when a pool listener exists, when it is created; otherwise its
-``_events`` is None and each checkout and checkin pays one attribute check.
-The topology and the heartbeat monitors do the same with :class:`SdamEvents`.
+**Nothing to pay without a listener.**  With a pool listener the topology
+makes :class:`MonitoredPool` pools, which publish around the real checkout
+and checkin; otherwise it makes plain pools, whose checkout and checkin
+have no event code at all (their rarer transitions check ``_events``, None).
+The topology and the heartbeat monitors hold a :class:`SdamEvents`, or None.
 
 **Requests.**  Pool events describe the pool, and a request's pinned socket
 is out of the pool for the whole request: ``ConnectionCheckOutStarted`` and
@@ -47,14 +48,14 @@ from pymongo.topology_description import TopologyDescription as PmTopologyDescri
 
 from .errors import InvalidOperation, WaitQueueTimeoutError
 from .monitoring import _handle_listener_error
+from .pool import Pool
 
 if TYPE_CHECKING:
-    from .pool import Pool
     from .pool_state import PoolOptions
     from .sdam import Address, ServerDescription, TopologyDescription
     from .socket_info import SocketInfo
 
-__all__ = ["PoolEvents", "SdamEvents", "build"]
+__all__ = ["MonitoredPool", "PoolEvents", "SdamEvents", "build"]
 
 _KINDS = (
     (_pm.ConnectionPoolListener, "cmap_listeners"),
@@ -116,12 +117,12 @@ class PoolEvents:
         _publish(self.listeners, "pool_closed", _pm.PoolClosedEvent(address))
 
     def check_out(self, pool: Pool, deadline: float | None = None) -> SocketInfo:
-        """``pool._acquire(deadline)`` between CheckOutStarted and CheckedOut (or CheckOutFailed)."""
+        """``Pool._acquire(pool, deadline)`` between CheckOutStarted and CheckedOut (or CheckOutFailed)."""
         address = pool.address
         _publish(self.listeners, "connection_check_out_started", _pm.ConnectionCheckOutStartedEvent(address))
         start = time.monotonic()
         try:
-            sock = pool._acquire(deadline)
+            sock = Pool._acquire(pool, deadline)
         except BaseException as exc:
             if isinstance(exc, InvalidOperation):
                 reason = _Failed.POOL_CLOSED
@@ -173,6 +174,29 @@ class PoolEvents:
         else:
             reason = _Closed.ERROR  # dead when checked before reuse, or closed by an error
         self.connection_closed(sock.address, sock.conn_id, reason)
+
+
+class MonitoredPool(Pool):
+    """A :class:`~mongo_requests.pool.Pool` that publishes its checkouts and checkins.
+
+    The topology makes one instead of a Pool when the client has pool
+    listeners, so a plain Pool's hot path carries no event code at all.
+    ``_acquire`` is the pool's real checkout (a request's first operation
+    included; its later ones reuse the pinned socket and never get here),
+    and a checkin of a socket that is not pinned is the pool's real checkin.
+    The rarer transitions (connect, close, unpin, clear) are published by
+    the Pool itself when its ``_events`` is set.
+    """
+
+    _events: PoolEvents
+
+    def _acquire(self, deadline: float | None = None) -> SocketInfo:
+        return self._events.check_out(self, deadline)
+
+    def checkin(self, sock: SocketInfo) -> None:
+        if sock.request is None:
+            self._events.checked_in(sock)
+        Pool.checkin(self, sock)
 
 
 class _Settings:

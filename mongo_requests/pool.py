@@ -125,7 +125,11 @@ class Pool(PoolReport):
         uses greenlets when gevent has patched ``threading``, and decides
         again when it patches later or the process forks.
     :param events: the client's pool listeners (:mod:`mongo_requests.events`),
-        or None: then checkout and checkin pay one attribute check for them.
+        or None.  With listeners the topology makes an
+        :class:`~mongo_requests.events.MonitoredPool`, which publishes around
+        :meth:`_acquire` and :meth:`checkin`; so without them the hot path
+        has no event code at all, and the rarer transitions below check
+        ``_events``.
     """
 
     def __init__(
@@ -260,11 +264,11 @@ class Pool(PoolReport):
         req = self._local.req
         if req is None:
             if not self.opts.auto_start_request:
-                return self._acquire() if self._events is None else self._events.check_out(self)
+                return self._acquire()
             req = self._record()
         if req.depth == 0:
             if not self.opts.auto_start_request:
-                return self._acquire() if self._events is None else self._events.check_out(self)
+                return self._acquire()
             req.depth = 1
             self._counters["requests_started"] += 1
         sock: SocketInfo | None = req.sock
@@ -277,7 +281,7 @@ class Pool(PoolReport):
             # sockets) or by an error whose checkin never came.  Or the pool
             # is closed: free the socket now; _acquire raises.
             self._drop_pin(req, sock)
-        sock = self._acquire() if self._events is None else self._events.check_out(self)
+        sock = self._acquire()
         sock.request = req
         req.sock = sock
         with self._guard:
@@ -292,15 +296,11 @@ class Pool(PoolReport):
         For the topology's reachability check and ``close()``'s killCursors,
         which must not outlast their own deadline.  Give it back with :meth:`checkin`.
         """
-        if self._events is not None:
-            return self._events.check_out(self, time.monotonic() + timeout)
         return self._acquire(time.monotonic() + timeout)
 
     def checkin(self, sock: SocketInfo) -> None:
         """Give back a socket from :meth:`checkout` (pinned ones stay pinned)."""
         if sock.request is None:
-            if self._events is not None:
-                self._events.checked_in(sock)
             self._release(sock)
         elif sock.closed:
             # The owner has just seen the error that closed its pinned socket

@@ -55,6 +55,7 @@ from .errors import (
     OperationFailure,
     ServerSelectionTimeoutError,
 )
+from .events import MonitoredPool
 from .identity import choose_identity, notify_when_threading_patched, real_lock
 from .monitor import ServerMonitor, scan
 from .pool import Pool, PoolOptions
@@ -179,7 +180,9 @@ class Topology:
 
     # -- servers ------------------------------------------------------------
     def _new_server(self, address: Address) -> Server:
-        return Server(address, Pool(address, self._pool_options, self._use_greenlets, self._pool_events))
+        if self._pool_events is None:
+            return Server(address, Pool(address, self._pool_options, self._use_greenlets))
+        return Server(address, MonitoredPool(address, self._pool_options, self._use_greenlets, self._pool_events))
 
     @property
     def servers(self) -> list[Server]:
