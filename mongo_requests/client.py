@@ -23,6 +23,7 @@ from .errors import (
     OperationFailure,
     PyMongoError,
 )
+from .events import build as build_events
 from .identity import GreenletIdentity, ThreadIdentity
 from .monitoring import Listeners
 from .options import ClientOptions
@@ -142,6 +143,9 @@ class MongoClient(ClientCompat, RetryableWrites):
             setup=opts.setup,
         )
         self.read_preference = opts.read_preference
+        # None unless a command listener is registered: the hot path's one check.
+        self._listeners = Listeners.build(opts.raw.get("event_listeners"))
+        pool_events, sdam_events = build_events(opts.raw.get("event_listeners") or ())
         self._topology = Topology(
             list(opts.seeds),
             pool_opts,
@@ -151,13 +155,13 @@ class MongoClient(ClientCompat, RetryableWrites):
             direct_connection=opts.direct_connection,
             heartbeat_frequency=opts.heartbeat_frequency,
             local_threshold=opts.local_threshold,
+            pool_events=pool_events,
+            sdam_events=sdam_events,
         )
         self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
         self._sessions = SessionPool()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
-        # None unless a command listener is registered: the hot path's one check.
-        self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
     @property
     def max_pool_size(self) -> int:

@@ -19,6 +19,7 @@ from .errors import PyMongoError
 from .sdam import ServerType
 
 if TYPE_CHECKING:
+    from .sdam import TopologyDescription
     from .topology import Topology
 
 __all__ = ["ClientCompat", "unsupported"]
@@ -54,18 +55,32 @@ class ClientCompat:
         """The server's default read concern (read concerns are not configurable yet)."""
         return ReadConcern()
 
-    def _hello(self) -> dict[str, Any]:
-        return self._command("admin", {"hello": 1})
+    def _known(self) -> TopologyDescription:
+        """The description after one check if due; waits (as PyMongo does) only when no server answers at all."""
+        td = self._topology.refreshed()
+        if all(sd.type in (ServerType.Unknown, ServerType.PossiblePrimary) for sd in td.servers.values()):
+            self._topology.select_server(for_write=True)  # raises ServerSelectionTimeoutError, or finds one
+            td = self._topology.description
+        return td
 
     @property
     def is_primary(self) -> bool:
-        """True when the server accepts writes (asks it: ``hello``'s ``isWritablePrimary``)."""
-        return bool(self._hello().get("isWritablePrimary"))
+        """True when the client's server accepts writes: a standalone, a mongos, or a set that has a primary now.
+
+        Answered from what the last check found (checking first if that is
+        older than ``heartbeatFrequencyMS``, as :attr:`primary` does), so a
+        replica set with no primary answers False at once, where PyMongo
+        waits ``serverSelectionTimeoutMS`` for one and then raises.  With no
+        server answering at all it waits and raises
+        :class:`~pymongo.errors.ServerSelectionTimeoutError`, as PyMongo does.
+        """
+        writable = (ServerType.Standalone, ServerType.RSPrimary, ServerType.Mongos)
+        return any(sd.type in writable for sd in self._known().servers.values())
 
     @property
     def is_mongos(self) -> bool:
-        """True when the server is a mongos (asks it)."""
-        return self._hello().get("msg") == "isdbgrid"
+        """True when the client talks to mongos routers (from the topology, like :attr:`is_primary`)."""
+        return any(sd.type is ServerType.Mongos for sd in self._known().servers.values())
 
     @property
     def primary(self) -> tuple[str, int] | None:
@@ -115,6 +130,7 @@ class ClientCompat:
                                        "see client.primary, client.secondaries and client.nodes")
     options = unsupported("options", "PyMongo's ClientOptions object is not provided")
     append_metadata = unsupported("append_metadata", "driver metadata cannot be changed after creation")
+    eq_props = unsupported("eq_props", "compare clients by their address and options yourself")
 
     def __iter__(self) -> Any:
         raise TypeError("'MongoClient' object is not iterable")

@@ -27,11 +27,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, List
+from typing import TYPE_CHECKING, Any, Callable, List
 
 from pymongo.errors import PyMongoError
 
 from .sdam import Address, ServerDescription, ServerType, TopologyDescription, apply
+
+if TYPE_CHECKING:
+    from .events import SdamEvents
 
 __all__ = ["ServerMonitor", "scan"]
 
@@ -55,12 +58,14 @@ class ServerMonitor:
 
     :param address: the server's address.
     :param connect: opens and handshakes a new heartbeat connection.
+    :param events: the client's heartbeat listeners, or None.
     """
 
-    __slots__ = ("address", "_connect", "_sock", "rtt", "closed")
+    __slots__ = ("address", "_connect", "_sock", "rtt", "closed", "events")
 
-    def __init__(self, address: Address, connect: Connect) -> None:
+    def __init__(self, address: Address, connect: Connect, events: SdamEvents | None = None) -> None:
         self.address = address
+        self.events = events
         self._connect = connect
         self._sock: Any = None
         self.rtt: float | None = None
@@ -87,6 +92,9 @@ class ServerMonitor:
         return ServerDescription.unknown(self.address, first, time.monotonic())
 
     def _check_once(self, timeout: float) -> ServerDescription:
+        events = self.events
+        if events is not None:
+            events.heartbeat_started(self.address)
         start = time.monotonic()
         try:
             if self._sock is None:
@@ -98,11 +106,15 @@ class ServerMonitor:
             else:
                 self._sock.sock.settimeout(timeout)
                 reply = self._sock.command("admin", {"hello": 1})
-        except BaseException:
+        except BaseException as exc:
             self._drop()
+            if events is not None and isinstance(exc, Exception):
+                events.heartbeat_failed(self.address, time.monotonic() - start, exc)
             raise
         now = time.monotonic()
         sample = now - start
+        if events is not None:
+            events.heartbeat_succeeded(self.address, sample, reply)
         self.rtt = sample if self.rtt is None else _RTT_WEIGHT * sample + (1 - _RTT_WEIGHT) * self.rtt
         return ServerDescription.from_hello(self.address, reply, self.rtt, now)
 

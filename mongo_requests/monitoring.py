@@ -14,9 +14,8 @@ as the command monitoring specification says.
 With no command listener the client keeps ``_listeners = None`` and its hot
 path pays one attribute check; the monitored path lives here.
 
-Only command listeners are supported.  Connection pool (CMAP), server,
-heartbeat and topology listeners given in ``event_listeners`` are refused;
-such listeners registered globally are left alone (they receive nothing).
+Connection pool (CMAP), server, topology and heartbeat listeners, in
+``event_listeners`` or registered, are served by :mod:`mongo_requests.events`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo import monitoring as _pm
-from pymongo.errors import ConfigurationError, OperationFailure
+from pymongo.errors import OperationFailure
 
 from . import wire
 from .errors import check_command
@@ -99,7 +98,10 @@ class Listeners:
 
     @classmethod
     def build(cls, given: Any) -> Listeners | None:
-        """Validate ``event_listeners`` and add the global ones; None when there is no command listener."""
+        """Validate ``event_listeners`` and add the global ones; None when there is no command listener.
+
+        Listeners of the other kinds are accepted here and served by :mod:`mongo_requests.events`.
+        """
         given = [] if given is None else given
         if not isinstance(given, (list, tuple)):
             raise TypeError("event_listeners must be a list or tuple, not %s" % (type(given).__name__,))
@@ -107,15 +109,10 @@ class Listeners:
         for listener in given:
             if isinstance(listener, _pm.CommandListener):
                 command.append(listener)
-            elif isinstance(listener, _OTHER_LISTENERS):
-                raise ConfigurationError(
-                    "%s: only command listeners (pymongo.monitoring.CommandListener) are supported; connection "
-                    "pool, server, heartbeat and topology events are not implemented yet" % (type(listener).__name__,)
-                )
-            else:
+            elif not isinstance(listener, _OTHER_LISTENERS):
                 raise TypeError(
-                    "event_listeners must hold pymongo.monitoring.CommandListener instances, not %s"
-                    % (type(listener).__name__,)
+                    "event_listeners must hold pymongo.monitoring listeners (CommandListener, ConnectionPoolListener, "
+                    "ServerListener, TopologyListener, ServerHeartbeatListener), not %s" % (type(listener).__name__,)
                 )
         for listener in global_command_listeners():
             if listener not in command:

@@ -41,7 +41,7 @@ import logging
 import os
 import time
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InvalidOperation
 from .identity import (
@@ -56,6 +56,9 @@ from .identity import (
 from .pool_report import PoolReport
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
 from .socket_info import SocketInfo
+
+if TYPE_CHECKING:
+    from .events import PoolEvents
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
 
@@ -121,10 +124,20 @@ class Pool(PoolReport):
     :param use_greenlets: True or False fixes the caller identity; None (auto)
         uses greenlets when gevent has patched ``threading``, and decides
         again when it patches later or the process forks.
+    :param events: the client's pool listeners (:mod:`mongo_requests.events`),
+        or None.  With listeners the topology makes an
+        :class:`~mongo_requests.events.MonitoredPool`, which publishes around
+        :meth:`_acquire` and :meth:`checkin`; so without them the hot path
+        has no event code at all, and the rarer transitions below check
+        ``_events``.
     """
 
     def __init__(
-        self, address: tuple[str, int], options: PoolOptions | None = None, use_greenlets: bool | None = None
+        self,
+        address: tuple[str, int],
+        options: PoolOptions | None = None,
+        use_greenlets: bool | None = None,
+        events: PoolEvents | None = None,
     ) -> None:
         self.address = address
         self.opts = options or PoolOptions()
@@ -150,6 +163,9 @@ class Pool(PoolReport):
         self.hello: dict[str, Any] | None = None
         self._counters: collections.Counter[str] = collections.Counter()
         _all_pools.add(self)
+        self._events = events
+        if events is not None:
+            events.pool_created(address, self.opts)
 
     # -- identity -----------------------------------------------------------
     def _set_identity(self, identity: ThreadIdentity | GreenletIdentity) -> None:
@@ -208,6 +224,8 @@ class Pool(PoolReport):
         req.sock = None
         self._counters["requests_ended"] += 1
         if sock is not None and self._unpin(sock):
+            if self._events is not None:
+                self._events.checked_in(sock)
             self._release(sock)
 
     def in_request(self) -> bool:
@@ -292,12 +310,16 @@ class Pool(PoolReport):
             if req.sock is sock:
                 req.sock = None
             if self._unpin(sock):
+                if self._events is not None:
+                    self._events.checked_in(sock)
                 self._release(sock)
 
     def _drop_pin(self, req: _Request, sock: SocketInfo) -> None:
         """Unpin ``sock`` from ``req`` and close it (the slot, if it still holds one, is freed)."""
         req.sock = None
         if self._unpin(sock):
+            if self._events is not None:
+                self._events.checked_in(sock)
             if sock.closed:
                 self._release(sock)  # counts it as closed
             else:
@@ -413,6 +435,8 @@ class Pool(PoolReport):
         if sock is not None:
             if sock.closed:
                 self._counters["closed"] += 1
+                if self._events is not None:
+                    self._events.closing(self, sock, "error")  # closed by its own error
                 sock = None
             elif sock.generation != self.generation or self.closed:
                 self._close_socket(sock)
@@ -463,16 +487,9 @@ class Pool(PoolReport):
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.001)
             timeout = left if timeout is None else min(timeout, left)
-        sock = SocketInfo.connect(
-            self.address,
-            self._socket_module,
-            timeout,
-            opts.socket_timeout,
-            self.generation,
-            opts.metadata,
-            opts.setup,
-            self.identity.ssl,
-        )
+        args = (self.address, self._socket_module, timeout, opts.socket_timeout, self.generation, opts.metadata,
+                opts.setup, self.identity.ssl)
+        sock = SocketInfo.connect(*args) if self._events is None else self._events.connect(*args)
         self.hello = sock.hello
         self._counters["created"] += 1
         return sock
@@ -481,6 +498,8 @@ class Pool(PoolReport):
         if not sock.closed:  # count each socket once (a fork closes them early)
             sock.close()
             self._counters["closed"] += 1
+            if self._events is not None:
+                self._events.closing(self, sock)
 
     # -- dead callers -------------------------------------------------------
     def _caller_died(self, req: _Request) -> None:
@@ -509,6 +528,8 @@ class Pool(PoolReport):
                 self._lock.release()
             self._counters["reclaimed"] += len(socks)
             for sock in socks:
+                if self._events is not None:
+                    self._events.checked_in(sock)
                 self._release(sock)
             # Loop: a record queued while we held the lock found it busy.
 
@@ -521,6 +542,8 @@ class Pool(PoolReport):
             self._idle.clear()
             self._counters["resets"] += 1
         log.info("pool %s:%d reset (%s)", self.address[0], self.address[1], why)
+        if self._events is not None:
+            self._events.pool_cleared(self.address)
         for sock in idle:
             self._close_socket(sock)
 
@@ -588,6 +611,8 @@ class Pool(PoolReport):
             self._close_socket(sock)
         for waiter in waiters:
             waiter.fail(_closed_error())
+        if self._events is not None:
+            self._events.pool_closed(self.address)
 
 
 def _after_fork_in_child() -> None:

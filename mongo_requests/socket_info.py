@@ -102,6 +102,7 @@ class SocketInfo:
         "max_message_size",
         "max_write_batch_size",
         "server_connection_id",
+        "conn_id",
         "_buf",
         "_view",
         "_sendall",
@@ -123,6 +124,7 @@ class SocketInfo:
         self.max_message_size = 48 * 1000 * 1000
         self.max_write_batch_size = 100000
         self.server_connection_id: int | None = None
+        self.conn_id = 0  # the driver's id in pool events (mongo_requests.events); 0 without a pool listener
         # One receive buffer per socket, reused for every reply: recv_into
         # avoids allocating a bytes object per chunk on the hot path.
         self._buf = bytearray(_DEFAULT_BUF)

@@ -38,6 +38,7 @@ operation simply selects the new primary and pins a socket there.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -48,13 +49,13 @@ from . import selection
 from .errors import (
     AutoReconnect,
     ConfigurationError,
-    ConnectionFailure,
     InvalidOperation,
     NetworkTimeout,
     NotPrimaryError,
     OperationFailure,
     ServerSelectionTimeoutError,
 )
+from .events import MonitoredPool
 from .identity import choose_identity, notify_when_threading_patched, real_lock
 from .monitor import ServerMonitor, scan
 from .pool import Pool, PoolOptions
@@ -72,6 +73,7 @@ from .sdam import (
 from .socket_info import SocketInfo
 
 if TYPE_CHECKING:
+    from .events import PoolEvents, SdamEvents
     from .selection import _ServerMode
 
 __all__ = ["Server", "Topology"]
@@ -115,6 +117,8 @@ class Topology:
     :param direct_connection: ``directConnection`` (None: discover).
     :param heartbeat_frequency: seconds between scans (``heartbeatFrequencyMS``).
     :param local_threshold: the latency window in seconds (``localThresholdMS``).
+    :param pool_events: pool listeners for every pool (None: none).
+    :param sdam_events: server, topology and heartbeat listeners (None: none).
     """
 
     def __init__(
@@ -127,12 +131,18 @@ class Topology:
         direct_connection: bool | None = None,
         heartbeat_frequency: float = 10.0,
         local_threshold: float = 0.015,
+        pool_events: PoolEvents | None = None,
+        sdam_events: SdamEvents | None = None,
     ) -> None:
         self.server_selection_timeout = server_selection_timeout
         self.heartbeat_frequency = heartbeat_frequency
         self.local_threshold = local_threshold
         self._pool_options = pool_options
         self._use_greenlets = use_greenlets
+        self._pool_events = pool_events
+        self._sdam = sdam_events
+        # Description changes made under the lock, published after it (a listener may use the client).
+        self._changes: collections.deque[tuple[TopologyDescription, TopologyDescription]] = collections.deque()
         try:
             self._td = initial_topology([(h.lower(), p) for h, p in seeds], replica_set, direct_connection)
         except ValueError as exc:
@@ -153,6 +163,8 @@ class Topology:
         self._set_identity(choose_identity(use_greenlets))
         if use_greenlets is None:
             notify_when_threading_patched(self)
+        if sdam_events is not None:
+            sdam_events.opened(self._td, heartbeat_frequency, local_threshold)
         for address in self._td.servers:
             self._servers[address] = self._new_server(address)
 
@@ -168,7 +180,9 @@ class Topology:
 
     # -- servers ------------------------------------------------------------
     def _new_server(self, address: Address) -> Server:
-        return Server(address, Pool(address, self._pool_options, self._use_greenlets))
+        if self._pool_events is None:
+            return Server(address, Pool(address, self._pool_options, self._use_greenlets))
+        return Server(address, MonitoredPool(address, self._pool_options, self._use_greenlets, self._pool_events))
 
     @property
     def servers(self) -> list[Server]:
@@ -244,6 +258,18 @@ class Topology:
         """Apply one server description and sync the servers with the result."""
         with self._lock:
             self._install(apply(self._td, sd))
+        if self._sdam is not None:
+            self._publish_changes()
+
+    def _publish_changes(self) -> None:
+        """Publish the description changes queued by :meth:`_install` (outside the lock)."""
+        assert self._sdam is not None
+        while self._changes:
+            try:
+                old, new = self._changes.popleft()
+            except IndexError:  # another caller published it
+                return
+            self._sdam.changed(old, new)
 
     def _install(self, td: TopologyDescription) -> None:
         """Adopt ``td`` (lock held): create and close servers, refresh the fast path."""
@@ -251,6 +277,8 @@ class Topology:
         self._td = td
         if self.closed:
             return
+        if self._sdam is not None and old is not td:
+            self._changes.append((old, td))
         for address in td.servers:
             if address not in self._servers:
                 self._servers[address] = self._new_server(address)
@@ -385,9 +413,9 @@ class Topology:
     def _monitor_for(self, address: Address) -> ServerMonitor:
         server = self._servers.get(address)
         if server is None:  # removed meanwhile: a throwaway monitor reports it
-            return ServerMonitor(address, self._connect_monitor)
+            return ServerMonitor(address, self._connect_monitor, self._sdam)
         if server.monitor is None:
-            server.monitor = ServerMonitor(address, self._connect_monitor)
+            server.monitor = ServerMonitor(address, self._connect_monitor, self._sdam)
         return server.monitor
 
     def _connect_monitor(self, address: Address, timeout: float) -> SocketInfo:
@@ -422,6 +450,8 @@ class Topology:
                 for sd in errors:
                     checked = apply(checked, sd)
                 self._install(checked)
+            if self._sdam is not None:
+                self._publish_changes()
             now = time.monotonic()
             self._last_scan = now
             self._next_scan = 0.0 if errors else now + self.heartbeat_frequency
@@ -436,17 +466,24 @@ class Topology:
         """Check the lone seed through its pool's handshake (no heartbeat connection)."""
         server = self._seed()
         pool = server.pool
+        sdam, start = self._sdam, time.monotonic()
+        if sdam is not None:
+            sdam.heartbeat_started(server.address)
         try:
             # Bounded by what is left: a frozen server must not hold one
             # attempt for the whole connectTimeoutMS.
             sock = pool.checkout_within(max(deadline - time.monotonic(), 0.001))
-        except ConnectionFailure as exc:
+        except Exception as exc:  # an authentication failure is a failed heartbeat too
+            if sdam is not None:
+                sdam.heartbeat_failed(server.address, time.monotonic() - start, exc)
             # A wait-queue timeout means the server is busy, not down.
             if not isinstance(exc, AutoReconnect):
                 raise
             self.handle_error(server, exc)
             return
         pool.checkin(sock)
+        if sdam is not None:
+            sdam.heartbeat_succeeded(server.address, time.monotonic() - start, sock.hello)
         self._apply(ServerDescription.from_hello(server.address, sock.hello, None, time.monotonic()))
 
     # -- requests -----------------------------------------------------------
@@ -551,13 +588,15 @@ class Topology:
             with self._lock:
                 self._errors.append(sd)
                 self._install(apply(self._td, sd))
+            if self._sdam is not None:
+                self._publish_changes()
         server.known = False
         server.last_error = error
 
     # -- life cycle ---------------------------------------------------------
     def close(self) -> None:
         """Close every pool and heartbeat connection; the topology refuses further use."""
-        self.closed = True
+        was_closed, self.closed = self.closed, True
         with self._lock:
             servers = list(self._servers.values())
         for server in servers:
@@ -566,6 +605,8 @@ class Topology:
                 server.monitor.close()
             server.pool.close()
         self._writable = None
+        if self._sdam is not None and not was_closed:
+            self._sdam.closed(self._td)
 
 
 def _error_is_stale(current: Any, version: Any) -> bool:

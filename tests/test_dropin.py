@@ -1,6 +1,7 @@
 """The silent surprises of issue 9, each by name, checked against PyMongo 4 on the same server."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pymongo
@@ -14,6 +15,7 @@ from pymongo.write_concern import WriteConcern
 
 import mongo_requests
 from mongo_requests.database import Database
+from tests.helpers import unique_app, wait_until
 
 
 class Recorder(monitoring.CommandListener):
@@ -45,7 +47,7 @@ def test_client_read_preference_is_not_a_database(client, pm):
     assert client.read_preference.mode == 0
 
 
-def test_client_is_primary_asks_the_server(client, pm):
+def test_client_is_primary_is_not_a_database(client, pm):
     assert client.is_primary is True and pm.is_primary is True
     assert client.is_mongos is False
     # As in PyMongo: a standalone is no replica set, so it has no primary, nor secondaries.
@@ -302,3 +304,56 @@ def test_raw_batches_match_pymongos(db, pm):
     mine = [bson.decode_all(b) for b in db.things.aggregate_raw_batches(pipeline, batchSize=2)]
     ref = [bson.decode_all(b) for b in theirs.aggregate_raw_batches(pipeline, batchSize=2)]
     assert mine == ref
+
+
+def test_is_primary_on_a_set_without_primary_answers_at_once(replica_set, make_rs_client):
+    client = make_rs_client(serverSelectionTimeoutMS=20000, heartbeatFrequencyMS=500)
+    assert client.is_primary is True and client.is_mongos is False
+    old = replica_set.wait_for_primary()
+    others = [m for m in replica_set.members if m is not old]
+    # No member may be elected for a few seconds: the secondaries are frozen, the primary steps down.
+    for member in others:
+        member.command({"replSetFreeze": 8}, timeout=10)
+    try:
+        try:
+            old.command({"replSetStepDown": 8, "force": True}, timeout=30)
+        except OSError:
+            pass  # older servers closed every connection on stepdown
+        assert wait_until(lambda: replica_set.primary() is None, 10), "a member is still primary"
+        assert wait_until(lambda: client.primary is None, 5)
+        start = time.monotonic()
+        assert client.is_primary is False and client.is_mongos is False
+        assert time.monotonic() - start < 3, "is_primary waited for a primary"
+        # The server agrees: no member says it is the writable primary.
+        assert not any((replica_set.hello(m) or {}).get("isWritablePrimary") for m in replica_set.members)
+    finally:
+        for member in others:
+            member.command({"replSetFreeze": 0}, timeout=10)
+        replica_set.wait_for_primary()
+    assert wait_until(lambda: client.is_primary, 15)
+
+
+def test_uri_read_preference_and_retry_writes_are_honoured(replica_set, make_rs_client):
+    # Once accepted and ignored: now the URI's readPreference routes reads and retryWrites=false sends no txnNumber.
+    name = "uri_" + unique_app()
+    for retry in ("true", "false"):
+        rec = Recorder()
+        client = make_rs_client("%s&readPreference=secondary&retryWrites=%s" % (replica_set.uri, retry),
+                                event_listeners=[rec])
+        coll = client[name].c
+        # Discover the set first: a fresh client's very first write is never retryable (reported, not fixed here).
+        client.admin.command("ping")
+        coll.insert_one({"_id": retry})
+        inserts = [e for e in rec.started_events if e.command_name == "insert"]
+        assert ("txnNumber" in inserts[0].command) is (retry == "true")
+        assert client.read_preference.mongos_mode == "secondary"
+        hello = client[name].command("hello")  # a command: primary, as in PyMongo
+        assert hello["isWritablePrimary"] is True
+        coll.find_one({"_id": retry})
+        find = [e for e in rec.started_events if e.command_name == "find"][-1]
+        direct = pymongo.MongoClient("%s:%d" % find.connection_id, directConnection=True)
+        try:
+            assert direct.admin.command("hello")["secondary"] is True  # the server that answered says so
+        finally:
+            direct.close()
+    make_rs_client().drop_database(name)
