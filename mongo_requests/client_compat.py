@@ -114,9 +114,6 @@ class ClientCompat:
         cursor = {"id": 0, "firstBatch": reply["databases"], "ns": "admin.$cmd"}
         return CommandCursor(self["admin"]["$cmd"], {"cursor": cursor})  # type: ignore[index]
 
-    start_session = unsupported("start_session", "sessions and transactions are not implemented; "
-                                "use start_request() to pin a socket")
-    watch = unsupported("watch", "change streams are not implemented")
     bulk_write = unsupported("bulk_write", "client-level bulk writes are not implemented; "
                              "use Collection.bulk_write")
     topology_description = unsupported("topology_description", "there is no SDAM topology description; "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .client_compat import unsupported
+from .client_session import with_session
 from .collection import Collection, check_read_options
 from .cursor import CommandCursor
 from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
@@ -16,6 +17,7 @@ from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidO
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
 
+    from .change_stream import ChangeStream
     from .client import MongoClient
 
 __all__ = ["Database"]
@@ -148,9 +150,21 @@ class Database:
         """Not an iterator (as in PyMongo)."""
         raise TypeError("'Database' object is not iterable")
 
-    watch = unsupported("watch", "change streams are not implemented")
+    def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of every collection of the database.
+
+        Takes PyMongo's ``watch`` keywords: ``full_document``,
+        ``resume_after``, ``start_after``, ``start_at_operation_time``,
+        ``max_await_time_ms``, ``batch_size``, ``collation``, ``comment``,
+        ``session``, ``full_document_before_change``, ``show_expanded_events``.
+        """
+        from .change_stream import open_change_stream
+
+        return open_change_stream(self, self._name, 1, pipeline, kwargs)
+
     cursor_command = unsupported("cursor_command", "use command() and a collection's aggregate/find")
 
+    @with_session
     def aggregate(self, pipeline: list[Any], batch_size: int | None = None, **kwargs: Any) -> CommandCursor:
         """A database-level aggregation (``$currentOp``, ``$documents``...); returns a cursor."""
         if not isinstance(pipeline, list):
@@ -166,6 +180,7 @@ class Database:
         reply = self._client._command(self._name, cmd, self.codec_options)
         return CommandCursor(self.get_collection("$cmd.aggregate"), reply, batch_size or 0)
 
+    @with_session
     def list_collections(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> CommandCursor:
         """A cursor over the ``listCollections`` documents (``name``, ``type``, ``options``...)."""
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
@@ -177,6 +192,7 @@ class Database:
         reply = self._client._command(self._name, cmd, self.codec_options)
         return CommandCursor(self.get_collection("$cmd"), reply)
 
+    @with_session
     def validate_collection(
         self, name_or_collection: Any, scandata: bool = False, full: bool = False, background: bool | None = None
     ) -> dict[str, Any]:
@@ -224,6 +240,7 @@ class Database:
         """PyMongo 2's reset_error_history(): ``resetError`` was removed in MongoDB 5.1."""
         raise _removed("reset_error_history")
 
+    @with_session
     def command(
         self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any
     ) -> dict[str, Any]:
@@ -245,6 +262,7 @@ class Database:
             cmd.update(kwargs)
         return self._client._command(self._name, cmd, self.codec_options, check=check)
 
+    @with_session
     def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
         """Names of the collections in this database.
 
@@ -268,11 +286,13 @@ class Database:
             names = [n for n in names if not n.startswith("system.")]
         return names
 
+    @with_session
     def drop_collection(self, name_or_collection: Any) -> None:
         """Drop a collection; dropping one that does not exist is not an error."""
         name = getattr(name_or_collection, "name", name_or_collection)
         self.get_collection(name).drop()
 
+    @with_session
     def create_collection(self, name: str, **kwargs: Any) -> Collection:
         """Create a collection explicitly (with options such as ``capped``)."""
         cmd: dict[str, Any] = {"create": name}

@@ -21,6 +21,7 @@ from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
 from .bulk import DELETE, INSERT, UPDATE, Bulk, BulkOperationBuilder, check_mapping, run_one
+from .client_session import with_session
 from .errors import check_write, raise_write_concern_error
 
 if TYPE_CHECKING:
@@ -119,7 +120,10 @@ class WriteMethods:
         methods, which took ``**kwargs``, a ConfigurationError.
         """
         if session is not None:
-            raise ConfigurationError("sessions are not supported by mongo_requests (use a request instead)")
+            # Only PyMongo 2's insert/update/remove/save get here: the other
+            # methods take session= in with_session.
+            raise ConfigurationError("PyMongo 2's insert/update/remove/save take no session; "
+                                     "use insert_one, update_one... with session=")
         unknown = set(kw) - _WC_KEYS
         if unknown:
             if _legacy:
@@ -148,6 +152,7 @@ class WriteMethods:
             raise ConfigurationError("invalid write concern: %s" % (exc,)) from exc
 
     # -- inserts ------------------------------------------------------------
+    @with_session
     def insert_one(
         self, document: Any, bypass_document_validation: bool | None = None, comment: Any = None, **wc: Any
     ) -> InsertOneResult:
@@ -165,6 +170,7 @@ class WriteMethods:
             check_write(reply)
         return InsertOneResult(_id, concern.acknowledged)
 
+    @with_session
     def insert_many(
         self,
         documents: Iterable[Any],
@@ -211,6 +217,7 @@ class WriteMethods:
         check_write(reply)
         return _update_result(reply, legacy)
 
+    @with_session
     def update_one(
         self,
         filter: Mapping[str, Any],
@@ -239,6 +246,7 @@ class WriteMethods:
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
+    @with_session
     def update_many(
         self,
         filter: Mapping[str, Any],
@@ -263,6 +271,7 @@ class WriteMethods:
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
+    @with_session
     def replace_one(
         self,
         filter: Mapping[str, Any],
@@ -300,6 +309,7 @@ class WriteMethods:
                 reply.setdefault("err", None)
         return reply
 
+    @with_session
     def delete_one(
         self,
         filter: Mapping[str, Any],
@@ -318,6 +328,7 @@ class WriteMethods:
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
+    @with_session
     def delete_many(
         self,
         filter: Mapping[str, Any],
@@ -336,6 +347,7 @@ class WriteMethods:
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
     # -- bulk ---------------------------------------------------------------
+    @with_session
     def bulk_write(
         self,
         requests: Iterable[Any],
