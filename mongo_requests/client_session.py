@@ -42,11 +42,14 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from bson.codec_options import CodecOptions
 from bson.timestamp import Timestamp
-from pymongo.client_session import SessionOptions, TransactionOptions
+
+# pymongo.client_session re-exports these with a star import, which mypy cannot follow.
+from pymongo.client_session import SessionOptions, TransactionOptions  # type: ignore[attr-defined]
 
 from .errors import ConfigurationError, ConnectionFailure, InvalidOperation, OperationFailure, PyMongoError
 
 if TYPE_CHECKING:
+    from .change_stream import ChangeStream
     from .client import MongoClient
     from .sessions import ServerSession, SessionPool
     from .topology import Topology
@@ -75,11 +78,6 @@ def bound(session: ClientSession | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
-
-
-def _owner_client(obj: Any) -> Any:
-    """The client of a client, database, collection, cursor or bulk."""
-    return obj.__dict__.get("_client", obj) if hasattr(obj, "__dict__") else getattr(obj, "_client", obj)
 
 
 def check_session(session: Any, client: Any) -> ClientSession:
@@ -370,9 +368,19 @@ class SessionClient:
             (MongoDB 5.0+; not with ``causal_consistency=True``).
         """
         opts = SessionOptions(causal_consistency, default_transaction_options, snapshot)
-        self._topology.closed_check() if hasattr(self._topology, "closed_check") else None
+        if self._topology.closed:
+            raise InvalidOperation("Cannot use MongoClient after close")
         self._session_hooks = True
         return ClientSession(self, opts)  # type: ignore[arg-type]
+
+    def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of every database of the cluster.
+
+        Takes PyMongo's ``watch`` keywords (see :meth:`Collection.watch`).
+        """
+        from .change_stream import open_change_stream
+
+        return open_change_stream(self, "admin", 1, pipeline, kwargs, all_changes_for_cluster=True)
 
     @property
     def cluster_time(self) -> Mapping[str, Any] | None:
@@ -389,6 +397,7 @@ class SessionClient:
         read_preference: Any,
         address: tuple[str, int] | None,
         on_server: Any,
+        retryable: bool | None = None,
     ) -> dict[str, Any]:
         """``_command`` with sessions: the bound session's fields, cluster time gossip, then the command."""
         session = _CURRENT.get()
@@ -403,18 +412,19 @@ class SessionClient:
         try:
             if session is None:
                 reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                      on_server, _raw=True)
+                                      on_server, retryable, _raw=True)
             elif session._transaction is not None and session._transaction.active:
                 from .transactions import run_in_transaction
 
-                reply = run_in_transaction(self, session, dbname, cmd, codec_options, sequences, check,
+                client: Any = self  # the MongoClient this mixin is part of
+                reply = run_in_transaction(client, session, dbname, cmd, codec_options, sequences, check,
                                            read_preference, address)
             else:
                 session._read_concern(cmd)
-                if "lsid" not in cmd and topology.description.logical_session_timeout_minutes is not None:
+                if "lsid" not in cmd:
                     cmd["lsid"] = session._get_server_session().lsid
                 reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                      on_server, _raw=True)
+                                      on_server, retryable, _raw=True)
         except PyMongoError as exc:
             details = getattr(exc, "details", None)
             if isinstance(details, Mapping):

@@ -26,8 +26,8 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from . import compression, wire
 from .auth import Credentials, credentials_from_options
 from .errors import ConfigurationError, ProtocolError
-from .socket_info import CLOSED_ERROR, SocketInfo
-from .tls import TLSOptions, tls_options_from
+from .socket_info import SocketInfo
+from .tls import TLS_DETAIL_OPTIONS, TLSOptions, tls_options_from
 
 __all__ = ["ConnectionSetup", "CompressedSocketInfo", "SECURITY_OPTIONS", "setup_from_options"]
 
@@ -157,7 +157,7 @@ class CompressedSocketInfo(SocketInfo):
             raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
         except BaseException:
             # What follows an undecodable reply on the stream cannot be trusted.
-            self.close(CLOSED_ERROR)
+            self.close()
             raise
 
 
@@ -185,13 +185,7 @@ SECURITY_OPTIONS = (
     "authMechanismProperties",
     "tls",
     "ssl",
-    "tlsCAFile",
-    "tlsCertificateKeyFile",
-    "tlsCertificateKeyFilePassword",
-    "tlsAllowInvalidCertificates",
-    "tlsAllowInvalidHostnames",
-    "tlsInsecure",
-    "tlsCRLFile",
+    *TLS_DETAIL_OPTIONS,
     "compressors",
     "zlibCompressionLevel",
     "speculativeAuthentication",

@@ -6,7 +6,9 @@ a temporary data directory and waits until it answers ``hello``.  It only
 depends on :mod:`bson` (shipped with PyMongo) and the standard library, so it
 works before, and independently of, the rest of :mod:`mongo_requests`.
 
-Run ``python -m mongo_requests.testing`` to get a server for manual work.
+Run ``python -m mongo_requests.testing`` to get a server for manual work, and
+``python -m mongo_requests.testing --replset`` for a 3-member replica set
+(:class:`ReplicaSet`, defined in :mod:`mongo_requests.testing_replset`).
 """
 from __future__ import annotations
 
@@ -25,12 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import IO, Any, Callable, Iterable
 
 import bson
 
-__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",
-           "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
+__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",  # noqa: F822
+           "ReplicaSet", "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
 
 HOST = "127.0.0.1"
 _WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
@@ -71,7 +73,7 @@ def find_mongod() -> str:
     # Scan the import path by hand rather than importing: if the full
     # ``fiftyone`` package is installed, importing it would be slow and noisy.
     # (``site.getsitepackages`` is missing in some old virtualenvs.)
-    extra = getattr(site, "getsitepackages", list)()
+    extra: list[str] = getattr(site, "getsitepackages", list)()
     for root in sys.path + extra + [site.getusersitepackages()]:
         candidate = os.path.join(root or os.curdir, _WHEEL_BINARY)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -90,8 +92,8 @@ _OP_MSG = 2013
 _request_ids = itertools.count(1)
 
 
-def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
-                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict:
+def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
@@ -132,7 +134,7 @@ def _free_port() -> int:
     # mongod binds it, which start() covers by retrying once on a new port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _tail(path: str, n: int) -> str:
@@ -147,8 +149,8 @@ def _tail(path: str, n: int) -> str:
 # Servers whose process may still run, and temporary dbpaths not yet
 # removed: the atexit hook kills and deletes them, so that a crashed or
 # interrupted test run leaves no mongod (nor its files) behind.
-_LIVE: set = set()
-_TEMP_DIRS: set = set()
+_LIVE: set[MongodServer] = set()
+_TEMP_DIRS: set[str] = set()
 
 
 class MongodServer:
@@ -170,7 +172,7 @@ class MongodServer:
 
     def __init__(self, binary: str | None = None, port: int | None = None,
                  dbpath: str | None = None, replset: str | None = None,
-                 extra_args=(), startup_timeout: float = 60.0) -> None:
+                 extra_args: Iterable[str] = (), startup_timeout: float = 60.0) -> None:
         self.binary = binary or find_mongod()
         self._port = port
         self._port_given = port is not None
@@ -179,8 +181,8 @@ class MongodServer:
         self.replset = replset
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
         self._started_once = False
 
     host = property(lambda self: HOST, doc="Always ``'127.0.0.1'``.")
@@ -190,6 +192,7 @@ class MongodServer:
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)`` of the server."""
+        assert self._port is not None
         return (HOST, self._port)
 
     @property
@@ -203,7 +206,7 @@ class MongodServer:
     @property
     def pid(self) -> int | None:
         """Process id while running, else None."""
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self.running else None
 
     @property
     def running(self) -> bool:
@@ -218,13 +221,14 @@ class MongodServer:
         """Return the last ``n`` lines of the mongod log (JSON lines)."""
         return _tail(self.log_path, n)
 
-    def command(self, command: dict, db: str = "admin",
-                timeout: float = 10.0) -> dict:
+    def command(self, command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0) -> dict[str, Any]:
         """Run ``command`` on this server with :func:`raw_command`."""
         return raw_command(self.address, command, db, timeout)
 
     def _argv(self) -> list[str]:
-        argv = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
+        assert self._dbpath is not None
+        argv: list[str] = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
                 "--dbpath", self._dbpath, "--wiredTigerCacheSizeGB", "0.25",
                 "--setParameter", "enableTestCommands=1", "--nounixsocket",
                 # --logappend keeps one log across kill()/start() cycles
@@ -264,6 +268,7 @@ class MongodServer:
         argv = self._argv()
         # mongod reports bad options on stderr before its log exists, so
         # stderr goes to a file whose tail ends up in MongodStartError.
+        assert self._dbpath is not None
         self._stderr = open(os.path.join(self._dbpath, "mongod.stderr"), "wb")
         # A new session keeps a terminal's Ctrl-C away from mongod, so that
         # our own stop() can shut it down cleanly instead.
@@ -274,7 +279,7 @@ class MongodServer:
                                           start_new_session=True)
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
-            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}")
+            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}") from exc
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout
         self._poll(argv, deadline, "answer hello", {"hello": 1},
@@ -293,15 +298,16 @@ class MongodServer:
                        {"hello": 1},
                        lambda reply: reply.get("isWritablePrimary"))
 
-    def _poll(self, argv, deadline: float, what: str, command: dict, ready,
-              probe_timeout: float = 2.0):
+    def _poll(self, argv: list[str], deadline: float, what: str, command: dict[str, Any],
+              ready: Callable[[dict[str, Any]], Any], probe_timeout: float = 2.0) -> None:
         # Repeat ``command`` until ``ready(reply)``; connection errors are
         # expected while mongod is still recovering or opening its listener.
         # The short probe timeout matters when another program holds our
         # port: it accepts the connection but never answers, and we want to
         # notice mongod's exit ("Address already in use") quickly.
-        last = None
+        last: dict[str, Any] | OSError | None = None
         while True:
+            assert self._proc is not None
             if self._proc.poll() is not None:
                 self._fail(argv, f"mongod exited before it could {what}")
             remaining = deadline - time.monotonic()
@@ -317,11 +323,13 @@ class MongodServer:
                 last = exc
             time.sleep(0.05)
 
-    def _fail(self, argv, reason: str) -> None:
+    def _fail(self, argv: list[str], reason: str) -> None:
+        assert self._proc is not None
         if self.running:
             self._proc.kill()
         code = self._proc.wait()
         self._close()
+        assert self._dbpath is not None
         stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
         raise MongodStartError(
             f"{reason}\ncommand: {shlex.join(argv)}\nexit code: {code}\n"
@@ -371,7 +379,7 @@ class MongodServer:
     def __enter__(self) -> MongodServer:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
         self.cleanup()
 
@@ -390,7 +398,8 @@ class TestCertificates:
     Attributes (file paths): ``ca`` (trust this), ``server`` (key + chain
     for ``mongod``, valid for the name ``localhost`` only, so that connecting
     to ``127.0.0.1`` is a hostname mismatch), ``client`` (a client
-    certificate for MONGODB-X509), ``client_encrypted`` (the same key,
+    certificate for MONGODB-X509), ``stranger`` (a client certificate of the
+    same CA that no user is created for), ``client_encrypted`` (the same key,
     encrypted with :attr:`client_password`), ``other_ca`` (a CA that signed
     nothing here), ``crl_revoking_server`` (a CRL of :attr:`ca` that revokes
     the server certificate).  :attr:`client_subject` is the client
@@ -419,6 +428,10 @@ class TestCertificates:
         self.ca = self._write("ca.pem", ca.cert_pem.bytes())
         self.server = self._write("server.pem", server.private_key_and_cert_chain_pem.bytes())
         self.client = self._write("client.pem", client.private_key_and_cert_chain_pem.bytes())
+        # Signed by the same CA, but no $external user has its subject.
+        stranger = ca.issue_cert(common_name="stranger", organization_name=_TEST_ORG,
+                                 organization_unit_name="clients")
+        self.stranger = self._write("stranger.pem", stranger.private_key_and_cert_chain_pem.bytes())
         self.client_password = secrets.token_urlsafe(12)
         key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
         encrypted = key.private_bytes(
@@ -563,10 +576,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m mongo_requests.testing``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int)
-    parser.add_argument("--replset", metavar="NAME")
+    parser.add_argument("--replset", metavar="NAME", nargs="?", const="rs0",
+                        help="start a replica set (named rs0 by default)")
+    parser.add_argument("--members", type=int, default=3,
+                        help="members of the --replset (default 3; 1 gives "
+                             "a one-member set on --port)")
     args = parser.parse_args(argv)
     # SIGTERM should shut down as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.replset and args.members != 1:
+        return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
         print(server.uri, flush=True)
         print(f"pid {server.pid}, dbpath {server.dbpath}; Ctrl-C to stop",
@@ -578,6 +597,35 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("mongod died:\n" + server.log_tail(), file=sys.stderr)
         return 1
+
+
+def _serve_replica_set(name: str, members: int) -> int:
+    # Members may die (a manual kill -9 to try failover): the set is served
+    # until Ctrl-C/SIGTERM, and only stops on its own if every member is gone.
+    from .testing_replset import ReplicaSet
+
+    with ReplicaSet(name, members) as rs:
+        print(rs.uri, flush=True)
+        for member in rs.members:
+            print(f"{member.host}:{member.port} pid {member.pid}, dbpath "
+                  f"{member.dbpath}", file=sys.stderr, flush=True)
+        print("Ctrl-C to stop", file=sys.stderr, flush=True)
+        try:
+            while any(m.running for m in rs.members):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        print("every member died", file=sys.stderr)
+        return 1
+
+
+def __getattr__(name: str) -> type:
+    # ReplicaSet lives in testing_replset, which imports this module: load it
+    # on first use, so neither import order (nor ``python -m``) is circular.
+    if name == "ReplicaSet":
+        from .testing_replset import ReplicaSet
+        return ReplicaSet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.int64 import Int64
-from pymongo.client_session import TransactionOptions
+from pymongo.client_session import TransactionOptions  # type: ignore[attr-defined]  # a star re-export
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
@@ -175,7 +175,7 @@ def _add_label(exc: PyMongoError, label: str) -> None:
     if add is not None:
         add(label)
     else:  # pragma: no cover - a PyMongo without the helper
-        exc._error_labels = set(getattr(exc, "_error_labels", ())) | {label}  # type: ignore[attr-defined]
+        exc._error_labels = set(getattr(exc, "_error_labels", ())) | {label}
 
 
 def run_in_transaction(
@@ -340,15 +340,16 @@ def with_transaction(
     """The Convenient API's loop (see :meth:`ClientSession.with_transaction`)."""
     start = time.monotonic()
     attempt = 0
+    last: PyMongoError | None = None
 
     def within_limit() -> bool:
         return time.monotonic() - start < WITH_TRANSACTION_TIMEOUT
 
     while True:
-        if attempt:
+        if last is not None:
             delay = random.random() * min(_BACKOFF_INITIAL * 1.5 ** attempt, _BACKOFF_MAX)
             if time.monotonic() - start + delay >= WITH_TRANSACTION_TIMEOUT:
-                raise last  # noqa: F821 - set before any retry
+                raise last
             session.client.identity.sleep(delay)
         attempt += 1
         session.start_transaction(read_concern, write_concern, read_preference, max_commit_time_ms)

@@ -20,7 +20,8 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
-from .bulk import DELETE, INSERT, UPDATE, Bulk, BulkOperationBuilder, check_mapping, run_one
+from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
+from .bulk_builder import BulkOperationBuilder
 from .client_session import with_session
 from .errors import check_write, raise_write_concern_error
 

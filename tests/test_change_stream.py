@@ -78,6 +78,12 @@ def test_a_hundred_inserts_across_a_stepdown_and_a_dropped_socket(replica_set, m
         # A stepdown of the primary, with the writer stopped at 50.
         stall = time.monotonic()
         rs.stepdown(seconds=5)
+        # The old primary keeps the cursor (a secondary can serve it); make
+        # it answer the next getMore as a stepped-down primary does.
+        fp = {"configureFailPoint": "failCommand", "mode": {"times": 1},
+              "data": {"failCommands": ["getMore"], "errorCode": 10107, "appName": app,
+                       "errorLabels": ["ResumableChangeStreamError"]}}
+        assert raw_command(holder, fp)["ok"] == 1
         go_on.set()
         while len(seen) < 100:
             seen.append(stream.next()["documentKey"]["_id"])
@@ -89,10 +95,14 @@ def test_a_hundred_inserts_across_a_stepdown_and_a_dropped_socket(replica_set, m
     assert errors == []
     assert seen == list(range(100))
     assert resumes_after_drop == 1
-    assert listener.failed_get_mores  # the fault reached the stream
+    assert listener.aggregates - 1 == 2  # one resume per fault
+    assert len(listener.failed_get_mores) == 2, listener.failed_get_mores
+    # The stream resumed on the new primary.
+    assert stream._address != holder and stream._address == client.primary
     report(request, events=len(seen), resumes=listener.aggregates - 1, seconds=round(time.monotonic() - started, 2),
            stepdown_s=round(stall, 2), failed_get_mores=listener.failed_get_mores)
-    client.drop_database(name)
+    # The writer's client has seen the new primary (dropDatabase is not retried).
+    writer_client.drop_database(name)
 
 
 def test_watch_options_on_collection_database_and_client(replica_set, make_rs_client):

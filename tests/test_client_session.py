@@ -115,6 +115,8 @@ def test_cluster_time_is_gossiped_and_tracked(replica_set, make_rs_client):
     client = make_rs_client(event_listeners=[listener])
     name = unique_app("gossip")
     coll = client[name].c
+    # The client gossips from its first command after it has found the set.
+    client.admin.command("ping")
     coll.insert_one({"_id": 1})
     first = client.cluster_time
     assert first is not None and "clusterTime" in first and "signature" in first

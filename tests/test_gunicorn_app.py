@@ -30,15 +30,14 @@ import tempfile
 import threading
 import time
 
-import pytest
-
-import mongo_requests
-from helpers import THREADS, ConnMonitor, configure_fail_point, unique_app
-
 # Both come with the [test] extra.  Imported plainly, so a missing one fails
 # the run loudly instead of skipping these tests.
 import gevent  # noqa: E402,F401
 import gunicorn  # noqa: E402,F401
+import pytest
+
+import mongo_requests
+from helpers import THREADS, ConnMonitor, configure_fail_point, unique_app
 
 # gunicorn's workers choose their own mode (gevent); running this file again
 # under each test mode would only repeat it.
@@ -118,7 +117,7 @@ class Gunicorn:
         self.stderr = tempfile.TemporaryFile(mode="w+b")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "Gunicorn":
+    def start(self, timeout: float = 30.0) -> Gunicorn:
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self.stderr, stderr=subprocess.STDOUT, start_new_session=True,
@@ -264,7 +263,7 @@ class Load:
             if conn is not None:
                 conn.close()
 
-    def run(self) -> "Load":
+    def run(self) -> Load:
         deadline = time.monotonic() + self.time_limit
         threads = [threading.Thread(target=self._client, args=(i, deadline), daemon=True)
                    for i in range(self.threads)]
@@ -371,7 +370,7 @@ def test_visits_under_load(mongodb_uri, db_name, sampler, slow_updates):
         for i, a in enumerate(pids):
             for b in pids[i + 1:]:
                 assert not by_pid[a] & by_pid[b], (a, b)
-        for pid, st in stats.items():
+        for st in stats.values():
             assert st["use_greenlets"] is True and st["preload_conn"] is None, st
             pool = st["pool"]
             assert pool["open"] <= MAX_POOL_SIZE and pool["pinned"] == 0 and pool["waiting"] == 0, st

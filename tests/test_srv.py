@@ -165,3 +165,39 @@ def test_srv_name_without_records(dns_zone, secure_client):
     with pytest.raises((ConfigurationError, InvalidURI)):
         secure_client("mongodb+srv://nothing.%s/" % ZONE)
     assert ("_mongodb._tcp.nothing." + ZONE, "SRV") in dns_zone.queries
+
+
+def test_srv_turns_tls_on_with_no_tls_option_at_all(dns_zone, tls_server, secure_client, auth_users):
+    # The test above names tlsCAFile, which turns TLS on by itself; here the URI
+    # and keywords carry no tls* option.  The client must still speak TLS: the
+    # server's certificate (from the test CA, which the system CAs do not
+    # trust) is then refused at once with its cause.  A plaintext client would
+    # instead time out on the TLS-only server.
+    from pymongo.errors import AutoReconnect, ConnectionFailure
+
+    uri = "mongodb+srv://%s:%s@%s/" % (auth_users.alice, auth_users.password, SRV_NAME)
+    if not _needs_validator(lambda: secure_client(uri, srv_host_validator=_only_localhost)):
+        return
+    c = secure_client(uri, srv_host_validator=_only_localhost, serverSelectionTimeoutMS=10000)
+    with pytest.raises(ConnectionFailure) as info:
+        c.admin.command("ping")
+    assert not isinstance(info.value, AutoReconnect), repr(info.value)
+    assert "certificate verification failed" in str(info.value)
+    assert auth_users.password not in str(info.value)
+
+
+@pytest.mark.parametrize("txt", ["tls=false", "ssl=false&authSource=admin", "tlsInsecure=true"])
+def test_txt_record_cannot_weaken_tls(dns_zone, secure_client, auth_users, txt):
+    # Whoever controls DNS must not be able to switch TLS off or its checks
+    # down: a TXT record may only carry authSource, replicaSet, loadBalanced.
+    saved = dns_zone.txt
+    dns_zone.txt = txt
+    try:
+        uri = "mongodb+srv://%s:%s@%s/" % (auth_users.alice, auth_users.password, SRV_NAME)
+        with pytest.raises((ConfigurationError, InvalidURI)) as info:
+            secure_client(uri, srv_host_validator=_only_localhost) if HAS_VALIDATOR else secure_client(uri)
+    finally:
+        dns_zone.txt = saved
+    assert auth_users.password not in str(info.value)
+    if HAS_VALIDATOR:
+        assert "TXT" in str(info.value) or "DNS" in str(info.value) or "Only" in str(info.value), str(info.value)

@@ -13,7 +13,7 @@ from typing import Any
 
 import greenlet
 import pytest
-from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure
+from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -49,28 +49,28 @@ def test_twenty_workers_move_money_with_write_conflicts(replica_set, make_rs_cli
     attempts = [0]
     errors: list[str] = []
 
+    def transfer(w: int, i: int, src: int, dst: int, amount: int) -> Any:
+        def move(session: Any) -> None:
+            attempts[0] += 1
+            assert accounts.find_one({"_id": src}, session=session) is not None
+            if i == 0 and gate.count < workers:
+                # Every worker inside a transaction at once: with 3
+                # accounts, their writes must conflict.
+                gate.arrive()
+                gate.wait(15)
+            accounts.update_one({"_id": src}, {"$inc": {"balance": -amount}}, session=session)
+            accounts.update_one({"_id": dst}, {"$inc": {"balance": amount}}, session=session)
+            log.insert_one({"_id": "%d-%d" % (w, i), "src": src, "dst": dst, "amount": amount}, session=session)
+
+        return move
+
     def worker(w: int) -> None:
         rnd = random.Random(w)
         try:
             with client.start_session() as s:
                 for i in range(transfers):
                     src, dst = rnd.sample(range(accounts_n), 2)
-                    amount = rnd.randint(1, 50)
-
-                    def move(session: Any, first: bool = i == 0) -> None:
-                        attempts[0] += 1
-                        assert accounts.find_one({"_id": src}, session=session) is not None
-                        if first and gate.count < workers:
-                            # Every worker inside a transaction at once: with
-                            # 3 accounts, their writes must conflict.
-                            gate.arrive()
-                            gate.wait(15)
-                        accounts.update_one({"_id": src}, {"$inc": {"balance": -amount}}, session=session)
-                        accounts.update_one({"_id": dst}, {"$inc": {"balance": amount}}, session=session)
-                        log.insert_one({"_id": "%d-%d" % (w, i), "src": src, "dst": dst, "amount": amount},
-                                       session=session)
-
-                    s.with_transaction(move)
+                    s.with_transaction(transfer(w, i, src, dst, rnd.randint(1, 50)))
                     committed.append((w, i))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(short(exc))
@@ -293,7 +293,8 @@ def test_causally_consistent_read_on_a_secondary_sees_the_sessions_write(replica
     _set_replication(secondaries, on=False)
     try:
         with client.start_session(causal_consistency=True) as s:
-            coll.insert_one({"_id": "mine"}, session=s)
+            # w=1: the default w: majority would wait for the stopped secondaries.
+            coll.insert_one({"_id": "mine"}, session=s, w=1)
             # Replication is stopped: a read outside the session is stale...
             assert on_secondary.find_one({"_id": "mine"}) is None
             # ...and the session's read waits until the secondary has the write.

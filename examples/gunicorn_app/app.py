@@ -28,6 +28,7 @@ Run::
 
     gunicorn -k gevent -w 2 -b 127.0.0.1:8000 --chdir examples/gunicorn_app app:app
 """
+
 from __future__ import annotations
 
 import json
