@@ -282,7 +282,11 @@ def open_change_stream(owner: Any, dbname: str, target: str | int, pipeline: Any
     unknown = set(kwargs) - known
     if unknown:
         raise TypeError("watch() got unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
-    client = getattr(owner, "_client", owner)
-    return ChangeStream(client, dbname, target, pipeline, owner.codec_options,
-                        getattr(owner, "read_preference", None), all_changes_for_cluster=all_changes_for_cluster,
-                        **kwargs)
+    client = getattr(owner, "_client", None)
+    if client is None:
+        client = owner  # the client's own watch()
+    read_preference = getattr(owner, "read_preference", None)
+    if read_preference is not None and not read_preference.mode:
+        read_preference = None  # primary: the client's hot path
+    return ChangeStream(client, dbname, target, pipeline, owner.codec_options, read_preference,
+                        all_changes_for_cluster=all_changes_for_cluster, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from .client_compat import ClientCompat
-from .client_session import SessionClient, refuse_unacknowledged
+from .client_session import SessionClient, refuse_unacknowledged, with_session
 from .database import Database
 from .errors import (
     ConfigurationError,
@@ -159,6 +159,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         # standalone look for a bound session (client_session.py).
         self._session_hooks = False
         self._cluster_time: Mapping[str, Any] | None = None
+        self._cursor_sessions: dict[int, Any] = {}
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
         # None unless a command listener is registered: the hot path's one check.
@@ -410,6 +411,12 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         (or :meth:`close`) sends the queued killCursors.
         """
         self._kill_queue.append((ns, cursor_id, address))
+        if self._cursor_sessions:
+            # Its implicit session (client_session.py) is free again: the
+            # server kills the cursor on a killCursors without the lsid too.
+            server_session = self._cursor_sessions.pop(cursor_id, None)
+            if server_session is not None:
+                self._sessions.checkin(server_session, self._topology.description.logical_session_timeout_minutes)
 
     def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
         """Send the queued killCursors of ``sock``'s server on ``sock``.
@@ -482,6 +489,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         """The server's ``buildInfo``."""
         return self._command("admin", {"buildInfo": 1})
 
+    @with_session
     def list_database_names(self) -> list[str]:
         """Names of every database on the server."""
         reply = self._command("admin", {"listDatabases": 1, "nameOnly": True})
@@ -489,6 +497,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
 
     database_names = list_database_names  # the PyMongo 2 name
 
+    @with_session
     def drop_database(self, name_or_database: Any) -> None:
         """Drop a database, given by name or as a Database."""
         name = getattr(name_or_database, "name", name_or_database)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.read_concern import ReadConcern
 
+from .client_session import with_session
 from .errors import PyMongoError
 from .sdam import ServerType
 
@@ -94,6 +95,7 @@ class ClientCompat:
         down = (ServerType.Unknown, ServerType.PossiblePrimary)
         return frozenset(a for a, sd in td.servers.items() if sd.type not in down)
 
+    @with_session
     def list_databases(self, filter: Any = None, **kwargs: Any) -> Any:
         """A cursor over the ``listDatabases`` documents (``name``, ``sizeOnDisk``, ``empty``)."""
         from .cursor import CommandCursor

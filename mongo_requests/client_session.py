@@ -46,7 +46,7 @@ from bson.timestamp import Timestamp
 # pymongo.client_session re-exports these with a star import, which mypy cannot follow.
 from pymongo.client_session import SessionOptions, TransactionOptions  # type: ignore[attr-defined]
 
-from .errors import ConfigurationError, ConnectionFailure, InvalidOperation, OperationFailure, PyMongoError
+from .errors import ConfigurationError, ConnectionFailure, InvalidOperation, PyMongoError
 
 if TYPE_CHECKING:
     from .change_stream import ChangeStream
@@ -61,6 +61,8 @@ _CURRENT: ContextVar[ClientSession | None] = ContextVar("mongo_requests_session"
 
 # Reads that take a read concern, hence afterClusterTime/atClusterTime.
 _READS = frozenset(("find", "aggregate", "count", "distinct"))
+# Commands of a cursor's life: outside an explicit session, an implicit one.
+_CURSOR_COMMANDS = frozenset(("find", "aggregate", "listIndexes", "listCollections", "getMore", "killCursors"))
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -346,6 +348,8 @@ class SessionClient:
     # False until the first start_session: the standalone hot path's one check.
     _session_hooks: bool = False
     _cluster_time: Mapping[str, Any] | None = None
+    # Server sessions of open cursors outside explicit sessions, by cursor id.
+    _cursor_sessions: dict[int, ServerSession]
 
     def _command(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # pragma: no cover - the client's
         raise NotImplementedError
@@ -411,6 +415,9 @@ class SessionClient:
                 cmd["$clusterTime"] = ct
         try:
             if session is None:
+                if gossip and "lsid" not in cmd and next(iter(cmd)) in _CURSOR_COMMANDS:
+                    return self._implicit_cursor_command(dbname, cmd, codec_options, sequences, check,
+                                                         read_preference, address, on_server)
                 reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
                                       on_server, retryable, _raw=True)
             elif session._transaction is not None and session._transaction.active:
@@ -418,7 +425,7 @@ class SessionClient:
 
                 client: Any = self  # the MongoClient this mixin is part of
                 reply = run_in_transaction(client, session, dbname, cmd, codec_options, sequences, check,
-                                           read_preference, address)
+                                           address, on_server)
             else:
                 session._read_concern(cmd)
                 if "lsid" not in cmd:
@@ -439,6 +446,57 @@ class SessionClient:
             session._advance(reply)
         return reply
 
+    def _implicit_cursor_command(
+        self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any], sequences: Sequence[bytes],
+        check: bool, read_preference: Any, address: tuple[str, int] | None, on_server: Any,
+    ) -> dict[str, Any]:
+        """A cursor's commands on a replica set, in an implicit session that lives as long as the cursor.
+
+        The ``find``/``aggregate`` that opens a cursor takes a server
+        session; if the cursor stays open, its ``getMore``s and its
+        ``killCursors`` carry the same ``lsid`` (the server checks it), and
+        the session goes back to the pool when the cursor is exhausted or
+        killed.  A single-batch ``find`` (``find_one``) needs none.
+        """
+        name = next(iter(cmd))
+        owned = self._cursor_sessions
+        timeout = self._topology.description.logical_session_timeout_minutes
+        server_session: ServerSession | None = None
+        if name == "getMore":
+            server_session = owned.pop(cmd["getMore"], None)
+        elif name == "killCursors":
+            ids = cmd.get("cursors") or ()
+            sessions = [owned.pop(i) for i in ids if i in owned]
+            for extra in sessions[1:]:
+                self._sessions.checkin(extra, timeout)
+            server_session = sessions[0] if len(sessions) == 1 and len(ids) == 1 else None
+            if sessions and server_session is None:
+                self._sessions.checkin(sessions[0], timeout)
+        elif not cmd.get("singleBatch"):
+            server_session = self._sessions.checkout(timeout)
+        if server_session is not None:
+            cmd["lsid"] = server_session.lsid
+        try:
+            reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
+                                  on_server, None, _raw=True)
+        except BaseException as exc:
+            if server_session is not None:
+                if isinstance(exc, ConnectionFailure):
+                    server_session.dirty = True
+                self._sessions.checkin(server_session, timeout)
+            if isinstance(exc, PyMongoError) and isinstance(getattr(exc, "details", None), Mapping):
+                self._advance_cluster_time(exc.details.get("$clusterTime"))  # type: ignore[attr-defined]
+            raise
+        self._advance_cluster_time(reply.get("$clusterTime"))
+        if server_session is not None:
+            cursor = reply.get("cursor")
+            cursor_id = cursor.get("id") if isinstance(cursor, Mapping) else None
+            if cursor_id and name != "killCursors":
+                owned[cursor_id] = server_session
+            else:
+                self._sessions.checkin(server_session, timeout)
+        return reply
+
     def _advance_cluster_time(self, ct: Mapping[str, Any] | None) -> None:
         if ct is not None:
             self._cluster_time = _max_cluster_time(self._cluster_time, ct)
@@ -452,11 +510,3 @@ def refuse_unacknowledged(wc_doc: Any = None) -> None:
     if session.in_transaction:
         raise InvalidOperation("transactions do not support unacknowledged write concern: %r" % (wc_doc,))
     raise ConfigurationError("Explicit sessions are incompatible with unacknowledged write concern: %r" % (wc_doc,))
-
-
-def error_labels(exc: BaseException) -> Sequence[str]:
-    """The ``errorLabels`` of an error (the server's and the driver's)."""
-    if isinstance(exc, PyMongoError):
-        return list(getattr(exc, "_error_labels", ()) or ()) + list(
-            ((exc.details or {}).get("errorLabels") or ()) if isinstance(exc, OperationFailure) else ())
-    return ()

@@ -555,7 +555,7 @@ class Cursor(_CursorBase):
 
     def distinct(self, key: str) -> list[Any]:
         """Distinct values of ``key`` among the matching documents."""
-        return self._collection.distinct(key, self._filter)
+        return self._collection.distinct(key, self._filter, session=self._session)
 
     def rewind(self) -> Cursor:
         """Start again from the beginning (a new query on the next ``next()``)."""

@@ -180,9 +180,13 @@ def _add_label(exc: PyMongoError, label: str) -> None:
 
 def run_in_transaction(
     client: MongoClient, session: ClientSession, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any],
-    sequences: Sequence[bytes], check: bool, read_preference: Any, address: tuple[str, int] | None,
+    sequences: Sequence[bytes], check: bool, address: tuple[str, int] | None, on_server: Any,
 ) -> dict[str, Any]:
-    """Send one command of the transaction: its fields, one attempt (no retries inside a transaction)."""
+    """Send one command of the transaction: its fields, one attempt (no retries inside a transaction).
+
+    The operation's own read preference does not apply: a transaction reads
+    from the primary (its socket is the request's, see the module docstring).
+    """
     txn = session._transaction
     assert txn is not None
     if txn.opts.read_preference.mode != ReadPreference.PRIMARY.mode:
@@ -204,7 +208,7 @@ def run_in_transaction(
         # In progress from the first command sent, whatever its outcome.
         txn.state = TxnState.IN_PROGRESS
     try:
-        return client._run(dbname, cmd, codec_options, sequences, check, None, address, None, for_write=True)
+        return client._run(dbname, cmd, codec_options, sequences, check, None, address, on_server, for_write=True)
     except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
         _add_label(exc, TRANSIENT)
         raise

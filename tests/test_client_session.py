@@ -156,3 +156,47 @@ def test_snapshot_session_reads_one_point_in_time(replica_set, make_rs_client):
         with pytest.raises(InvalidOperation, match="snapshot"):
             s.start_transaction()
     client.drop_database(name)
+
+
+def _idle_cursor(client, cursor_id: int) -> list[dict]:
+    return list(client.admin.aggregate([{"$currentOp": {"idleCursors": True, "allUsers": True}},
+                                        {"$match": {"type": "idleCursor", "cursor.cursorId": cursor_id}}]))
+
+
+def test_cursors_get_an_implicit_session_on_a_replica_set(replica_set, make_rs_client):
+    listener = _Commands()
+    client = make_rs_client(event_listeners=[listener])
+    name = unique_app("implicit")
+    coll = client[name].c
+    coll.insert_many([{"_id": i} for i in range(7)])
+    listener.commands.clear()
+    assert len(list(coll.find().batch_size(2))) == 7
+    assert len(list(coll.aggregate([], batchSize=3))) == 7
+    cursor_commands = [c for c in listener.commands if next(iter(c)) in ("find", "aggregate", "getMore")]
+    find_lsid = cursor_commands[0]["lsid"]
+    by_kind = [(next(iter(c)), c["lsid"] == find_lsid) for c in cursor_commands]
+    # find + 3 getMores in one session; aggregate + 2 getMores in one (the pooled one again).
+    assert [k for k, _ in by_kind] == ["find"] + ["getMore"] * 3 + ["aggregate"] + ["getMore"] * 2
+    assert all(c.get("lsid") == cursor_commands[4]["lsid"] for c in cursor_commands[4:])
+    assert client._cursor_sessions == {}  # exhausted cursors gave their sessions back
+    # find_one (a single batch) needs no session.
+    listener.commands.clear()
+    coll.find_one({"_id": 1})
+    assert "lsid" not in listener.commands[-1]
+    # A cursor closed early: killCursors in its session; one dropped: killed with the next operation.
+    for drop in (False, True):
+        cursor = coll.find().batch_size(2)
+        next(cursor)
+        cursor_id = cursor.cursor_id
+        assert len(_idle_cursor(client, cursor_id)) == 1
+        if drop:
+            del cursor
+            import gc
+
+            gc.collect()
+            coll.find_one({"_id": 1})
+        else:
+            cursor.close()
+        assert _idle_cursor(client, cursor_id) == []
+        assert client._cursor_sessions == {}
+    client.drop_database(name)
