@@ -281,12 +281,18 @@ class ClientSession:
     def __del__(self) -> None:
         # Dropped without end_session (its greenlet or thread died).  No I/O
         # and no locks in a finalizer: the transaction's request socket goes
-        # back through the pool's own death watch, an unfinished transaction
-        # is aborted by the server after transactionLifetimeLimitSeconds, and
-        # the server session is dropped (the server may still hold it busy).
+        # back through the pool's own death watch, and the server session
+        # goes back to the pool (deque operations only).  An unfinished
+        # transaction on it ends when the session is next used (a higher
+        # txnNumber aborts it) or after transactionLifetimeLimitSeconds.
         server_session = self.__dict__.get("_server_session")
         if server_session is not None:
-            server_session.dirty = True
+            self._server_session = None
+            try:
+                client = self._client
+                client._sessions.checkin(server_session, client._topology.description.logical_session_timeout_minutes)
+            except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to give it back to
+                pass
 
     def __repr__(self) -> str:
         state = "ended" if self._ended else ("in transaction" if self.in_transaction else "open")

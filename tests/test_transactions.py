@@ -317,3 +317,47 @@ def test_causally_consistent_read_on_a_secondary_sees_the_sessions_write(replica
     finally:
         _set_replication(secondaries, on=True)
     client.drop_database(name)
+
+
+@pytest.mark.modes(*GEVENT_MODES)
+def test_greenlet_killed_holding_a_bare_transaction(replica_set, make_rs_client, mode, request):
+    """No with block to abort it: the socket comes back through the death watch, the session to the pool,
+    and the server ends the transaction after its lifetime."""
+    gevent = mode.gevent
+    client = make_rs_client()
+    name = unique_app("bare")
+    coll = client[name].c
+    coll.insert_one({"_id": "seed"})
+    primary = replica_set.primary()
+    parked = gevent.event.Event()
+    holder: dict = {}
+
+    def run() -> None:
+        s = client.start_session()
+        holder["lsid"] = s.session_id
+        s.start_transaction()
+        coll.insert_one({"_id": "partial"}, session=s)
+        parked.set()
+        gevent.sleep(30)
+
+    assert raw_command(primary.address, {"setParameter": 1, "transactionLifetimeLimitSeconds": 2})["ok"] == 1
+    try:
+        g = gevent.spawn(run)
+        assert parked.wait(10)
+        assert len(_open_transactions(client, holder["lsid"])) == 1
+        g.kill(block=True, timeout=10)
+        del g
+        gc.collect()
+        started = time.monotonic()
+        while _open_transactions(client, holder["lsid"]) and time.monotonic() - started < 10:
+            mode.sleep(0.2)
+        ended_after = time.monotonic() - started
+        assert _open_transactions(client, holder["lsid"]) == []
+    finally:
+        raw_command(primary.address, {"setParameter": 1, "transactionLifetimeLimitSeconds": 60})
+    assert list(coll.find()) == [{"_id": "seed"}]
+    # The dead greenlet's pinned socket was reclaimed, and its server session is pooled again.
+    assert_quiet(pool_stats(client), 100)
+    assert holder["lsid"] in [s.lsid for s in client._sessions._sessions]
+    report(request, aborted_by_server_after_s=round(ended_after, 2))
+    client.drop_database(name)
