@@ -275,7 +275,13 @@ class ChangeStream:
 
 def open_change_stream(owner: Any, dbname: str, target: str | int, pipeline: Any, kwargs: dict[str, Any],
                        all_changes_for_cluster: bool = False) -> ChangeStream:
-    """``watch()`` of a collection, database or client; ``kwargs`` are PyMongo's ``watch`` keywords."""
+    """``watch()`` of a collection, database or client.
+
+    ``kwargs`` are PyMongo's ``watch`` keywords: ``full_document``,
+    ``resume_after``, ``start_after``, ``start_at_operation_time``,
+    ``max_await_time_ms``, ``batch_size``, ``collation``, ``comment``,
+    ``session``, ``full_document_before_change``, ``show_expanded_events``.
+    """
     known = {"full_document", "full_document_before_change", "resume_after", "start_after",
              "start_at_operation_time", "max_await_time_ms", "batch_size", "collation", "comment", "session",
              "show_expanded_events"}

@@ -155,11 +155,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         )
         self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
         self._sessions = SessionPool()
-        # True from the first start_session(): only then do commands on a
-        # standalone look for a bound session (client_session.py).
-        self._session_hooks = False
-        self._cluster_time: Mapping[str, Any] | None = None
-        self._cursor_sessions: dict[int, Any] = {}
+        self._init_session_state()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
         # None unless a command listener is registered: the hot path's one check.
@@ -412,11 +408,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         """
         self._kill_queue.append((ns, cursor_id, address))
         if self._cursor_sessions:
-            # Its implicit session (client_session.py) is free again: the
-            # server kills the cursor on a killCursors without the lsid too.
-            server_session = self._cursor_sessions.pop(cursor_id, None)
-            if server_session is not None:
-                self._sessions.checkin(server_session, self._topology.description.logical_session_timeout_minutes)
+            self._forget_cursor(cursor_id)
 
     def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
         """Send the queued killCursors of ``sock``'s server on ``sock``.

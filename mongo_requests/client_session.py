@@ -363,6 +363,22 @@ class SessionClient:
     def _run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # pragma: no cover - the client's
         raise NotImplementedError
 
+    def _init_session_state(self) -> None:
+        # False until the first start_session(): only then do commands on a
+        # standalone look for a bound session.
+        self._session_hooks = False
+        self._cluster_time = None
+        self._cursor_sessions = {}
+
+    def _forget_cursor(self, cursor_id: int) -> None:
+        """A cursor queued for killing frees its implicit session (the server kills it without the lsid too).
+
+        Called from a finalizer: dict and deque operations only.
+        """
+        server_session = self._cursor_sessions.pop(cursor_id, None)
+        if server_session is not None:
+            self._sessions.checkin(server_session, self._topology.description.logical_session_timeout_minutes)
+
     def start_session(
         self, causal_consistency: bool | None = None, default_transaction_options: TransactionOptions | None = None,
         snapshot: bool | None = False,

@@ -304,13 +304,7 @@ class Collection(WriteMethods):
         return _cursor_class(self, reply, batch_size or 0, where[-1] if where else None)
 
     def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
-        """A :class:`~mongo_requests.change_stream.ChangeStream` of this collection's changes.
-
-        Takes PyMongo's ``watch`` keywords: ``full_document``,
-        ``resume_after``, ``start_after``, ``start_at_operation_time``,
-        ``max_await_time_ms``, ``batch_size``, ``collation``, ``comment``,
-        ``session``, ``full_document_before_change``, ``show_expanded_events``.
-        """
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of this collection (PyMongo's ``watch`` keywords)."""
         from .change_stream import open_change_stream
 
         return open_change_stream(self, self._db_name, self._name, pipeline, kwargs)

@@ -150,13 +150,7 @@ class Database:
         raise TypeError("'Database' object is not iterable")
 
     def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
-        """A :class:`~mongo_requests.change_stream.ChangeStream` of every collection of the database.
-
-        Takes PyMongo's ``watch`` keywords: ``full_document``,
-        ``resume_after``, ``start_after``, ``start_at_operation_time``,
-        ``max_await_time_ms``, ``batch_size``, ``collation``, ``comment``,
-        ``session``, ``full_document_before_change``, ``show_expanded_events``.
-        """
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of the whole database (PyMongo's watch keywords)."""
         from .change_stream import open_change_stream
 
         return open_change_stream(self, self._name, 1, pipeline, kwargs)
