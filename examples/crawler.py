@@ -16,7 +16,12 @@ waiting on the network.
     python examples/crawler.py [--greenlets 200] [--pages 2000] [--uri URI]
 
 Uses ``--uri``, else ``$MONGODB_URI``, else a throwaway mongod; the site is
-served by this process on 127.0.0.1.  Exits 0 only when every reachable page
+served by this process on 127.0.0.1.  The URI may name a replica set
+(``mongodb://h1,h2,h3/?replicaSet=rs0``, or one seed and ``replicaSet``):
+the writes and the read-backs of a request then go through the request's
+socket on the primary, so they stay in order.  If the primary changes during
+the crawl, ``w=0`` writes sent to the old one may be lost (nothing reports
+them); the final check then says which pages or counts are missing.  Exits 0 only when every reachable page
 is stored with the right inbound link count and no greenlet missed its own write.
 """
 

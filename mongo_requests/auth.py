@@ -202,7 +202,7 @@ _SCRAMP_MIN = (1, 5)
 
 
 def _require_scramp() -> None:
-    """Refuse SCRAM up front when scramp is missing or too old (it needs Python 3.11+ since 1.5)."""
+    """Refuse SCRAM up front when scramp is missing or too old (an install that skipped install_requires)."""
     from importlib import metadata
 
     try:
@@ -213,8 +213,8 @@ def _require_scramp() -> None:
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) if version else ()
     if len(parts) < 2 or parts < _SCRAMP_MIN:
         raise ConfigurationError(
-            "SCRAM authentication needs the scramp package, version %d.%d or later (which needs Python 3.11+); "
-            "installed: %s" % (_SCRAMP_MIN + (version or "none",))
+            "SCRAM authentication needs the scramp package, version %d.%d or later; installed: %s"
+            % (_SCRAMP_MIN + (version or "none",))
         )
 
 

@@ -34,7 +34,7 @@ from .retry import (
     is_retryable_write,
 )
 from .retryable import RetryableWrites
-from .sessions import SessionPool
+from .sessions import SessionPool, end_sessions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
@@ -511,8 +511,9 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         :class:`~pymongo.errors.InvalidOperation` ("Cannot use MongoClient
         after close"); nothing surfaces as ``AutoReconnect``.
 
-        Cursors queued for killing are killed first, acknowledged, within a
-        short deadline (1 s): a frozen server cannot hang ``close()``.
+        Cursors queued for killing are killed first, acknowledged, then the
+        pooled server sessions are ended (``endSessions``), each errand within
+        a short deadline (1 s): a frozen server cannot hang ``close()``.
         """
         if self._kill_queue and not self._topology.closed:
             deadline = time.monotonic() + _CLOSE_TIMEOUT
@@ -531,6 +532,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
                     server.pool.checkin(sock)
             except PyMongoError:
                 pass  # the server is gone or frozen; its cursors time out there
+        end_sessions(self._topology, self._sessions.drain(), _CLOSE_TIMEOUT)
         self._topology.close()
 
     disconnect = close  # PyMongo 2

@@ -79,6 +79,19 @@ class ConnectionSetup:
     def __bool__(self) -> bool:
         return bool(self.tls or self.credentials or self.compressors)
 
+    def for_monitoring(self) -> ConnectionSetup | None:
+        """The setup of a heartbeat connection: the same TLS, nothing else.
+
+        The server monitoring specification says monitoring sockets MUST NOT
+        authenticate nor negotiate a SCRAM mechanism (``saslSupportedMechs``):
+        a heartbeat runs only ``hello``, which needs no user, and a SASL
+        conversation per check would cost the server more than the check.  No
+        compression either: a ``hello`` is too small to gain from it.
+        """
+        if self.tls is None:
+            return None
+        return ConnectionSetup(self.tls)
+
     # -- the hooks SocketInfo.connect calls ---------------------------------
     def wrap(self, sock: Any, address: tuple[str, int], ssl_module: Any) -> Any:
         """Step 1: the TLS socket for ``sock`` (``sock`` itself without TLS)."""

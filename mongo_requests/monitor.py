@@ -12,7 +12,12 @@ at once, ``gevent.wait()`` returns, and a gunicorn worker stops cleanly.
 
 Each server has one heartbeat connection of its own, kept between scans
 (never a pool socket: a full pool cannot delay a check, and a check never
-takes a slot from the application).  A check is a ``hello`` round trip on it;
+takes a slot from the application).  It uses the client's TLS settings but
+never authenticates nor offers ``saslSupportedMechs`` or compression, as the
+server monitoring specification asks of monitoring sockets: ``hello`` needs
+no user, and a SASL conversation per check would cost the server more than
+the check (:meth:`~mongo_requests.handshake.ConnectionSetup.for_monitoring`).
+A check is a ``hello`` round trip on it;
 the time it takes feeds the server's average round-trip time (an
 exponentially weighted moving average, weight 0.2 for the new sample), which
 the latency window of server selection uses.

@@ -15,6 +15,12 @@ standalone carry no ``lsid``, which keeps the hot path as cheap as before.
 
 The pool needs no lock: ``collections.deque``'s ``append``/``popleft`` are
 atomic, and a race can only make two callers create two fresh sessions.
+
+When the client closes, :func:`end_sessions` tells the server that the pooled
+sessions will not be used again (``endSessions``, as the specification asks),
+so that it frees them now rather than after ``logicalSessionTimeoutMinutes``.
+It is an errand that cannot hang ``close()``: one short deadline for all of
+it, and every error ignored.  A forked child never ends its parent's sessions.
 """
 from __future__ import annotations
 
@@ -22,11 +28,19 @@ import collections
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson.binary import Binary
+from pymongo.errors import PyMongoError
+from pymongo.read_preferences import PrimaryPreferred
 
-__all__ = ["ServerSession", "SessionPool"]
+if TYPE_CHECKING:
+    from .topology import Topology
+
+__all__ = ["ServerSession", "SessionPool", "end_sessions"]
+
+# The specification's largest endSessions command.
+END_SESSIONS_BATCH = 10000
 
 # The specification's margin: a session with less than a minute left on the
 # server is not used again, since an operation might outlive it.
@@ -102,7 +116,12 @@ class SessionPool:
         self._sessions.appendleft(session)
 
     def drain(self) -> list[dict[str, Any]]:
-        """Remove every pooled session and return their ``lsid`` documents (for ``endSessions``)."""
+        """Remove every pooled session and return their ``lsid`` documents (for ``endSessions``).
+
+        In a forked child, the parent's sessions are dropped, not returned:
+        ending them would end them for the parent too.
+        """
+        self._after_fork()
         ids = []
         while True:
             try:
@@ -117,3 +136,39 @@ class SessionPool:
         if pid != self._pid:
             self._sessions.clear()
             self._pid = pid
+
+
+def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float) -> None:
+    """Send ``endSessions`` for ``ids``, in batches, to the primary or else a secondary; ignore every error.
+
+    Everything (selection, connect, every batch) ends within ``timeout``
+    seconds: a frozen or unreachable set delays ``close()`` by that much at
+    most.  The socket used is closed afterwards, since its timeout was
+    changed for this errand.
+
+    :param topology: the closing client's topology (not closed yet).
+    :param ids: ``lsid`` documents from :meth:`SessionPool.drain`.
+    :param timeout: seconds for the whole errand.
+    """
+    if not ids or topology.closed:
+        return
+    deadline = time.monotonic() + timeout
+    preference = PrimaryPreferred()
+    try:
+        server = topology.select_server(timeout, preference)
+        sock = server.pool.checkout_within(max(deadline - time.monotonic(), 0.001))
+    except PyMongoError:
+        return  # nothing reachable in time: the server forgets the sessions by itself
+    try:
+        for start in range(0, len(ids), END_SESSIONS_BATCH):
+            cmd: dict[str, Any] = {"endSessions": ids[start:start + END_SESSIONS_BATCH]}
+            document = topology.read_preference_document(server, preference)
+            if document is not None:
+                cmd["$readPreference"] = document
+            sock.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.command("admin", cmd, check=False)
+    except PyMongoError:
+        pass
+    finally:
+        sock.close()
+        server.pool.checkin(sock)

@@ -9,17 +9,34 @@ other member is a secondary.  It offers the fault helpers tests need:
 :meth:`~ReplicaSet.restart`, :meth:`~ReplicaSet.remove_member` and
 :meth:`~ReplicaSet.add_member`.
 
+With ``auth=True`` every member runs with ``--auth`` and a ``--keyFile``
+(a random secret written at run time, mode 0600, into a temporary directory
+deleted by :meth:`~ReplicaSet.cleanup`), and the admin user is created on the
+primary, through the localhost exception, once the set is initiated.  With
+``certs`` (a :class:`~mongo_requests.testing.TestCertificates`) every member
+requires TLS, for clients and for the other members alike, with a
+certificate valid for ``127.0.0.1`` and ``localhost``.
+
 Like the rest of :mod:`mongo_requests.testing` it talks to the servers with
-:func:`~mongo_requests.testing.raw_command` only, never with the driver under
-test.  Import it as ``from mongo_requests.testing import ReplicaSet``; run
-``python -m mongo_requests.testing --replset`` for a set to play with.
+:func:`~mongo_requests.testing.raw_command` (and, once a secure set has
+users, PyMongo, the reference driver), never with the driver under test.
+Import it as ``from mongo_requests.testing import ReplicaSet``; run
+``python -m mongo_requests.testing --replset [--auth] [--tls]`` for a set to
+play with.
 """
 from __future__ import annotations
 
+import base64
+import os
+import secrets
+import shutil
+import tempfile
+import threading
 import time
 from typing import Any
 
-from .testing import MongodServer, MongodStartError, raw_command
+from .testing import _TEMP_DIRS, MongodServer, MongodStartError
+from .testing_secure import SecureMongodServer, TestCertificates
 
 __all__ = ["ReplicaSet"]
 
@@ -46,23 +63,57 @@ class ReplicaSet:
     :param members: number of data-bearing members, 1 to 7.
     :param binary: path of ``mongod``; found like MongodServer's by default.
     :param startup_timeout: seconds to wait for the whole set to be ready.
+    :param auth: start every member with ``--auth`` and a shared ``--keyFile``;
+        the set then has one user, :attr:`admin_user` (``root``), whose
+        password is :attr:`admin_password`.  :meth:`create_user` adds more.
+    :param certs: a :class:`~mongo_requests.testing.TestCertificates`: every
+        member requires TLS (``--tlsMode requireTLS``) and presents
+        ``certs.member``.
     """
 
+    admin_user = SecureMongodServer.admin_user
+
     def __init__(self, name: str = "rs0", members: int = 3, binary: str | None = None,
-                 startup_timeout: float = 120.0) -> None:
+                 startup_timeout: float = 120.0, auth: bool = False, certs: TestCertificates | None = None) -> None:
         if not 1 <= members <= 7:
             raise ValueError("a test replica set has 1 to 7 members, not %d" % members)
         self.name = name
         self.startup_timeout = startup_timeout
-        self.members: list[MongodServer] = [
-            MongodServer(binary=binary, extra_args=("--replSet", name) + _MEMBER_ARGS, startup_timeout=startup_timeout)
-            for _ in range(members)
-        ]
+        self.auth = auth
+        self.certs = certs
+        self.admin_password = secrets.token_urlsafe(16)
+        self._binary = binary
+        self._secret_dir: str | None = None
+        self.key_file: str | None = self._write_key_file() if auth else None
+        self.members: list[MongodServer] = [self._new_member() for _ in range(members)]
         # Members removed by remove_member() keep running (for reconfig tests)
         # but are no longer part of the configuration.
         self.removed: list[MongodServer] = []
         # Each member keeps its tag name ("m0", ...) when removed and added back.
         self._tags: dict[str, str] = {}
+
+    def _write_key_file(self) -> str:
+        """The members' shared secret, made now and readable by its owner only (mongod insists)."""
+        self._secret_dir = tempfile.mkdtemp(prefix="mongo_requests-keyfile-")
+        _TEMP_DIRS.add(self._secret_dir)
+        path = os.path.join(self._secret_dir, "keyfile")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.b64encode(secrets.token_bytes(96)))
+        return path
+
+    def _new_member(self) -> MongodServer:
+        args = ("--replSet", self.name) + _MEMBER_ARGS
+        if not (self.auth or self.certs):
+            return MongodServer(binary=self._binary, extra_args=args, startup_timeout=self.startup_timeout)
+        member = SecureMongodServer(
+            auth=self.auth, certs=self.certs, key_file=self.key_file, first_user=False,
+            admin_password=self.admin_password, certificate=self.certs.member if self.certs else None,
+            binary=self._binary, extra_args=args, startup_timeout=self.startup_timeout)
+        # A member added later joins a set whose users already exist.
+        member.users_exist = any(isinstance(m, SecureMongodServer) and m.users_exist
+                                 for m in getattr(self, "members", ()))
+        return member
 
     def _tag(self, host: str) -> str:
         return self._tags.setdefault(host, "m%d" % len(self._tags))
@@ -101,10 +152,11 @@ class ReplicaSet:
         """
         deadline = time.monotonic() + self.startup_timeout
         try:
-            for member in self.members:
-                member.start()
+            _each(self.members, MongodServer.start)
             config = self._initial_config()
             self._until(deadline, "accept replSetInitiate", lambda: self._initiate(config))
+            if self.auth:
+                self._create_first_user(deadline)
             self.wait_healthy(max(deadline - time.monotonic(), 1.0))
         except BaseException:
             self.stop()
@@ -117,6 +169,26 @@ class ReplicaSet:
                 "settings": {"electionTimeoutMillis": ELECTION_TIMEOUT_MS,
                              "heartbeatIntervalMillis": HEARTBEAT_INTERVAL_MS}}
 
+    def _create_first_user(self, deadline: float) -> None:
+        # The localhost exception lets a connection from 127.0.0.1 initiate
+        # the set and create the first user, on the primary only; the user
+        # then replicates and every member's exception closes.
+        primary = self.wait_for_primary(max(deadline - time.monotonic(), 1.0))
+        assert isinstance(primary, SecureMongodServer)
+        primary.create_first_user()
+        for member in self.members:
+            assert isinstance(member, SecureMongodServer)
+            member.users_exist = True
+
+    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",), db: str = "admin",
+                    mechanisms: Any = None) -> None:
+        """Create a user on the primary, acknowledged by every member (so any member can log it in at once)."""
+        primary = self.wait_for_primary()
+        if not isinstance(primary, SecureMongodServer) or not self.auth:
+            raise RuntimeError("create_user needs a ReplicaSet(auth=True)")
+        primary.create_user(name, password, roles, db, mechanisms,
+                            writeConcern={"w": len(self.members), "wtimeout": 30000})
+
     def _initiate(self, config: dict[str, Any]) -> bool:
         reply = self.members[0].command({"replSetInitiate": config}, timeout=30)
         return bool(reply.get("ok")) or reply.get("codeName") == "AlreadyInitialized"
@@ -128,13 +200,17 @@ class ReplicaSet:
         secondary to catch up before stepping down to shut down.
         """
         primary = self.primary()
-        for member in sorted(self.members + self.removed, key=lambda m: m is primary):
-            member.stop()
+        _each([m for m in self.members + self.removed if m is not primary], MongodServer.stop)
+        if primary is not None:
+            primary.stop()
 
     def cleanup(self) -> None:
         """Stop if needed and delete every member's temporary data directory."""
         for member in self.members + self.removed:
             member.cleanup()
+        if self._secret_dir is not None:
+            shutil.rmtree(self._secret_dir, ignore_errors=True)
+            _TEMP_DIRS.discard(self._secret_dir)
 
     def __enter__(self) -> ReplicaSet:
         return self.start()
@@ -150,7 +226,7 @@ class ReplicaSet:
         if not member.running:
             return None
         try:
-            return raw_command(member.address, {"hello": 1}, timeout=timeout)
+            return member.command({"hello": 1}, timeout=timeout)
         except OSError:
             return None
 
@@ -189,7 +265,7 @@ class ReplicaSet:
         primary = self.wait_for_primary(timeout)
 
         def all_up() -> bool:
-            status = raw_command(primary.address, {"replSetGetStatus": 1}, timeout=5)
+            status = primary.command({"replSetGetStatus": 1}, timeout=5)
             states = {m["name"]: m.get("stateStr") for m in status.get("members", ())}
             wanted = ["%s:%d" % m.address for m in self.members if m.running]
             if not all(states.get(host) in ("PRIMARY", "SECONDARY") for host in wanted):
@@ -197,7 +273,7 @@ class ReplicaSet:
             # A member added by a reconfig is listed among the "passives"
             # (it has no vote yet) until the primary clears its newlyAdded
             # flag in a further, automatic, reconfig: wait for that too.
-            hosts = raw_command(primary.address, {"hello": 1}, timeout=5).get("hosts", ())
+            hosts = primary.command({"hello": 1}, timeout=5).get("hosts", ())
             return set(wanted) <= set(hosts)
 
         self._until(deadline, "bring every member to PRIMARY or SECONDARY", all_up)
@@ -279,8 +355,7 @@ class ReplicaSet:
     def add_member(self, member: MongodServer | None = None, wait: bool = True) -> MongodServer:
         """Add ``member`` back (or a new one) to the set; return it."""
         if member is None:
-            member = MongodServer(binary=self.members[0].binary, extra_args=("--replSet", self.name) + _MEMBER_ARGS,
-                                  startup_timeout=self.startup_timeout)
+            member = self._new_member()
         if not member.running:
             member.start()
         host = "%s:%d" % member.address
@@ -300,4 +375,23 @@ class ReplicaSet:
 
     def __repr__(self) -> str:
         return "<ReplicaSet %r %s>" % (self.name, ",".join(self.hosts))
+
+
+def _each(members: list[MongodServer], action: Any) -> None:
+    """``action(member)`` for every member at once (each mostly waits on its mongod); re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def run(member: MongodServer) -> None:
+        try:
+            action(member)
+        except BaseException as exc:  # re-raised below, in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(m,), daemon=True) for m in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 

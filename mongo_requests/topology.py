@@ -392,10 +392,12 @@ class Topology:
 
     def _connect_monitor(self, address: Address, timeout: float) -> SocketInfo:
         opts = self._pool_options
-        # The same TLS (and handshake) as the pools' connections; a heartbeat
-        # connection is never handed to an operation.
+        # The same TLS as the pools' connections, but no authentication (see
+        # ConnectionSetup.for_monitoring); a heartbeat connection is never
+        # handed to an operation.
+        setup = opts.setup.for_monitoring() if opts.setup is not None else None
         return SocketInfo.connect(
-            address, self.identity.socket, timeout, timeout, 0, opts.metadata, opts.setup, self.identity.ssl
+            address, self.identity.socket, timeout, timeout, 0, opts.metadata, setup, self.identity.ssl
         )
 
     def _scan(self, deadline: float) -> None:

@@ -192,7 +192,14 @@ def watchdog() -> Iterator[None]:
 # test session, started on first use; fault tests restart what they kill.
 # ---------------------------------------------------------------------------
 from mongo_requests.testing import ReplicaSet  # noqa: E402
-from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
+from security_fixtures import (  # noqa: E402,F401
+    auth_server,
+    auth_users,
+    secure_client,
+    secure_replica_set,
+    test_certs,
+    tls_server,
+)
 
 
 @pytest.fixture(scope="session")

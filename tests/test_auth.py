@@ -310,9 +310,9 @@ def test_the_kept_hello_holds_no_authentication_exchange(auth_server, auth_users
 
 
 def test_scram_without_a_usable_scramp_is_refused_at_construction():
-    # scramp 1.5 (the first release whose API auth.py fits) needs Python 3.11;
-    # on older interpreters it is not installed (setup.cfg's marker).  A SCRAM
-    # client must then be refused up front with a ConfigurationError naming
+    # scramp 1.5 is the first release whose API auth.py fits; an install
+    # without it (pip --no-deps, a scramp pinned lower by someone else) must
+    # see a SCRAM client refused up front with a ConfigurationError naming
     # scramp, not fail at its first operation with an ImportError.  X.509
     # needs no scramp.  Run in a child whose scramp import fails.
     import subprocess

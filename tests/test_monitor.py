@@ -1,14 +1,16 @@
-"""Server checks against real servers: heartbeat connections, discovery scans."""
+"""Server checks against real servers: heartbeat connections (no authentication, same TLS), discovery scans."""
 from __future__ import annotations
 
 import socket
 
 import pytest
 
+from helpers import PATCHED, THREADS, UNPATCHED, unique_app
 from mongo_requests.monitor import ServerMonitor, scan
 from mongo_requests.sdam import ServerType, TopologyType, initial_topology, parse_address
 from mongo_requests.socket_info import SocketInfo
 from mongo_requests.testing import MongodServer
+from security_fixtures import auth_counters, scram_uri, server_status
 
 # Checks with stdlib sockets, outside any client: threads mode only (the modes run in test_replset).
 pytestmark = pytest.mark.modes("threads")
@@ -85,3 +87,71 @@ def test_check_reports_a_dead_server_and_recovers_after_restart():
         monitors.close()
         server.stop()
         server.cleanup()
+
+
+# -- heartbeat connections on a server with authentication ----------------------------------------------------------
+
+
+def _sasl_conversations(server) -> int:
+    """Every SCRAM conversation the server was asked for (serverStatus; the speculative ones included)."""
+    return sum(auth_counters(server, mech)["received"] for mech in ("SCRAM-SHA-1", "SCRAM-SHA-256"))
+
+
+def _connections_created(server) -> int:
+    return int(server_status(server)["connections"]["totalCreated"])
+
+
+def _app_connections(server, app: str) -> list[dict]:
+    admin = server.pymongo_client(maxPoolSize=1)
+    try:
+        return list(admin.admin.aggregate([{"$currentOp": {"allUsers": True, "idleConnections": True}},
+                                           {"$match": {"appName": app}}]))
+    finally:
+        admin.close()
+
+
+@pytest.mark.modes(THREADS, PATCHED, UNPATCHED)
+def test_heartbeat_connections_do_not_authenticate(auth_server, auth_users, secure_client):
+    # Server monitoring specification: monitoring sockets MUST NOT authenticate
+    # nor negotiate a SCRAM mechanism.  The server's counters and $currentOp say what happened.
+    app = unique_app("hbauth")
+    uri = scram_uri(auth_server, auth_users.alice, auth_users.password, appname=app)
+    address = ("127.0.0.1", auth_server.port)
+    sasl, created = _sasl_conversations(auth_server), _connections_created(auth_server)
+
+    # A scan as the client runs it: two seeds make the topology Unknown, so the
+    # server is checked over a heartbeat connection (then dropped, a standalone
+    # among several seeds, as SDAM says).
+    two_seeds = uri.replace("@127.0.0.1:%d/" % auth_server.port, "@127.0.0.1:%d,127.0.0.1:1/" % auth_server.port)
+    scanning = secure_client(two_seeds)
+    assert scanning.nodes == frozenset()
+    assert _connections_created(auth_server) == created + 1  # the heartbeat connection reached the server...
+    assert _sasl_conversations(auth_server) == sasl  # ...and started no SCRAM conversation
+
+    # A kept heartbeat connection next to an application connection of the same client.
+    client = secure_client(uri)
+    client.admin.command("ping")  # a pool connection: authenticated (speculatively, in its hello)
+    assert _sasl_conversations(auth_server) == sasl + 1
+    check = client._topology._monitor_for(address).check(5.0)
+    assert check.type is ServerType.Standalone and check.error is None
+    assert "speculativeAuthenticate" not in check.hello and "saslSupportedMechs" not in check.hello
+    assert _sasl_conversations(auth_server) == sasl + 1
+    conns = _app_connections(auth_server, app)
+    users = sorted(str(c.get("effectiveUsers")) for c in conns)
+    assert users == ["None", "[{'user': '%s', 'db': 'admin'}]" % auth_users.alice], conns
+
+
+@pytest.mark.modes(THREADS, PATCHED, UNPATCHED)
+def test_heartbeat_connections_keep_tls(tls_server, test_certs, auth_users, secure_client):
+    # The server requires TLS: only a TLS hello can tell the monitor it is a
+    # standalone (which a topology of several seeds then drops); a plain one
+    # would leave it Unknown, with the error.
+    uri = scram_uri(tls_server, auth_users.alice, auth_users.password, host="localhost", tls="true",
+                    tlsCAFile=test_certs.ca)
+    sasl, created = _sasl_conversations(tls_server), _connections_created(tls_server)
+    seeds = "@localhost:%d,localhost:1/" % tls_server.port
+    client = secure_client(uri.replace("@localhost:%d/" % tls_server.port, seeds))
+    assert client.nodes == frozenset()
+    assert ("localhost", tls_server.port) not in client._topology.description.servers
+    assert _connections_created(tls_server) == created + 1
+    assert _sasl_conversations(tls_server) == sasl
