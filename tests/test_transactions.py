@@ -13,6 +13,7 @@ from typing import Any
 
 import greenlet
 import pytest
+from pymongo import monitoring
 from pymongo.errors import ConfigurationError, InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
@@ -360,4 +361,62 @@ def test_greenlet_killed_holding_a_bare_transaction(replica_set, make_rs_client,
     assert_quiet(pool_stats(client), 100)
     assert holder["lsid"] in [s.lsid for s in client._sessions._sessions]
     report(request, aborted_by_server_after_s=round(ended_after, 2))
+    client.drop_database(name)
+
+
+class _Connections(monitoring.CommandListener):
+    """The server's connection id of each command (``serverConnectionId`` of the started events)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.seen.append((event.command_name, event.server_connection_id, event.command.get("lsid")))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_transaction_pins_one_connection_and_uses_the_requests(replica_set, make_rs_client, mode):
+    listener = _Connections()
+    client = make_rs_client(event_listeners=[listener])
+    name = unique_app("pin")
+    coll = client[name].c
+    coll.insert_one({"_id": 0})
+    # Other workers keep the pool's sockets busy, so an unpinned command would wander.
+    stop = mode.event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            coll.find_one({"_id": 0})
+
+    handles = [mode.spawn(busy) for _ in range(4)]
+    try:
+        with client.start_session() as s:
+            for in_request in (False, True):
+                request = client.start_request() if in_request else None
+                request_conn = client.admin.command("hello")["connectionId"] if request else None
+                listener.seen.clear()
+                with s.start_transaction():
+                    for i in range(5):
+                        coll.insert_one({"_id": "%s-%d" % (in_request, i)}, session=s)
+                        coll.find_one({"_id": "%s-%d" % (in_request, i)}, session=s)
+                        mode.sleep(0.001)
+                mine = [(n, c) for n, c, lsid in listener.seen if lsid == s.session_id]
+                assert [n for n, _ in mine] == ["insert", "find"] * 5 + ["commitTransaction"]
+                conns = {c for _, c in mine}
+                assert len(conns) == 1, mine
+                if request is not None:
+                    assert conns == {request_conn}  # the request's socket
+                    assert client.in_request()  # the transaction's end left the request open
+                    request.end()
+                assert not client.in_request()
+    finally:
+        stop.set()
+        assert mode.join(handles, 10) == 0
+    assert coll.count_documents({}) == 11
+    assert_quiet(pool_stats(client), 100)
     client.drop_database(name)
