@@ -121,10 +121,10 @@ class WriteMethods:
         methods, which took ``**kwargs``, a ConfigurationError.
         """
         if session is not None:
-            # Only PyMongo 2's insert/update/remove/save get here: the other
-            # methods take session= in with_session.
-            raise ConfigurationError("PyMongo 2's insert/update/remove/save take no session; "
-                                     "use insert_one, update_one... with session=")
+            # Only PyMongo 2's methods get here (insert, update, remove, save,
+            # find_and_modify): the others take session= in with_session.
+            raise ConfigurationError("PyMongo 2's insert/update/remove/save/find_and_modify take no session; "
+                                     "use insert_one, update_one, find_one_and_update... with session=")
         unknown = set(kw) - _WC_KEYS
         if unknown:
             if _legacy:

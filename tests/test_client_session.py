@@ -54,6 +54,9 @@ def test_sessions_on_a_standalone(make_client, mode):
             other[coll.database.name].c.find_one({}, session=s)
         with pytest.raises(TypeError):
             coll.find_one({}, session="not a session")
+        # PyMongo 2's methods never took a session: refused, saying what to use.
+        with pytest.raises(ConfigurationError, match="take no session"):
+            coll.insert({"_id": 3}, session=s)
     assert s.has_ended
     with pytest.raises(InvalidOperation, match="ended session"):
         coll.find_one({}, session=s)
