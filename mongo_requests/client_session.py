@@ -110,6 +110,21 @@ def with_session(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def in_session(session: Any, owner: Any, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(*args, **kwargs)`` with ``session`` bound: ``with_session`` inlined by the hottest writes.
+
+    They check ``if wc and "session" in wc`` themselves and call again
+    through this, so that a write without a session pays for no wrapper.
+    """
+    if session is None:
+        return method(*args, **kwargs)
+    token = _CURRENT.set(check_session(session, _client_of(owner)))
+    try:
+        return method(*args, **kwargs)
+    finally:
+        _CURRENT.reset(token)
+
+
 def _client_of(obj: Any) -> Any:
     client = getattr(obj, "_client", None)
     return obj if client is None else client

@@ -9,7 +9,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .client_compat import unsupported
-from .client_session import with_session
+from .client_session import in_session, with_session
 from .collection import Collection
 from .cursor import CommandCursor
 from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
@@ -233,7 +233,6 @@ class Database:
         """PyMongo 2's reset_error_history(): ``resetError`` was removed in MongoDB 5.1."""
         raise _removed("reset_error_history")
 
-    @with_session
     def command(
         self,
         command: str | Mapping[str, Any],
@@ -249,7 +248,11 @@ class Database:
         Keyword arguments are appended to the command document.  A command
         goes to the primary unless ``read_preference`` (a
         :mod:`pymongo.read_preferences` mode) says otherwise, as in PyMongo.
+        ``session=`` runs it in a :class:`~mongo_requests.client_session.ClientSession`.
         """
+        if kwargs and "session" in kwargs:  # with_session, inlined: no wrapper on the hot path
+            return in_session(kwargs.pop("session"), self, self.command, command, value, check,  # type: ignore[no-any-return]
+                              read_preference, **kwargs)
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
         if isinstance(command, str):
