@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidOperation
 from pymongo.results import BulkWriteResult
 
 from . import wire
+from .client_session import current_session, refuse_unacknowledged
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -413,7 +414,11 @@ class Bulk:
         client = coll._client
         total = _new_result()
         acknowledged = concern.acknowledged
-        if acknowledged and client._retry_writes and client._topology.sessions_supported:
+        session = current_session() if client._session_hooks else None
+        if not acknowledged and session is not None:
+            refuse_unacknowledged(concern.document)
+        if acknowledged and (session is not None or client._retry_writes and client._topology.sessions_supported):
+            # A session's batches go through _command too, which adds its fields.
             self._execute_retryable(concern, total)
         else:
             self._execute_on_one_socket(concern, total)

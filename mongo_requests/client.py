@@ -15,6 +15,7 @@ from typing import Any, Callable
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from .client_compat import ClientCompat
+from .client_session import SessionClient, refuse_unacknowledged, with_session
 from .database import Database
 from .errors import (
     ConfigurationError,
@@ -80,7 +81,7 @@ class Request:
         self.end()
 
 
-class MongoClient(ClientCompat, RetryableWrites):
+class MongoClient(ClientCompat, RetryableWrites, SessionClient):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI
@@ -160,6 +161,7 @@ class MongoClient(ClientCompat, RetryableWrites):
         )
         self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
         self._sessions = SessionPool()
+        self._init_session_state()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
 
@@ -263,6 +265,7 @@ class MongoClient(ClientCompat, RetryableWrites):
         address: tuple[str, int] | None = None,
         on_server: Callable[[tuple[str, int]], None] | None = None,
         retryable: bool | None = None,
+        _raw: bool = False,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
@@ -275,9 +278,14 @@ class MongoClient(ClientCompat, RetryableWrites):
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
-        :mod:`mongo_requests.retry`.
+        :mod:`mongo_requests.retry`.  On a replica set, or once the
+        application has started a session, the command goes through
+        :meth:`_session_command` first (cluster time, the bound session's fields).
         """
         topology = self._topology
+        if (topology.sessions_supported or self._session_hooks) and not _raw:
+            return self._session_command(dbname, cmd, codec_options, sequences, check, read_preference, address,
+                                         on_server, retryable)
         if topology.sessions_supported and self._retry_writes and (
             is_retryable_write(cmd) if retryable is None else retryable
         ):
@@ -364,6 +372,8 @@ class MongoClient(ClientCompat, RetryableWrites):
         """
         # Inline like _command rather than through _SocketContext, which
         # costs a w=0 insert_one about 4% more client instructions.
+        if self._session_hooks:
+            refuse_unacknowledged(cmd.get("writeConcern"))
         server, sock = self._checkout(None, True)
         try:
             if self._listeners is not None:
@@ -401,6 +411,8 @@ class MongoClient(ClientCompat, RetryableWrites):
         (or :meth:`close`) sends the queued killCursors.
         """
         self._kill_queue.append((ns, cursor_id, address))
+        if self._cursor_sessions:
+            self._forget_cursor(cursor_id)
 
     def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
         """Send the queued killCursors of ``sock``'s server on ``sock``.
@@ -473,6 +485,7 @@ class MongoClient(ClientCompat, RetryableWrites):
         """The server's ``buildInfo``."""
         return self._command("admin", {"buildInfo": 1})
 
+    @with_session
     def list_database_names(self) -> list[str]:
         """Names of every database on the server."""
         reply = self._command("admin", {"listDatabases": 1, "nameOnly": True})
@@ -480,6 +493,7 @@ class MongoClient(ClientCompat, RetryableWrites):
 
     database_names = list_database_names  # the PyMongo 2 name
 
+    @with_session
     def drop_database(self, name_or_database: Any) -> None:
         """Drop a database, given by name or as a Database."""
         name = getattr(name_or_database, "name", name_or_database)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.read_concern import ReadConcern
 
+from .client_session import with_session
 from .errors import PyMongoError
 from .sdam import ServerType
 
@@ -109,6 +110,7 @@ class ClientCompat:
         down = (ServerType.Unknown, ServerType.PossiblePrimary)
         return frozenset(a for a, sd in td.servers.items() if sd.type not in down)
 
+    @with_session
     def list_databases(self, filter: Any = None, **kwargs: Any) -> Any:
         """A cursor over the ``listDatabases`` documents (``name``, ``sizeOnDisk``, ``empty``)."""
         from .cursor import CommandCursor
@@ -121,9 +123,6 @@ class ClientCompat:
         cursor = {"id": 0, "firstBatch": reply["databases"], "ns": "admin.$cmd"}
         return CommandCursor(self["admin"]["$cmd"], {"cursor": cursor})  # type: ignore[index]
 
-    start_session = unsupported("start_session", "sessions and transactions are not implemented; "
-                                "use start_request() to pin a socket")
-    watch = unsupported("watch", "change streams are not implemented")
     bulk_write = unsupported("bulk_write", "client-level bulk writes are not implemented; "
                              "use Collection.bulk_write")
     topology_description = unsupported("topology_description", "PyMongo's TopologyDescription is not provided; "

@@ -19,6 +19,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .bulk import _collation, check_mapping, check_replacement, check_update
+from .client_session import with_session
 from .cursor import CommandCursor, Cursor, index_spec
 from .errors import (
     ConfigurationError,
@@ -34,6 +35,7 @@ from .writes import WriteMethods
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
 
+    from .change_stream import ChangeStream
     from .database import Database
 
 __all__ = ["Collection", "ReturnDocument"]
@@ -59,7 +61,6 @@ class _Unsupported(AttributeError, NotImplementedError):
 
 
 _UNSUPPORTED = {
-    "watch": "change streams are not implemented",
     "create_search_index": "Atlas Search indexes are not supported",
     "create_search_indexes": "Atlas Search indexes are not supported",
     "drop_search_index": "Atlas Search indexes are not supported",
@@ -221,6 +222,7 @@ class Collection(WriteMethods):
 
         return raw_collection(self).aggregate(pipeline, _cursor_class=RawBatchCommandCursor, **kwargs)
 
+    @with_session
     def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int:
         """Exact count of matching documents (``skip``, ``limit``, ``hint``, ``maxTimeMS``)."""
         check_mapping(filter, "filter")
@@ -238,12 +240,14 @@ class Collection(WriteMethods):
         batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
+    @with_session
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
         _command_options(cmd, kwargs)
         return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
+    @with_session
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         """Distinct values of ``key``."""
         if not isinstance(key, str):
@@ -257,6 +261,7 @@ class Collection(WriteMethods):
         values: list[Any] = reply["values"]
         return values
 
+    @with_session
     def aggregate(
         self,
         pipeline: Sequence[Mapping[str, Any]],
@@ -298,6 +303,12 @@ class Collection(WriteMethods):
         )
         return _cursor_class(self, reply, batch_size or 0, where[-1] if where else None)
 
+    def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of this collection (PyMongo's ``watch`` keywords)."""
+        from .change_stream import open_change_stream
+
+        return open_change_stream(self, self._db_name, self._name, pipeline, kwargs)
+
     # -- find-and-modify ----------------------------------------------------
     _WC_ARGS = frozenset(["w", "safe", "write_concern", "j", "wtimeout", "wtimeoutMS", "fsync", "session"])
 
@@ -337,6 +348,7 @@ class Collection(WriteMethods):
             raise_write_concern_error(wce)
         return reply if full_response else reply.get("value")
 
+    @with_session
     def find_one_and_update(
         self,
         filter: Mapping[str, Any],
@@ -363,6 +375,7 @@ class Collection(WriteMethods):
             arrayFilters=array_filters, hint=hint, let=let, comment=comment, **kwargs
         )
 
+    @with_session
     def find_one_and_replace(
         self,
         filter: Mapping[str, Any],
@@ -383,6 +396,7 @@ class Collection(WriteMethods):
             hint=hint, let=let, comment=comment, **kwargs
         )
 
+    @with_session
     def find_one_and_delete(
         self,
         filter: Mapping[str, Any],
@@ -399,6 +413,7 @@ class Collection(WriteMethods):
         )
 
     # -- indexes and housekeeping -------------------------------------------
+    @with_session
     def create_index(self, keys: Any, **kwargs: Any) -> str:
         """Create an index; returns its name.
 
@@ -422,6 +437,7 @@ class Collection(WriteMethods):
         cmd.update({k: v for k, v in cmd_options.items() if v is not None})
         self._client._command(self._db_name, cmd, self.codec_options)
 
+    @with_session
     def create_indexes(self, indexes: list[Any], comment: Any = None, **kwargs: Any) -> list[str]:
         """Create several :class:`~pymongo.operations.IndexModel` indexes in one command; returns their names."""
         if not isinstance(indexes, list):
@@ -449,6 +465,7 @@ class Collection(WriteMethods):
             raise ConfigurationError("dropDups was removed in MongoDB 3.0")
         return self.create_index(key_or_list, **kwargs)
 
+    @with_session
     def drop_index(self, index_or_name: Any) -> None:
         """Drop one index, by name or by key spec."""
         name = index_or_name
@@ -456,12 +473,14 @@ class Collection(WriteMethods):
             name = "_".join("%s_%s" % (k, v) for k, v in index_spec(index_or_name).items())
         self._client._command(self._db_name, {"dropIndexes": self._name, "index": name})
 
+    @with_session
     def drop_indexes(self) -> None:
         """Drop every index but ``_id``'s; a missing collection is not an error (as in PyMongo)."""
         reply = self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"}, check=False)
         if reply.get("ok") != 1 and reply.get("code") != 26:
             check_command(reply)
 
+    @with_session
     def rename(self, new_name: str, **kwargs: Any) -> dict[str, Any]:
         """Rename this collection (``dropTarget=True`` replaces an existing one)."""
         if not isinstance(new_name, str):
@@ -476,6 +495,7 @@ class Collection(WriteMethods):
         cmd.update(kwargs)
         return self._client._command("admin", cmd, self.codec_options)
 
+    @with_session
     def options(self, comment: Any = None) -> dict[str, Any]:
         """The options the collection was created with (``capped``, ``size``...); {} when it does not exist."""
         cmd: dict[str, Any] = {"listCollections": 1, "filter": {"name": self._name}, "cursor": {}}
@@ -488,6 +508,7 @@ class Collection(WriteMethods):
             return options
         return {}
 
+    @with_session
     def list_indexes(self) -> CommandCursor:
         """A cursor over the index documents."""
         try:
@@ -498,6 +519,7 @@ class Collection(WriteMethods):
             reply = {"cursor": {"id": 0, "firstBatch": [], "ns": self.full_name}}
         return CommandCursor(self, reply)
 
+    @with_session
     def index_information(self) -> dict[str, Any]:
         """``{name: {'key': [(field, direction), ...], ...}}`` as in PyMongo."""
         info = {}
@@ -509,6 +531,7 @@ class Collection(WriteMethods):
             info[name] = index
         return info
 
+    @with_session
     def drop(self) -> None:
         """Drop the collection; a collection that does not exist is not an error."""
         reply = self._client._command(self._db_name, {"drop": self._name}, check=False)
@@ -535,6 +558,7 @@ class Collection(WriteMethods):
             query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs
         )
 
+    @with_session
     def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
         """PyMongo 2/3's count, through the ``count`` command.
 

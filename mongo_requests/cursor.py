@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .client_session import _CURRENT, ClientSession, bound, check_session
 from .errors import InvalidOperation
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ class _CursorBase:
         # Tailable cursors: an empty getMore ends this iteration, not the cursor.
         self._tailable = False
         self._max_await_time_ms: int | None = None
+        # The session of the call that made the cursor (``session=``): its
+        # getMores and killCursors carry the same lsid, as the server requires.
+        self._session: ClientSession | None = _CURRENT.get()
 
     @property
     def collection(self) -> Collection:
@@ -179,6 +183,11 @@ class _CursorBase:
         return self
 
     def __next__(self) -> Any:
+        session = self._session
+        if session is not None and _CURRENT.get() is not session:
+            check_session(session, self._client)
+            with bound(session):
+                return self.__next__()
         if not self._started:
             if self._killed:
                 # Closed before the first next(): yield nothing, as PyMongo
@@ -214,7 +223,8 @@ class _CursorBase:
             self._finalizer.detach()
         if cursor_id:
             try:
-                self._client._kill_cursor_now(self._ns, cursor_id, self._state[1])
+                with bound(self._session if self._session is not None and not self._session.has_ended else None):
+                    self._client._kill_cursor_now(self._ns, cursor_id, self._state[1])
             except Exception:  # the server may be gone; its cursor is then gone too
                 pass
 
@@ -296,8 +306,11 @@ class Cursor(_CursorBase):
         timeout: bool = True,
         cursor_type: int = 0,
         max_await_time_ms: int | None = None,
+        session: ClientSession | None = None,
     ) -> None:
         super().__init__(collection)
+        if session is not None:
+            self._session = check_session(session, self._client)
         if spec is not None:  # PyMongo 2
             if filter is not None:
                 raise TypeError("give filter or spec (PyMongo 2's name), not both")
@@ -536,12 +549,13 @@ class Cursor(_CursorBase):
             cmd["hint"] = self._hint if isinstance(self._hint, str) else index_spec(self._hint)
         if self._max_time_ms is not None:
             cmd["maxTimeMS"] = self._max_time_ms
-        reply = self._client._command(self._collection.database.name, cmd, read_preference=self._read_pref)
+        with bound(self._session):
+            reply = self._client._command(self._collection.database.name, cmd, read_preference=self._read_pref)
         return int(reply["n"])
 
     def distinct(self, key: str) -> list[Any]:
         """Distinct values of ``key`` among the matching documents."""
-        return self._collection.distinct(key, self._filter)
+        return self._collection.distinct(key, self._filter, session=self._session)
 
     def rewind(self) -> Cursor:
         """Start again from the beginning (a new query on the next ``next()``)."""
@@ -562,6 +576,7 @@ class Cursor(_CursorBase):
         other._allow_partial_results = self._allow_partial_results
         other._tailable, other._await_data = self._tailable, self._await_data
         other._max_await_time_ms = self._max_await_time_ms
+        other._session = self._session
         return other
 
     def explain(self) -> dict[str, Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .client_compat import unsupported
+from .client_session import in_session, with_session
 from .collection import Collection
 from .cursor import CommandCursor
 from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
@@ -17,6 +18,7 @@ from .read_options import check_read_options
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
 
+    from .change_stream import ChangeStream
     from .client import MongoClient
 
 __all__ = ["Database"]
@@ -147,9 +149,15 @@ class Database:
         """Not an iterator (as in PyMongo)."""
         raise TypeError("'Database' object is not iterable")
 
-    watch = unsupported("watch", "change streams are not implemented")
+    def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:
+        """A :class:`~mongo_requests.change_stream.ChangeStream` of the whole database (PyMongo's watch keywords)."""
+        from .change_stream import open_change_stream
+
+        return open_change_stream(self, self._name, 1, pipeline, kwargs)
+
     cursor_command = unsupported("cursor_command", "use command() and a collection's aggregate/find")
 
+    @with_session
     def aggregate(self, pipeline: list[Any], batch_size: int | None = None, **kwargs: Any) -> CommandCursor:
         """A database-level aggregation (``$currentOp``, ``$documents``...); returns a cursor."""
         if not isinstance(pipeline, list):
@@ -165,6 +173,7 @@ class Database:
         reply = self._client._command(self._name, cmd, self.codec_options)
         return CommandCursor(self.get_collection("$cmd.aggregate"), reply, batch_size or 0)
 
+    @with_session
     def list_collections(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> CommandCursor:
         """A cursor over the ``listCollections`` documents (``name``, ``type``, ``options``...)."""
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
@@ -176,6 +185,7 @@ class Database:
         reply = self._client._command(self._name, cmd, self.codec_options)
         return CommandCursor(self.get_collection("$cmd"), reply)
 
+    @with_session
     def validate_collection(
         self, name_or_collection: Any, scandata: bool = False, full: bool = False, background: bool | None = None
     ) -> dict[str, Any]:
@@ -238,7 +248,11 @@ class Database:
         Keyword arguments are appended to the command document.  A command
         goes to the primary unless ``read_preference`` (a
         :mod:`pymongo.read_preferences` mode) says otherwise, as in PyMongo.
+        ``session=`` runs it in a :class:`~mongo_requests.client_session.ClientSession`.
         """
+        if kwargs and "session" in kwargs:  # with_session, inlined: no wrapper on the hot path
+            return in_session(kwargs.pop("session"), self, self.command, command, value, check,  # type: ignore[no-any-return]
+                              read_preference, **kwargs)
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
         if isinstance(command, str):
@@ -253,6 +267,7 @@ class Database:
             read_preference = None
         return self._client._command(self._name, cmd, self.codec_options, check=check, read_preference=read_preference)
 
+    @with_session
     def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
         """Names of the collections in this database.
 
@@ -276,11 +291,13 @@ class Database:
             names = [n for n in names if not n.startswith("system.")]
         return names
 
+    @with_session
     def drop_collection(self, name_or_collection: Any) -> None:
         """Drop a collection; dropping one that does not exist is not an error."""
         name = getattr(name_or_collection, "name", name_or_collection)
         self.get_collection(name).drop()
 
+    @with_session
     def create_collection(self, name: str, **kwargs: Any) -> Collection:
         """Create a collection explicitly (with options such as ``capped``)."""
         cmd: dict[str, Any] = {"create": name}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
 
+from .client_session import current_session
 from .errors import ConnectionFailure, NotPrimaryError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 from .retry import is_retryable_write_error, is_retryable_write_reply
 
@@ -26,6 +27,7 @@ class RetryableWrites:
 
     _topology: Topology
     _sessions: SessionPool
+    _session_hooks: bool
 
     def _run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # pragma: no cover - the client's
         raise NotImplementedError
@@ -53,7 +55,9 @@ class RetryableWrites:
         again.
         """
         timeout_minutes = self._topology.description.logical_session_timeout_minutes
-        session = self._sessions.checkout(timeout_minutes)
+        # An explicit session (client_session.py) lends its own server session.
+        explicit = current_session() if self._session_hooks else None
+        session = explicit._get_server_session() if explicit is not None else self._sessions.checkout(timeout_minutes)
         cmd["lsid"] = session.lsid
         cmd["txnNumber"] = Int64(session.next_txn_number())
         reply: dict[str, Any] | None = None
@@ -81,5 +85,6 @@ class RetryableWrites:
                     return reply
                 raise
         finally:
-            self._sessions.checkin(session, timeout_minutes)
+            if explicit is None:
+                self._sessions.checkin(session, timeout_minutes)
 

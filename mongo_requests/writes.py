@@ -22,6 +22,7 @@ from pymongo.write_concern import WriteConcern
 from . import bulk as _bulk
 from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
+from .client_session import in_session, with_session
 from .errors import check_write, raise_write_concern_error
 
 if TYPE_CHECKING:
@@ -120,7 +121,10 @@ class WriteMethods:
         methods, which took ``**kwargs``, a ConfigurationError.
         """
         if session is not None:
-            raise ConfigurationError("sessions are not supported by mongo_requests (use a request instead)")
+            # Only PyMongo 2's methods get here (insert, update, remove, save,
+            # find_and_modify): the others take session= in with_session.
+            raise ConfigurationError("PyMongo 2's insert/update/remove/save/find_and_modify take no session; "
+                                     "use insert_one, update_one, find_one_and_update... with session=")
         unknown = set(kw) - _WC_KEYS
         if unknown:
             if _legacy:
@@ -157,7 +161,11 @@ class WriteMethods:
         :param document: the document; it gets an ``_id`` if it has none.
         :param bypass_document_validation: sent when given (True or False).
         :param comment: attached to the command (server logs, profiler).
+        :param session: a :class:`~mongo_requests.client_session.ClientSession` (in ``wc``).
         """
+        if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
+            return in_session(wc.pop("session"), self, self.insert_one, document, bypass_document_validation,  # type: ignore[no-any-return]
+                              comment, **wc)
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
         reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
@@ -166,6 +174,7 @@ class WriteMethods:
             check_write(reply)
         return InsertOneResult(_id, concern.acknowledged)
 
+    @with_session
     def insert_many(
         self,
         documents: Iterable[Any],
@@ -230,6 +239,9 @@ class WriteMethods:
 
         The options are PyMongo 4's, sent only when given.
         """
+        if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
+            return in_session(wc.pop("session"), self, self.update_one, filter, update, upsert,  # type: ignore[no-any-return]
+                              bypass_document_validation, collation, array_filters, hint, let, sort, comment, **wc)
         _bulk.check_update(update)
         if upsert.__class__ is not bool:
             _check_bool("upsert", upsert)
@@ -240,6 +252,7 @@ class WriteMethods:
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
+    @with_session
     def update_many(
         self,
         filter: Mapping[str, Any],
@@ -278,6 +291,9 @@ class WriteMethods:
         **wc: Any,
     ) -> UpdateResult:
         """Replace the first matching document."""
+        if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
+            return in_session(wc.pop("session"), self, self.replace_one, filter, replacement, upsert,  # type: ignore[no-any-return]
+                              bypass_document_validation, collation, hint, let, sort, comment, **wc)
         _bulk.check_replacement(replacement)
         if upsert.__class__ is not bool:
             _check_bool("upsert", upsert)
@@ -311,6 +327,9 @@ class WriteMethods:
         **wc: Any,
     ) -> DeleteResult:
         """Delete the first matching document."""
+        if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
+            return in_session(wc.pop("session"), self, self.delete_one, filter, collation, hint, let, comment,  # type: ignore[no-any-return]
+                              **wc)
         concern = self._resolve_wc(**wc) if wc else self._concern
         if collation is not None:
             collation = _bulk._collation(collation)
@@ -319,6 +338,7 @@ class WriteMethods:
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
+    @with_session
     def delete_many(
         self,
         filter: Mapping[str, Any],
@@ -337,6 +357,7 @@ class WriteMethods:
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
     # -- bulk ---------------------------------------------------------------
+    @with_session
     def bulk_write(
         self,
         requests: Iterable[Any],

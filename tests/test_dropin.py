@@ -141,14 +141,13 @@ def test_bool_of_a_collection_or_database_raises_as_in_pymongo(db, pm):
 
 
 def test_unsupported_pymongo_attributes_raise_clearly(client, db):
-    for name in ("watch", "create_search_index", "update_search_index", "list_search_indexes"):
+    for name in ("create_search_index", "update_search_index", "list_search_indexes"):
         with pytest.raises(AttributeError, match="not supported"):
             getattr(db.things, name)
         with pytest.raises(NotImplementedError):
             getattr(db.things, name)
         assert not hasattr(db.things, name)
-    for obj, name in ((client, "start_session"), (client, "watch"), (client, "topology_description"),
-                      (client, "options"), (db, "watch"), (db, "cursor_command")):
+    for obj, name in ((client, "topology_description"), (client, "options"), (db, "cursor_command")):
         with pytest.raises(NotImplementedError, match="not supported"):
             getattr(obj, name)
     # Not iterators, as in PyMongo.
