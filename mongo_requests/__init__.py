@@ -14,6 +14,7 @@ from .collection import Collection, ReturnDocument
 from .cursor import ASCENDING, DESCENDING, CommandCursor, Cursor
 from .database import Database
 from .errors import PoolTimeoutError
+from .pipeline import PipelineError
 from .pool import Pool, PoolOptions, RequestState
 
 logging.getLogger("mongo_requests").addHandler(logging.NullHandler())
@@ -28,6 +29,7 @@ __all__ = [
     "Cursor",
     "Database",
     "MongoClient",
+    "PipelineError",
     "Pool",
     "PoolOptions",
     "PoolTimeoutError",

@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidOperation
 from pymongo.results import BulkWriteResult
 
 from . import wire
+from .errors import check_command
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -228,17 +229,29 @@ def run_one(
     encoding instead of two (``update_one`` is on the hot path).  The
     command's size check covers either.
     """
-    cmd = write_command(coll, kind, concern, True, bypass, comment, let)
+    cmd, seq = one_statement(coll, kind, statement, concern, bypass, comment, let)
     client = coll._client
-    if statement.__class__ is dict:
-        cmd[_COMMANDS[kind][1]] = [statement]
-        seq: tuple[bytes, ...] = ()
-    else:
-        seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]
     if not concern.acknowledged:
         client._send_unacknowledged(coll._db_name, cmd, coll.codec_options, seq)
         return None
     return client._command(coll._db_name, cmd, coll.codec_options, seq)
+
+
+def one_statement(
+    coll: Collection,
+    kind: int,
+    statement: bytes | dict[str, Any],
+    concern: _Concern,
+    bypass: bool | None = None,
+    comment: Any = None,
+    let: Any = None,
+) -> tuple[dict[str, Any], tuple[bytes, ...]]:
+    """The command and document sequences that send one statement (see :func:`run_one`)."""
+    cmd = write_command(coll, kind, concern, True, bypass, comment, let)
+    if statement.__class__ is dict:
+        cmd[_COMMANDS[kind][1]] = [statement]
+        return cmd, ()
+    return cmd, (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]
 
 
 def _new_result() -> dict[str, Any]:
@@ -386,20 +399,7 @@ class Bulk:
         acknowledged = concern.acknowledged
         listeners = client._listeners
         with client._socket() as sock:
-            max_bytes = sock.max_message_size - _MESSAGE_OVERHEAD
-            max_count = sock.max_write_batch_size
-            batches: list[tuple[int, list[int]]] = []
-            for kind, indexes in self._runs():
-                start = 0
-                while start < len(indexes):
-                    end, size = start, 0
-                    while end < len(indexes) and end - start < max_count:
-                        size += len(self.ops[indexes[end]][2])
-                        if size > max_bytes and end > start:
-                            break
-                        end += 1
-                    batches.append((kind, indexes[start:end]))
-                    start = end
+            batches = self._batches(sock)
             for n, (kind, indexes) in enumerate(batches):
                 last = n == len(batches) - 1
                 ack_this = acknowledged or (self.ordered and not last)
@@ -422,6 +422,55 @@ class Bulk:
         if total["writeErrors"]:
             total["writeErrors"].sort(key=lambda error: error["index"])
         return total
+
+    def _batches(self, sock: Any) -> list[tuple[int, list[int]]]:
+        """(kind, indexes) per command, cut at the server's statement count and message size."""
+        max_bytes = sock.max_message_size - _MESSAGE_OVERHEAD
+        max_count = sock.max_write_batch_size
+        batches: list[tuple[int, list[int]]] = []
+        for kind, indexes in self._runs():
+            start = 0
+            while start < len(indexes):
+                end, size = start, 0
+                while end < len(indexes) and end - start < max_count:
+                    size += len(self.ops[indexes[end]][2])
+                    if size > max_bytes and end > start:
+                        break
+                    end += 1
+                batches.append((kind, indexes[start:end]))
+                start = end
+        return batches
+
+    def send_pipelined(self, sock: Any, pipeline: Any, concern: _Concern, finish: Any) -> Any:
+        """Send every command into the request's pipeline; returns its op, whose result is ``finish(total)``.
+
+        The commands do not wait for each other, so an ordered bulk's later
+        commands run even after a write error in an earlier one (they are
+        counted in the result); within one command ``ordered`` holds.
+        """
+        if self.executed:
+            raise InvalidOperation("Bulk operations can only be executed once.")
+        self.executed = True
+        coll = self.collection
+        batches = self._batches(sock)
+
+        def merged(replies: list[dict[str, Any]]) -> Any:
+            total = _new_result()
+            for (kind, indexes), reply in zip(batches, replies):
+                if reply.get("ok") != 1:
+                    check_command(reply, sock.max_wire_version)
+                self._merge(total, kind, indexes, reply)
+            if total["writeErrors"]:
+                total["writeErrors"].sort(key=lambda error: error["index"])
+            return finish(total)
+
+        op = pipeline.new_op(merged)
+        for kind, indexes in batches:
+            cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
+            seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
+            pipeline.send(sock, coll._db_name, cmd, coll.codec_options, seq, op)
+        op.seal()
+        return op
 
     def _merge(self, total: dict[str, Any], kind: int, indexes: list[int], reply: Mapping[str, Any]) -> None:
         """Add one command's reply to the bulk result, with the caller's indexes."""
@@ -468,6 +517,21 @@ def raise_bulk_errors(result: Mapping[str, Any]) -> None:
         raise BulkWriteError(dict(result))
 
 
+def bulk_of(
+    coll: Collection, requests: Iterable[Any], ordered: bool, bypass_document_validation: bool | None, comment: Any,
+    let: Any,
+) -> Bulk:
+    """A :class:`Bulk` of ``bulk_write``'s requests (TypeError / InvalidOperation for bad ones)."""
+    if isinstance(requests, (Mapping, str, bytes)) or not isinstance(requests, Iterable):
+        raise TypeError("requests must be a list")
+    bulk = Bulk(coll, ordered, bypass_document_validation, comment, let)
+    for request in requests:
+        bulk.add_request(request)
+    if not bulk.ops:
+        raise InvalidOperation("No operations to execute")
+    return bulk
+
+
 def bulk_write(
     coll: Collection,
     requests: Iterable[Any],
@@ -478,13 +542,7 @@ def bulk_write(
     concern: _Concern,
 ) -> BulkWriteResult:
     """:meth:`Collection.bulk_write`'s body."""
-    if isinstance(requests, (Mapping, str, bytes)) or not isinstance(requests, Iterable):
-        raise TypeError("requests must be a list")
-    bulk = Bulk(coll, ordered, bypass_document_validation, comment, let)
-    for request in requests:
-        bulk.add_request(request)
-    if not bulk.ops:
-        raise InvalidOperation("No operations to execute")
+    bulk = bulk_of(coll, requests, ordered, bypass_document_validation, comment, let)
     result = bulk.execute(concern)
     if concern.acknowledged:
         raise_bulk_errors(result)

@@ -46,23 +46,41 @@ class Request:
     ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
     """
 
-    __slots__ = ("_client", "_ended")
+    __slots__ = ("_client", "_ended", "_pipeline")
 
-    def __init__(self, client: "MongoClient") -> None:
+    def __init__(self, client: "MongoClient", pipeline: bool = False) -> None:
         self._client = client
         self._ended = False
+        self._pipeline = pipeline
 
     def end(self) -> None:
-        """End this request (once)."""
+        """End this request (once).  The outermost end of a pipelining request is a sync point."""
         if not self._ended:
             self._ended = True
+            if self._pipeline:
+                self._client._pipelines -= 1
             self._client.end_request()
+
+    def sync(self) -> None:
+        """A sync point: read every pipelined reply; raise :class:`~mongo_requests.PipelineError`
+        for failed writes, or :class:`~pymongo.errors.AutoReconnect` naming the unknown ones."""
+        self._client._sync_pipelines()
 
     def __enter__(self) -> "Request":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.end()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.end()
+            return
+        if not isinstance(exc, Exception):
+            # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt): no I/O
+            # now; a socket with unread replies is closed instead.
+            self._client._abandon_pipelines()
+        try:
+            self.end()
+        except PyMongoError:
+            pass  # the block's own exception is the one to see
 
 
 class MongoClient(ClientCompat):
@@ -115,6 +133,8 @@ class MongoClient(ClientCompat):
         )
         self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
         self._kill_queue: collections.deque = collections.deque()
+        # Pipelining requests open on this client: while 0, a write pays one check.
+        self._pipelines = 0
         # None unless a command listener is registered: the hot path's one check.
         self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
@@ -149,17 +169,27 @@ class MongoClient(ClientCompat):
         return self._topology.servers[0].pool
 
     # -- requests -----------------------------------------------------------
-    def start_request(self) -> Request:
+    def start_request(self, pipeline: bool = False) -> Request:
         """Pin one socket to the calling thread or greenlet until the request ends.
 
         Operations inside a request run on one socket, so the server applies
         them in order: an unacknowledged (``w=0``) write is visible to the
         next read.  Requests nest; only the outermost end unpins.  Use the
         returned :class:`Request` as a context manager, or call ``.end()``.
+
+        :param pipeline: pipeline the acknowledged writes: each returns at
+            once with a result that resolves at the next sync point (a read,
+            a command, :meth:`Request.sync`, leaving the request); failed
+            writes raise :class:`~mongo_requests.PipelineError` there.  See
+            :mod:`mongo_requests.pipeline`.
         """
+        if not isinstance(pipeline, bool):
+            raise TypeError("pipeline must be True or False")
         for server in self._topology.servers:
-            server.pool.start_request()
-        return Request(self)
+            server.pool.start_request(pipeline)
+        if pipeline:
+            self._pipelines += 1
+        return Request(self, pipeline)
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns the socket)."""
@@ -169,6 +199,18 @@ class MongoClient(ClientCompat):
     def in_request(self) -> bool:
         """True when the calling thread or greenlet is inside a request."""
         return self._topology.servers[0].pool.in_request()
+
+    def _pipelining(self) -> bool:
+        """True when the caller's request pipelines its writes (checked only while any pipeline is open)."""
+        return any(server.pool.pipelined() for server in self._topology.servers)
+
+    def _sync_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.sync_pipeline()
+
+    def _abandon_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.abandon_pipeline()
 
     # -- running commands ---------------------------------------------------
     def _checkout(self) -> tuple[Server, SocketInfo]:

@@ -55,6 +55,7 @@ from typing import Any, Callable
 
 from .errors import InvalidOperation, PoolTimeoutError
 from .identity import choose_identity, gevent_patched, notify_when_threading_patched, real_lock, real_poll
+from .pipeline import Pipeline, w0_acknowledged
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
 from .socket_info import CLOSED_POOL, CLOSED_STALE, SocketInfo
 
@@ -186,12 +187,23 @@ class Pool:
             self.identity.watch(_reaper(self._self_ref, req))
         return req
 
-    def start_request(self) -> None:
-        """Begin (or nest) a request for the calling thread or greenlet."""
+    def start_request(self, pipeline: bool = False) -> None:
+        """Begin (or nest) a request for the calling thread or greenlet.
+
+        :param pipeline: pipeline the request's acknowledged writes (see
+            :mod:`mongo_requests.pipeline`) until its outermost end.
+        """
         req = self._record()
         req.depth += 1
         if req.depth == 1:
             self._counters["requests_started"] += 1
+        if pipeline:
+            pl = req.pipeline
+            if pl is None:
+                pl = req.pipeline = Pipeline(True)
+            pl.user = True
+            if req.sock is not None and pl.sock is not req.sock:
+                pl.attach(req.sock)
 
     def end_request(self) -> None:
         """End one level of request; the outermost end unpins the socket.
@@ -206,10 +218,36 @@ class Pool:
         if req.depth:
             return
         sock = req.sock
-        req.sock = None
-        self._counters["requests_ended"] += 1
-        if sock is not None and self._unpin(sock):
-            self._release(sock)
+        pipeline, req.pipeline = req.pipeline, None
+        error = None
+        try:
+            if pipeline is not None:
+                # Leaving is a sync point: read every reply before the socket goes back.
+                error = pipeline.finish()
+        finally:
+            req.sock = None
+            self._counters["requests_ended"] += 1
+            if sock is not None and self._unpin(sock):
+                self._release(sock)
+        if error is not None:
+            raise error
+
+    def pipelined(self) -> bool:
+        """True when the caller's request pipelines its acknowledged writes."""
+        req = self._local.req
+        return req is not None and req.depth > 0 and req.pipeline is not None and req.pipeline.user
+
+    def sync_pipeline(self) -> None:
+        """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""
+        req = self._local.req
+        if req is not None and req.pipeline is not None:
+            req.pipeline.sync()
+
+    def abandon_pipeline(self) -> None:
+        """The caller is being killed: close its pinned socket if pipelined replies are unread."""
+        req = self._local.req
+        if req is not None and req.pipeline is not None:
+            req.pipeline.abandon()
 
     def in_request(self) -> bool:
         """True when the caller is inside a request with this pool."""
@@ -271,6 +309,12 @@ class Pool:
             self._in_use -= 1
             self._pinned.add(sock)
         self._counters["pins"] += 1
+        if req.pipeline is not None or w0_acknowledged(sock):
+            # A pipelining request, or any request on a mongos (its w=0 writes
+            # go acknowledged): the pipeline owns the socket's unread replies.
+            if req.pipeline is None:
+                req.pipeline = Pipeline(False)
+            req.pipeline.attach(sock)
         return sock
 
     def checkout_within(self, timeout: float) -> SocketInfo:
@@ -292,12 +336,16 @@ class Pool:
             req = sock.request
             if req.sock is sock:
                 req.sock = None
+            if sock.pipeline is not None:
+                sock.pipeline.abandon()
             if self._unpin(sock):
                 self._release(sock)
 
     def _drop_pin(self, req: _Request, sock: SocketInfo) -> None:
         """Unpin ``sock`` from ``req`` and close it (the slot, if it still holds one, is freed)."""
         req.sock = None
+        if sock.pipeline is not None:
+            sock.pipeline.abandon()
         if self._unpin(sock):
             if sock.closed:
                 self._release(sock)  # counts it as closed
@@ -521,6 +569,11 @@ class Pool:
                         self._pinned.discard(sock)
                         sock.request = None
                         socks.append(sock)
+                    pipeline, req.pipeline = req.pipeline, None
+                    if pipeline is not None:
+                        # Unread replies must not reach the socket's next owner:
+                        # abandon() closes it then (no I/O here, we hold the lock).
+                        pipeline.abandon()
                 self._in_use += len(socks)  # pinned -> checked out, for _release
             finally:
                 self._lock.release()

@@ -112,6 +112,7 @@ class SocketInfo:
         "max_message_size",
         "max_write_batch_size",
         "server_connection_id",
+        "pipeline",
         "_buf",
         "_view",
         "_sendall",
@@ -134,6 +135,9 @@ class SocketInfo:
         self.max_message_size = 48 * 1000 * 1000
         self.max_write_batch_size = 100000
         self.server_connection_id: int | None = None
+        # The request's mongo_requests.pipeline.Pipeline while one is attached
+        # (its class is then a piped subclass, whose round trip syncs first).
+        self.pipeline: Any = None
         # One receive buffer per socket, reused for every reply: recv_into
         # avoids allocating a bytes object per chunk on the hot path.
         self._buf = bytearray(_DEFAULT_BUF)

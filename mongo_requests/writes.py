@@ -20,6 +20,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
+from . import pipeline as _pipeline
 from .bulk import DELETE, INSERT, UPDATE, Bulk, BulkOperationBuilder, check_mapping, run_one
 from .errors import check_write, raise_write_concern_error
 
@@ -159,8 +160,12 @@ class WriteMethods:
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
-        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined(  # type: ignore[no-any-return]
+                INSERT, data, concern, bypass_document_validation, comment, None,
+                lambda reply: InsertOneResult(_id, True), InsertOneResult)
+        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         if reply is not None:
             check_write(reply)
         return InsertOneResult(_id, concern.acknowledged)
@@ -188,6 +193,9 @@ class WriteMethods:
         ids = batch.add_inserts(documents)
         if not ids:
             raise TypeError("documents must be a non-empty list")
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_bulk(  # type: ignore[no-any-return]
+                batch, concern, lambda total: InsertManyResult(ids, True), InsertManyResult)
         result = batch.execute(concern)
         if concern.acknowledged:
             _bulk.raise_bulk_errors(result)
@@ -236,6 +244,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -260,6 +270,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, True, upsert, collation, array_filters, hint)
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -284,6 +296,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, replacement, False, upsert, collation, None, hint, sort)
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -314,6 +328,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 1, collation, hint)
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
@@ -332,6 +348,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 0, collation, hint)
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
@@ -353,6 +371,10 @@ class WriteMethods:
         applied before the caller's next read.
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
+        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+            batch = _bulk.bulk_of(self, requests, ordered, bypass_document_validation, comment, let)  # type: ignore[arg-type]
+            return self._pipelined_bulk(  # type: ignore[no-any-return]
+                batch, concern, lambda total: BulkWriteResult(total, True), BulkWriteResult)
         return _bulk.bulk_write(
             self, requests, ordered, bypass_document_validation, comment, let, concern  # type: ignore[arg-type]
         )
@@ -364,6 +386,58 @@ class WriteMethods:
     def initialize_unordered_bulk_op(self, bypass_document_validation: bool = False) -> BulkOperationBuilder:
         """PyMongo 2's unordered bulk builder."""
         return BulkOperationBuilder(self, False, bypass_document_validation)  # type: ignore[arg-type]
+
+    # -- pipelines (start_request(pipeline=True); see mongo_requests.pipeline) -------
+    def _pipelined(
+        self,
+        kind: int,
+        statement: bytes | dict[str, Any],
+        concern: _Concern,
+        bypass: bool | None,
+        comment: Any,
+        let: Any,
+        build: Any,
+        result_class: type,
+    ) -> Any:
+        """Send one write in the caller's pipeline; its lazy result (checked as :func:`run_one` checks)."""
+        with self._client._socket() as sock:
+            pipeline = sock.pipeline
+            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                raise InvalidOperation("this request's socket has no pipeline")
+            op = pipeline.new_op(_pipeline.single_result(build))
+            cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
+            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op)
+            op.seal()
+        return _pipeline.lazy_result(result_class, op)
+
+    def _pipelined_update(
+        self, stmt: dict[str, Any], concern: _Concern, bypass: bool | None, comment: Any, let: Any
+    ) -> UpdateResult:
+        if let is not None:
+            check_mapping(let, "let")
+        return self._pipelined(  # type: ignore[no-any-return]
+            UPDATE, stmt, concern, bypass, comment, let,
+            lambda reply: UpdateResult(_update_result(reply), True), UpdateResult)
+
+    def _pipelined_delete(self, stmt: dict[str, Any], concern: _Concern, comment: Any, let: Any) -> DeleteResult:
+        if let is not None:
+            check_mapping(let, "let")
+        return self._pipelined(  # type: ignore[no-any-return]
+            DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult)
+
+    def _pipelined_bulk(self, batch: Bulk, concern: _Concern, build: Any, result_class: type) -> Any:
+        """Send a bulk's commands in the caller's pipeline; its lazy result (BulkWriteError when touched)."""
+
+        def finish(total: dict[str, Any]) -> Any:
+            _bulk.raise_bulk_errors(total)
+            return build(total)
+
+        with self._client._socket() as sock:
+            pipeline = sock.pipeline
+            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                raise InvalidOperation("this request's socket has no pipeline")
+            op = batch.send_pipelined(sock, pipeline, concern, finish)
+        return _pipeline.lazy_result(result_class, op)
 
     # -- PyMongo 2 ------------------------------------------------------------
     def insert(
