@@ -202,7 +202,10 @@ class MongoClient(ClientCompat):
 
     def _pipelining(self) -> bool:
         """True when the caller's request pipelines its writes (checked only while any pipeline is open)."""
-        return any(server.pool.pipelined() for server in self._topology.servers)
+        for server in self._topology.servers:
+            if server.pool.pipelined():
+                return True
+        return False
 
     def _sync_pipelines(self) -> None:
         for server in self._topology.servers:

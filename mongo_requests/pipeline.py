@@ -73,6 +73,9 @@ _REPLY_BUDGET = 64 * 1024
 _ASSUMED_REPLY = 96  # an update's reply with an upsert is ~90 bytes; errors are measured as they come
 _MAX_OUTSTANDING = 16 * 1024 * 1024
 _BUF = 256 * 1024
+# Writes wait in an output buffer until this many bytes are there, or the next
+# read of replies, or a sync point: one send for many small writes.
+_FLUSH_AT = 32 * 1024
 _HEADER = wire.HEADER
 
 
@@ -278,7 +281,7 @@ class Pipeline:
 
     __slots__ = (
         "user", "mongos", "sock", "queue", "count", "errors", "lost", "outstanding",
-        "max_reply", "window", "_buf", "_start", "_end",
+        "max_reply", "window", "_buf", "_start", "_end", "_out", "_out_size",
     )
 
     def __init__(self, user: bool) -> None:
@@ -295,6 +298,8 @@ class Pipeline:
         self.window = _REPLY_BUDGET // _ASSUMED_REPLY
         self._buf = bytearray(0)
         self._start = self._end = 0
+        self._out: list[bytes] = []
+        self._out_size = 0
 
     # -- attaching ---------------------------------------------------------------
     def attach(self, sock: SocketInfo) -> None:
@@ -345,25 +350,46 @@ class Pipeline:
         sequences: Sequence[bytes],
         op: _Op | None,
     ) -> None:
-        """Send one acknowledged command whose reply goes to ``op`` (None: dropped) when read."""
+        """Queue one acknowledged command whose reply goes to ``op`` (None: dropped) when read.
+
+        A user's pipeline buffers it (sent at ``_FLUSH_AT`` bytes, or before
+        any read of replies); a mongos request's ``w=0`` write goes at once.
+        """
         if sock is not self.sock:
             self.attach(sock)
         rid = wire.next_request_id()
         msg = wire.pack_msg(rid, sock._body(dbname, cmd, codec_options), 0, sequences)
+        compressor = getattr(sock, "compressor", None)
+        if compressor is not None:
+            msg = compression.compress_message(msg, compressor)
         size = len(msg)
         queue = self.queue
         if queue and (len(queue) >= self.window or self.outstanding + size > _MAX_OUTSTANDING):
             self._read(max(1, len(queue) // 2))
         if op is not None:
             op.remaining += 1
-        try:
-            sock.send(msg)  # closes the socket on any failure
-        except BaseException as exc:
-            if op is not None:
-                queue.append((rid, codec_options, op, size))
-            self._fail(exc)
         queue.append((rid, codec_options, op, size))
         self.outstanding += size
+        self._out.append(msg)
+        self._out_size += size
+        if self._out_size >= _FLUSH_AT or not self.user:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered writes now (without waiting for their replies)."""
+        if not self._out:
+            return
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        self._out_size = 0
+        sock = self.sock
+        if sock is None or sock.closed:
+            raise self._lose(AutoReconnect("connection closed with %d pipelined writes unsent" % len(out)))
+        try:
+            SocketInfo.send(sock, data)  # already compressed; closes the socket on any failure
+        except BaseException as exc:
+            self._fail(exc)
 
     # -- syncing -----------------------------------------------------------------
     def sync(self) -> None:
@@ -405,6 +431,8 @@ class Pipeline:
     # -- reading -----------------------------------------------------------------
     def _read(self, need: int) -> None:
         """Dispatch replies until ``need`` more are read, taking every complete one that arrived."""
+        if self._out:
+            self.flush()
         sock = self.sock
         queue = self.queue
         if sock is None or sock.closed:
@@ -507,6 +535,8 @@ class Pipeline:
         self.queue.clear()
         self.outstanding = 0
         self._start = self._end = 0
+        self._out = []
+        self._out_size = 0
         host, port = self.sock.address if self.sock is not None else ("?", 0)
         why = str(cause) or type(cause).__name__
         if unknown:
