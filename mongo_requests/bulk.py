@@ -229,8 +229,13 @@ def run_one(
     encoding instead of two (``update_one`` is on the hot path).  The
     command's size check covers either.
     """
-    cmd, seq = one_statement(coll, kind, statement, concern, bypass, comment, let)
+    cmd = write_command(coll, kind, concern, True, bypass, comment, let)
     client = coll._client
+    if statement.__class__ is dict:
+        cmd[_COMMANDS[kind][1]] = [statement]
+        seq: tuple[bytes, ...] = ()
+    else:
+        seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]
     if not concern.acknowledged:
         client._send_unacknowledged(coll._db_name, cmd, coll.codec_options, seq)
         return None
@@ -246,7 +251,7 @@ def one_statement(
     comment: Any = None,
     let: Any = None,
 ) -> tuple[dict[str, Any], tuple[bytes, ...]]:
-    """The command and document sequences that send one statement (see :func:`run_one`)."""
+    """The command and document sequences that send one statement, as :func:`run_one` builds them inline."""
     cmd = write_command(coll, kind, concern, True, bypass, comment, let)
     if statement.__class__ is dict:
         cmd[_COMMANDS[kind][1]] = [statement]
