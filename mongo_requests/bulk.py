@@ -473,7 +473,7 @@ class Bulk:
         for kind, indexes in batches:
             cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
             seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
-            pipeline.send(sock, coll._db_name, cmd, coll.codec_options, seq, op)
+            pipeline.send(sock, coll._db_name, cmd, coll.codec_options, seq, op, coll._client._listeners)
         op.seal()
         return op
 

@@ -51,6 +51,7 @@ nothing.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -288,8 +289,9 @@ class Pipeline:
         self.user = user
         self.mongos = False
         self.sock: SocketInfo | None = None
-        # (request id, codec options, op or None for a reply to drop, message size)
-        self.queue: collections.deque[tuple[int, CodecOptions[Any], _Op | None, int]] = collections.deque()
+        # (request id, codec options, op or None for a reply to drop, message size,
+        #  None or (listeners, database, command name, start time) for command monitoring)
+        self.queue: collections.deque[tuple[int, CodecOptions[Any], _Op | None, int, Any]] = collections.deque()
         self.count = 0
         self.errors: list[tuple[int, PyMongoError]] = []
         self.lost: AutoReconnect | None = None
@@ -349,11 +351,14 @@ class Pipeline:
         codec_options: CodecOptions[Any],
         sequences: Sequence[bytes],
         op: _Op | None,
+        listeners: Any = None,
     ) -> None:
         """Queue one acknowledged command whose reply goes to ``op`` (None: dropped) when read.
 
         A user's pipeline buffers it (sent at ``_FLUSH_AT`` bytes, or before
         any read of replies); a mongos request's ``w=0`` write goes at once.
+        ``listeners`` (the client's command listeners, or None) hear of it
+        now (started) and when its reply is read (succeeded or failed).
         """
         if sock is not self.sock:
             self.attach(sock)
@@ -368,7 +373,11 @@ class Pipeline:
             self._read(max(1, len(queue) // 2))
         if op is not None:
             op.remaining += 1
-        queue.append((rid, codec_options, op, size))
+        event = None
+        if listeners is not None:
+            event = (listeners, dbname, next(iter(cmd)), time.perf_counter())
+            listeners.started(sock, dbname, cmd, sequences, codec_options, rid)
+        queue.append((rid, codec_options, op, size, event))
         self.outstanding += size
         self._out.append(msg)
         self._out_size += size
@@ -484,7 +493,7 @@ class Pipeline:
 
     def _dispatch(self, message: memoryview, response_to: int, opcode: int, length: int) -> None:
         """Decode one reply and hand it to its write."""
-        rid, codec_options, op, size = self.queue.popleft()
+        rid, codec_options, op, size, event = self.queue.popleft()
         self.outstanding -= size
         if response_to != rid:
             raise ProtocolError("pipelined reply responds to request %d, expected %d" % (response_to, rid))
@@ -498,6 +507,9 @@ class Pipeline:
             reply = wire.unpack_msg_reply(body, codec_options)
         else:
             raise ProtocolError("expected an OP_MSG reply, got opcode %d" % opcode)
+        if event is not None:
+            listeners, dbname, name, start = event
+            listeners.finished(self.sock, dbname, name, rid, start, reply)
         if length > self.max_reply:
             # Bigger replies (write errors): fewer may wait unread, so they still fit the buffers.
             self.max_reply = length
@@ -528,10 +540,13 @@ class Pipeline:
         """The socket failed: every write whose reply is unread is unknown; returns the error naming them."""
         unknown: list[int] = []
         ops: list[_Op] = []
-        for _rid, _codec, op, _size in self.queue:
+        events = []
+        for rid, _codec, op, _size, event in self.queue:
             if op is not None and not op.done and (not ops or ops[-1] is not op):
                 ops.append(op)
                 unknown.append(op.index)
+            if event is not None:
+                events.append((rid, event))
         self.queue.clear()
         self.outstanding = 0
         self._start = self._end = 0
@@ -552,6 +567,9 @@ class Pipeline:
         error = AutoReconnect(msg, {"unknownWrites": unknown})
         for op in ops:
             op.lose(error)
+        for rid, (listeners, dbname, name, start) in events:
+            if self.sock is not None:
+                listeners.lost(self.sock, dbname, name, rid, start, error)
         self.detach()
         return error
 

@@ -406,7 +406,7 @@ class WriteMethods:
                 raise InvalidOperation("this request's socket has no pipeline")
             op = pipeline.new_op(_pipeline.single_result(build))
             cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
-            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op)
+            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, self._client._listeners)
             op.seal()
         return _pipeline.lazy_result(result_class, op)
 

@@ -291,3 +291,34 @@ def test_durability_j_true_survives_sigkill(mode):
         server.stop()
         server.cleanup()
 
+
+
+def test_command_listeners_hear_pipelined_writes(make_client, db):
+    from pymongo import monitoring
+
+    class Recorder(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.events: list = []
+
+        def started(self, event):
+            self.events.append(("started", event.command_name, event.request_id))
+
+        def succeeded(self, event):
+            self.events.append(("succeeded", event.command_name, event.request_id))
+
+        def failed(self, event):
+            self.events.append(("failed", event.command_name, event.request_id))
+
+    rec = Recorder()
+    c = make_client(event_listeners=[rec])
+    coll = c[db.name].heard
+    with pytest.raises(PipelineError):
+        with c.start_request(pipeline=True):
+            for i in range(10):
+                coll.insert_one({"_id": i})
+            coll.insert_one({"_id": 99}, w="no-such-tag")  # ok: 0 -> a failed event
+            assert [e[0] for e in rec.events] == ["started"] * 11  # nothing read yet
+    inserts = [e for e in rec.events if e[1] == "insert"]
+    started = [e[2] for e in inserts if e[0] == "started"]
+    assert [e[2] for e in inserts if e[0] != "started"] == started  # every reply, in order
+    assert [e[0] for e in inserts if e[0] != "started"] == ["succeeded"] * 10 + ["failed"]
