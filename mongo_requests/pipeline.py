@@ -29,8 +29,8 @@ The rules this module keeps:
   Writes after a failed one are still applied: MongoDB runs each message on
   its own (unordered semantics).
 * **A network error** closes the socket; every write whose reply was not read
-  is *unknown* (it may or may not have been applied).  The call that meets
-  the error raises :class:`~pymongo.errors.AutoReconnect` naming them (in
+  is *unknown* (it may or may not have been applied).  The next sync point
+  raises :class:`~pymongo.errors.AutoReconnect` naming them (in
   ``.errors["unknownWrites"]``); each unknown result raises it when touched.
   Acknowledged writes before it stay acknowledged.  The request goes on with
   a new socket.
@@ -309,9 +309,7 @@ class Pipeline:
         if self.queue:
             # Replies unread on a socket the request lost (closed by a fork or
             # an error it has not seen): those writes are unknown.
-            error = self._lose(AutoReconnect("the pipeline's socket was replaced"))
-            if unknown_writes(error):
-                self.lost = error
+            self._lose(AutoReconnect("the pipeline's socket was replaced"))
         if self.sock is not None and self.sock is not sock:
             self.detach()
         self.sock = sock
@@ -333,9 +331,7 @@ class Pipeline:
         sock = self.sock
         if sock is not None and self.queue:
             sock.close()
-            error = self._lose(AutoReconnect("%s:%d: the pipeline was abandoned" % sock.address))
-            if unknown_writes(error):
-                self.lost = error
+            self._lose(AutoReconnect("%s:%d: the pipeline was abandoned" % sock.address))
         self.detach()
 
     # -- writing -----------------------------------------------------------------
@@ -360,6 +356,8 @@ class Pipeline:
         ``listeners`` (the client's command listeners, or None) hear of it
         now (started) and when its reply is read (succeeded or failed).
         """
+        if op is not None and op.done:
+            return  # a bulk whose earlier command was lost with the connection
         if sock is not self.sock:
             self.attach(sock)
         rid = wire.next_request_id()
@@ -371,6 +369,11 @@ class Pipeline:
         queue = self.queue
         if queue and (len(queue) >= self.window or self.outstanding + size > _MAX_OUTSTANDING):
             self._read(max(1, len(queue) // 2))
+            if self.sock is not sock:
+                # The connection failed while reading: this write was never sent.
+                if op is not None:
+                    self._lose(self.lost or AutoReconnect("connection lost"), (op,))
+                return
         if op is not None:
             op.remaining += 1
         event = None
@@ -394,7 +397,8 @@ class Pipeline:
         self._out_size = 0
         sock = self.sock
         if sock is None or sock.closed:
-            raise self._lose(AutoReconnect("connection closed with %d pipelined writes unsent" % len(out)))
+            self._lose(AutoReconnect("connection closed with %d pipelined writes unsent" % len(out)))
+            return
         try:
             SocketInfo.send(sock, data)  # already compressed; closes the socket on any failure
         except BaseException as exc:
@@ -445,7 +449,8 @@ class Pipeline:
         sock = self.sock
         queue = self.queue
         if sock is None or sock.closed:
-            raise self._lose(AutoReconnect("connection closed with %d pipelined replies unread" % len(queue)))
+            self._lose(AutoReconnect("connection closed with %d pipelined replies unread" % len(queue)))
+            return
         if len(self._buf) < _BUF:
             self._buf = bytearray(_BUF)
         buf = self._buf
@@ -485,6 +490,7 @@ class Pipeline:
                 end += n
         except BaseException as exc:
             self._fail(exc)
+            return
         if start == end:
             start = end = 0
             if len(buf) > _BUF:
@@ -519,25 +525,26 @@ class Pipeline:
 
     # -- losing the connection ---------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
-        """Sending or reading failed: close the socket, make the unread writes unknown, raise.
+        """Sending or reading failed: close the socket and make the unread writes unknown.
 
-        An error (network, timeout, protocol) raises AutoReconnect naming the
-        unknown writes, here, where it is met.  A kill (``GreenletExit``,
-        ``gevent.Timeout``) propagates as it is, and the next sync point
-        reports the unknown writes.
+        The next sync point raises AutoReconnect naming them (an error here
+        is not raised by the write call that met it).  A kill (``GreenletExit``,
+        ``gevent.Timeout``) propagates at once; the loss waits for a sync point.
         """
         sock = self.sock
         if sock is not None and not sock.closed:
             sock.close()
-        error = self._lose(exc)
-        if isinstance(exc, Exception):
-            raise error from exc
-        if unknown_writes(error):
-            self.lost = error
-        raise exc
+        self._lose(exc)
+        if not isinstance(exc, Exception):
+            raise exc
 
-    def _lose(self, cause: BaseException) -> AutoReconnect:
-        """The socket failed: every write whose reply is unread is unknown; returns the error naming them."""
+    def _lose(self, cause: BaseException, more: Sequence[_Op] = ()) -> None:
+        """The socket failed: every write whose reply is unread (and ``more``) is unknown.
+
+        Records in ``self.lost`` the AutoReconnect that the next sync point
+        raises, with every unknown write not reported yet; each unknown
+        write's result raises it when touched.
+        """
         unknown: list[int] = []
         ops: list[_Op] = []
         events = []
@@ -547,31 +554,32 @@ class Pipeline:
                 unknown.append(op.index)
             if event is not None:
                 events.append((rid, event))
+        for op in more:
+            if not op.done:
+                ops.append(op)
+                unknown.append(op.index)
         self.queue.clear()
         self.outstanding = 0
         self._start = self._end = 0
         self._out = []
         self._out_size = 0
-        host, port = self.sock.address if self.sock is not None else ("?", 0)
-        why = str(cause) or type(cause).__name__
-        if unknown:
-            msg = "%s:%d: connection lost in a pipeline (%s); %d write(s) unknown, index %s" % (
-                host, port, why, len(unknown),
-                ", ".join(str(i) for i in unknown[:20]) + (", ..." if len(unknown) > 20 else ""))
-        else:
-            msg = "%s:%d: connection lost in a pipeline (%s); no pipelined write is unknown" % (host, port, why)
         if self.lost is not None:
             # An earlier loss not reported yet: its unknown writes stay in the report.
-            unknown = unknown_writes(self.lost) + unknown
-            self.lost = None
+            unknown = unknown_writes(self.lost) + [i for i in unknown if i not in unknown_writes(self.lost)]
+        host, port = self.sock.address if self.sock is not None else ("?", 0)
+        why = str(cause) or type(cause).__name__
+        msg = "%s:%d: connection lost in a pipeline (%s); %d write(s) unknown, index %s" % (
+            host, port, why, len(unknown),
+            ", ".join(str(i) for i in unknown[:20]) + (", ..." if len(unknown) > 20 else ""))
         error = AutoReconnect(msg, {"unknownWrites": unknown})
         for op in ops:
             op.lose(error)
         for rid, (listeners, dbname, name, start) in events:
             if self.sock is not None:
                 listeners.lost(self.sock, dbname, name, rid, start, error)
+        if unknown:
+            self.lost = error
         self.detach()
-        return error
 
     def _take_lost(self) -> AutoReconnect | None:
         lost, self.lost = self.lost, None
