@@ -200,12 +200,16 @@ class MongoClient(ClientCompat):
         """True when the calling thread or greenlet is inside a request."""
         return self._topology.servers[0].pool.in_request()
 
-    def _pipelining(self) -> bool:
-        """True when the caller's request pipelines its writes (checked only while any pipeline is open)."""
+    def _pipelining(self) -> Any:
+        """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
+
+        Asked only while some pipeline is open on the client (``_pipelines``).
+        """
         for server in self._topology.servers:
-            if server.pool.pipelined():
-                return True
-        return False
+            pipeline = server.pool.pipelined()
+            if pipeline is not None:
+                return pipeline
+        return None
 
     def _sync_pipelines(self) -> None:
         for server in self._topology.servers:

@@ -106,10 +106,18 @@ class PipelineError(OperationFailure):
 class _Op:
     """One write call in a pipeline: its replies (one per message sent), then its result or error."""
 
-    __slots__ = ("pipeline", "index", "remaining", "sealed", "replies", "finish", "done", "value", "error")
+    __slots__ = ("pipeline", "index", "remaining", "sealed", "replies", "finish", "build", "done", "value", "error")
 
-    def __init__(self, pipeline: Pipeline, finish: Callable[[list[dict[str, Any]]], Any]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        finish: Callable[[list[dict[str, Any]]], Any] | None,
+        build: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        # Either finish(replies) for a write of several messages, or build(reply)
+        # for a single one, whose reply is checked as the synchronous path checks it.
+        self.build = build
         self.index = pipeline.count
         pipeline.count += 1
         self.remaining = 0
@@ -135,7 +143,12 @@ class _Op:
     def _complete(self) -> None:
         self.done = True
         try:
-            self.value = self.finish(self.replies)
+            if self.build is not None:
+                reply = self.replies[0]
+                check_write(reply)
+                self.value = self.build(reply)
+            else:
+                self.value = self.finish(self.replies)  # type: ignore[misc]
         except PyMongoError as exc:
             self.error = exc
             self.pipeline.errors.append((self.index, exc))
@@ -199,17 +212,6 @@ def _lazy_repr(self: Any) -> str:
 def lazy_result(base: type, op: _Op) -> Any:
     """An instance of the lazy subclass of ``base`` (an UpdateResult, ...) for ``op``."""
     return _lazy_class(base)(op)
-
-
-def single_result(build: Callable[[dict[str, Any]], Any]) -> Callable[[list[dict[str, Any]]], Any]:
-    """``finish`` for a one-message write: check its reply like the synchronous path, then build the result."""
-
-    def finish(replies: list[dict[str, Any]]) -> Any:
-        reply = replies[0]
-        check_write(reply)
-        return build(reply)
-
-    return finish
 
 
 # -- the socket while a pipeline is attached ---------------------------------------
@@ -335,9 +337,11 @@ class Pipeline:
         self.detach()
 
     # -- writing -----------------------------------------------------------------
-    def new_op(self, finish: Callable[[list[dict[str, Any]]], Any]) -> _Op:
-        """A handle for one write call (its index is taken now)."""
-        return _Op(self, finish)
+    def new_op(
+        self, finish: Callable[[list[dict[str, Any]]], Any] | None, build: Callable[[dict[str, Any]], Any] | None = None
+    ) -> _Op:
+        """A handle for one write call (its index is taken now): ``finish(replies)`` or ``build(reply)``."""
+        return _Op(self, finish, build)
 
     def send(
         self,

@@ -232,10 +232,13 @@ class Pool:
         if error is not None:
             raise error
 
-    def pipelined(self) -> bool:
-        """True when the caller's request pipelines its acknowledged writes."""
+    def pipelined(self) -> Pipeline | None:
+        """The caller's pipeline when its request pipelines its acknowledged writes, else None."""
         req = self._local.req
-        return req is not None and req.depth > 0 and req.pipeline is not None and req.pipeline.user
+        if req is None or not req.depth:
+            return None
+        pipeline: Pipeline | None = req.pipeline
+        return pipeline if pipeline is not None and pipeline.user else None
 
     def sync_pipeline(self) -> None:
         """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""

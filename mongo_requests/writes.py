@@ -400,14 +400,22 @@ class WriteMethods:
         result_class: type,
     ) -> Any:
         """Send one write in the caller's pipeline; its lazy result (checked as :func:`run_one` checks)."""
-        with self._client._socket() as sock:
-            pipeline = sock.pipeline
-            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
-                raise InvalidOperation("this request's socket has no pipeline")
-            op = pipeline.new_op(_pipeline.single_result(build))
-            cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
-            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, self._client._listeners)
-            op.seal()
+        client = self._client
+        cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
+        pipeline = client._pipelining()
+        sock = pipeline.sock if pipeline is not None else None
+        if sock is not None and not sock.closed and not client._kill_queue and not client._topology.closed:
+            # The pinned socket, as a checkout would return it (no lock, no slot).
+            op = pipeline.new_op(None, build)
+            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
+        else:
+            with client._socket() as sock:
+                pipeline = sock.pipeline
+                if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                    raise InvalidOperation("this request's socket has no pipeline")
+                op = pipeline.new_op(None, build)
+                pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
+        op.seal()
         return _pipeline.lazy_result(result_class, op)
 
     def _pipelined_update(
