@@ -28,7 +28,6 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidOperation
 from pymongo.results import BulkWriteResult
 
 from . import wire
-from .errors import check_command
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -42,6 +41,7 @@ __all__ = ["Bulk", "BulkOperationBuilder", "INSERT", "UPDATE", "DELETE"]
 INSERT, UPDATE, DELETE = 0, 1, 2
 # (command name, document-sequence name) per statement kind.
 _COMMANDS = (("insert", "documents"), ("update", "updates"), ("delete", "deletes"))
+SEQUENCE_NAMES = tuple(name for _, name in _COMMANDS)
 # Room left in a message for the command body and framing.
 _MESSAGE_OVERHEAD = 16 * 1024
 
@@ -445,37 +445,6 @@ class Bulk:
                 batches.append((kind, indexes[start:end]))
                 start = end
         return batches
-
-    def send_pipelined(self, sock: Any, pipeline: Any, concern: _Concern, finish: Any) -> Any:
-        """Send every command into the request's pipeline; returns its op, whose result is ``finish(total)``.
-
-        The commands do not wait for each other, so an ordered bulk's later
-        commands run even after a write error in an earlier one (they are
-        counted in the result); within one command ``ordered`` holds.
-        """
-        if self.executed:
-            raise InvalidOperation("Bulk operations can only be executed once.")
-        self.executed = True
-        coll = self.collection
-        batches = self._batches(sock)
-
-        def merged(replies: list[dict[str, Any]]) -> Any:
-            total = _new_result()
-            for (kind, indexes), reply in zip(batches, replies):
-                if reply.get("ok") != 1:
-                    check_command(reply, sock.max_wire_version)
-                self._merge(total, kind, indexes, reply)
-            if total["writeErrors"]:
-                total["writeErrors"].sort(key=lambda error: error["index"])
-            return finish(total)
-
-        op = pipeline.new_op(merged)
-        for kind, indexes in batches:
-            cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
-            seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
-            pipeline.send(sock, coll._db_name, cmd, coll.codec_options, seq, op, coll._client._listeners)
-        op.seal()
-        return op
 
     def _merge(self, total: dict[str, Any], kind: int, indexes: list[int], reply: Mapping[str, Any]) -> None:
         """Add one command's reply to the bulk result, with the caller's indexes."""

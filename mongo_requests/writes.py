@@ -21,8 +21,9 @@ from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
 from . import pipeline as _pipeline
+from . import wire
 from .bulk import DELETE, INSERT, UPDATE, Bulk, BulkOperationBuilder, check_mapping, run_one
-from .errors import check_write, raise_write_concern_error
+from .errors import check_command, check_write, raise_write_concern_error
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -434,17 +435,40 @@ class WriteMethods:
             DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult)
 
     def _pipelined_bulk(self, batch: Bulk, concern: _Concern, build: Any, result_class: type) -> Any:
-        """Send a bulk's commands in the caller's pipeline; its lazy result (BulkWriteError when touched)."""
+        """Send a bulk's commands into the caller's pipeline; its lazy result (BulkWriteError when touched).
 
-        def finish(total: dict[str, Any]) -> Any:
-            _bulk.raise_bulk_errors(total)
-            return build(total)
-
-        with self._client._socket() as sock:
+        The commands do not wait for each other, so an ordered bulk's later
+        commands run even after a write error in an earlier one (they are
+        counted in the result); within one command ``ordered`` holds.
+        """
+        if batch.executed:
+            raise InvalidOperation("Bulk operations can only be executed once.")
+        batch.executed = True
+        client = self._client
+        with client._socket() as sock:
             pipeline = sock.pipeline
             if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
                 raise InvalidOperation("this request's socket has no pipeline")
-            op = batch.send_pipelined(sock, pipeline, concern, finish)
+            batches = batch._batches(sock)
+
+            def merged(replies: list[dict[str, Any]]) -> Any:
+                total = _bulk._new_result()
+                for (kind, indexes), reply in zip(batches, replies):
+                    if reply.get("ok") != 1:
+                        check_command(reply)
+                    batch._merge(total, kind, indexes, reply)
+                if total["writeErrors"]:
+                    total["writeErrors"].sort(key=lambda error: error["index"])
+                _bulk.raise_bulk_errors(total)
+                return build(total)
+
+            op = pipeline.new_op(merged)
+            for kind, indexes in batches:
+                cmd = _bulk.write_command(self, kind, concern, batch.ordered, batch.bypass, batch.comment,  # type: ignore[arg-type]
+                                          batch.let)
+                seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], [batch.ops[i][2] for i in indexes]),)
+                pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
+            op.seal()
         return _pipeline.lazy_result(result_class, op)
 
     # -- PyMongo 2 ------------------------------------------------------------
