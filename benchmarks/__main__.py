@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- timing --------------------------------------------------------------------
-def time_block(run: Callable[[Adapter, int, Any], int], client: Adapter, n: int, inputs: Any = None) -> tuple[float, float]:
+def time_block(
+    run: Callable[[Adapter, int, Any], int], client: Adapter, n: int, inputs: Any = None
+) -> tuple[float, float]:
     """(wall seconds per op, this process's CPU seconds per op) of one timed call.
 
     Wall time is the result.  CPU time (all of this process's threads) is kept
@@ -89,7 +91,9 @@ def time_block(run: Callable[[Adapter, int, Any], int], client: Adapter, n: int,
     return elapsed / ops, cpu / ops
 
 
-def run_workload(w: Workload, clients: list[Adapter], db: Any, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+def run_workload(
+    w: Workload, clients: list[Adapter], db: Any, args: argparse.Namespace, progress: Progress
+) -> dict[str, Any]:
     n, warmup = w.counts(args.quick)
     if w.setup:
         w.setup(db)

@@ -17,6 +17,7 @@ no Python frame of its own to a driver call):
                           for the others (see the w=0 workload)
 ========================  =====================================================
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -74,7 +75,8 @@ class RawClient(Adapter):
             rt, encode_msg({"find": spec.C_READS, "filter": {"_id": spec.READ_ID}, "limit": 1, "singleBatch": True}, db)
         )
         self.find_one_by_filter = partial(
-            rt, encode_msg({"find": spec.C_READS, "filter": {"key": spec.READ_KEY}, "limit": 1, "singleBatch": True}, db)
+            rt,
+            encode_msg({"find": spec.C_READS, "filter": {"key": spec.READ_KEY}, "limit": 1, "singleBatch": True}, db),
         )
         update = {
             "update": spec.C_COUNTERS,
@@ -93,7 +95,11 @@ class RawClient(Adapter):
         self._insert_many = encode_msg(
             {"insert": spec.C_INSERT_MANY, "ordered": True},
             db,
-            sequences=(wire.encode_section("documents", wire.encode_docs(spec.small_doc(i) for i in range(spec.INSERT_MANY_DOCS))),),
+            sequences=(
+                wire.encode_section(
+                    "documents", wire.encode_docs(spec.small_doc(i) for i in range(spec.INSERT_MANY_DOCS))
+                ),
+            ),
         )
         self._find_all = encode_msg({"find": spec.C_SCAN, "filter": {}}, db)
         self._get_more = GetMore(spec.C_SCAN, db)
@@ -148,7 +154,10 @@ class DriverClient(Adapter):
         self.insert_one = db[spec.C_INSERT_ONE].insert_one
         self.inc_w1 = partial(counters.update_one, {"_id": spec.COUNTER_ID}, {"$inc": {"n": 1}}, upsert=True)
         self.inc_w0 = partial(
-            counters.with_options(write_concern=_W0).update_one, {"_id": spec.COUNTER_ID}, {"$inc": {"n": 1}}, upsert=True
+            counters.with_options(write_concern=_W0).update_one,
+            {"_id": spec.COUNTER_ID},
+            {"$inc": {"n": 1}},
+            upsert=True,
         )
         self.insert_many = db[spec.C_INSERT_MANY].insert_many
         self._scan = db[spec.C_SCAN]

@@ -26,6 +26,7 @@ client under test exists, so it includes the monitor's own connection) is
 subtracted.  For PyMongo the peak therefore includes its two monitoring
 sockets.  Prints one JSON object on stdout.
 """
+
 from __future__ import annotations
 
 # Before anything else imports socket or threading.

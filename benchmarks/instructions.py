@@ -13,6 +13,7 @@ Each cell runs the client twice under callgrind, doing ``warm-up`` and then
 0 or ``--ops`` operations, and reports (difference / ops).  Needs
 ``valgrind`` (Debian package ``valgrind``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,8 @@ def frame(doc):
 OPS = {
     'ping': frame({'ping': 1, '$db': 'admin'}),
     'find_one': frame({'find': 'reads', 'filter': {'_id': 500}, 'limit': 1, 'singleBatch': True, '$db': DB}),
-    'update_w1': frame({'update': 'counters', 'updates': [{'q': {'_id': 1}, 'u': {'$inc': {'n': 1}}, 'upsert': True}], '$db': DB}),
+    'update_w1': frame({'update': 'counters',
+                        'updates': [{'q': {'_id': 1}, 'u': {'$inc': {'n': 1}}, 'upsert': True}], '$db': DB}),
 }
 """,
     "mongo_requests": """
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         with MongoClient(uri) as seed:
             db = seed[DB]
             db.reads.drop()
-            db.reads.insert_many([{"_id": i, "key": "key-%05d" % i, "name": "document", "value": 3.25} for i in range(1000)])
+            db.reads.insert_many(
+                [{"_id": i, "key": "key-%05d" % i, "name": "document", "value": 3.25} for i in range(1000)]
+            )
             address = seed.address
         rows = []
         for op in ("ping", "find_one", "update_w1"):
@@ -139,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| operation | raw | mongo_requests | pymongo | mongo_requests - raw | pymongo - raw |")
         print("|---|---:|---:|---:|---:|---:|")
         for op, raw, mr, pm in rows:
-            print("| %s | %s | %s | %s | %s | %s |" % (op, *("{:,.0f}".format(x) for x in (raw, mr, pm, mr - raw, pm - raw))))
-        print("\nfind_one inside one request: {:,.0f} instructions per op, outside: {:,.0f} "
-              "(a request adds {:+,.0f} per op).".format(inside, outside, inside - outside))
+            print("| %s | %s | %s | %s | %s | %s |" % (op, *(f"{x:,.0f}" for x in (raw, mr, pm, mr - raw, pm - raw))))
+        print(
+            f"\nfind_one inside one request: {inside:,.0f} instructions per op, outside: {outside:,.0f} "
+            f"(a request adds {inside - outside:+,.0f} per op)."
+        )
         with MongoClient(uri) as seed:
             seed.drop_database(DB)
     finally:

@@ -4,6 +4,7 @@ On a terminal it redraws one line in place; when stderr is a file or a pipe
 (CI logs) it writes one line per step instead, since carriage returns would
 pile up into one unreadable line.
 """
+
 from __future__ import annotations
 
 import sys

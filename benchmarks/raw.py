@@ -10,6 +10,7 @@ The same class serves the gevent subprocess's connection monitor (after
 monkey-patching, ``socket`` here is gevent's), through :meth:`command`, which
 does decode.
 """
+
 from __future__ import annotations
 
 import socket

@@ -61,7 +61,9 @@ def summarize_workload(samples: dict[str, list[float]], docs_per_op: int,
 
 
 # -- targets -------------------------------------------------------------------
-def _target(text: str, measured: float | None, threshold: float, higher_is_better: bool, unit: str = "") -> dict[str, Any]:
+def _target(
+    text: str, measured: float | None, threshold: float, higher_is_better: bool, unit: str = ""
+) -> dict[str, Any]:
     if measured is None:
         verdict = "n/a"
     elif higher_is_better:
@@ -98,7 +100,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def fmt_rate(x: float | None) -> str:
     if x is None:
         return "-"
-    return "{:,.0f}".format(x) if x >= 100 else "{:,.1f}".format(x)
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -106,7 +108,8 @@ def fmt_ratio(x: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    rule = "|".join("---" if i == 0 else "---:" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + rule + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -118,7 +121,12 @@ def markdown(results: dict[str, Any]) -> str:
         "# mongo_requests benchmarks",
         "",
         "%s, %s mode, %s repetitions per workload (median shown), %.0f s in all."
-        % (results.get("timestamp", "?"), "quick" if cfg.get("quick") else "full", cfg.get("reps"), results.get("duration_s", 0)),
+        % (
+            results.get("timestamp", "?"),
+            "quick" if cfg.get("quick") else "full",
+            cfg.get("reps"),
+            results.get("duration_s", 0),
+        ),
         "",
         "Machine: %s CPUs (%s usable), %s; Python %s; pymongo %s (C extensions: %s); mongo_requests %s; "
         "MongoDB %s (%s); load average %s at start, %s at end."
@@ -143,8 +151,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _table(["workload", "raw ops/s", "mongo_requests ops/s", "pymongo ops/s", "pymongo-noretry ops/s",
                      "mr/pymongo", "mr/raw"], rows)
     if bulk:
-        lines += ["", "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):", ""]
-        lines += _table(["workload", "raw docs/s", "mongo_requests docs/s", "pymongo docs/s", "pymongo-noretry docs/s"], bulk)
+        lines += ["", "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):",
+                  ""]
+        lines += _table(
+            ["workload", "raw docs/s", "mongo_requests docs/s", "pymongo docs/s", "pymongo-noretry docs/s"], bulk
+        )
     if failed:
         lines += [""] + failed
 
@@ -189,13 +200,17 @@ def markdown(results: dict[str, Any]) -> str:
     if tls:
         from .secure import markdown as tls_markdown  # here: secure imports this module
 
-        lines += tls_markdown(tls) if "error" not in tls else ["", "## TLS and SCRAM", "", "failed: `%s`" % tls["error"]]
+        if "error" in tls:
+            lines += ["", "## TLS and SCRAM", "", "failed: `%s`" % tls["error"]]
+        else:
+            lines += tls_markdown(tls)
 
     targets = results.get("targets") or []
     if targets:
         lines += ["", "## Targets", ""]
         lines += _table(["target", "measured", "result"],
-                        [[t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]), t["result"]]
+                        [[t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]),
+                          t["result"]]
                          for t in targets])
     lines += ["", "Ratios come from the same run, with clients interleaved within each repetition; "
               "see benchmarks/README.md for the method and how to read them.", ""]
@@ -240,7 +255,8 @@ def write_chart(results: dict[str, Any], path: str) -> None:
         ax.set_ylabel("ops/s")
         ax.set_ylim(0, max(values or [1]) * 1.3)
     ax.set_xticks(x, names, rotation=15, ha="right")
-    ax.set_title("Throughput per workload (median of %s reps; higher is better)" % results.get("config", {}).get("reps"))
+    reps = results.get("config", {}).get("reps")
+    ax.set_title("Throughput per workload (median of %s reps; higher is better)" % reps)
     ax.legend(ncol=4, fontsize=9, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
 

@@ -4,6 +4,7 @@ The raw client pre-encodes its messages from these constants and the driver
 adapters pass the same values to the drivers' APIs, so all clients send the
 same commands to the same documents.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -16,13 +16,20 @@ waiting on the network.
     python examples/crawler.py [--greenlets 200] [--pages 2000] [--uri URI]
 
 Uses ``--uri``, else ``$MONGODB_URI``, else a throwaway mongod; the site is
-served by this process on 127.0.0.1.  Exits 0 only when every reachable page
+served by this process on 127.0.0.1.  The URI may name a replica set
+(``mongodb://h1,h2,h3/?replicaSet=rs0``, or one seed and ``replicaSet``):
+the writes and the read-backs of a request then go through the request's
+socket on the primary, so they stay in order.  If the primary changes during
+the crawl, ``w=0`` writes sent to the old one may be lost (nothing reports
+them); the final check then says which pages or counts are missing.  Exits 0 only when every reachable page
 is stored with the right inbound link count and no greenlet missed its own write.
 """
+
 if __name__ == "__main__":
     # Patch first, before anything imports socket, ssl or threading: urllib's
     # sockets must be gevent sockets, or one fetch would block every greenlet.
     from gevent import monkey
+
     monkey.patch_all()
 
 import argparse
@@ -45,8 +52,10 @@ from mongo_requests import MongoClient
 from mongo_requests.testing import MongodServer
 
 # -- the web site: a fixed link graph, so every run crawls the same pages ------
-WORDS = ("gevent greenlet socket request pool mongod cursor upsert crawler frontier "
-         "link page server client write read concern queue monitor index").split()
+WORDS = (
+    "gevent greenlet socket request pool mongod cursor upsert crawler frontier "
+    "link page server client write read concern queue monitor index"
+).split()
 
 
 def page_links(n, pages):
@@ -71,15 +80,19 @@ def link_graph(pages):
 def render_page(n, pages):
     """A few KB of HTML: a title, some text, and the links."""
     rnd = random.Random(n)
-    text = "".join("<p>%s</p>\n" % " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(60, 140)))
-                   for _ in range(5))
+    text = "".join("<p>%s</p>\n" % " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(60, 140))) for _ in range(5))
     anchors = "".join('<li><a href="/page/%d">page %d</a></li>\n' % (t, t) for t in page_links(n, pages))
-    return ("<html><head><title>Page %d of %d</title></head><body>\n%s<ul>\n%s</ul></body></html>\n"
-            % (n, pages, text, anchors))
+    return "<html><head><title>Page %d of %d</title></head><body>\n%s<ul>\n%s</ul></body></html>\n" % (
+        n,
+        pages,
+        text,
+        anchors,
+    )
 
 
 def make_site(pages, delay):
     """A WSGI app serving /page/0 .. /page/<pages-1>, each after a short random delay."""
+
     def app(environ, start_response):
         m = re.fullmatch(r"/page/(\d+)", environ["PATH_INFO"])
         if not m or int(m[1]) >= pages:
@@ -87,9 +100,9 @@ def make_site(pages, delay):
             return [b"not found\n"]
         gevent.sleep(random.uniform(0, delay))  # "network latency": yields to other greenlets
         body = render_page(int(m[1]), pages).encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
         return [body]
+
     return app
 
 
@@ -143,13 +156,13 @@ class Crawl:
                 # pinned to this greenlet until the block ends.
                 with self.client.start_request() if self.use_requests else contextlib.nullcontext():
                     db.pages.update_one(
-                        {"url": url}, {"$set": {"title": title, "size": len(html), "links": targets}},
-                        upsert=True)                                        # w=0
+                        {"url": url}, {"$set": {"title": title, "size": len(html), "links": targets}}, upsert=True
+                    )  # w=0
                     for t in targets:
                         db.inbound.update_one({"_id": t}, {"$inc": {"count": 1}}, upsert=True)  # w=0
                     db.workers.update_one(
-                        {"_id": me}, {"$inc": {"pages": 1, "bytes": len(html)}, "$set": {"last_url": url}},
-                        upsert=True)                                        # w=0
+                        {"_id": me}, {"$inc": {"pages": 1, "bytes": len(html)}, "$set": {"last_url": url}}, upsert=True
+                    )  # w=0
                     # Read our own writes: same socket, so the server applied
                     # the writes above before it runs this find.  Without the
                     # request this find could run on another socket, ahead of
@@ -160,8 +173,11 @@ class Crawl:
                     self.violations.append((me, url, stats))
                 self.stored += 1
                 if stats and self.stored % self.report_every == 0:
-                    print("  %5d pages stored; %s has stored %d pages, %.1f KB (its stats doc says)"
-                          % (self.stored, me, stats["pages"], stats["bytes"] / 1024.0), flush=True)
+                    print(
+                        "  %5d pages stored; %s has stored %d pages, %.1f KB (its stats doc says)"
+                        % (self.stored, me, stats["pages"], stats["bytes"] / 1024.0),
+                        flush=True,
+                    )
                 for t in targets:
                     self.enqueue(t)
             except Exception as exc:  # report, keep crawling; main() fails the run
@@ -196,11 +212,16 @@ def verify(db, base, pages):
     got_inbound = {d["_id"]: d["count"] for d in db.inbound.find()}
     problems = ["missing page %s" % u for u in sorted(set(want_pages) - set(docs))]
     problems += ["unexpected page %s" % u for u in sorted(set(docs) - set(want_pages))]
-    problems += ["wrong links on %s" % u for u, n in want_pages.items()
-                 if u in docs and docs[u]["links"] != [url(t) for t in page_links(n, pages)]]
-    problems += ["inbound %s: stored %s, real %s" % (u, got_inbound.get(u), want_inbound.get(u))
-                 for u in sorted(set(want_inbound) | set(got_inbound))
-                 if got_inbound.get(u) != want_inbound.get(u)]
+    problems += [
+        "wrong links on %s" % u
+        for u, n in want_pages.items()
+        if u in docs and docs[u]["links"] != [url(t) for t in page_links(n, pages)]
+    ]
+    problems += [
+        "inbound %s: stored %s, real %s" % (u, got_inbound.get(u), want_inbound.get(u))
+        for u in sorted(set(want_inbound) | set(got_inbound))
+        if got_inbound.get(u) != want_inbound.get(u)
+    ]
     if sum(d["pages"] for d in db.workers.find()) != len(docs):
         problems.append("the workers' stats docs do not add up to %d pages" % len(docs))
     return len(docs), len(want_pages), problems
@@ -209,8 +230,15 @@ def verify(db, base, pages):
 def crawl(uri, args):
     # w=0 and no automatic requests: requests only where we ask for them.
     # The timeouts make sure no operation, nor any wait for a socket, hangs forever.
-    client = MongoClient(uri, w=0, auto_start_request=False, use_greenlets=True,
-                         max_pool_size=args.max_pool_size, socketTimeoutMS=30000, waitQueueTimeoutMS=30000)
+    client = MongoClient(
+        uri,
+        w=0,
+        auto_start_request=False,
+        use_greenlets=True,
+        max_pool_size=args.max_pool_size,
+        socketTimeoutMS=30000,
+        waitQueueTimeoutMS=30000,
+    )
     admin = MongoClient(uri, max_pool_size=1)  # for the monitor: not in the crawler's pool
     db = client[args.db]
     client.drop_database(args.db)
@@ -219,8 +247,11 @@ def crawl(uri, args):
     site = WSGIServer(("127.0.0.1", 0), make_site(args.pages, args.delay), log=None)
     site.start()
     base = "http://127.0.0.1:%d" % site.server_port
-    print("site %s (%d pages), MongoDB %s, db %r, %d greenlets, max_pool_size %d"
-          % (base, args.pages, uri, args.db, args.greenlets, args.max_pool_size), flush=True)
+    print(
+        "site %s (%d pages), MongoDB %s, db %r, %d greenlets, max_pool_size %d"
+        % (base, args.pages, uri, args.db, args.greenlets, args.max_pool_size),
+        flush=True,
+    )
 
     state = Crawl(client, db, max(1, args.pages // 10), not args.no_requests)
     samples, stop = [], gevent.event.Event()
@@ -240,8 +271,10 @@ def crawl(uri, args):
     site.stop()
 
     print("crawl time:                  %.2f s (%.1f pages/s)" % (elapsed, state.stored / elapsed))
-    print("peak server connections:     %d (baseline %d; max_pool_size %d, +1 monitor socket)"
-          % (max(samples, default=0), samples[0] if samples else 0, args.max_pool_size))
+    print(
+        "peak server connections:     %d (baseline %d; max_pool_size %d, +1 monitor socket)"
+        % (max(samples, default=0), samples[0] if samples else 0, args.max_pool_size)
+    )
     print("pool stats:                  %s" % (client.pool.get_stats(),))
     print("read-your-writes violations: %d" % len(state.violations))
     print("errors:                      %d" % len(state.errors))
@@ -268,8 +301,11 @@ def main(argv=None):
     p.add_argument("--max-pool-size", type=int, default=20, help="sockets to MongoDB (default 20)")
     p.add_argument("--delay", type=float, default=0.01, help="max simulated latency, s (default 0.01)")
     p.add_argument("--timeout", type=float, default=300, help="give up after this many s (default 300)")
-    p.add_argument("--uri", default=os.environ.get("MONGODB_URI"),
-                   help="MongoDB URI (default $MONGODB_URI, else a throwaway mongod)")
+    p.add_argument(
+        "--uri",
+        default=os.environ.get("MONGODB_URI"),
+        help="MongoDB URI (default $MONGODB_URI, else a throwaway mongod)",
+    )
     p.add_argument("--db", default="crawler_example", help="database, dropped first (default %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("--no-requests", action="store_true", help="no start_request(): see violations")

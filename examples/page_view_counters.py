@@ -27,6 +27,7 @@ compares the three ways' pool statistics (``pool.get_stats()``).
 Uses ``--uri``, else ``$MONGODB_URI``, else a throwaway mongod
 (:class:`mongo_requests.testing.MongodServer`, stopped at the end).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,15 +56,13 @@ def region_total(counts, region):
 # -- one visit, in each of the three ways -------------------------------------
 def visit_safe(connection, counts, region, browser, os_):
     """Way 1: an acknowledged update, no request.  Any socket will do."""
-    counts.update({"region": region, "browser": browser, "os": os_},
-                  {"$inc": {"n": 1}}, upsert=True, safe=True)
+    counts.update({"region": region, "browser": browser, "os": os_}, {"$inc": {"n": 1}}, upsert=True, safe=True)
     return region_total(counts, region)
 
 
 def visit_auto(connection, counts, region, browser, os_):
     """Way 2: unacknowledged update; auto_start_request pins this thread's socket."""
-    counts.update({"region": region, "browser": browser, "os": os_},
-                  {"$inc": {"n": 1}}, upsert=True, safe=False)
+    counts.update({"region": region, "browser": browser, "os": os_}, {"$inc": {"n": 1}}, upsert=True, safe=False)
     return region_total(counts, region)  # same socket: runs after the update
 
 
@@ -71,8 +70,7 @@ def visit_request(connection, counts, region, browser, os_):
     """Way 3: an explicit request, exactly as in the PyMongo 2 docs."""
     request = connection.start_request()
     try:
-        counts.update({"region": region, "browser": browser, "os": os_},
-                      {"$inc": {"n": 1}}, upsert=True, safe=False)
+        counts.update({"region": region, "browser": browser, "os": os_}, {"$inc": {"n": 1}}, upsert=True, safe=False)
         # always runs after update has completed
         return region_total(counts, region)
     finally:
@@ -82,8 +80,7 @@ def visit_request(connection, counts, region, browser, os_):
 def visit_request_with(connection, counts, region, browser, os_):
     """Way 3 again, with the request as a ``with`` block."""
     with connection.start_request():
-        counts.update({"region": region, "browser": browser, "os": os_},
-                      {"$inc": {"n": 1}}, upsert=True, safe=False)
+        counts.update({"region": region, "browser": browser, "os": os_}, {"$inc": {"n": 1}}, upsert=True, safe=False)
         return region_total(counts, region)
 
 
@@ -91,8 +88,11 @@ def visit_request_with(connection, counts, region, browser, os_):
 WAYS = [
     ("1. safe=True updates, no request", {"auto_start_request": False}, [visit_safe]),
     ("2. Connection(auto_start_request=True)", {"auto_start_request": True}, [visit_auto]),
-    ("3. Connection(auto_start_request=False) + start_request()",
-     {"auto_start_request": False}, [visit_request, visit_request_with]),
+    (
+        "3. Connection(auto_start_request=False) + start_request()",
+        {"auto_start_request": False},
+        [visit_request, visit_request_with],
+    ),
 ]
 
 
@@ -142,11 +142,14 @@ def run_way(uri, title, options, visit_funcs, n_threads, n_visits):
     total = sum(totals.values())
 
     print("\n== %s ==" % title)
-    print("visits: %d  violations: %d  errors: %d  elapsed: %.3fs"
-          % (sum(finished.values()), len(violations), len(errors), elapsed))
+    print(
+        "visits: %d  violations: %d  errors: %d  elapsed: %.3fs"
+        % (sum(finished.values()), len(violations), len(errors), elapsed)
+    )
     for region, shown, needed in violations[:5]:
-        print("  violation: a %s visitor was shown %d page views, but at least %d had happened"
-              % (region, shown, needed))
+        print(
+            "  violation: a %s visitor was shown %d page views, but at least %d had happened" % (region, shown, needed)
+        )
     for err in errors[:5]:
         print("  error: %s" % err)
     print("  %-8s %10s" % ("region", "page views"))
@@ -193,8 +196,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=20, help="concurrent visitors (default 20)")
     parser.add_argument("--visits", type=int, default=25, help="visits per thread (default 25)")
-    parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"),
-                        help="MongoDB URI (default $MONGODB_URI, else a throwaway mongod)")
+    parser.add_argument(
+        "--uri",
+        default=os.environ.get("MONGODB_URI"),
+        help="MongoDB URI (default $MONGODB_URI, else a throwaway mongod)",
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.visits < 1:
         parser.error("--threads and --visits must be at least 1")
@@ -204,13 +210,16 @@ def main(argv=None):
     if not uri:
         server = MongodServer().start()
         uri = server.uri
-    print("MongoDB at %s%s; %d threads x %d visits"
-          % (uri, " (throwaway mongod)" if server else "", args.threads, args.visits))
-    print("A violation is a visit that was shown its region's page views without its own\n"
-          "visit (or one that had already finished) counted: a read that missed a write.")
+    print(
+        "MongoDB at %s%s; %d threads x %d visits"
+        % (uri, " (throwaway mongod)" if server else "", args.threads, args.visits)
+    )
+    print(
+        "A violation is a visit that was shown its region's page views without its own\n"
+        "visit (or one that had already finished) counted: a read that missed a write."
+    )
     try:
-        results = [run_way(uri, title, options, funcs, args.threads, args.visits)
-                   for title, options, funcs in WAYS]
+        results = [run_way(uri, title, options, funcs, args.threads, args.visits) for title, options, funcs in WAYS]
         ok = all(way_ok for way_ok, _ in results)
         print_stats_table([stats for _, stats in results])
         cleanup = Connection(uri)

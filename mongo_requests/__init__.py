@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ._version import __version__
-from .client import Connection, MongoClient, Request
+from .client import Connection, MongoClient, MongoReplicaSetClient, ReplicaSetConnection, Request
 from .collection import Collection, ReturnDocument
 from .cursor import ASCENDING, DESCENDING, CommandCursor, Cursor
 from .database import Database
@@ -29,10 +29,12 @@ __all__ = [
     "Cursor",
     "Database",
     "MongoClient",
+    "MongoReplicaSetClient",
     "PipelineError",
     "Pool",
     "PoolOptions",
     "PoolTimeoutError",
+    "ReplicaSetConnection",
     "Request",
     "RequestState",
     "ReturnDocument",

@@ -128,6 +128,7 @@ class Credentials:
                 raise ConfigurationError("a user name is required for %s" % (mechanism or "SCRAM authentication",))
             if password is None:
                 raise ConfigurationError("a password is required for %s" % (mechanism or "SCRAM authentication",))
+            _require_scramp()
         set_ = object.__setattr__
         set_(self, "username", username)
         set_(self, "_password", password)
@@ -193,6 +194,28 @@ class Credentials:
         else:
             conv = type(conv)(self, conv.mechanism) if isinstance(conv, _ScramConversation) else _X509Conversation(self)
         conv.run(sock)
+
+
+# The first scramp release whose client API _CachingScramClient fits (1.4 differs:
+# it SASLpreps the user name it is given and keeps salts base64-encoded).
+_SCRAMP_MIN = (1, 5)
+
+
+def _require_scramp() -> None:
+    """Refuse SCRAM up front when scramp is missing or too old (an install that skipped install_requires)."""
+    from importlib import metadata
+
+    try:
+        import scramp  # noqa: F401
+        version = metadata.version("scramp")
+    except (ImportError, metadata.PackageNotFoundError):
+        version = None
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) if version else ()
+    if len(parts) < 2 or parts < _SCRAMP_MIN:
+        raise ConfigurationError(
+            "SCRAM authentication needs the scramp package, version %d.%d or later; installed: %s"
+            % (_SCRAMP_MIN + (version or "none",))
+        )
 
 
 def _fail(message: str) -> OperationFailure:
@@ -263,7 +286,15 @@ class _CachingScramClient:
         # name up as stored: U+2168 stays U+2168, not "IX").  So scramp gets a
         # placeholder, and the real name, escaped as RFC 5802 asks, goes into
         # the client-first message.
-        self._client = scramp.ScramClient([mechanism], "user", password)
+        try:
+            self._client = scramp.ScramClient([mechanism], "user", password)
+        except scramp.ScramException as exc:
+            # SASLprep refused the password (a control or unassigned character): a
+            # setting to fix, not a server's answer.  Nothing was sent; scramp's
+            # reason names the rule broken, never the password.
+            raise ConfigurationError(
+                "the password cannot be used with %s: SASLprep refuses it (%s)" % (mechanism, _short(exc))
+            ) from None
         self._client.username = _RawUsername(username)
         self._mechanism = mechanism
         self._hash = _HASHES[mechanism]

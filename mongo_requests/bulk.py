@@ -31,12 +31,11 @@ from . import wire
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
-    from pymongo.write_concern import WriteConcern
 
     from .collection import Collection
     from .writes import _Concern
 
-__all__ = ["Bulk", "BulkOperationBuilder", "INSERT", "UPDATE", "DELETE"]
+__all__ = ["Bulk", "INSERT", "UPDATE", "DELETE"]
 
 INSERT, UPDATE, DELETE = 0, 1, 2
 # (command name, document-sequence name) per statement kind.
@@ -44,6 +43,9 @@ _COMMANDS = (("insert", "documents"), ("update", "updates"), ("delete", "deletes
 SEQUENCE_NAMES = tuple(name for _, name in _COMMANDS)
 # Room left in a message for the command body and framing.
 _MESSAGE_OVERHEAD = 16 * 1024
+# A server's limits when its hello gives none (SocketInfo's defaults).
+_DEFAULT_MAX_MESSAGE = 48 * 1000 * 1000
+_DEFAULT_MAX_BATCH = 100000
 
 # bson's C encoder without the Python wrapper's argument checks (we always
 # pass valid CodecOptions); fall back to the public function without C.
@@ -384,14 +386,41 @@ class Bulk:
             by_kind[kind].append(i)
         return [(kind, idx) for kind, idx in enumerate(by_kind) if idx]
 
+    def _batches(self, max_bytes: int, max_count: int) -> list[tuple[int, list[int]]]:
+        """(kind, indexes into ops) per write command, cut at the server's limits."""
+        batches: list[tuple[int, list[int]]] = []
+        for kind, indexes in self._runs():
+            start = 0
+            while start < len(indexes):
+                end, size = start, 0
+                while end < len(indexes) and end - start < max_count:
+                    size += len(self.ops[indexes[end]][2])
+                    if size > max_bytes and end > start:
+                        break
+                    end += 1
+                batches.append((kind, indexes[start:end]))
+                start = end
+        return batches
+
+    def _retryable(self, kind: int, indexes: list[int]) -> bool:
+        """Whether a batch may be retried: inserts, or updates and deletes of one document each."""
+        if kind == INSERT:
+            return True
+        if kind == UPDATE:
+            return not any(self.ops[i][1].get("multi") for i in indexes)
+        return all(self.ops[i][1].get("limit") == 1 for i in indexes)
+
     def execute(self, concern: _Concern) -> dict[str, Any]:
-        """Send every statement on one socket; the merged bulk API result (never raises for write errors).
+        """Send every statement; the merged bulk API result (never raises for write errors).
 
         ``w=0``: the commands go with ``moreToCome``, on one socket (the
         caller's pinned one inside a request, so they are applied before its
         next read).  An ordered ``w=0`` bulk of several commands has every
         command but the last acknowledged, as PyMongo does, so that the first
-        error still stops the rest.
+        error still stops the rest.  Acknowledged batches on a replica set
+        with ``retryWrites`` go one by one through the client's retryable
+        writes (a session's ``lsid`` and a ``txnNumber`` each; one retry),
+        unless they hold a multi-document update or delete.
         """
         if self.executed:
             raise InvalidOperation("Bulk operations can only be executed once.")
@@ -402,9 +431,39 @@ class Bulk:
         client = coll._client
         total = _new_result()
         acknowledged = concern.acknowledged
+        if acknowledged and client._retry_writes and client._topology.sessions_supported:
+            self._execute_retryable(concern, total)
+        else:
+            self._execute_on_one_socket(concern, total)
+        if total["writeErrors"]:
+            total["writeErrors"].sort(key=lambda error: error["index"])
+        return total
+
+    def _execute_retryable(self, concern: _Concern, total: dict[str, Any]) -> None:
+        """Each batch through the client's ``_command``, which retries it once when it may."""
+        coll = self.collection
+        client = coll._client
+        # The limits from the primary's last handshake (checked by SocketInfo then): no socket held
+        # across batches, so that each may be retried on another server.
+        hello = client._topology.select_server(None, None, True).description or {}
+        max_bytes = hello.get("maxMessageSizeBytes", _DEFAULT_MAX_MESSAGE) - _MESSAGE_OVERHEAD
+        for kind, indexes in self._batches(max_bytes, hello.get("maxWriteBatchSize", _DEFAULT_MAX_BATCH)):
+            cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
+            seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
+            reply = client._command(coll._db_name, cmd, coll.codec_options, seq,
+                                    retryable=self._retryable(kind, indexes))
+            self._merge(total, kind, indexes, reply)
+            if self.ordered and reply.get("writeErrors"):
+                break
+
+    def _execute_on_one_socket(self, concern: _Concern, total: dict[str, Any]) -> None:
+        """Every batch on one socket: ``w=0`` bulks, and every bulk where writes are not retried."""
+        coll = self.collection
+        client = coll._client
+        acknowledged = concern.acknowledged
         listeners = client._listeners
         with client._socket() as sock:
-            batches = self._batches(sock)
+            batches = self._batches(sock.max_message_size - _MESSAGE_OVERHEAD, sock.max_write_batch_size)
             for n, (kind, indexes) in enumerate(batches):
                 last = n == len(batches) - 1
                 ack_this = acknowledged or (self.ordered and not last)
@@ -424,27 +483,6 @@ class Bulk:
                 self._merge(total, kind, indexes, reply)
                 if self.ordered and reply.get("writeErrors"):
                     break
-        if total["writeErrors"]:
-            total["writeErrors"].sort(key=lambda error: error["index"])
-        return total
-
-    def _batches(self, sock: Any) -> list[tuple[int, list[int]]]:
-        """(kind, indexes) per command, cut at the server's statement count and message size."""
-        max_bytes = sock.max_message_size - _MESSAGE_OVERHEAD
-        max_count = sock.max_write_batch_size
-        batches: list[tuple[int, list[int]]] = []
-        for kind, indexes in self._runs():
-            start = 0
-            while start < len(indexes):
-                end, size = start, 0
-                while end < len(indexes) and end - start < max_count:
-                    size += len(self.ops[indexes[end]][2])
-                    if size > max_bytes and end > start:
-                        break
-                    end += 1
-                batches.append((kind, indexes[start:end]))
-                start = end
-        return batches
 
     def _merge(self, total: dict[str, Any], kind: int, indexes: list[int], reply: Mapping[str, Any]) -> None:
         """Add one command's reply to the bulk result, with the caller's indexes."""
@@ -521,81 +559,3 @@ def bulk_write(
     if concern.acknowledged:
         raise_bulk_errors(result)
     return BulkWriteResult(result, concern.acknowledged)
-
-
-class _Selection:
-    """One ``find(...)`` of a PyMongo 2 bulk builder: ``.update()``, ``.remove_one()``..."""
-
-    __slots__ = ("_bulk", "_selector", "_upsert", "_collation", "_hint")
-
-    def __init__(self, bulk: Bulk, selector: Mapping[str, Any], collation: Any = None) -> None:
-        self._bulk = bulk
-        self._selector = selector
-        self._upsert = False
-        self._collation = collation
-        self._hint: Any = None
-
-    def upsert(self) -> _Selection:
-        """Insert a document when nothing matches."""
-        self._upsert = True
-        return self
-
-    def hint(self, index: Any) -> _Selection:
-        """Use this index."""
-        self._hint = index
-        return self
-
-    def update_one(self, update: Any) -> None:
-        """Update the first match."""
-        self._bulk.add_update(self._selector, update, False, self._upsert, self._collation, hint=self._hint)
-
-    def update(self, update: Any) -> None:
-        """Update every match."""
-        self._bulk.add_update(self._selector, update, True, self._upsert, self._collation, hint=self._hint)
-
-    def replace_one(self, replacement: Any) -> None:
-        """Replace the first match."""
-        self._bulk.add_replace(self._selector, replacement, self._upsert, self._collation, self._hint)
-
-    def delete_one(self) -> None:
-        """Delete the first match."""
-        self._bulk.add_delete(self._selector, 1, self._collation, self._hint)
-
-    def delete(self) -> None:
-        """Delete every match."""
-        self._bulk.add_delete(self._selector, 0, self._collation, self._hint)
-
-    remove_one = delete_one  # PyMongo 2
-    remove = delete
-
-
-class BulkOperationBuilder:
-    """PyMongo 2's ``initialize_ordered_bulk_op()`` / ``initialize_unordered_bulk_op()``.
-
-    ``bulk.insert(doc)``, ``bulk.find(spec).upsert().update_one(...)``,
-    ``bulk.find(spec).remove()``..., then ``bulk.execute()``, which returns
-    the bulk API result dict (``nInserted``, ``nMatched``, ``upserted``...)
-    and raises :class:`~pymongo.errors.BulkWriteError` for write errors.
-    """
-
-    def __init__(self, collection: Collection, ordered: bool = True, bypass_document_validation: bool = False) -> None:
-        self._bulk = Bulk(collection, ordered, bypass_document_validation or None)
-
-    def find(self, selector: Mapping[str, Any], collation: Any = None) -> _Selection:
-        """Select documents for the update or remove that follows."""
-        check_mapping(selector, "selector")
-        return _Selection(self._bulk, selector, collation)
-
-    def insert(self, document: Any) -> None:
-        """Queue an insert."""
-        self._bulk.add_insert(document)
-
-    def execute(self, write_concern: WriteConcern | None = None) -> dict[str, Any] | None:
-        """Run the queued operations; None when unacknowledged."""
-        coll = self._bulk.collection
-        concern = coll._resolve_wc(write_concern=write_concern) if write_concern is not None else coll._concern
-        result = self._bulk.execute(concern)
-        if not concern.acknowledged:
-            return None
-        raise_bulk_errors(result)
-        return result

@@ -10,20 +10,34 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from .client_compat import ClientCompat
 from .database import Database
-from .errors import ConfigurationError, ConnectionFailure, InvalidName, PyMongoError
+from .errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidName,
+    OperationFailure,
+    PyMongoError,
+)
+from .identity import GreenletIdentity, ThreadIdentity
 from .monitoring import Listeners
 from .options import ClientOptions
-from .pool import PoolOptions
+from .pool import Pool, PoolOptions
+from .retry import (
+    is_retryable_read,
+    is_retryable_read_error,
+    is_retryable_write,
+)
+from .retryable import RetryableWrites
+from .sessions import SessionPool, end_sessions
 from .socket_info import SocketInfo, client_metadata
 from .topology import Server, Topology
 
-__all__ = ["MongoClient", "Connection", "Request"]
+__all__ = ["MongoClient", "Connection", "MongoReplicaSetClient", "ReplicaSetConnection", "Request"]
 
 # close() sends queued killCursors, acknowledged, within this many seconds: a
 # frozen server must not hang close().  Cursors it could not kill time out on
@@ -48,7 +62,7 @@ class Request:
 
     __slots__ = ("_client", "_ended", "_pipeline")
 
-    def __init__(self, client: "MongoClient", pipeline: bool = False) -> None:
+    def __init__(self, client: MongoClient, pipeline: bool = False) -> None:
         self._client = client
         self._ended = False
         self._pipeline = pipeline
@@ -66,7 +80,7 @@ class Request:
         for failed writes, or :class:`~pymongo.errors.AutoReconnect` naming the unknown ones."""
         self._client._sync_pipelines()
 
-    def __enter__(self) -> "Request":
+    def __enter__(self) -> Request:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -83,7 +97,7 @@ class Request:
             pass  # the block's own exception is the one to see
 
 
-class MongoClient(ClientCompat):
+class MongoClient(ClientCompat, RetryableWrites):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI
@@ -102,8 +116,22 @@ class MongoClient(ClientCompat):
     :param socketTimeoutMS: per-operation socket timeout (default None: wait).
     :param waitQueueTimeoutMS: how long to wait for a free socket (default
         None: wait).
-    :param serverSelectionTimeoutMS: how long to keep trying an unreachable
-        server (default 30000).
+    :param serverSelectionTimeoutMS: how long to wait for a suitable server:
+        an unreachable one, or a replica set's primary during an election
+        (default 30000).
+    :param replicaSet: the replica set's name; several hosts, or one seed
+        and ``replicaSet``, make the client discover and follow the set.
+    :param read_preference: a :mod:`pymongo.read_preferences` mode (or
+        ``readPreference`` with ``readPreferenceTags`` and
+        ``maxStalenessSeconds`` in the URI); the default for every database
+        and collection of the client (default primary).
+    :param localThresholdMS: the latency window among suitable members
+        (default 15).
+    :param heartbeatFrequencyMS: how old a check may be before the next
+        operation checks the servers again (default 10000).
+    :param retryWrites: retry an acknowledged single-document write once on
+        a replica set (default True).
+    :param retryReads: retry a read once (default True).
 
     connectTimeoutMS=0 and socketTimeoutMS=0 mean no timeout, in a URI and as
     a keyword alike (as in PyMongo; waitQueueTimeoutMS=0 is refused).  Every
@@ -131,8 +159,21 @@ class MongoClient(ClientCompat):
             metadata=client_metadata(opts.appname),
             setup=opts.setup,
         )
-        self._topology = Topology(list(opts.seeds), pool_opts, opts.use_greenlets, opts.server_selection_timeout)
-        self._kill_queue: collections.deque = collections.deque()
+        self.read_preference = opts.read_preference
+        self._topology = Topology(
+            list(opts.seeds),
+            pool_opts,
+            opts.use_greenlets,
+            opts.server_selection_timeout,
+            replica_set=opts.replica_set,
+            direct_connection=opts.direct_connection,
+            heartbeat_frequency=opts.heartbeat_frequency,
+            local_threshold=opts.local_threshold,
+        )
+        self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
+        self._sessions = SessionPool()
+        self._retry_writes = opts.retry_writes
+        self._retry_reads = opts.retry_reads
         # Pipelining requests open on this client: while 0, a write pays one check.
         self._pipelines = 0
         # None unless a command listener is registered: the hot path's one check.
@@ -149,7 +190,7 @@ class MongoClient(ClientCompat):
         return self._topology.servers[0].pool.opts.auto_start_request
 
     @property
-    def identity(self):  # noqa: ANN201 - ThreadIdentity or GreenletIdentity
+    def identity(self) -> ThreadIdentity | GreenletIdentity:
         """Who requests belong to: threads or greenlets (may change in auto mode)."""
         return self._topology.servers[0].pool.identity
 
@@ -160,13 +201,17 @@ class MongoClient(ClientCompat):
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)`` of the server."""
-        return self._topology.servers[0].address
+        """``(host, port)`` of the server: the standalone, or a replica set's primary (waiting for one)."""
+        if self._topology.single:
+            return self._topology.servers[0].address
+        return self._topology.select_server(for_write=True).address
 
     @property
-    def pool(self):  # noqa: ANN201 - the Pool class, for stats and tests
-        """The server's :class:`~mongo_requests.pool.Pool` (stats, repr, tests)."""
-        return self._topology.servers[0].pool
+    def pool(self) -> Pool:
+        """The server's :class:`~mongo_requests.pool.Pool` (a replica set's primary's); for stats and tests."""
+        if self._topology.single:
+            return self._topology.servers[0].pool
+        return self._topology.select_server(for_write=True).pool
 
     # -- requests -----------------------------------------------------------
     def start_request(self, pipeline: bool = False) -> Request:
@@ -185,20 +230,21 @@ class MongoClient(ClientCompat):
         """
         if not isinstance(pipeline, bool):
             raise TypeError("pipeline must be True or False")
-        for server in self._topology.servers:
-            server.pool.start_request(pipeline)
+        self._topology.start_request()
         if pipeline:
+            # Every member's pool the request joined: writes go to the primary's.
+            for server in self._topology.servers:
+                server.pool.set_pipelined()
             self._pipelines += 1
         return Request(self, pipeline)
 
     def end_request(self) -> None:
-        """End one level of the caller's request (the outermost returns the socket)."""
-        for server in self._topology.servers:
-            server.pool.end_request()
+        """End one level of the caller's request (the outermost returns its socket on every member)."""
+        self._topology.end_request()
 
     def in_request(self) -> bool:
         """True when the calling thread or greenlet is inside a request."""
-        return self._topology.servers[0].pool.in_request()
+        return self._topology.in_request()
 
     def _pipelining(self) -> Any:
         """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
@@ -220,9 +266,22 @@ class MongoClient(ClientCompat):
             server.pool.abandon_pipeline()
 
     # -- running commands ---------------------------------------------------
-    def _checkout(self) -> tuple[Server, SocketInfo]:
-        """A server and a socket for one operation (give it back with checkin)."""
-        server = self._topology.select_server()
+    def _checkout(
+        self,
+        read_preference: Any = None,
+        for_write: bool = False,
+        address: tuple[str, int] | None = None,
+        selection_timeout: float | None = None,
+    ) -> tuple[Server, SocketInfo]:
+        """A server and a socket for one operation (give it back with checkin).
+
+        :param read_preference: a read's non-primary mode, else None.
+        :param address: the server that must run it (a cursor's getMore).
+        """
+        if address is None:
+            server = self._topology.select_server(selection_timeout, read_preference, for_write)
+        else:
+            server = self._topology.server_for(address)
         try:
             sock = server.pool.checkout()
         except ConnectionFailure as exc:
@@ -248,15 +307,94 @@ class MongoClient(ClientCompat):
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
         check: bool = True,
+        read_preference: Any = None,
+        address: tuple[str, int] | None = None,
+        on_server: Callable[[tuple[str, int]], None] | None = None,
+        retryable: bool | None = None,
     ) -> dict[str, Any]:
-        """Run one command on a socket from the pool, and give the socket back."""
-        server, sock = self._checkout()
+        """Run one command on a socket from the pool, and give the socket back.
+
+        :param read_preference: for a read, its non-primary mode (None: primary).
+        :param address: run it on this server (a cursor's ``getMore``), no selection, no retry.
+        :param on_server: called with the address of the server that runs it.
+        :param retryable: for an acknowledged write whose statements travel in
+            ``sequences`` (a bulk batch), whether it is a retryable write;
+            None: judged from ``cmd``.
+
+        Acknowledged single-document writes are retried once on a replica set
+        (``retryWrites``), reads once anywhere (``retryReads``); see
+        :mod:`mongo_requests.retry`.
+        """
+        topology = self._topology
+        if topology.sessions_supported and self._retry_writes and (
+            is_retryable_write(cmd) if retryable is None else retryable
+        ):
+            return self._retryable_write(dbname, cmd, codec_options, sequences, check)
+        if read_preference is None and address is None and on_server is None and not topology.direct_member:
+            # The hot path (a primary or standalone operation), inline: a
+            # find_one or ping pays for no more than before replica sets.
+            server, sock = self._checkout()
+            try:
+                if self._listeners is not None:
+                    return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
+                return sock.command(dbname, cmd, codec_options, sequences, check)
+            except PyMongoError as exc:
+                if isinstance(exc, ConnectionFailure):
+                    topology.handle_error(server, exc, sock)
+                if not self._retry_reads or not is_retryable_read_error(exc) or not is_retryable_read(cmd):
+                    raise
+                first = exc
+            finally:
+                server.pool.checkin(sock)
+        else:
+            try:
+                return self._run(dbname, cmd, codec_options, sequences, check, read_preference, address, on_server)
+            except PyMongoError as exc:
+                if address is not None or not self._retry_reads or not is_retryable_read_error(exc):
+                    raise
+                if not is_retryable_read(cmd):
+                    raise
+                first = exc
+        self._reselect(first, read_preference, False)
+        return self._run(dbname, cmd, codec_options, sequences, check, read_preference, None, on_server)
+
+    def _run(
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any],
+        sequences: Sequence[bytes],
+        check: bool,
+        read_preference: Any = None,
+        address: tuple[str, int] | None = None,
+        on_server: Callable[[tuple[str, int]], None] | None = None,
+        for_write: bool = False,
+    ) -> dict[str, Any]:
+        """One attempt: select, check out, run, report errors to the topology, check in."""
+        server, sock = self._checkout(read_preference, for_write, address)
+        topology = self._topology
         try:
+            if read_preference is not None or topology.direct_member:
+                doc = topology.read_preference_document(server, read_preference)
+                if doc is not None:
+                    cmd["$readPreference"] = doc
+                else:
+                    cmd.pop("$readPreference", None)
+            if on_server is not None:
+                on_server(server.address)
             if self._listeners is not None:
-                return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
-            return sock.command(dbname, cmd, codec_options, sequences, check)
+                reply = self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
+            else:
+                reply = sock.command(dbname, cmd, codec_options, sequences, check)
+            if for_write and "writeConcernError" in reply:
+                # A primary that steps down fails the write concern: as telling as "not primary".
+                wce = reply["writeConcernError"]
+                details = {"code": wce.get("code"), "errmsg": wce.get("errmsg", ""),
+                           "topologyVersion": reply.get("topologyVersion")}
+                topology.handle_error(server, OperationFailure(details["errmsg"], details["code"], details), sock)
+            return reply
         except ConnectionFailure as exc:
-            self._topology.handle_error(server, exc, sock)
+            topology.handle_error(server, exc, sock)
             raise
         finally:
             server.pool.checkin(sock)
@@ -268,10 +406,13 @@ class MongoClient(ClientCompat):
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
     ) -> None:
-        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one."""
+        """Send one ``w=0`` command (``moreToCome``: no reply) like :meth:`_command` runs one.
+
+        Never retried, and without a session: nothing says whether it failed.
+        """
         # Inline like _command rather than through _SocketContext, which
         # costs a w=0 insert_one about 4% more client instructions.
-        server, sock = self._checkout()
+        server, sock = self._checkout(None, True)
         try:
             if self._listeners is not None:
                 return self._listeners.send_command(sock, dbname, cmd, codec_options, sequences)
@@ -296,33 +437,39 @@ class MongoClient(ClientCompat):
         size: int = description.get("maxBsonObjectSize", _DEFAULT_MAX_BSON_SIZE)
         return size
 
-    def _socket(self) -> "_SocketContext":
+    def _socket(self) -> _SocketContext:
         """``with client._socket() as sock:`` for multi-message operations."""
         return _SocketContext(self)
 
-    def _queue_kill(self, ns: str, cursor_id: int) -> None:
-        """Called from cursor finalizers: kill the cursor on the next operation.
+    def _queue_kill(self, ns: str, cursor_id: int, address: tuple[str, int] | None = None) -> None:
+        """Called from cursor finalizers: kill the cursor on the next operation on its server.
 
         A finalizer can run inside the garbage collector, anywhere, so it must
         not do network I/O or take locks; the next operation on this client
         (or :meth:`close`) sends the queued killCursors.
         """
-        self._kill_queue.append((ns, cursor_id))
+        self._kill_queue.append((ns, cursor_id, address))
 
     def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
-        """Send queued killCursors on ``sock``.
+        """Send the queued killCursors of ``sock``'s server on ``sock``.
 
         Unacknowledged before an operation: the server applies one socket's
         messages in order, so they are done before the operation's reply.
         Acknowledged from :meth:`close`, which has no operation after them.
+        Kills for another member of a replica set wait for an operation there.
         """
         by_ns: dict[str, list[int]] = {}
+        others = []
         while self._kill_queue:
             try:
-                ns, cid = self._kill_queue.popleft()
+                ns, cid, address = self._kill_queue.popleft()
             except IndexError:
                 break
-            by_ns.setdefault(ns, []).append(cid)
+            if address is None or address == sock.address:
+                by_ns.setdefault(ns, []).append(cid)
+            else:
+                others.append((ns, cid, address))
+        self._kill_queue.extend(others)
         for ns, ids in by_ns.items():
             db, cmd = _kill_cursors_command(ns, ids)
             if acknowledged:
@@ -330,10 +477,10 @@ class MongoClient(ClientCompat):
             else:
                 sock.send_command(db, cmd)
 
-    def _kill_cursor_now(self, ns: str, cursor_id: int) -> None:
-        """Kill one server cursor at once (``Cursor.close``); errors are the caller's."""
+    def _kill_cursor_now(self, ns: str, cursor_id: int, address: tuple[str, int] | None = None) -> None:
+        """Kill one server cursor at once (``Cursor.close``), on its server; errors are the caller's."""
         db, cmd = _kill_cursors_command(ns, [cursor_id])
-        self._command(db, cmd, check=False)
+        self._command(db, cmd, check=False, address=address)
 
     # -- databases ----------------------------------------------------------
     def get_database(self, name: str | None = None, **kwargs: Any) -> Database:
@@ -402,8 +549,9 @@ class MongoClient(ClientCompat):
         :class:`~pymongo.errors.InvalidOperation` ("Cannot use MongoClient
         after close"); nothing surfaces as ``AutoReconnect``.
 
-        Cursors queued for killing are killed first, acknowledged, within a
-        short deadline (1 s): a frozen server cannot hang ``close()``.
+        Cursors queued for killing are killed first, acknowledged, then the
+        pooled server sessions are ended (``endSessions``), each errand within
+        a short deadline (1 s): a frozen server cannot hang ``close()``.
         """
         if self._kill_queue and not self._topology.closed:
             deadline = time.monotonic() + _CLOSE_TIMEOUT
@@ -422,17 +570,23 @@ class MongoClient(ClientCompat):
                     server.pool.checkin(sock)
             except PyMongoError:
                 pass  # the server is gone or frozen; its cursors time out there
+        end_sessions(self._topology, self._sessions.drain(), _CLOSE_TIMEOUT)
         self._topology.close()
 
     disconnect = close  # PyMongo 2
 
-    def __enter__(self) -> "MongoClient":
+    def __enter__(self) -> MongoClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __repr__(self) -> str:
+        if not self._topology.single:
+            # No server selection in a repr: it could wait for an election.
+            seeds = ["%s:%d" % a for a in self._options.seeds]
+            return "%s(host=%r, replicaSet=%r, auto_start_request=%s, use_greenlets=%s)" % (
+                type(self).__name__, seeds, self._options.replica_set, self.auto_start_request, self.use_greenlets)
         host, port = self.address
         return "%s(host=%r, port=%d, auto_start_request=%s, use_greenlets=%s)" % (
             type(self).__name__,
@@ -443,7 +597,7 @@ class MongoClient(ClientCompat):
         )
 
     def __eq__(self, other: Any) -> bool:
-        return isinstance(other, MongoClient) and self.address == other.address and self is other
+        return self is other
 
     def __hash__(self) -> int:
         return id(self)
@@ -478,3 +632,11 @@ class Connection(MongoClient):
 
     # An explicit safe=True/False overrides the default w=0 (see options.ClientOptions.parse).
     _DEFAULTS: Mapping[str, Any] = {"auto_start_request": True, "w": 0}
+
+
+class MongoReplicaSetClient(MongoClient):
+    """PyMongo 2's replica set client: now simply :class:`MongoClient`, which discovers sets itself."""
+
+
+class ReplicaSetConnection(Connection):
+    """PyMongo 2's replica set connection: :class:`Connection` (its defaults: ``auto_start_request=True``, w=0)."""

@@ -14,23 +14,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.read_concern import ReadConcern
-from pymongo.read_preferences import ReadPreference
 
 from .errors import PyMongoError
+from .sdam import ServerType
 
 if TYPE_CHECKING:
     from .topology import Topology
 
 __all__ = ["ClientCompat", "unsupported"]
-
-_MODES = {
-    "primary": ReadPreference.PRIMARY,
-    "primarypreferred": ReadPreference.PRIMARY_PREFERRED,
-    "secondary": ReadPreference.SECONDARY,
-    "secondarypreferred": ReadPreference.SECONDARY_PREFERRED,
-    "nearest": ReadPreference.NEAREST,
-}
-
 
 def unsupported(name: str, why: str) -> Any:
     """A property that raises NotImplementedError: ``name`` is PyMongo's, and ``why`` says what to do instead."""
@@ -59,20 +50,9 @@ class ClientCompat:
 
     # -- PyMongo 4 --------------------------------------------------------------
     @property
-    def read_preference(self) -> Any:
-        """The client's read preference (:mod:`pymongo.read_preferences`); always honoured as given."""
-        mode = self._options.raw.get("readPreference", "primary")
-        return _MODES.get(str(mode).lower(), ReadPreference.PRIMARY) if isinstance(mode, str) else mode
-
-    @property
     def read_concern(self) -> ReadConcern:
         """The server's default read concern (read concerns are not configurable yet)."""
         return ReadConcern()
-
-    @property
-    def nodes(self) -> frozenset[tuple[str, int]]:
-        """The addresses of the servers this client talks to."""
-        return frozenset(server.address for server in self._topology.servers)
 
     def _hello(self) -> dict[str, Any]:
         return self._command("admin", {"hello": 1})
@@ -89,18 +69,30 @@ class ClientCompat:
 
     @property
     def primary(self) -> tuple[str, int] | None:
-        """The primary's address when the server is writable, else None (asks it)."""
-        return self.address if self.is_primary else None
+        """``(host, port)`` of the replica set's primary, or None if there is none (or no set).
+
+        Reports what the last check found, checking first if that is older
+        than ``heartbeatFrequencyMS``; never waits for an election.
+        """
+        sd = self._topology.refreshed().primary
+        return sd.address if sd is not None else None
 
     @property
     def secondaries(self) -> set[tuple[str, int]]:
-        """Secondaries known to the client: none, it talks to one server."""
-        return set()
+        """``(host, port)`` of each secondary of the replica set (empty without one)."""
+        return {sd.address for sd in self._topology.refreshed().by_type(ServerType.RSSecondary)}
 
     @property
     def arbiters(self) -> set[tuple[str, int]]:
-        """Arbiters known to the client: none, it talks to one server."""
-        return set()
+        """``(host, port)`` of each arbiter of the replica set."""
+        return {sd.address for sd in self._topology.refreshed().by_type(ServerType.RSArbiter)}
+
+    @property
+    def nodes(self) -> frozenset[tuple[str, int]]:
+        """``(host, port)`` of every server the client currently knows to be up."""
+        td = self._topology.refreshed()
+        down = (ServerType.Unknown, ServerType.PossiblePrimary)
+        return frozenset(a for a, sd in td.servers.items() if sd.type not in down)
 
     def list_databases(self, filter: Any = None, **kwargs: Any) -> Any:
         """A cursor over the ``listDatabases`` documents (``name``, ``sizeOnDisk``, ``empty``)."""
@@ -119,8 +111,8 @@ class ClientCompat:
     watch = unsupported("watch", "change streams are not implemented")
     bulk_write = unsupported("bulk_write", "client-level bulk writes are not implemented; "
                              "use Collection.bulk_write")
-    topology_description = unsupported("topology_description", "there is no SDAM topology description; "
-                                       "see client.address and client.nodes")
+    topology_description = unsupported("topology_description", "PyMongo's TopologyDescription is not provided; "
+                                       "see client.primary, client.secondaries and client.nodes")
     options = unsupported("options", "PyMongo's ClientOptions object is not provided")
     append_metadata = unsupported("append_metadata", "driver metadata cannot be changed after creation")
 

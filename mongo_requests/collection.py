@@ -28,6 +28,7 @@ from .errors import (
     check_command,
     raise_write_concern_error,
 )
+from .read_options import check_read_options
 from .writes import WriteMethods
 
 if TYPE_CHECKING:
@@ -35,24 +36,7 @@ if TYPE_CHECKING:
 
     from .database import Database
 
-__all__ = ["Collection", "ReturnDocument", "check_read_options"]
-
-
-def check_read_options(read_preference: Any, read_concern: Any) -> None:
-    """Refuse what reads cannot honour: a read preference other than primary, a non-default read concern."""
-    if read_preference is not None:
-        mode = getattr(read_preference, "mode", None)
-        if mode != 0:  # pymongo.read_preferences' Primary
-            raise ConfigurationError(
-                "read_preference %r is not supported: mongo_requests reads from the primary only" % (read_preference,)
-            )
-    if read_concern is not None:
-        if not isinstance(read_concern, ReadConcern):
-            raise TypeError("read_concern must be an instance of pymongo.read_concern.ReadConcern")
-        if read_concern.level is not None:
-            raise ConfigurationError(
-                "read_concern %r is not supported: reads use the server's default read concern" % (read_concern.level,)
-            )
+__all__ = ["Collection", "ReturnDocument"]
 
 
 def _command_options(cmd: dict[str, Any], kwargs: dict[str, Any]) -> None:
@@ -119,6 +103,10 @@ class Collection(WriteMethods):
         self._name = name
         self.codec_options: CodecOptions[Any] = codec_options or database.codec_options
         self._set_write_concern(write_concern or database.write_concern)
+        #: The :mod:`pymongo.read_preferences` mode of this collection's reads (the database's by default).
+        self.read_preference: Any = read_preference or database.read_preference
+        # What reads pass down: None for primary, so the hot path skips read-preference work.
+        self._read_pref: Any = self.read_preference if self.read_preference.mode else None
 
     # -- naming -------------------------------------------------------------
     @property
@@ -166,11 +154,6 @@ class Collection(WriteMethods):
         )
 
     @property
-    def read_preference(self) -> Any:
-        """The read preference: the client's (only the primary is supported)."""
-        return self._client.read_preference
-
-    @property
     def read_concern(self) -> ReadConcern:
         """The server's default read concern (the only one supported)."""
         return ReadConcern()
@@ -182,10 +165,11 @@ class Collection(WriteMethods):
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
-        """A copy of this collection with other options (PyMongo's signature)."""
+        """A copy of this collection with other options (PyMongo's signature; ``read_preference``: a
+        :mod:`pymongo.read_preferences` mode)."""
         return Collection(
             self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
-            read_preference, read_concern,
+            read_preference or self.read_preference, read_concern,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -218,7 +202,11 @@ class Collection(WriteMethods):
             return None
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
+        if self._read_pref is None:
+            reply = self._client._command(self._db_name, cmd, self.codec_options)
+        else:
+            reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 
     def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
@@ -246,14 +234,15 @@ class Collection(WriteMethods):
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
         _command_options(cmd, kwargs)
-        batch = self._client._command(self._db_name, cmd, self.codec_options)["cursor"]["firstBatch"]
+        reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        batch = reply["cursor"]["firstBatch"]
         return int(batch[0]["n"]) if batch else 0
 
     def estimated_document_count(self, **kwargs: Any) -> int:
         """Fast count from collection metadata."""
         cmd: dict[str, Any] = {"count": self._name}
         _command_options(cmd, kwargs)
-        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
+        return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
     def distinct(self, key: str, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
         """Distinct values of ``key``."""
@@ -264,7 +253,8 @@ class Collection(WriteMethods):
             check_mapping(filter, "filter")
             cmd["query"] = filter
         _command_options(cmd, kwargs)
-        values: list[Any] = self._client._command(self._db_name, cmd, self.codec_options)["values"]
+        reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+        values: list[Any] = reply["values"]
         return values
 
     def aggregate(
@@ -299,8 +289,14 @@ class Collection(WriteMethods):
             cmd["comment"] = comment
         _command_options(cmd, kwargs)
         cmd["cursor"] = {"batchSize": batch_size} if batch_size is not None else {}
-        reply = self._client._command(self._db_name, cmd, self.codec_options)
-        return _cursor_class(self, reply, batch_size or 0)
+        # $out and $merge write: those pipelines go to the primary.
+        writes = any("$out" in stage or "$merge" in stage for stage in pipeline)
+        where: list[tuple[str, int]] = []
+        reply = self._client._command(
+            self._db_name, cmd, self.codec_options, read_preference=None if writes else self._read_pref,
+            on_server=where.append,
+        )
+        return _cursor_class(self, reply, batch_size or 0, where[-1] if where else None)
 
     # -- find-and-modify ----------------------------------------------------
     _WC_ARGS = frozenset(["w", "safe", "write_concern", "j", "wtimeout", "wtimeoutMS", "fsync", "session"])
@@ -557,7 +553,7 @@ class Collection(WriteMethods):
             if key in kwargs and (not isinstance(kwargs[key], int) or isinstance(kwargs[key], bool)):
                 raise TypeError("%s must be an integer" % (key,))
         cmd.update({k: v for k, v in kwargs.items() if v is not None})
-        return int(self._client._command(self._db_name, cmd, self.codec_options)["n"])
+        return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
     def map_reduce(
         self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any

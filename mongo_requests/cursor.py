@@ -67,10 +67,10 @@ def _collation_doc(value: Any) -> Any:
     raise TypeError("collation must be a dict or an instance of pymongo.collation.Collation")
 
 
-def _finalize(client: MongoClient, ns: str, state: list[int]) -> None:
-    """weakref.finalize callback: queue the kill of a cursor still open on the server."""
+def _finalize(client: MongoClient, ns: str, state: list[Any]) -> None:
+    """weakref.finalize callback: queue the kill of a cursor still open on its server."""
     if state[0]:
-        client._queue_kill(ns, state[0])
+        client._queue_kill(ns, state[0], state[1])
 
 
 class _CursorBase:
@@ -81,14 +81,17 @@ class _CursorBase:
         self._client = collection.database.client
         self._codec: CodecOptions[Any] = collection.codec_options
         self._batch: collections.deque[Any] = collections.deque()
-        self._state = [0]  # [server cursor id]; shared with the finalizer
+        # [server cursor id, address of the server that holds it]; shared with the finalizer.
+        self._state: list[Any] = [0, None]
+        # A read's non-primary read preference (None: primary), from the collection.
+        self._read_pref: Any = collection._read_pref
         self._ns = collection.full_name
         self._started = False
         self._killed = False
         self._batch_size = 0
         self._limit = 0
         self._returned = 0
-        self._finalizer: weakref.finalize[[MongoClient, str, list[int]], _CursorBase] | None = None
+        self._finalizer: weakref.finalize[[MongoClient, str, list[Any]], _CursorBase] | None = None
         self._comment: Any = None
         self._retrieved = 0
         # Tailable cursors: an empty getMore ends this iteration, not the cursor.
@@ -106,14 +109,22 @@ class _CursorBase:
         return self._state[0] if self._started else None
 
     @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the server that holds the cursor (None before the first batch)."""
+        address: tuple[str, int] | None = self._state[1]
+        if address is None and self._started:
+            # A command cursor made from a primary's reply (listIndexes...): the primary's.
+            return self._client.address
+        return address
+
+    def _at(self, address: tuple[str, int]) -> None:
+        """on_server callback: every batch of a cursor comes from the server that ran its first."""
+        self._state[1] = address
+
+    @property
     def alive(self) -> bool:
         """True while more documents may come."""
         return not self._killed and (not self._started or bool(self._batch) or bool(self._state[0]))
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """The server the cursor runs on, once it has run (None before)."""
-        return self._client.address if self._started else None
 
     @property
     def retrieved(self) -> int:
@@ -155,7 +166,7 @@ class _CursorBase:
             cmd["comment"] = self._comment
         if self._max_await_time_ms is not None:
             cmd["maxTimeMS"] = self._max_await_time_ms
-        cursor = self._client._command(db, cmd, self._codec)["cursor"]
+        cursor = self._client._command(db, cmd, self._codec, address=self._state[1])["cursor"]
         batch = cursor.get("nextBatch", ())
         self._retrieved += len(batch)
         self._batch.extend(batch)
@@ -203,7 +214,7 @@ class _CursorBase:
             self._finalizer.detach()
         if cursor_id:
             try:
-                self._client._kill_cursor_now(self._ns, cursor_id)
+                self._client._kill_cursor_now(self._ns, cursor_id, self._state[1])
             except Exception:  # the server may be gone; its cursor is then gone too
                 pass
 
@@ -226,8 +237,15 @@ class _CursorBase:
 class CommandCursor(_CursorBase):
     """A cursor over the reply of a command (``aggregate``, ``listIndexes``)."""
 
-    def __init__(self, collection: Collection, reply: Mapping[str, Any], batch_size: int = 0) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        reply: Mapping[str, Any],
+        batch_size: int = 0,
+        address: tuple[str, int] | None = None,
+    ) -> None:
         super().__init__(collection)
+        self._state[1] = address
         self._batch_size = batch_size
         self._started = True
         self._start_batch(reply)
@@ -493,7 +511,10 @@ class Cursor(_CursorBase):
         return cmd
 
     def _refresh(self) -> None:
-        reply = self._client._command(self._collection.database.name, self._find_command(), self._codec)
+        reply = self._client._command(
+            self._collection.database.name, self._find_command(), self._codec,
+            read_preference=self._read_pref, on_server=self._at,
+        )
         self._start_batch(reply)
         if self._single_batch and self._state[0]:
             # One batch was asked for: kill what the server kept open, but
@@ -515,7 +536,7 @@ class Cursor(_CursorBase):
             cmd["hint"] = self._hint if isinstance(self._hint, str) else index_spec(self._hint)
         if self._max_time_ms is not None:
             cmd["maxTimeMS"] = self._max_time_ms
-        reply = self._client._command(self._collection.database.name, cmd)
+        reply = self._client._command(self._collection.database.name, cmd, read_preference=self._read_pref)
         return int(reply["n"])
 
     def distinct(self, key: str) -> list[Any]:

@@ -9,9 +9,10 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from .client_compat import unsupported
-from .collection import Collection, check_read_options
+from .collection import Collection
 from .cursor import CommandCursor
 from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
+from .read_options import check_read_options
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -69,11 +70,8 @@ class Database:
         self.write_concern = write_concern or client.write_concern
         self.codec_options: CodecOptions[Any] = codec_options or client.codec_options
         check_read_options(read_preference, read_concern)
-
-    @property
-    def read_preference(self) -> Any:
-        """The read preference: the client's (only the primary is supported)."""
-        return self._client.read_preference
+        #: The :mod:`pymongo.read_preferences` mode of its collections' reads (the client's by default).
+        self.read_preference: Any = read_preference or client.read_preference
 
     @property
     def read_concern(self) -> ReadConcern:
@@ -87,10 +85,10 @@ class Database:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Database:
-        """A copy of this database with other options (PyMongo's signature)."""
+        """A copy of this database with other options (PyMongo's signature; ``read_preference``: a mode)."""
         return Database(
             self._client, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
-            read_preference, read_concern,
+            read_preference or self.read_preference, read_concern,
         )
 
     def __bool__(self) -> bool:
@@ -121,11 +119,12 @@ class Database:
     ) -> Collection:
         """Return a :class:`~mongo_requests.collection.Collection` (PyMongo's signature).
 
-        A read preference other than primary, or a read concern other than
-        the server's default, is refused with ConfigurationError.
+        A read concern other than the server's default is refused with ConfigurationError.
         """
-        check_read_options(read_preference, read_concern)
-        return Collection(self, name, write_concern=write_concern, codec_options=codec_options)
+        return Collection(
+            self, name, write_concern=write_concern, codec_options=codec_options, read_preference=read_preference,
+            read_concern=read_concern,
+        )
 
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
@@ -225,13 +224,20 @@ class Database:
         raise _removed("reset_error_history")
 
     def command(
-        self, command: str | Mapping[str, Any], value: Any = 1, check: bool = True, **kwargs: Any
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        check: bool = True,
+        read_preference: Any = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Run a database command, PyMongo style.
 
         ``db.command('ping')``, ``db.command('collStats', 'things')``, or a
         whole document: ``db.command({'count': 'things', 'query': {}})``.
-        Keyword arguments are appended to the command document.
+        Keyword arguments are appended to the command document.  A command
+        goes to the primary unless ``read_preference`` (a
+        :mod:`pymongo.read_preferences` mode) says otherwise, as in PyMongo.
         """
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
@@ -243,7 +249,9 @@ class Database:
             raise TypeError("command must be a str or a mapping, not %s" % (type(command).__name__,))
         if kwargs:
             cmd.update(kwargs)
-        return self._client._command(self._name, cmd, self.codec_options, check=check)
+        if read_preference is not None and not read_preference.mode:
+            read_preference = None
+        return self._client._command(self._name, cmd, self.codec_options, check=check, read_preference=read_preference)
 
     def list_collection_names(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[str]:
         """Names of the collections in this database.

@@ -26,8 +26,8 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from . import compression, wire
 from .auth import Credentials, credentials_from_options
 from .errors import ConfigurationError, ProtocolError
-from .socket_info import CLOSED_ERROR, SocketInfo
-from .tls import TLSOptions, tls_options_from
+from .socket_info import SocketInfo
+from .tls import TLS_DETAIL_OPTIONS, TLSOptions, tls_options_from
 
 __all__ = ["ConnectionSetup", "CompressedSocketInfo", "SECURITY_OPTIONS", "setup_from_options"]
 
@@ -78,6 +78,19 @@ class ConnectionSetup:
 
     def __bool__(self) -> bool:
         return bool(self.tls or self.credentials or self.compressors)
+
+    def for_monitoring(self) -> ConnectionSetup | None:
+        """The setup of a heartbeat connection: the same TLS, nothing else.
+
+        The server monitoring specification says monitoring sockets MUST NOT
+        authenticate nor negotiate a SCRAM mechanism (``saslSupportedMechs``):
+        a heartbeat runs only ``hello``, which needs no user, and a SASL
+        conversation per check would cost the server more than the check.  No
+        compression either: a ``hello`` is too small to gain from it.
+        """
+        if self.tls is None:
+            return None
+        return ConnectionSetup(self.tls)
 
     # -- the hooks SocketInfo.connect calls ---------------------------------
     def wrap(self, sock: Any, address: tuple[str, int], ssl_module: Any) -> Any:
@@ -157,7 +170,7 @@ class CompressedSocketInfo(SocketInfo):
             raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
         except BaseException:
             # What follows an undecodable reply on the stream cannot be trusted.
-            self.close(CLOSED_ERROR)
+            self.close()
             raise
 
 
@@ -185,13 +198,7 @@ SECURITY_OPTIONS = (
     "authMechanismProperties",
     "tls",
     "ssl",
-    "tlsCAFile",
-    "tlsCertificateKeyFile",
-    "tlsCertificateKeyFilePassword",
-    "tlsAllowInvalidCertificates",
-    "tlsAllowInvalidHostnames",
-    "tlsInsecure",
-    "tlsCRLFile",
+    *TLS_DETAIL_OPTIONS,
     "compressors",
     "zlibCompressionLevel",
     "speculativeAuthentication",

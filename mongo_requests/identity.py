@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from .errors import ConfigurationError
@@ -67,11 +68,11 @@ class _Vigil:
     __slots__ = ("__weakref__",)
 
 
-def _watch_ref(obj: Any, callback: Callable[[], None], refs: "set[weakref.ref[Any]]") -> None:
+def _watch_ref(obj: Any, callback: Callable[[], None], refs: set[weakref.ref[Any]]) -> None:
     """Call ``callback()`` once ``obj`` is freed; ``refs`` keeps the weakref alive."""
 
     def on_death(
-        ref: "weakref.ref[Any]", refs: "set[weakref.ref[Any]]" = refs, callback: Callable[[], None] = callback
+        ref: weakref.ref[Any], refs: set[weakref.ref[Any]] = refs, callback: Callable[[], None] = callback
     ) -> None:
         refs.discard(ref)
         callback()
@@ -241,6 +242,34 @@ class ThreadIdentity:
     # Threads can share plain sockets freely: nothing to re-home.
     rehome = None
 
+    @staticmethod
+    def fan_out(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run ``tasks`` at the same time, one in this thread and one thread each for the rest; join all.
+
+        Server checks use it: nothing started here outlives the call.  A
+        task's exception is raised here, after every thread has ended.
+        """
+        if len(tasks) <= 1:
+            return [task() for task in tasks]
+        results: list[Any] = [None] * len(tasks)
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                results[i] = tasks[i]()
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(tasks))]
+        for thread in threads:
+            thread.start()
+        run(0)
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
     def after_fork(self) -> None:
         """Nothing to do for threads in a forked child."""
 
@@ -355,6 +384,21 @@ class GreenletIdentity:
             _reinit_pid = pid
             self._gevent.reinit()
 
+    def fan_out(self, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run ``tasks`` at the same time, one in this greenlet and one greenlet each for the rest; join all.
+
+        Server checks use it: nothing spawned here outlives the call.  A
+        task's exception is raised here, after every greenlet has ended.
+        """
+        if len(tasks) <= 1:
+            return [task() for task in tasks]
+        greenlets = [self._gevent.spawn(task) for task in tasks[1:]]
+        try:
+            first = tasks[0]()
+        finally:
+            self._gevent.joinall(greenlets)
+        return [first] + [g.get() for g in greenlets]
+
     def rehome(self, sock: Any) -> Any:
         """Return ``sock`` usable from this thread's hub (re-wrapping it if needed).
 
@@ -402,7 +446,7 @@ def choose_identity(use_greenlets: bool | None) -> ThreadIdentity | GreenletIden
 # ``threading`` after they were made: ``gunicorn --preload -k gevent`` creates
 # the client in the master, before the worker patches, and the workers'
 # greenlets must still each get their own request.
-_patch_watchers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_patch_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _subscribed = False
 
 

@@ -26,11 +26,20 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import uri_parser
 from pymongo import version as pymongo_version
-from pymongo.read_preferences import Nearest, Primary, PrimaryPreferred, Secondary, SecondaryPreferred
+from pymongo.read_preferences import (
+    Nearest,
+    Primary,
+    PrimaryPreferred,
+    Secondary,
+    SecondaryPreferred,
+    make_read_preference,
+    read_pref_mode_from_name,
+)
 from pymongo.write_concern import WriteConcern
 
 from .errors import ConfigurationError, InvalidURI, PyMongoError
 from .handshake import ConnectionSetup, setup_from_options
+from .selection import validate_max_staleness
 
 __all__ = ["ClientOptions", "Option", "OPTIONS", "redact_uri", "parse_host"]
 
@@ -234,20 +243,58 @@ _READ_MODES = {"primary": Primary, "primarypreferred": PrimaryPreferred, "second
                "secondarypreferred": SecondaryPreferred, "nearest": Nearest}
 
 
-def _read_preference(name: str, value: Any) -> str:
-    """A mode name ("primary", ...) from a string or a pymongo.read_preferences object."""
+def _read_preference(name: str, value: Any) -> Any:
+    """A pymongo.read_preferences mode, from its name ("secondaryPreferred") or the object itself."""
     if isinstance(value, str):
         if value.lower() not in _READ_MODES:
             raise ConfigurationError("%r is not a valid read preference" % (value,))
-        name_: str = _READ_MODES[value.lower()]().mongos_mode
-        return name_
+        return _READ_MODES[value.lower()]()
     if isinstance(value, tuple(_READ_MODES.values())):
-        mode: str = value.mongos_mode  # type: ignore[attr-defined]
-        document = value.document  # type: ignore[attr-defined]
-        if document != {"mode": mode}:  # tag sets, maxStalenessSeconds, hedge
-            return "%s with %r" % (mode, document)
-        return mode
+        return value
     raise TypeError("%s must be a string or a pymongo.read_preferences mode, not %s" % (name, type(value).__name__))
+
+
+def _tag_sets(name: str, value: Any) -> list[dict[str, str]]:
+    """Tag sets: a list of dicts (keyword), or URI values ``"dc:ny,rack:1"`` (one per readPreferenceTags)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("%s must be a list of tag sets (dicts), not %s" % (name, type(value).__name__))
+    tag_sets: list[dict[str, str]] = []
+    for item in value:
+        if isinstance(item, str):
+            tags: dict[str, str] = {}
+            for pair in filter(None, item.split(",")):
+                key, sep, val = pair.partition(":")
+                if not sep or not key:
+                    raise ConfigurationError("%s must look like 'dc:ny,rack:1', not %r" % (name, item))
+                tags[key.strip()] = val.strip()
+            tag_sets.append(tags)
+        elif isinstance(item, Mapping):
+            tag_sets.append(dict(item))
+        else:
+            raise TypeError("each tag set in %s must be a dict, not %s" % (name, type(item).__name__))
+    return tag_sets
+
+
+def _max_staleness(name: str, value: Any) -> int:
+    """Seconds; -1 means no limit (the default)."""
+    number = _integer(name, value)
+    if number < -1 or number == 0:
+        raise ConfigurationError("%s must be -1 (no limit) or a positive number of seconds, not %r" % (name, value))
+    return number
+
+
+def _heartbeat(name: str, value: Any) -> float:
+    """Seconds; at least 500 ms, as in PyMongo (checks more often would load the servers for nothing)."""
+    ms = _milliseconds(name, value)
+    if ms < 500:
+        raise ConfigurationError("%s must be at least 500, not %r" % (name, value))
+    return ms / 1000.0
+
+
+def _seconds_from_ms(name: str, value: Any) -> float:
+    return _milliseconds(name, value) / 1000.0
 
 
 # -- the table -------------------------------------------------------------------------------------------
@@ -271,7 +318,6 @@ class Option(NamedTuple):
 
 
 _NO_OCSP = "OCSP is not implemented: the driver never asks an OCSP responder (revocation: use tlsCRLFile)"
-_NO_RS = "mongo_requests talks to one server; replica sets are not implemented yet"
 
 
 def _is_false(value: Any) -> bool:
@@ -314,9 +360,16 @@ _TABLE: tuple[Option, ...] = (
     Option("directConnection", _boolean),
     # Connections are always opened on first use, so connect=True/False both hold.
     Option("connect", _boolean, uri=False),
-    # A standalone supports no retryable writes or reads (PyMongo does not retry against one either).
+    # Retryable writes need a replica set (a standalone has no transaction numbers); reads retry anywhere.
     Option("retryWrites", _boolean),
     Option("retryReads", _boolean),
+    # Replica sets: discovery, monitoring, server selection (see topology.py and selection.py).
+    Option("replicaSet", _string),
+    Option("readPreference", _read_preference, ("read_preference",)),
+    Option("readPreferenceTags", _tag_sets, ("tag_sets",)),
+    Option("maxStalenessSeconds", _max_staleness, ("max_staleness",)),
+    Option("heartbeatFrequencyMS", _heartbeat),
+    Option("localThresholdMS", _seconds_from_ms, ("secondary_acceptable_latency_ms",)),
     # Authentication, TLS, compression and mongodb+srv: mongo_requests.handshake.setup_from_options
     # turns them into the ConnectionSetup that every new connection runs.
     Option("username", _string_or_none, (), uri=False),
@@ -340,13 +393,6 @@ _TABLE: tuple[Option, ...] = (
     # For benchmarks: a new connection without the speculative authentication step.
     Option("speculativeAuthentication", _boolean, uri=False),
     # Refused: each says why, and which values are what we do anyway.
-    Option("readPreference", _read_preference, ("read_preference",),
-           "only the primary read preference is supported (one server)", lambda v: v == "primary"),
-    Option("readPreferenceTags", _any, ("tag_sets",), "read preference tags need replica sets"),
-    Option("maxStalenessSeconds", _any, (), "read preference options need replica sets"),
-    Option("replicaSet", _string, (), _NO_RS),
-    Option("heartbeatFrequencyMS", _milliseconds, (), "there is no server monitoring yet (" + _NO_RS + ")"),
-    Option("localThresholdMS", _milliseconds, ("secondary_acceptable_latency_ms",), _NO_RS),
     Option("minPoolSize", _non_negative_integer, (), "the pool does not keep a minimum of idle sockets", _is_zero),
     Option("maxIdleTimeMS", _milliseconds, (), "the pool does not close idle sockets by age", _is_zero),
     Option("maxConnecting", _positive_integer, (), "connection attempts are not rate-limited"),
@@ -368,8 +414,9 @@ _TABLE: tuple[Option, ...] = (
     Option("readConcernLevel", _any, ("read_concern",), "read concerns are not implemented yet"),
     Option("server_api", _any, (), "the Stable API is not implemented yet", uri=False),
     Option("auto_encryption_opts", _any, (), "client-side field level encryption is not supported", uri=False),
-    Option("slave_okay", _any, ("slaveOk",), "only the primary read preference is supported (one server)"),
-    Option("serverMonitoringMode", _any, (), "there is no server monitoring yet"),
+    Option("slave_okay", _any, ("slaveOk",), "use readPreference=secondaryPreferred (PyMongo 3 removed slave_okay)"),
+    Option("serverMonitoringMode", _any, (), "servers are checked when an operation needs it, never in the "
+           "background (see mongo_requests.monitor)"),
 )
 
 #: Every option by lower-cased spelling (its name and each alias).
@@ -390,7 +437,6 @@ def validate_option(key: str, value: Any, from_uri: bool = False) -> tuple[Optio
 
 
 # -- redaction ----------------------------------------------------------------------------------------------
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
 _SECRET_QUERY = re.compile(r"(?i)((?:tlsCertificateKeyFilePassword|ssl_pem_passphrase)=)[^&#\s]*")
@@ -505,9 +551,31 @@ def parse_host(
     return seeds, dict(parsed["options"]), parsed.get("database"), (parsed.get("username"), parsed.get("password"))
 
 
+def _read_preference_from(raw: Mapping[str, Any], heartbeat_frequency: float) -> Any:
+    """The client's read preference: the mode, with the URI's (or keywords') tag sets and staleness."""
+    mode = raw.get("readPreference")
+    tag_sets = raw.get("readPreferenceTags")
+    max_staleness = raw.get("maxStalenessSeconds")
+    if mode is None:
+        if tag_sets or max_staleness not in (None, -1):
+            raise ConfigurationError("readPreferenceTags and maxStalenessSeconds need a readPreference other "
+                                     "than primary")
+        return Primary()
+    if tag_sets is not None or max_staleness is not None:
+        try:
+            mode = make_read_preference(read_pref_mode_from_name(mode.mongos_mode),
+                                        tag_sets if tag_sets is not None else mode.tag_sets,
+                                        max_staleness if max_staleness is not None else mode.max_staleness)
+        except (PyMongoError, TypeError, ValueError) as exc:
+            raise ConfigurationError(str(exc)) from None
+    validate_max_staleness(mode, heartbeat_frequency)
+    return mode
+
+
 # -- the value the client reads ----------------------------------------------------------------------------
-# Never shown: in a repr, these values are replaced by <redacted>.
-_SECRET_OPTIONS = frozenset(("username", "password", "tlsCertificateKeyFilePassword"))
+# Never shown: in a repr, these values are replaced by <redacted>.  authMechanismProperties
+# too: PyMongo's MONGODB-AWS carries AWS_SESSION_TOKEN there, and a URI written for it is accepted.
+_SECRET_OPTIONS = frozenset(("username", "password", "tlsCertificateKeyFilePassword", "authMechanismProperties"))
 
 
 @dataclass(frozen=True)
@@ -530,6 +598,13 @@ class ClientOptions:
     appname: str | None
     write_concern: WriteConcern
     codec_options: CodecOptions[Any]
+    replica_set: str | None = None
+    direct_connection: bool | None = None
+    read_preference: Any = None
+    heartbeat_frequency: float = 10.0
+    local_threshold: float = 0.015
+    retry_writes: bool = True
+    retry_reads: bool = True
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: TLS, credentials and compressors for new connections (a handshake.ConnectionSetup), or None.
     setup: ConnectionSetup | None = None
@@ -560,10 +635,8 @@ class ClientOptions:
             raw[OPTIONS[key.lower()].name] = value
         given: set[str] = set()
         for key, value in uri_opts.items():
-            if isinstance(value, list):  # readPreferenceTags may repeat; anything else must not
-                if OPTIONS.get(key.lower()) is not None and OPTIONS[key.lower()].name == "readPreferenceTags":
-                    value = value[0]
-                else:
+            if isinstance(value, list):  # readPreferenceTags may repeat (one tag set each); nothing else may
+                if OPTIONS.get(key.lower()) is None or OPTIONS[key.lower()].name != "readPreferenceTags":
                     raise ConfigurationError("Option %s is given more than once in the URI" % (key,))
             opt, value = validate_option(key, value, from_uri=True)
             raw[opt.name] = value
@@ -597,6 +670,13 @@ class ClientOptions:
             appname=raw.get("appname"),
             write_concern=_write_concern(raw),
             codec_options=_codec_options(raw),
+            replica_set=raw.get("replicaSet"),
+            direct_connection=raw.get("directConnection"),
+            read_preference=_read_preference_from(raw, raw.get("heartbeatFrequencyMS", 10.0)),
+            heartbeat_frequency=raw.get("heartbeatFrequencyMS", 10.0),
+            local_threshold=raw.get("localThresholdMS", 0.015),
+            retry_writes=raw.get("retryWrites", True),
+            retry_reads=raw.get("retryReads", True),
             raw=types.MappingProxyType(raw),  # read-only, like the rest of the value
             setup=setup_from_options(raw, database),
         )

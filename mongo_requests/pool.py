@@ -26,17 +26,7 @@ server's own connection count):
 * The pool never decides what an error means: the topology's
   ``handle_error`` does, and calls :meth:`Pool.reset`.
 
-The request state machine, per caller and per pool (``_Request.state`` is
-derived from ``depth`` and ``sock``)::
-
-    NO_REQUEST --start_request / auto--> REQUEST_NO_SOCKET
-    REQUEST_NO_SOCKET --checkout--> PINNED  (the socket keeps its slot)
-    PINNED --checkout--> PINNED              (same socket; no lock, no slot;
-                                              also after a pool reset)
-    PINNED --error seen by the owner--> REQUEST_NO_SOCKET (socket closed, slot freed)
-    PINNED --fork--> REQUEST_NO_SOCKET       (in the child)
-    any --outermost end_request / caller dies--> NO_REQUEST
-                                             (socket to idle, or closed if stale)
+The request state machine is drawn in :class:`~mongo_requests.pool_state.RequestState`.
 
 Death of a caller is reported by the identity's ``watch`` callback, which may
 run at awkward moments (a thread's teardown, a weakref callback during garbage
@@ -53,11 +43,20 @@ import time
 import weakref
 from typing import Any, Callable
 
-from .errors import InvalidOperation, PoolTimeoutError
-from .identity import choose_identity, gevent_patched, notify_when_threading_patched, real_lock, real_poll
+from .errors import InvalidOperation
+from .identity import (
+    GreenletIdentity,
+    ThreadIdentity,
+    choose_identity,
+    gevent_patched,
+    notify_when_threading_patched,
+    real_lock,
+    real_poll,
+)
 from .pipeline import Pipeline, w0_acknowledged
+from .pool_report import PoolReport
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
-from .socket_info import CLOSED_POOL, CLOSED_STALE, SocketInfo
+from .socket_info import SocketInfo
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
 
@@ -80,7 +79,7 @@ class _Guard:
 
     __slots__ = ("lock", "pool")
 
-    def __init__(self, lock: Any, pool: "Pool") -> None:
+    def __init__(self, lock: Any, pool: Pool) -> None:
         self.lock = lock
         self.pool = pool
 
@@ -93,7 +92,7 @@ class _Guard:
             self.pool._reap()
 
 
-def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
+def _reaper(pool_ref: weakref.ref[Pool], req: _Request) -> Callable[[], None]:
     """Build a death callback that holds the pool only weakly."""
 
     def on_death() -> None:
@@ -105,7 +104,7 @@ def _reaper(pool_ref: "weakref.ref[Pool]", req: _Request) -> Callable[[], None]:
 
 
 # Every pool, so a forked child can reset them all (see _after_fork).
-_all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 # This process's pid, refreshed in a forked child by the at-fork hook, so the
 # per-checkout pid check costs a global read instead of a getpid() syscall.
 _pid = os.getpid()
@@ -115,7 +114,7 @@ def _closed_error() -> InvalidOperation:
     return InvalidOperation("Cannot use MongoClient after close")
 
 
-class Pool:
+class Pool(PoolReport):
     """A capped pool of :class:`SocketInfo` to one server, request-aware.
 
     :param address: ``(host, port)``.
@@ -154,7 +153,7 @@ class Pool:
         _all_pools.add(self)
 
     # -- identity -----------------------------------------------------------
-    def _set_identity(self, identity: Any) -> None:
+    def _set_identity(self, identity: ThreadIdentity | GreenletIdentity) -> None:
         """Adopt a caller identity: its storage, socket module and re-homing."""
         self.identity = identity
         self._socket_module = identity.socket
@@ -187,23 +186,27 @@ class Pool:
             self.identity.watch(_reaper(self._self_ref, req))
         return req
 
-    def start_request(self, pipeline: bool = False) -> None:
-        """Begin (or nest) a request for the calling thread or greenlet.
-
-        :param pipeline: pipeline the request's acknowledged writes (see
-            :mod:`mongo_requests.pipeline`) until its outermost end.
-        """
+    def start_request(self) -> None:
+        """Begin (or nest) a request for the calling thread or greenlet."""
         req = self._record()
         req.depth += 1
         if req.depth == 1:
             self._counters["requests_started"] += 1
-        if pipeline:
-            pl = req.pipeline
-            if pl is None:
-                pl = req.pipeline = Pipeline(True)
-            pl.user = True
-            if req.sock is not None and pl.sock is not req.sock:
-                pl.attach(req.sock)
+
+    def set_pipelined(self) -> None:
+        """The caller's request (begun) pipelines its acknowledged writes until its outermost end.
+
+        See :mod:`mongo_requests.pipeline`.
+        """
+        req = self._record()
+        if not req.depth:
+            return
+        pl = req.pipeline
+        if pl is None:
+            pl = req.pipeline = Pipeline(True)
+        pl.user = True
+        if req.sock is not None and pl.sock is not req.sock:
+            pl.attach(req.sock)
 
     def end_request(self) -> None:
         """End one level of request; the outermost end unpins the socket.
@@ -353,10 +356,10 @@ class Pool:
             if sock.closed:
                 self._release(sock)  # counts it as closed
             else:
-                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
+                self._close_socket(sock)
                 self._release(None)
         else:
-            self._close_socket(sock, CLOSED_STALE)
+            self._close_socket(sock)
 
     def _acquire(self, deadline: float | None = None) -> SocketInfo:
         """Take a slot (waiting if needed) and return a usable socket in it."""
@@ -392,14 +395,14 @@ class Pool:
                     if self._rehome is not None:
                         raw = self._rehome(sock.sock)
                         if raw is None:  # a TLS socket of another thread's hub cannot move here
-                            self._close_socket(sock, CLOSED_STALE)
+                            self._close_socket(sock)
                             sock = self._pop_idle()
                             continue
                         if raw is not sock.sock:
                             sock.rebind(raw)
                     self._counters["checkouts"] += 1
                     return sock
-                self._close_socket(sock, CLOSED_STALE)
+                self._close_socket(sock)
                 sock = self._pop_idle()
             sock = self._connect(deadline)
             self._counters["checkouts"] += 1
@@ -453,22 +456,6 @@ class Pool:
             except ValueError:
                 pass
 
-    def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
-        with self._guard:
-            pinned, in_use, waiting = len(self._pinned), self._in_use, len(self._waiters)
-        max_size = self.opts.max_size
-        msg = (
-            "Timed out after %.3fs waiting for a socket to %s:%d: all %d sockets are busy "
-            "(%d checked out, %d pinned by requests, %d other callers waiting)."
-            % (timeout or 0.0, self.address[0], self.address[1], max_size, in_use, pinned, waiting)
-        )
-        if pinned:
-            msg += (
-                " Each thread or greenlet in a request keeps its socket until end_request() or its "
-                "death; use auto_start_request=False, end requests sooner, or raise max_pool_size."
-            )
-        return PoolTimeoutError(msg, pinned=pinned, in_use=in_use, max_size=max_size)
-
     def _release(self, sock: SocketInfo | None) -> None:
         """Give back one checked-out slot, with the socket it held (None: none to keep).
 
@@ -483,7 +470,7 @@ class Pool:
                 self._counters["closed"] += 1
                 sock = None
             elif sock.generation != self.generation or self.closed:
-                self._close_socket(sock, CLOSED_POOL if self.closed else CLOSED_STALE)
+                self._close_socket(sock)
                 sock = None
             else:
                 sock.last_checkin = time.monotonic()
@@ -545,9 +532,9 @@ class Pool:
         self._counters["created"] += 1
         return sock
 
-    def _close_socket(self, sock: SocketInfo, reason: str) -> None:
+    def _close_socket(self, sock: SocketInfo) -> None:
         if not sock.closed:  # count each socket once (a fork closes them early)
-            sock.close(reason)
+            sock.close()
             self._counters["closed"] += 1
 
     # -- dead callers -------------------------------------------------------
@@ -595,7 +582,7 @@ class Pool:
             self._counters["resets"] += 1
         log.info("pool %s:%d reset (%s)", self.address[0], self.address[1], why)
         for sock in idle:
-            self._close_socket(sock, CLOSED_STALE)
+            self._close_socket(sock)
 
     def reset(self, why: str = "reset requested") -> None:
         """Discard every socket: idle ones now, checked-out ones when given back.
@@ -639,7 +626,7 @@ class Pool:
             if req is not None and req.sock is sock:
                 req.sock = None
             sock.request = None
-            sock.close(CLOSED_STALE)
+            sock.close()
 
     def close(self) -> None:
         """Close the pool: idle sockets now, others when their users are done.
@@ -658,42 +645,9 @@ class Pool:
             waiters = list(self._waiters)
             self._waiters.clear()
         for sock in idle:
-            self._close_socket(sock, CLOSED_POOL)
+            self._close_socket(sock)
         for waiter in waiters:
             waiter.fail(_closed_error())
-
-    # -- observability ------------------------------------------------------
-    def get_stats(self) -> dict[str, int]:
-        """Counters since the last :meth:`pop_stats`, plus the current gauges."""
-        with self._guard:
-            stats = dict(self._counters)
-            stats.update(
-                idle=len(self._idle),
-                in_use=self._in_use,
-                pinned=len(self._pinned),
-                waiting=len(self._waiters),
-                open=len(self._idle) + self._in_use + len(self._pinned),
-                max_size=self.opts.max_size,
-                generation=self.generation,
-            )
-        return stats
-
-    def pop_stats(self) -> dict[str, int]:
-        """Return :meth:`get_stats` and reset the counters (gauges stay)."""
-        stats = self.get_stats()
-        with self._guard:
-            self._counters.clear()
-        return stats
-
-    def __repr__(self) -> str:
-        return "<Pool %s:%d idle=%d in_use=%d pinned=%d waiting=%d>" % (
-            self.address[0],
-            self.address[1],
-            len(self._idle),
-            self._in_use,
-            len(self._pinned),
-            len(self._waiters),
-        )
 
 
 def _after_fork_in_child() -> None:

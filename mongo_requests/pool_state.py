@@ -17,7 +17,20 @@ __all__ = ["PoolOptions", "RequestState"]
 
 
 class RequestState(enum.Enum):
-    """Where one caller stands with one pool."""
+    """Where one caller stands with one pool.
+
+    The transitions, made by :mod:`mongo_requests.pool` (``_Request.state``
+    is derived from ``depth`` and ``sock``)::
+
+        NO_REQUEST --start_request / auto--> REQUEST_NO_SOCKET
+        REQUEST_NO_SOCKET --checkout--> PINNED  (the socket keeps its slot)
+        PINNED --checkout--> PINNED              (same socket; no lock, no slot;
+                                                  also after a pool reset)
+        PINNED --error seen by the owner--> REQUEST_NO_SOCKET (socket closed, slot freed)
+        PINNED --fork--> REQUEST_NO_SOCKET       (in the child)
+        any --outermost end_request / caller dies--> NO_REQUEST
+                                                 (socket to idle, or closed if stale)
+    """
 
     NO_REQUEST = 0
     REQUEST_NO_SOCKET = 1

@@ -48,15 +48,6 @@ _MAX_BSON_RANGE = (1024, 64 * 1024 * 1024)
 _MAX_MESSAGE_CEILING = 256 * 1024 * 1024
 _MAX_BATCH_RANGE = (1, 10_000_000)
 
-# Why a socket was closed; the pool reads it to decide whether the whole pool
-# is suspect (a reset or refused connection) or only this socket (a timeout, an
-# interrupted message).
-CLOSED_ERROR = "error"
-CLOSED_TIMEOUT = "timeout"
-CLOSED_INTERRUPTED = "interrupted"
-CLOSED_STALE = "stale"
-CLOSED_POOL = "pool"
-
 
 def client_metadata(appname: str | None = None) -> dict[str, Any]:
     """The ``client`` document sent in the handshake (server logs show it)."""
@@ -103,7 +94,6 @@ class SocketInfo:
         "address",
         "generation",
         "closed",
-        "close_reason",
         "last_checkin",
         "request",
         "hello",
@@ -125,7 +115,6 @@ class SocketInfo:
         self.address = address
         self.generation = generation
         self.closed = False
-        self.close_reason: str | None = None
         self.last_checkin = time.monotonic()
         # The pool's request record while the socket is pinned, else None.
         self.request: Any = None
@@ -158,7 +147,7 @@ class SocketInfo:
         metadata: Mapping[str, Any] | None = None,
         setup: Any = None,
         ssl_module: Any = None,
-    ) -> "SocketInfo":
+    ) -> SocketInfo:
         """Open a TCP connection and run the ``hello`` handshake.
 
         :param setup: a :class:`~mongo_requests.handshake.ConnectionSetup`
@@ -192,7 +181,7 @@ class SocketInfo:
             return info
         except BaseException:
             if info is not None:
-                info.close(CLOSED_ERROR)
+                info.close()
             else:
                 sock.close()
             raise
@@ -216,7 +205,7 @@ class SocketInfo:
             check_command(reply)
             self._learn(reply)
         except BaseException:
-            self.close(CLOSED_ERROR)
+            self.close()
             raise
         if setup is not None:
             # Authentication and compression; a failure closes the socket in connect().
@@ -317,7 +306,7 @@ class SocketInfo:
                 raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
             return wire.unpack_msg(message, codec_options)
         except BaseException:
-            self.close(CLOSED_ERROR)
+            self.close()
             raise
 
     def _roundtrip_raw(self, msg: bytes, request_id: int) -> tuple[int, memoryview]:
@@ -368,7 +357,7 @@ class SocketInfo:
             self._fail(exc)
             raise
         if response_to != request_id:
-            self.close(CLOSED_ERROR)
+            self.close()
             raise ProtocolError("reply responds to request %d, expected %d" % (response_to, request_id))
         return op, view[:length]
 
@@ -381,15 +370,15 @@ class SocketInfo:
         """
         host, port = self.address
         if isinstance(exc, _stdsocket.timeout):
-            self.close(CLOSED_TIMEOUT)
+            self.close()
             raise NetworkTimeout("%s:%d: timed out" % (host, port)) from exc
         if isinstance(exc, EOFError):
-            self.close(CLOSED_ERROR)
+            self.close()
             raise AutoReconnect("%s:%d: connection closed" % (host, port)) from None
         if isinstance(exc, OSError):
-            self.close(CLOSED_ERROR)
+            self.close()
             raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc
-        self.close(CLOSED_ERROR if isinstance(exc, ProtocolError) else CLOSED_INTERRUPTED)
+        self.close()
 
     def rebind(self, sock: Any) -> None:
         """Carry on over another socket object for the same connection (a re-homed one)."""
@@ -422,28 +411,14 @@ class SocketInfo:
         except (OSError, ValueError):
             return False
 
-    def close(self, reason: str = CLOSED_POOL) -> None:
+    def close(self) -> None:
         """Close the socket; safe to call more than once."""
         if self.closed:
             return
         self.closed = True
-        self.close_reason = reason
         try:
             self.sock.close()
         except Exception:
-            pass
-
-    def shutdown(self) -> None:
-        """Disconnect without releasing the file descriptor.
-
-        Used by ``close()`` on sockets pinned to other callers: their owner
-        may be using the descriptor right now, so we must not free it (the
-        number could be reused); shutting the connection down makes their
-        next read fail cleanly instead.
-        """
-        try:
-            self.sock.shutdown(_stdsocket.SHUT_RDWR)
-        except (OSError, ValueError):
             pass
 
     def __repr__(self) -> str:

@@ -6,7 +6,11 @@ a temporary data directory and waits until it answers ``hello``.  It only
 depends on :mod:`bson` (shipped with PyMongo) and the standard library, so it
 works before, and independently of, the rest of :mod:`mongo_requests`.
 
-Run ``python -m mongo_requests.testing`` to get a server for manual work.
+Run ``python -m mongo_requests.testing`` to get a server for manual work, and
+``python -m mongo_requests.testing --replset`` for a 3-member replica set
+(:class:`ReplicaSet`, defined in :mod:`mongo_requests.testing_replset`).  Add
+``--auth`` and/or ``--tls`` for a secure one (:class:`SecureMongodServer` and
+:class:`TestCertificates`, defined in :mod:`mongo_requests.testing_secure`).
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
 import bson
 
-__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",
-           "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
+__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",  # noqa: F822
+           "ReplicaSet", "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
 
 HOST = "127.0.0.1"
 _WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
@@ -71,7 +75,7 @@ def find_mongod() -> str:
     # Scan the import path by hand rather than importing: if the full
     # ``fiftyone`` package is installed, importing it would be slow and noisy.
     # (``site.getsitepackages`` is missing in some old virtualenvs.)
-    extra = getattr(site, "getsitepackages", list)()
+    extra: list[str] = getattr(site, "getsitepackages", list)()
     for root in sys.path + extra + [site.getusersitepackages()]:
         candidate = os.path.join(root or os.curdir, _WHEEL_BINARY)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -90,8 +94,8 @@ _OP_MSG = 2013
 _request_ids = itertools.count(1)
 
 
-def raw_command(address: tuple[str, int], command: dict, db: str = "admin",
-                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict:
+def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
@@ -132,7 +136,7 @@ def _free_port() -> int:
     # mongod binds it, which start() covers by retrying once on a new port.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _tail(path: str, n: int) -> str:
@@ -147,8 +151,8 @@ def _tail(path: str, n: int) -> str:
 # Servers whose process may still run, and temporary dbpaths not yet
 # removed: the atexit hook kills and deletes them, so that a crashed or
 # interrupted test run leaves no mongod (nor its files) behind.
-_LIVE: set = set()
-_TEMP_DIRS: set = set()
+_LIVE: set[MongodServer] = set()
+_TEMP_DIRS: set[str] = set()
 
 
 class MongodServer:
@@ -170,7 +174,7 @@ class MongodServer:
 
     def __init__(self, binary: str | None = None, port: int | None = None,
                  dbpath: str | None = None, replset: str | None = None,
-                 extra_args=(), startup_timeout: float = 60.0) -> None:
+                 extra_args: Iterable[str] = (), startup_timeout: float = 60.0) -> None:
         self.binary = binary or find_mongod()
         self._port = port
         self._port_given = port is not None
@@ -179,8 +183,8 @@ class MongodServer:
         self.replset = replset
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
         self._started_once = False
 
     host = property(lambda self: HOST, doc="Always ``'127.0.0.1'``.")
@@ -190,6 +194,7 @@ class MongodServer:
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)`` of the server."""
+        assert self._port is not None
         return (HOST, self._port)
 
     @property
@@ -203,7 +208,7 @@ class MongodServer:
     @property
     def pid(self) -> int | None:
         """Process id while running, else None."""
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self.running else None
 
     @property
     def running(self) -> bool:
@@ -218,13 +223,14 @@ class MongodServer:
         """Return the last ``n`` lines of the mongod log (JSON lines)."""
         return _tail(self.log_path, n)
 
-    def command(self, command: dict, db: str = "admin",
-                timeout: float = 10.0) -> dict:
+    def command(self, command: dict[str, Any], db: str = "admin",
+                timeout: float = 10.0) -> dict[str, Any]:
         """Run ``command`` on this server with :func:`raw_command`."""
         return raw_command(self.address, command, db, timeout)
 
     def _argv(self) -> list[str]:
-        argv = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
+        assert self._dbpath is not None
+        argv: list[str] = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
                 "--dbpath", self._dbpath, "--wiredTigerCacheSizeGB", "0.25",
                 "--setParameter", "enableTestCommands=1", "--nounixsocket",
                 # --logappend keeps one log across kill()/start() cycles
@@ -264,6 +270,7 @@ class MongodServer:
         argv = self._argv()
         # mongod reports bad options on stderr before its log exists, so
         # stderr goes to a file whose tail ends up in MongodStartError.
+        assert self._dbpath is not None
         self._stderr = open(os.path.join(self._dbpath, "mongod.stderr"), "wb")
         # A new session keeps a terminal's Ctrl-C away from mongod, so that
         # our own stop() can shut it down cleanly instead.
@@ -274,7 +281,7 @@ class MongodServer:
                                           start_new_session=True)
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
-            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}")
+            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}") from exc
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout
         self._poll(argv, deadline, "answer hello", {"hello": 1},
@@ -293,15 +300,16 @@ class MongodServer:
                        {"hello": 1},
                        lambda reply: reply.get("isWritablePrimary"))
 
-    def _poll(self, argv, deadline: float, what: str, command: dict, ready,
-              probe_timeout: float = 2.0):
+    def _poll(self, argv: list[str], deadline: float, what: str, command: dict[str, Any],
+              ready: Callable[[dict[str, Any]], Any], probe_timeout: float = 2.0) -> None:
         # Repeat ``command`` until ``ready(reply)``; connection errors are
         # expected while mongod is still recovering or opening its listener.
         # The short probe timeout matters when another program holds our
         # port: it accepts the connection but never answers, and we want to
         # notice mongod's exit ("Address already in use") quickly.
-        last = None
+        last: dict[str, Any] | OSError | None = None
         while True:
+            assert self._proc is not None
             if self._proc.poll() is not None:
                 self._fail(argv, f"mongod exited before it could {what}")
             remaining = deadline - time.monotonic()
@@ -317,11 +325,13 @@ class MongodServer:
                 last = exc
             time.sleep(0.05)
 
-    def _fail(self, argv, reason: str) -> None:
+    def _fail(self, argv: list[str], reason: str) -> None:
+        assert self._proc is not None
         if self.running:
             self._proc.kill()
         code = self._proc.wait()
         self._close()
+        assert self._dbpath is not None
         stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
         raise MongodStartError(
             f"{reason}\ncommand: {shlex.join(argv)}\nexit code: {code}\n"
@@ -371,181 +381,9 @@ class MongodServer:
     def __enter__(self) -> MongodServer:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
         self.cleanup()
-
-
-# --- Servers with authentication and TLS -------------------------------------
-# Certificates are made at run time by a throwaway CA (trustme), written to a
-# temporary directory, and deleted afterwards: no key or certificate is ever
-# committed.  trustme is a test dependency, imported only when used.
-
-_TEST_ORG = "mongo_requests tests"
-
-
-class TestCertificates:
-    """A test CA and the certificates signed by it, as PEM files in a temp dir.
-
-    Attributes (file paths): ``ca`` (trust this), ``server`` (key + chain
-    for ``mongod``, valid for the name ``localhost`` only, so that connecting
-    to ``127.0.0.1`` is a hostname mismatch), ``client`` (a client
-    certificate for MONGODB-X509), ``client_encrypted`` (the same key,
-    encrypted with :attr:`client_password`), ``other_ca`` (a CA that signed
-    nothing here), ``crl_revoking_server`` (a CRL of :attr:`ca` that revokes
-    the server certificate).  :attr:`client_subject` is the client
-    certificate's subject as MongoDB spells X.509 user names (RFC 2253).
-    """
-
-    __test__ = False  # not a pytest test class, whatever its name
-
-    def __init__(self) -> None:
-        import datetime
-        import secrets
-
-        import trustme
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-
-        self.dir = tempfile.mkdtemp(prefix="mongo_requests-certs-")
-        _TEMP_DIRS.add(self.dir)
-        ca = trustme.CA(organization_name=_TEST_ORG)
-        # X.509 users must differ from the server's certificate in O, OU or
-        # DC, or mongod takes them for cluster members: so OU differs.
-        server = ca.issue_cert("localhost", organization_name=_TEST_ORG,
-                               organization_unit_name="server")
-        client = ca.issue_cert(common_name="client", organization_name=_TEST_ORG,
-                               organization_unit_name="clients")
-        self.ca = self._write("ca.pem", ca.cert_pem.bytes())
-        self.server = self._write("server.pem", server.private_key_and_cert_chain_pem.bytes())
-        self.client = self._write("client.pem", client.private_key_and_cert_chain_pem.bytes())
-        self.client_password = secrets.token_urlsafe(12)
-        key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
-        encrypted = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self.client_password.encode()))
-        self.client_encrypted = self._write(
-            "client-encrypted.pem", encrypted + b"".join(p.bytes() for p in client.cert_chain_pems))
-        self.other_ca = self._write("other-ca.pem", trustme.CA().cert_pem.bytes())
-        client_cert = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
-        self.client_subject = client_cert.subject.rfc4514_string()
-        # A revocation list, signed by the CA, naming the server certificate.
-        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-        server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        ca_key: Any = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-        crl = (x509.CertificateRevocationListBuilder()
-               .issuer_name(ca_cert.subject)
-               .last_update(now - datetime.timedelta(minutes=5))
-               .next_update(now + datetime.timedelta(days=1))
-               .add_revoked_certificate(
-                   x509.RevokedCertificateBuilder()
-                   .serial_number(server_cert.serial_number)
-                   .revocation_date(now - datetime.timedelta(minutes=5)).build())
-               .sign(ca_key, hashes.SHA256()))
-        self.crl_revoking_server = self._write(
-            "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
-
-    def _write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.dir, name)
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return path
-
-    def probe_context(self) -> ssl.SSLContext:
-        """An ``ssl.SSLContext`` trusting the CA, for raw_command probes to 127.0.0.1."""
-        ctx = ssl.create_default_context(cafile=self.ca)
-        ctx.check_hostname = False  # the probe dials 127.0.0.1; the cert names localhost
-        return ctx
-
-    def cleanup(self) -> None:
-        """Delete the files."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-        _TEMP_DIRS.discard(self.dir)
-
-
-class SecureMongodServer(MongodServer):
-    """A :class:`MongodServer` with ``--auth`` and/or ``--tlsMode requireTLS``.
-
-    With ``auth=True`` the first user, :attr:`admin_user` with the ``root``
-    role and a random :attr:`admin_password`, is created through the
-    localhost exception as soon as the server is up; :meth:`create_user`
-    adds more.  With ``certs`` (a :class:`TestCertificates`) the server only
-    speaks TLS, presents ``certs.server``, and accepts (but does not require)
-    client certificates signed by ``certs.ca``.
-
-    :param auth: start with ``--auth``.
-    :param certs: certificates for ``--tlsMode requireTLS``, or None.
-    :param kwargs: passed to :class:`MongodServer`.
-    """
-
-    admin_user = "admin"
-
-    def __init__(self, auth: bool = True, certs: TestCertificates | None = None, **kwargs: Any) -> None:
-        import secrets
-
-        super().__init__(**kwargs)
-        self.auth = auth
-        self.certs = certs
-        self.admin_password = secrets.token_urlsafe(16)
-        self._probe_ctx = certs.probe_context() if certs is not None else None
-
-    def _argv(self) -> list[str]:
-        argv = super()._argv()
-        if self.auth:
-            argv.append("--auth")
-        if self.certs is not None:
-            argv += ["--tlsMode", "requireTLS",
-                     "--tlsCertificateKeyFile", self.certs.server,
-                     "--tlsCAFile", self.certs.ca,
-                     "--tlsAllowConnectionsWithoutCertificates"]
-        return argv
-
-    def command(self, command: dict[str, Any], db: str = "admin", timeout: float = 10.0) -> dict[str, Any]:
-        """Run ``command`` with :func:`raw_command`, over TLS when the server requires it."""
-        return raw_command(self.address, command, db, timeout, self._probe_ctx)
-
-    def start(self) -> SecureMongodServer:
-        first = not self._started_once
-        super().start()
-        if self.auth and first:
-            # The localhost exception: with no user yet, a connection from
-            # 127.0.0.1 may create the first one (and nothing else).
-            reply = self.command({"createUser": self.admin_user, "pwd": self.admin_password,
-                                  "roles": ["root"]})
-            if not reply.get("ok"):
-                raise MongodStartError("could not create the first user: %r" % (reply,))
-        return self
-
-    def pymongo_client(self, **kwargs: Any) -> Any:
-        """A ``pymongo.MongoClient`` logged in as the admin user.
-
-        The reference driver does the server's setup, so the fixtures do
-        not depend on the code under test.
-        """
-        import pymongo
-
-        opts: dict[str, Any] = {"directConnection": True, "serverSelectionTimeoutMS": 10000}
-        if self.auth:
-            opts.update(username=self.admin_user, password=self.admin_password, authSource="admin")
-        if self.certs is not None:
-            opts.update(tls=True, tlsCAFile=self.certs.ca)
-        opts.update(kwargs)
-        host = "localhost" if self.certs is not None else HOST
-        return pymongo.MongoClient(host, self.port, **opts)
-
-    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",),
-                    db: str = "admin", mechanisms: Any = None) -> None:
-        """Create a user (``password=None`` for an X.509 user in ``$external``)."""
-        cmd: dict[str, Any] = {"createUser": name, "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r
-                                                    for r in roles]}
-        if password is not None:
-            cmd["pwd"] = password
-        if mechanisms:
-            cmd["mechanisms"] = list(mechanisms)
-        with self.pymongo_client() as client:
-            client[db].command(cmd)
-
 
 
 @atexit.register
@@ -563,10 +401,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m mongo_requests.testing``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int)
-    parser.add_argument("--replset", metavar="NAME")
+    parser.add_argument("--replset", metavar="NAME", nargs="?", const="rs0",
+                        help="start a replica set (named rs0 by default)")
+    parser.add_argument("--members", type=int, default=3,
+                        help="members of the --replset (default 3; 1 gives "
+                             "a one-member set on --port)")
+    parser.add_argument("--auth", action="store_true",
+                        help="--auth with an admin user (and a keyFile for a set); "
+                             "the printed URI carries its random password")
+    parser.add_argument("--tls", action="store_true",
+                        help="--tlsMode requireTLS with certificates of a throwaway CA "
+                             "(the printed URI names its file)")
     args = parser.parse_args(argv)
     # SIGTERM should shut down as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.auth or args.tls:
+        return _serve_secure(args)
+    if args.replset and args.members != 1:
+        return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
         print(server.uri, flush=True)
         print(f"pid {server.pid}, dbpath {server.dbpath}; Ctrl-C to stop",
@@ -578,6 +430,77 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("mongod died:\n" + server.log_tail(), file=sys.stderr)
         return 1
+
+
+def _serve_replica_set(name: str, members: int) -> int:
+    # Members may die (a manual kill -9 to try failover): the set is served
+    # until Ctrl-C/SIGTERM, and only stops on its own if every member is gone.
+    from .testing_replset import ReplicaSet
+
+    with ReplicaSet(name, members) as rs:
+        return _serve(rs.uri, rs.members)
+
+
+def _serve(uri: str, servers: list[Any]) -> int:
+    print(uri, flush=True)
+    for member in servers:
+        print(f"{member.host}:{member.port} pid {member.pid}, dbpath "
+              f"{member.dbpath}", file=sys.stderr, flush=True)
+    print("Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        while any(m.running for m in servers):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    print("every mongod died", file=sys.stderr)
+    return 1
+
+
+def _serve_secure(args: argparse.Namespace) -> int:
+    # A throwaway server for manual work: printing its random admin password
+    # (in the URI) is the point, unlike anything the driver itself prints.
+    from urllib.parse import quote_plus
+
+    from .testing_replset import ReplicaSet
+    from .testing_secure import SecureMongodServer, TestCertificates
+
+    certs = TestCertificates() if args.tls else None
+    try:
+        options = ["tls=true&tlsCAFile=" + quote_plus(certs.ca)] if certs is not None else []
+        if args.replset:
+            with ReplicaSet(args.replset, args.members, auth=args.auth, certs=certs) as rs:
+                uri = rs.uri + "".join("&" + o for o in options)
+                if args.auth:
+                    uri = uri.replace("mongodb://", "mongodb://%s:%s@" % (rs.admin_user, rs.admin_password), 1)
+                return _serve(uri, rs.members)
+        server = SecureMongodServer(auth=args.auth, certs=certs, port=args.port)
+        with server:
+            # The standalone's certificate names localhost only.
+            host = "localhost" if certs is not None else HOST
+            creds = "%s:%s@" % (server.admin_user, server.admin_password) if args.auth else ""
+            uri = "mongodb://%s%s:%d/%s" % (creds, host, server.port, "?" + "&".join(options) if options else "")
+            return _serve(uri, [server])
+    finally:
+        if certs is not None:
+            certs.cleanup()
+
+
+# Defined in modules of their own (which import this one): loaded on first
+# use, so neither import order (nor ``python -m``) is circular.
+_LAZY = {"ReplicaSet": "testing_replset", "SecureMongodServer": "testing_secure", "TestCertificates": "testing_secure"}
+
+if TYPE_CHECKING:
+    from .testing_replset import ReplicaSet
+    from .testing_secure import SecureMongodServer, TestCertificates
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module("." + module, __package__), name)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,18 @@ from typing import Any
 
 from .errors import AutoReconnect, ConfigurationError, ConnectionFailure, NetworkTimeout
 
+# The TLS options beyond tls/ssl themselves (canonical spelling); the
+# handshake module lists them among everything a connection's setup reads.
+TLS_DETAIL_OPTIONS = (
+    "tlsCAFile",
+    "tlsCertificateKeyFile",
+    "tlsCertificateKeyFilePassword",
+    "tlsAllowInvalidCertificates",
+    "tlsAllowInvalidHostnames",
+    "tlsInsecure",
+    "tlsCRLFile",
+)
+
 __all__ = ["TLSOptions"]
 
 _REDACTED = "<redacted>"
@@ -201,18 +213,7 @@ def tls_options_from(options: dict[str, Any]) -> TLSOptions | None:
     tls = options.get("tls", options.get("ssl"))
     if "tls" in options and "ssl" in options and bool(options["tls"]) != bool(options["ssl"]):
         raise ConfigurationError("tls and ssl must not disagree")
-    details = {
-        k: options.get(k)
-        for k in (
-            "tlsCAFile",
-            "tlsCertificateKeyFile",
-            "tlsCertificateKeyFilePassword",
-            "tlsAllowInvalidCertificates",
-            "tlsAllowInvalidHostnames",
-            "tlsInsecure",
-            "tlsCRLFile",
-        )
-    }
+    details = {k: options.get(k) for k in TLS_DETAIL_OPTIONS}
     if tls is False:
         if any(v not in (None, False) for v in details.values()):
             raise ConfigurationError("TLS options were given, but tls=false")

@@ -1,21 +1,40 @@
 """The servers a client talks to, and which one an operation goes to.
 
-For now a topology is one server (a standalone mongod, or one member reached
-directly).  Discovery of replica sets comes later; the seam is
-:meth:`Topology.select_server`, which every operation goes through.
+A topology follows a standalone server, a replica set or mongos routers the
+way the MongoDB SDAM and Server Selection specifications describe.  What it
+knows is an immutable :class:`~mongo_requests.sdam.TopologyDescription`;
+every change is :func:`~mongo_requests.sdam.apply` of a new server
+description, swapped in under a tiny lock.  Each server of the description
+has a :class:`Server` here: its pool and its heartbeat monitor.
 
-Server selection: a server is *known* once a handshake with it succeeded and
-no network error has happened since.  Selecting an unknown server retries the
-connection until ``serverSelectionTimeoutMS`` runs out, then raises
-:class:`~pymongo.errors.ServerSelectionTimeoutError` with the last error, so
-an unreachable host fails within the timeout instead of hanging.  The
-deadline bounds everything, the connect and handshake included: a server
-that accepts connections but never answers (frozen) cannot stretch it to
-``connectTimeoutMS``.
+**Monitoring without background work** (see :mod:`mongo_requests.monitor`):
+server selection re-checks the servers when ``heartbeatFrequencyMS`` has
+passed since the last scan, when an error marked the topology stale, or when
+no server is suitable yet (then at most every 0.5 s, until
+``serverSelectionTimeoutMS``).  One caller scans; callers that arrive
+meanwhile wait for its result.  No thread or greenlet outlives an operation.
 
-Errors: :meth:`Topology.handle_error` is the one place that decides what a
-failure means for a server (mark it unknown, reset its pool, or nothing).
-Clients report every failure there; pools only carry out the decision.
+A lone seed without ``replicaSet`` is first checked through its pool's
+handshake: if it is a standalone the topology stays *Single* and never opens
+a heartbeat connection (a standalone costs exactly what it did before
+replica sets: it is known until a network error, then re-checked by
+connecting).  If it is a replica set member, the set is discovered from it.
+
+**Errors** (:meth:`Topology.handle_error`, the one place that interprets
+them): a network error marks the server Unknown and resets its pool; "not
+writable primary", "node is recovering" and shutdown errors (by code, or by
+message when there is none) mark it Unknown and make the next selection
+re-check, and shutdown also resets the pool; a timeout on an established
+socket, a full pool, or an ordinary command error changes nothing.
+
+**Requests across members.**  A caller's request spans every member it uses:
+it pins one socket per member (each pool keeps the caller's pin), joining
+the pool of a member discovered after the request began on first use.
+Writes and primary reads go to the primary's pool, and so to the request's
+socket there; a secondary read in a request goes to the member the request's
+first secondary read used, as long as it stays suitable, so reads in a
+request never go back in time.  When the primary changes, the next
+operation simply selects the new primary and pins a socket there.
 """
 from __future__ import annotations
 
@@ -23,38 +42,63 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from pymongo.read_preferences import ReadPreference
+
+from . import selection
 from .errors import (
     AutoReconnect,
     ConfigurationError,
     ConnectionFailure,
     InvalidOperation,
     NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
+from .identity import choose_identity, notify_when_threading_patched, real_lock
+from .monitor import ServerMonitor, scan
 from .pool import Pool, PoolOptions
+from .sdam import (
+    Address,
+    ServerDescription,
+    ServerType,
+    TopologyDescription,
+    TopologyType,
+    apply,
+    initial_topology,
+    is_shutdown,
+    is_state_change,
+)
+from .socket_info import SocketInfo
 
 if TYPE_CHECKING:
-    from .socket_info import SocketInfo
+    from .selection import _ServerMode
 
 __all__ = ["Server", "Topology"]
 
 log = logging.getLogger("mongo_requests")
 
+PRIMARY = ReadPreference.PRIMARY
+# The specification's floor between two scans when nothing is suitable.
+MIN_HEARTBEAT_INTERVAL = 0.5
+
 
 class Server:
-    """One server: its address and its pool."""
+    """One server: its address, its pool, and (once monitored) its heartbeat monitor."""
 
-    __slots__ = ("address", "pool", "known", "last_error")
+    __slots__ = ("address", "pool", "monitor", "known", "last_error")
 
-    def __init__(self, address: tuple[str, int], pool: Pool) -> None:
+    def __init__(self, address: Address, pool: Pool) -> None:
         self.address = address
         self.pool = pool
+        self.monitor: ServerMonitor | None = None
         self.known = False
         self.last_error: BaseException | None = None
 
     @property
     def description(self) -> dict[str, Any] | None:
-        """The server's latest ``hello`` reply, from the newest handshake."""
+        """The server's latest ``hello`` reply, from the newest pool handshake."""
         return self.pool.hello
 
     def __repr__(self) -> str:
@@ -62,12 +106,16 @@ class Server:
 
 
 class Topology:
-    """The server(s) behind one client.
+    """The servers behind one client.
 
     :param seeds: ``(host, port)`` pairs from the URI.
     :param pool_options: options for every server's pool.
     :param use_greenlets: passed to every pool (None: auto).
-    :param server_selection_timeout: seconds to keep trying an unknown server.
+    :param server_selection_timeout: seconds to wait for a suitable server.
+    :param replica_set: the ``replicaSet`` name, if given.
+    :param direct_connection: ``directConnection`` (None: discover).
+    :param heartbeat_frequency: seconds between scans (``heartbeatFrequencyMS``).
+    :param local_threshold: the latency window in seconds (``localThresholdMS``).
     """
 
     def __init__(
@@ -76,74 +124,375 @@ class Topology:
         pool_options: PoolOptions,
         use_greenlets: bool | None,
         server_selection_timeout: float = 30.0,
+        replica_set: str | None = None,
+        direct_connection: bool | None = None,
+        heartbeat_frequency: float = 10.0,
+        local_threshold: float = 0.015,
     ) -> None:
-        if len(seeds) != 1:
-            raise ConfigurationError(
-                "mongo_requests talks to one server for now; got %d hosts (%s). "
-                "Replica set discovery is not implemented yet."
-                % (len(seeds), ", ".join("%s:%d" % s for s in seeds))
-            )
         self.server_selection_timeout = server_selection_timeout
-        self._server = Server(seeds[0], Pool(seeds[0], pool_options, use_greenlets))
+        self.heartbeat_frequency = heartbeat_frequency
+        self.local_threshold = local_threshold
+        self._pool_options = pool_options
+        self._use_greenlets = use_greenlets
+        try:
+            self._td = initial_topology([(h.lower(), p) for h, p in seeds], replica_set, direct_connection)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        # A lone seed that may be a standalone is checked through its pool.
+        self._pool_checks = self._td.type in (TopologyType.Single, TopologyType.Unknown) and len(self._td.servers) == 1
+        self._servers: dict[Address, Server] = {}
+        self._lock = real_lock()  # guards _td and _servers: held for microseconds only
+        self._scan_lock = real_lock()  # only ever tried, never waited on
+        self._scans = 0
+        self._errors: list[ServerDescription] = []  # marked Unknown since the running scan began
+        self._last_scan = -1e9
+        self._next_scan = 0.0  # monotonic time the next scan is due; 0: stale
+        self._writable: Server | None = None  # fast path for primary selection
+        self.sessions_supported = False
+        self.direct_member = False
         self.closed = False
+        self._set_identity(choose_identity(use_greenlets))
+        if use_greenlets is None:
+            notify_when_threading_patched(self)
+        for address in self._td.servers:
+            self._servers[address] = self._new_server(address)
+
+    # -- identity -----------------------------------------------------------
+    def _set_identity(self, identity: Any) -> None:
+        self.identity = identity
+        self._local = type("_TopologyLocal", (identity.local_base(),), {"depth": 0, "pools": None, "secondary": None})()
+
+    def _threading_patched(self) -> None:
+        """gevent patched ``threading``: follow the pools to greenlet identity."""
+        if self.identity.kind == "thread":
+            self._set_identity(choose_identity(None))
+
+    # -- servers ------------------------------------------------------------
+    def _new_server(self, address: Address) -> Server:
+        return Server(address, Pool(address, self._pool_options, self._use_greenlets))
 
     @property
     def servers(self) -> list[Server]:
-        """Every server of the topology."""
-        return [self._server]
+        """Every server of the topology, seeds first."""
+        return list(self._servers.values())
 
-    def select_server(self, timeout: float | None = None) -> Server:
-        """Return a server for the next operation, waiting for it if unknown.
+    @property
+    def description(self) -> TopologyDescription:
+        """The current :class:`~mongo_requests.sdam.TopologyDescription`."""
+        return self._td
 
-        :param timeout: seconds to wait for an unknown server (default
-            ``serverSelectionTimeoutMS``).
+    @property
+    def single(self) -> bool:
+        """True for one server used directly: a standalone, or ``directConnection=true``."""
+        return self._td.type is TopologyType.Single or (self._pool_checks and len(self._servers) == 1)
+
+    def refreshed(self) -> TopologyDescription:
+        """The description, after one check if the last is older than ``heartbeatFrequencyMS`` (or stale).
+
+        Never waits for a suitable server: ``client.primary`` and friends report what one scan finds.
         """
-        server = self._server
-        if server.known:
-            return server
+        if not self.closed:
+            deadline = time.monotonic() + self.server_selection_timeout
+            if self._pool_checks:
+                if not self._seed().known:
+                    self._check_seed(deadline)
+            elif time.monotonic() >= self._next_scan:
+                self._scan(deadline)
+        return self._td
+
+    def read_preference_document(self, server: Server, read_preference: _ServerMode | None) -> dict[str, Any] | None:
+        """The ``$readPreference`` an operation on ``server`` must carry, or None.
+
+        A secondary answers a read only if the command says a non-primary
+        mode; a mongos needs the mode to route; a member reached directly
+        (``directConnection``) gets ``primaryPreferred`` so it answers even as
+        a secondary.  A standalone, or a primary read, carries nothing.
+        """
+        sd = self._td.servers.get(server.address)
+        stype = sd.type if sd is not None else ServerType.Unknown
+        document: dict[str, Any] | None = None
+        if read_preference is not None and read_preference.mode:
+            document = dict(getattr(read_preference, "document"))  # noqa: B009 - not in the selection protocol
+        if stype is ServerType.Mongos:
+            return document
+        if self._td.type is TopologyType.Single:
+            if stype is ServerType.Standalone:
+                return None
+            return document or {"mode": "primaryPreferred"}
+        if stype is not ServerType.RSPrimary:
+            return document
+        return None
+
+    def server_for(self, address: Address) -> Server:
+        """The server at ``address`` for an operation that must run there (a cursor's ``getMore``).
+
+        :raises AutoReconnect: if it left the topology (its cursors went with it).
+        """
+        server = self._servers.get(address)
+        if server is None:
+            if self.closed:
+                raise InvalidOperation("Cannot use MongoClient after close")
+            raise AutoReconnect("server %s:%d is no longer part of the topology" % address)
+        if self._local.depth:
+            self._join_request(server)
+        return server
+
+    def server_at(self, address: Address) -> Server | None:
+        """The server at ``address`` if it is part of the topology."""
+        return self._servers.get(address)
+
+    def _apply(self, sd: ServerDescription) -> None:
+        """Apply one server description and sync the servers with the result."""
+        with self._lock:
+            self._install(apply(self._td, sd))
+
+    def _install(self, td: TopologyDescription) -> None:
+        """Adopt ``td`` (lock held): create and close servers, refresh the fast path."""
+        old = self._td
+        self._td = td
+        if self.closed:
+            return
+        for address in td.servers:
+            if address not in self._servers:
+                self._servers[address] = self._new_server(address)
+        for address in [a for a in self._servers if a not in td.servers]:
+            server = self._servers.pop(address)
+            log.info("server %s:%d left the topology", address[0], address[1])
+            if server.monitor is not None:
+                server.monitor.close()
+            server.pool.close()
+        writable = None
+        for address, sd in td.servers.items():
+            server = self._servers[address]
+            known = sd.type is not ServerType.Unknown and sd.type is not ServerType.PossiblePrimary
+            if server.known and not known:
+                log.info("server %s:%d marked unknown: %s", address[0], address[1], sd.error)
+            server.known = known
+            server.last_error = sd.error
+            if sd.type is ServerType.RSPrimary or (td.type is TopologyType.Single and known):
+                writable = server
+        self._writable = writable
+        # A member reached directly: reads carry primaryPreferred so a secondary answers.
+        self.direct_member = td.type is TopologyType.Single and any(
+            sd.type in (ServerType.RSPrimary, ServerType.RSSecondary, ServerType.RSOther) for sd in td.servers.values()
+        )
+        # Retryable writes need sessions, and a replica set member or mongos
+        # (a standalone refuses txnNumber).
+        self.sessions_supported = td.logical_session_timeout_minutes is not None and any(
+            sd.type in (ServerType.RSPrimary, ServerType.RSSecondary, ServerType.Mongos) for sd in td.servers.values()
+        )
+        if self._pool_checks and td.type not in (TopologyType.Single, TopologyType.Unknown):
+            # The lone seed was a replica set member (or a mongos): monitor from now on.
+            self._pool_checks = False
+            self._next_scan = 0.0
+        if old.type is not td.type:
+            log.info("topology is now %s", td.type.name)
+
+    # -- selection ----------------------------------------------------------
+    def select_server(
+        self,
+        timeout: float | None = None,
+        read_preference: _ServerMode | None = None,
+        for_write: bool = False,
+        once: bool = False,
+    ) -> Server:
+        """Return a server for the next operation, waiting up to ``timeout`` for a suitable one.
+
+        :param timeout: seconds (default ``serverSelectionTimeoutMS``).
+        :param read_preference: a :mod:`pymongo.read_preferences` mode for a
+            read; None is primary.
+        :param for_write: select a writable server whatever the read preference.
+        :param once: check (or scan) once, within ``connectTimeoutMS``, and
+            fail at once if nothing is suitable (a retry on a lone server).
+        :raises ServerSelectionTimeoutError: listing each member with its type
+            and last error, if no server is suitable in time.
+        """
+        if read_preference is None:
+            server = self._writable
+            if server is not None:
+                if self._pool_checks:
+                    # A lone server: its pool joined the caller's request in start_request.
+                    return server
+                if time.monotonic() < self._next_scan:
+                    if self._local.depth:
+                        self._join_request(server)
+                    return server
+        return self._select(PRIMARY if read_preference is None else read_preference, for_write, timeout, once)
+
+    def _select(self, read_preference: _ServerMode, for_write: bool, timeout: float | None, once: bool = False
+                ) -> Server:
         if self.closed:
             # The caller's request may still hold a socket that close() left
             # it for its operation in flight: this call is where it goes.
             for s in self.servers:
                 s.pool.discard_pin()
             raise InvalidOperation("Cannot use MongoClient after close")
-        return self._wait_for(server, self.server_selection_timeout if timeout is None else timeout)
-
-    def _wait_for(self, server: Server, timeout: float) -> Server:
-        """Try to reach ``server`` until ``timeout`` seconds have passed, connects included."""
-        deadline = time.monotonic() + timeout
+        if timeout is None:
+            timeout = self.server_selection_timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        if once:
+            # One attempt: bounded by the connect timeout, not by the selection timeout.
+            deadline = start + (self._pool_options.connect_timeout or 20.0)
+            self._next_scan = 0.0
+            self._last_scan = -1e9
         delay = 0.05
-        pool = server.pool
         while True:
-            try:
-                # Bounded by what is left: a frozen server must not hold
-                # one attempt for the whole connectTimeoutMS.
-                sock = pool.checkout_within(max(deadline - time.monotonic(), 0.001))
-            except ConnectionFailure as exc:
-                # A wait-queue timeout means the server is busy, not down.
-                if not isinstance(exc, AutoReconnect):
-                    raise
-                self.handle_error(server, exc)
-            else:
-                pool.checkin(sock)
-                server.known = True
-                server.last_error = None
+            if self._pool_checks:
+                if not self._seed().known:
+                    self._check_seed(deadline)
+            elif self._scan_due():
+                self._scan(deadline)
+            server = self._pick(read_preference, for_write)
+            if server is not None:
+                if self._local.depth:
+                    self._join_request(server)
                 return server
+            if self.closed:
+                raise InvalidOperation("Cannot use MongoClient after close")
+            self._next_scan = 0.0  # nothing suitable: re-check as soon as allowed
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or once:
                 raise ServerSelectionTimeoutError(
-                    "No server reachable at %s:%d within serverSelectionTimeoutMS=%d; last error: %s"
-                    % (server.address[0], server.address[1], timeout * 1000, server.last_error)
+                    selection.selection_error_message(self._td, read_preference, for_write, timeout)
                 )
-            pool.identity.sleep(min(delay, remaining))  # gevent.sleep in greenlet mode
-            delay = min(delay * 2, 0.5)
+            if not self._pool_checks:
+                # Sleep until the next scan is allowed (at most every 0.5 s).
+                delay = max(self._last_scan + MIN_HEARTBEAT_INTERVAL - time.monotonic(), 0.005)
+            self.identity.sleep(min(delay, remaining))  # gevent.sleep in greenlet mode
+            delay = min(delay * 2, MIN_HEARTBEAT_INTERVAL)
 
-    def handle_error(self, server: Server, error: BaseException, sock: "SocketInfo | None" = None) -> None:
+    def _pick(self, read_preference: _ServerMode, for_write: bool) -> Server | None:
+        td = self._td
+        local = self._local
+        sticky = local.depth and not for_write and read_preference.mode != 0
+        if sticky and local.secondary is not None:
+            # A request's secondary reads stay on one member while it is suitable.
+            suitable = selection.suitable_servers(td, read_preference, False, self.heartbeat_frequency)
+            for candidate in suitable:
+                if candidate.address == local.secondary:
+                    return self._servers.get(candidate.address)
+        sd = selection.select(td, read_preference, for_write, self.local_threshold, self.heartbeat_frequency)
+        if sd is None:
+            return None
+        if sticky and sd.type is not ServerType.RSPrimary:
+            local.secondary = sd.address
+        return self._servers.get(sd.address)
+
+    def _scan_due(self) -> bool:
+        now = time.monotonic()
+        return now >= self._next_scan and now - self._last_scan >= MIN_HEARTBEAT_INTERVAL
+
+    def _monitor_for(self, address: Address) -> ServerMonitor:
+        server = self._servers.get(address)
+        if server is None:  # removed meanwhile: a throwaway monitor reports it
+            return ServerMonitor(address, self._connect_monitor)
+        if server.monitor is None:
+            server.monitor = ServerMonitor(address, self._connect_monitor)
+        return server.monitor
+
+    def _connect_monitor(self, address: Address, timeout: float) -> SocketInfo:
+        opts = self._pool_options
+        # The same TLS as the pools' connections, but no authentication (see
+        # ConnectionSetup.for_monitoring); a heartbeat connection is never
+        # handed to an operation.
+        setup = opts.setup.for_monitoring() if opts.setup is not None else None
+        return SocketInfo.connect(
+            address, self.identity.socket, timeout, timeout, 0, opts.metadata, setup, self.identity.ssl
+        )
+
+    def _scan(self, deadline: float) -> None:
+        """Check every server (concurrently) once; or wait for the scan another caller runs."""
+        if not self._scan_lock.acquire(False):
+            seen = self._scans
+            while self._scans == seen and time.monotonic() < deadline and not self.closed:
+                self.identity.sleep(0.002)
+            return
+        try:
+            connect_timeout = self._pool_options.connect_timeout or 20.0
+            timeout = min(connect_timeout, max(deadline - time.monotonic(), 0.05))
+            with self._lock:
+                td = self._td
+                self._errors = []
+            checked = scan(td, self._monitor_for, timeout, self.identity.fan_out)
+            with self._lock:
+                # An error reported while we scanned may be newer than our
+                # check of that server (a primary stepping down under load):
+                # it stays on top, and the next selection checks again.
+                errors, self._errors = self._errors, []
+                for sd in errors:
+                    checked = apply(checked, sd)
+                self._install(checked)
+            now = time.monotonic()
+            self._last_scan = now
+            self._next_scan = 0.0 if errors else now + self.heartbeat_frequency
+        finally:
+            self._scans += 1
+            self._scan_lock.release()
+
+    def _seed(self) -> Server:
+        return next(iter(self._servers.values()))
+
+    def _check_seed(self, deadline: float) -> None:
+        """Check the lone seed through its pool's handshake (no heartbeat connection)."""
+        server = self._seed()
+        pool = server.pool
+        try:
+            # Bounded by what is left: a frozen server must not hold one
+            # attempt for the whole connectTimeoutMS.
+            sock = pool.checkout_within(max(deadline - time.monotonic(), 0.001))
+        except ConnectionFailure as exc:
+            # A wait-queue timeout means the server is busy, not down.
+            if not isinstance(exc, AutoReconnect):
+                raise
+            self.handle_error(server, exc)
+            return
+        pool.checkin(sock)
+        self._apply(ServerDescription.from_hello(server.address, sock.hello, None, time.monotonic()))
+
+    # -- requests -----------------------------------------------------------
+    def start_request(self) -> None:
+        """Begin (or nest) the caller's request on every member, present and future."""
+        local = self._local
+        local.depth += 1
+        if local.depth == 1:
+            local.pools = set()
+            local.secondary = None
+            for server in self.servers:
+                self._join_request(server)
+
+    def _join_request(self, server: Server) -> None:
+        pools = self._local.pools
+        if server.pool not in pools:
+            pools.add(server.pool)
+            server.pool.start_request()
+
+    def end_request(self) -> None:
+        """End one level of the caller's request; the outermost end unpins on every member."""
+        local = self._local
+        if local.depth == 0:
+            if self._pool_options.auto_start_request:
+                # Requests the pools began by themselves, on first use.
+                _end_all([server.pool for server in self.servers])
+            return
+        local.depth -= 1
+        if local.depth:
+            return
+        pools, local.pools, local.secondary = local.pools, None, None
+        _end_all(pools or ())
+
+    def in_request(self) -> bool:
+        """True when the caller is inside a request (its own, or with ``auto_start_request`` one a pool began)."""
+        if self._local.depth:
+            return True
+        return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
+
+    # -- errors -------------------------------------------------------------
+    def handle_error(self, server: Server, error: BaseException, sock: SocketInfo | None = None) -> None:
         """Decide what ``error`` means for ``server``, and have its pool act on it.
 
-        The one error handler (PyMongo 4's SDAM error handling, for one
-        server).  Every failure of a connect, a handshake or an operation is
-        reported here; nothing else interprets errors.
+        The one error handler.  Every failure of a connect, a handshake or an
+        operation is reported here; nothing else interprets errors.
 
         :param server: the server the operation went to.
         :param error: what was raised.
@@ -152,39 +501,86 @@ class Topology:
 
         * An error from a socket of an older generation is stale: the pool
           was reset since that socket was made, so it changes nothing.
+        * "Not writable primary" and "node is recovering" (by code, or by
+          message without one) mark the server Unknown and the topology
+          stale; shutdown codes also reset the pool.  Other sockets stay: a
+          stepped-down primary keeps its connections since MongoDB 4.2.
         * A network error (:class:`~pymongo.errors.AutoReconnect`: refused,
-          reset, closed by the server) marks the server unknown and resets
+          reset, closed by the server) marks the server Unknown and resets
           its pool.  A timeout does the same only while connecting; on an
           established socket it says the server is slow, not gone, and only
           that socket (which closed itself) is lost.
         * Anything else (a wait-queue timeout, a command error, a malformed
-          reply, a kill mid-message) leaves the server and the pool alone;
-          the socket closed itself if its stream was unusable.
+          reply, a kill mid-message) leaves the server and the pool alone.
 
         A pool reset never takes a healthy socket from a request (see
-        :mod:`mongo_requests.pool`).  Replica sets will add their cases
-        here ("not primary", "node is recovering", shutdown codes).
+        :mod:`mongo_requests.pool`).
         """
         pool = server.pool
         if sock is not None and sock.generation != pool.generation:
             return
-        if not isinstance(error, AutoReconnect):
+        if isinstance(error, (NotPrimaryError, OperationFailure)):
+            details = error.details if isinstance(error.details, dict) else {}
+            code = details.get("code")
+            if is_state_change(code, str(details.get("errmsg", error))):
+                version = details.get("topologyVersion")
+                current = self._td.servers.get(server.address)
+                if current is not None and _error_is_stale(current.topology_version, version):
+                    return  # we already know a state as new as the error's
+                self.mark_unknown(server, error, version)
+                if is_shutdown(code):
+                    pool.reset("%s on %s" % (type(error).__name__, sock if sock is not None else "connect"))
+                return
+        if not isinstance(error, AutoReconnect) or isinstance(error, NotPrimaryError):
             return
         if sock is not None and isinstance(error, NetworkTimeout):
             return
         self.mark_unknown(server, error)
         pool.reset("%s on %s" % (type(error).__name__, sock if sock is not None else "connect"))
 
-    def mark_unknown(self, server: Server, error: BaseException) -> None:
-        """The server must prove itself again before use."""
-        if server.known:
-            log.info("server %s:%d marked unknown: %s", server.address[0], server.address[1], error)
+    def mark_unknown(self, server: Server, error: BaseException, topology_version: Any = None) -> None:
+        """The server must prove itself again before use; the next selection re-checks.
+
+        :param topology_version: the ``topologyVersion`` of the error reply: a
+            later ``hello`` from before the state change it reports is ignored.
+        """
+        self._next_scan = 0.0
+        if self._servers.get(server.address) is server:
+            sd = ServerDescription.unknown(server.address, error, time.monotonic(), topology_version)
+            with self._lock:
+                self._errors.append(sd)
+                self._install(apply(self._td, sd))
         server.known = False
         server.last_error = error
 
+    # -- life cycle ---------------------------------------------------------
     def close(self) -> None:
-        """Close every pool; the topology refuses further use."""
+        """Close every pool and heartbeat connection; the topology refuses further use."""
         self.closed = True
-        for server in self.servers:
+        with self._lock:
+            servers = list(self._servers.values())
+        for server in servers:
             server.known = False
+            if server.monitor is not None:
+                server.monitor.close()
             server.pool.close()
+        self._writable = None
+
+
+def _error_is_stale(current: Any, version: Any) -> bool:
+    """An error whose ``topologyVersion`` is not newer than what the server already told us."""
+    if current is None or version is None or current.get("processId") != version.get("processId"):
+        return False
+    return bool(version.get("counter", 0) <= current.get("counter", 0))
+
+
+def _end_all(pools: Any) -> None:
+    """End the caller's request on every pool, then raise the first error (a pipeline's, at its sync point)."""
+    error: BaseException | None = None
+    for pool in pools:
+        try:
+            pool.end_request()
+        except PyMongoError as exc:
+            error = error or exc
+    if error is not None:
+        raise error

@@ -65,7 +65,6 @@ _MSG_PREFIX = struct.Struct("<iiiiIB")
 _SEQ_PREFIX = struct.Struct("<Bi")
 _INT32 = struct.Struct("<i")
 _UINT32 = struct.Struct("<I")
-_QUERY_PREFIX = struct.Struct("<iiiii")
 _REPLY_PREFIX = struct.Struct("<iqii")
 
 # Request ids only need to be unique per socket while a reply is outstanding.

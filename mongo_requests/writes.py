@@ -22,7 +22,8 @@ from pymongo.write_concern import WriteConcern
 from . import bulk as _bulk
 from . import pipeline as _pipeline
 from . import wire
-from .bulk import DELETE, INSERT, UPDATE, Bulk, BulkOperationBuilder, check_mapping, run_one
+from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
+from .bulk_builder import BulkOperationBuilder
 from .errors import check_command, check_write, raise_write_concern_error
 
 if TYPE_CHECKING:
@@ -449,7 +450,7 @@ class WriteMethods:
             pipeline = sock.pipeline
             if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
                 raise InvalidOperation("this request's socket has no pipeline")
-            batches = batch._batches(sock)
+            batches = batch._batches(sock.max_message_size - _bulk._MESSAGE_OVERHEAD, sock.max_write_batch_size)
 
             def merged(replies: list[dict[str, Any]]) -> Any:
                 total = _bulk._new_result()

@@ -187,4 +187,56 @@ def watchdog() -> Iterator[None]:
 
 
 # Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.
-from security_fixtures import auth_server, auth_users, secure_client, test_certs, tls_server  # noqa: E402,F401
+# ---------------------------------------------------------------------------
+# Replica set fixtures (the replset helper's block).  One 3-member set per
+# test session, started on first use; fault tests restart what they kill.
+# ---------------------------------------------------------------------------
+from mongo_requests.testing import ReplicaSet  # noqa: E402
+from security_fixtures import (  # noqa: E402,F401
+    auth_server,
+    auth_users,
+    secure_client,
+    secure_replica_set,
+    test_certs,
+    tls_server,
+)
+
+
+@pytest.fixture(scope="session")
+def _replica_set_session():
+    rs = ReplicaSet("rs_test")
+    # MongodNotFound / MongodStartError propagate: a missing server fails loudly.
+    rs.start()
+    try:
+        yield rs
+    finally:
+        rs.stop()
+        rs.cleanup()
+
+
+@pytest.fixture
+def replica_set(_replica_set_session) -> ReplicaSet:
+    """The session's :class:`ReplicaSet`, healthy: members killed or removed by an earlier test are back."""
+    rs = _replica_set_session
+    for member in list(rs.removed):
+        rs.add_member(member, wait=False)
+    for member in rs.members:
+        if not member.running:
+            member.start()
+    rs.wait_healthy()
+    return rs
+
+
+@pytest.fixture
+def make_rs_client(replica_set, mode):
+    """Factory for clients of the session's replica set (every seed by default) with the mode's options."""
+    made = []
+
+    def make(uri=None, **kwargs):
+        c = mode.client(uri or replica_set.uri, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

@@ -1,4 +1,4 @@
-"""Session fixtures for the security tests: a test CA, an --auth server, a TLS server.
+"""Session fixtures for the security tests: a test CA, an --auth server, a TLS server, a secure replica set.
 
 conftest.py imports these names, so any test module can ask for them.  The
 servers are real mongod processes started by
@@ -19,7 +19,7 @@ import pytest
 
 import mongo_requests
 from helpers import current_mode
-from mongo_requests.testing import MongodNotFound, SecureMongodServer, TestCertificates
+from mongo_requests.testing import MongodNotFound, ReplicaSet, SecureMongodServer, TestCertificates
 
 # This process's test mode (tests/run_mode.py), and the client options it wants.
 CURRENT = current_mode()
@@ -100,6 +100,29 @@ def tls_server(test_certs: TestCertificates, auth_users: Users) -> Iterator[Secu
         admin.close()
     server.stop()
     server.cleanup()
+
+
+SET_NAME = "rs_secure"
+
+
+@pytest.fixture(scope="session")
+def secure_replica_set(test_certs: TestCertificates, auth_users: Users) -> Iterator[ReplicaSet]:
+    """A 3-member replica set, every member with ``--auth`` (and a keyFile) and ``--tlsMode requireTLS``.
+
+    Its user ``alice`` (SCRAM-SHA-1 and -256) is acknowledged by every
+    member before the first test, so any member can log it in at once.
+    """
+    try:
+        rs = ReplicaSet(SET_NAME, auth=True, certs=test_certs)
+    except MongodNotFound as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        rs.start()
+        rs.create_user(auth_users.alice, auth_users.password)
+        yield rs
+    finally:
+        rs.stop()
+        rs.cleanup()
 
 
 def scram_uri(server: SecureMongodServer, user: str, password: str, host: str = "127.0.0.1", **options: Any) -> str:

@@ -8,16 +8,19 @@ per mechanism (``security.authentication.mechanisms``) and commands
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import pickle
+import time
 
 import pytest
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure
 
 import mongo_requests
+from helpers import run_threads
 from mongo_requests import auth
-from security_fixtures import auth_counters, elapsed, scram_uri, server_status
+from security_fixtures import CURRENT, auth_counters, elapsed, scram_uri, server_status
 
 
 def _authenticated_as(client) -> list:
@@ -56,13 +59,35 @@ def test_mechanism_negotiated_through_sasl_supported_mechs(
 
 @pytest.mark.parametrize(
     "user, password",
-    [("IX", "IX"), ("IX", "I\u00adX"), ("\u2168", "IV"), ("\u2168", "I\u00adV")],
+    [("IX", "IX"), ("IX", "I\u00adX"), ("\u2168", "IV"), ("\u2168", "I\u00adV"), ("\u2168", "\u2163")],
 )
 def test_saslprep_passwords(auth_server, secure_client, user, password):
     # The specification's SASLprep cases: a soft hyphen maps to nothing, and
-    # the Roman numeral IV (U+2163) normalises to "IV" on both sides.
+    # the Roman numeral IV (U+2163) normalises to "IV" on both sides.  The
+    # last case gives U+2163 itself, so our side must NFKC-normalise it too.
     c = secure_client(scram_uri(auth_server, user, password, authMechanism="SCRAM-SHA-256"))
     assert _authenticated_as(c) == [(user, "admin")]
+
+
+def test_password_saslprep_refuses_is_a_configuration_error(auth_server, auth_users, secure_client):
+    # SASLprep forbids control characters: that is the user's password, not
+    # the server's answer, so it is a pymongo ConfigurationError (not scramp's
+    # own exception), raised before anything is sent, naming no secret.
+    secret = "pw\u0007" + auth_users.password
+    c = secure_client("127.0.0.1", auth_server.port, username=auth_users.alice, password=secret,
+                      authMechanism="SCRAM-SHA-256", serverSelectionTimeoutMS=30000)
+    before = auth_counters(auth_server, "SCRAM-SHA-256")
+    exc, seconds = elapsed(lambda: c.admin.command("ping"))
+    assert type(exc) is ConfigurationError, repr(exc)
+    assert seconds < 2.0
+    assert "SASLprep" in str(exc)
+    chained = [exc, exc.__cause__, exc.__context__]
+    for e in (e for e in chained if e is not None):
+        assert secret not in str(e) and secret not in repr(e.args) and auth_users.password not in str(e)
+    after = auth_counters(auth_server, "SCRAM-SHA-256")
+    assert after["received"] == before["received"] and after["spec_received"] == before["spec_received"]
+    stats = c.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
 
 
 def test_sha256_only_user_refuses_sha1(auth_server, auth_users, secure_client):
@@ -102,6 +127,71 @@ def test_wrong_password_fails_fast_once_and_leaves_pools_usable(auth_server, aut
                  caplog.text):
         assert wrong not in text
         assert auth_users.password not in text
+
+
+def test_wrong_password_from_many_workers_is_one_attempt_each(auth_server, auth_users, secure_client):
+    # 30 threads or greenlets (the run's mode) hit a wrong password at once:
+    # each operation makes exactly one attempt (no retry storm), all fail with
+    # code 18 within a couple of seconds, and the pool ends empty.
+    n = 30
+    bad = secure_client(scram_uri(auth_server, auth_users.alice, "wrong-" + auth_users.password),
+                        serverSelectionTimeoutMS=30000, maxPoolSize=10)
+    before = auth_counters(auth_server, "SCRAM-SHA-256")
+    codes: list = []
+
+    def work(i):
+        try:
+            bad.admin.command("ping")
+        except OperationFailure as exc:
+            codes.append(exc.code)
+
+    start = time.monotonic()
+    if CURRENT.green:
+        import gevent
+
+        gevent.joinall([gevent.spawn(work, i) for i in range(n)], timeout=30)
+    else:
+        assert run_threads(work, n) == []
+    assert codes == [18] * n
+    assert time.monotonic() - start < 3.0
+    after = auth_counters(auth_server, "SCRAM-SHA-256")
+    assert after["received"] == before["received"] + n and after["successful"] == before["successful"]
+    stats = bad.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
+
+
+def test_wrong_auth_source_fails_fast_with_code_18(auth_server, auth_users, secure_client):
+    # alice lives in admin.  Looked up in appdb (authSource, or the URI's
+    # database, which is the default authSource) she does not exist: one
+    # attempt, code 18 at once, nothing about her or her password in the error.
+    for c in (
+        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="appdb"),
+                      serverSelectionTimeoutMS=30000),
+        # scram_uri without options ends in "/": the database goes after it.
+        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password) + "appdb",
+                      serverSelectionTimeoutMS=30000),
+    ):
+        assert c.pool.opts.setup.credentials.source == "appdb"
+        before = auth_counters(auth_server, "SCRAM-SHA-256")
+        exc, seconds = elapsed(functools.partial(c.admin.command, "ping"))
+        assert isinstance(exc, OperationFailure) and exc.code == 18, repr(exc)
+        assert seconds < 2.0
+        after = auth_counters(auth_server, "SCRAM-SHA-256")
+        assert after["received"] == before["received"] + 1 and after["successful"] == before["successful"]
+        for text in (str(exc), repr(exc.args), repr(exc.details)):
+            assert auth_users.password not in text and "alice" not in text
+    right = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="admin"))
+    assert _authenticated_as(right) == [("alice", "admin")]
+
+
+def test_unknown_mechanism_in_the_uri_is_refused_up_front(auth_server, auth_users):
+    secret = auth_users.password
+    for mechanism in ("PLAIN", "GSSAPI", "MONGODB-AWS", "SCRAM-SHA-512"):
+        with pytest.raises(ConfigurationError) as info:
+            mongo_requests.MongoClient(scram_uri(auth_server, auth_users.alice, secret, authMechanism=mechanism))
+        assert mechanism in str(info.value)
+        assert secret not in str(info.value) and secret not in repr(info.value.args)
+        assert info.value.__context__ is None or secret not in str(info.value.__context__)
 
 
 def test_speculative_authentication_saves_the_sasl_start(auth_server, auth_users, secure_client):
@@ -180,6 +270,12 @@ def test_secret_uri_options_are_redacted():
                                    tlsInsecure=True)
     assert secret not in repr(c._options) and secret not in repr(c.pool.opts)
     c.close()
+    # PyMongo's MONGODB-AWS puts a session token in authMechanismProperties;
+    # a URI written for it is accepted, and its token never shown.
+    c = mongo_requests.MongoClient("mongodb://u:p@127.0.0.1:9/?authMechanismProperties=AWS_SESSION_TOKEN:%s" % secret)
+    for obj in (c, c.pool, c.pool.opts, c._options, c.pool.opts.setup, c.pool.opts.setup.credentials):
+        assert secret not in repr(obj), type(obj).__name__
+    c.close()
 
 
 def test_bad_auth_options_are_configuration_errors():
@@ -211,3 +307,32 @@ def test_the_kept_hello_holds_no_authentication_exchange(auth_server, auth_users
     c.admin.command("ping")
     assert c.pool.hello is not None and "speculativeAuthenticate" not in c.pool.hello
     assert c.pool.hello["maxWireVersion"] >= 6
+
+
+def test_scram_without_a_usable_scramp_is_refused_at_construction():
+    # scramp 1.5 is the first release whose API auth.py fits; an install
+    # without it (pip --no-deps, a scramp pinned lower by someone else) must
+    # see a SCRAM client refused up front with a ConfigurationError naming
+    # scramp, not fail at its first operation with an ImportError.  X.509
+    # needs no scramp.  Run in a child whose scramp import fails.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['scramp'] = None\n"
+        "from pymongo.errors import ConfigurationError\n"
+        "import mongo_requests\n"
+        "try:\n"
+        "    mongo_requests.MongoClient('127.0.0.1', 9, username='u', password='p-secret')\n"
+        "except ConfigurationError as exc:\n"
+        "    print('REFUSED', exc)\n"
+        "else:\n"
+        "    print('ACCEPTED')\n"
+        "from mongo_requests.auth import Credentials\n"
+        "print('X509', Credentials(None, None, mechanism='MONGODB-X509').mechanism)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "REFUSED" in out.stdout and "scramp" in out.stdout and "1.5" in out.stdout, out.stdout
+    assert "p-secret" not in out.stdout
+    assert "X509 MONGODB-X509" in out.stdout

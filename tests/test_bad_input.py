@@ -346,9 +346,9 @@ def test_bad_names(client, db):
         "mongodb://127.0.0.1/?w=-1",
         "mongodb://127.0.0.1/?serverSelectionTimeoutMS=soon",
         "mongodb://127.0.0.1/?bogusOption=1",
-        "mongodb://127.0.0.1/?replicaSet=rs0",
+        "mongodb://127.0.0.1/?heartbeatFrequencyMS=100",
         "mongodb://:pw@127.0.0.1/",  # a password without a user name
-        "mongodb://127.0.0.1,127.0.0.1:27018/",
+        "mongodb://127.0.0.1,127.0.0.1:27018/?directConnection=true",
         "mongodb+srv://",
         "mongo://127.0.0.1",
     ],

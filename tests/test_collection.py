@@ -9,6 +9,7 @@ server, never from a mock.
 from __future__ import annotations
 
 import math
+import socket
 import time
 
 import pytest
@@ -190,7 +191,9 @@ def test_find_one_by_a_non_mapping_id(coll):
 
 def _last_find(db, coll_name: str) -> dict:
     """The last find on ``coll_name`` that the server's profiler recorded."""
-    entry = db["system.profile"].find_one({"op": "query", "ns": "%s.%s" % (db.name, coll_name)}, sort=[("ts", -1)])
+    # $natural: the capped profile collection keeps insertion order; two finds may share a millisecond ts.
+    query = {"op": "query", "ns": "%s.%s" % (db.name, coll_name)}
+    entry = db["system.profile"].find_one(query, sort=[("$natural", -1)])
     assert entry is not None, "the profiler recorded no find on %s" % coll_name
     return entry["command"]
 
@@ -608,7 +611,8 @@ def test_w0_write_on_a_broken_socket_raises_and_the_request_goes_on(client, coll
     with client.start_request():
         coll.insert_one({"_id": 1})
         first = client.admin.command("hello")["connectionId"]
-        client.pool.pinned_socket().shutdown()
+        # Shut the connection down under the driver, as a dying peer would.
+        client.pool.pinned_socket().sock.shutdown(socket.SHUT_RDWR)
         with pytest.raises(AutoReconnect):
             coll.insert_one({"_id": 2}, w=0)
         assert client.in_request()

@@ -149,3 +149,51 @@ def test_authentication_is_never_compressed(auth_server, auth_users):
         assert sock.closed
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("command", ["hello", "isMaster"])
+def test_hello_stays_plain_after_compression_is_negotiated(mongodb_uri, admin_client, command):
+    # The pure test above checks compress_message; this one asks the server:
+    # on a connection that compresses, a hello moves no decompressor counter,
+    # while a ping (the control) does.
+    sep = "&" if "?" in mongodb_uri else "?"
+    c = mongo_requests.MongoClient(mongodb_uri + sep + "compressors=zlib", **MODE_OPTIONS)
+    try:
+        with c.start_request():
+            c.admin.command("ping")  # connect first: the handshake is OP_QUERY anyway
+            before = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            for _ in range(5):
+                c.admin.command(command)
+            middle = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            c.admin.command("ping")
+            after = _counters(admin_client.admin.command("serverStatus"), "zlib")[0]
+            assert type(c.pool.pinned_socket()).__name__ == "CompressedSocketInfo_zlib"
+    finally:
+        c.close()
+    assert middle == before, "a %s went compressed" % command
+    assert after > middle, "the control ping was not compressed"
+
+
+def test_missing_compression_libraries_are_left_out_with_a_warning(mongodb_uri):
+    # zstandard and python-snappy are optional extras.  Without them (a child
+    # whose imports of both fail), a client asking for zstd,snappy,zlib warns
+    # about each missing one, names its extra, and talks zlib to the server.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings; sys.modules['zstandard'] = None; sys.modules['snappy'] = None\n"
+        "import mongo_requests\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    c = mongo_requests.MongoClient(sys.argv[1], compressors='zstd,snappy,zlib')\n"
+        "for w in caught: print('WARN', w.message)\n"
+        "with c.start_request():\n"
+        "    c.admin.command('ping')\n"
+        "    print('USING', c.pool.pinned_socket().compressor.name)\n"
+        "c.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, mongodb_uri], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "mongo_requests[zstd]" in out.stdout and "mongo_requests[snappy]" in out.stdout, out.stdout
+    assert "USING zlib" in out.stdout, out.stdout

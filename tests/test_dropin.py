@@ -48,7 +48,9 @@ def test_client_read_preference_is_not_a_database(client, pm):
 def test_client_is_primary_asks_the_server(client, pm):
     assert client.is_primary is True and pm.is_primary is True
     assert client.is_mongos is False
-    assert client.primary == client.address
+    # As in PyMongo: a standalone is no replica set, so it has no primary, nor secondaries.
+    assert client.primary is None and pm.primary is None
+    assert client.secondaries == set() == pm.secondaries
 
 
 def test_client_nodes(client, pm):
@@ -168,12 +170,17 @@ def test_removed_server_commands_raise_instead_of_answering(db):
 def test_read_options_are_honoured_or_refused(db, pm):
     assert db.with_options(read_preference=ReadPreference.PRIMARY).read_preference == ReadPreference.PRIMARY
     assert db.get_collection("x", read_concern=ReadConcern()).read_concern == ReadConcern()
-    with pytest.raises(ConfigurationError, match="primary only"):
-        db.with_options(read_preference=ReadPreference.SECONDARY)
+    # Every read preference is honoured (replica sets); a standalone serves any of them.
+    secondary = db.with_options(read_preference=ReadPreference.SECONDARY)
+    assert secondary.things.read_preference == ReadPreference.SECONDARY
+    db.things.insert_one({"_id": "rp"})
+    assert secondary.things.find_one({"_id": "rp"}) == {"_id": "rp"}
+    nearest = db.client.get_database(db.name, read_preference=ReadPreference.NEAREST)
+    assert nearest.read_preference == ReadPreference.NEAREST == nearest.things.read_preference
+    with pytest.raises(TypeError, match="read preference"):
+        db.with_options(read_preference="secondary")
     with pytest.raises(ConfigurationError, match="read concern"):
         db.things.with_options(read_concern=ReadConcern("majority"))
-    with pytest.raises(ConfigurationError):
-        db.client.get_database(db.name, read_preference=ReadPreference.NEAREST)
     assert isinstance(db.client.get_database(db.name, read_concern=ReadConcern()), Database)
     wc = WriteConcern(w=0)
     assert db.things.with_options(write_concern=wc).write_concern == wc

@@ -1,4 +1,4 @@
-"""The examples run, as a user would run them, against the session's mongod."""
+"""The examples run, as a user would run them, against the session's mongod and its 3-member replica set."""
 from __future__ import annotations
 
 import os
@@ -17,9 +17,19 @@ EXAMPLE = os.path.join(ROOT, "examples", "page_view_counters.py")
 
 
 def test_page_view_counters(mongodb_uri):
+    run_page_view_counters(mongodb_uri)
+
+
+def test_page_view_counters_on_a_replica_set(replica_set):
+    # The three ways, on the primary found from the set's seeds.
+    run_page_view_counters(replica_set.uri)
+
+
+def run_page_view_counters(uri):
+    """Run the example against ``uri`` and check its report."""
     threads, visits = 5, 10
     proc = subprocess.run(
-        [sys.executable, EXAMPLE, "--threads", str(threads), "--visits", str(visits), "--uri", mongodb_uri],
+        [sys.executable, EXAMPLE, "--threads", str(threads), "--visits", str(visits), "--uri", uri],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,7 +10,9 @@ of visits (127.0.0.1 only, bounded in count and in time).  Checked:
   (exactly so in the regions that only one client thread visits);
 * the final totals equal the visits sent;
 * server connections stay within workers * MAX_POOL_SIZE (+1 for the
-  master's import-time socket with --preload);
+  master's import-time socket with --preload, +1 heartbeat connection per
+  worker on a replica set);
+* the load test runs twice: on the session's mongod and on the 3-member set;
 * with --preload (client created, and a socket opened, before the fork) the
   two workers never share a socket, nor use the master's.
 """
@@ -30,15 +32,14 @@ import tempfile
 import threading
 import time
 
-import pytest
-
-import mongo_requests
-from helpers import THREADS, ConnMonitor, configure_fail_point, unique_app
-
 # Both come with the [test] extra.  Imported plainly, so a missing one fails
 # the run loudly instead of skipping these tests.
 import gevent  # noqa: E402,F401
 import gunicorn  # noqa: E402,F401
+import pytest
+
+import mongo_requests
+from helpers import THREADS, ConnMonitor, app_connections, configure_fail_point, unique_app
 
 # gunicorn's workers choose their own mode (gevent); running this file again
 # under each test mode would only repeat it.
@@ -118,7 +119,7 @@ class Gunicorn:
         self.stderr = tempfile.TemporaryFile(mode="w+b")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "Gunicorn":
+    def start(self, timeout: float = 30.0) -> Gunicorn:
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self.stderr, stderr=subprocess.STDOUT, start_new_session=True,
@@ -264,7 +265,7 @@ class Load:
             if conn is not None:
                 conn.close()
 
-    def run(self) -> "Load":
+    def run(self) -> Load:
         deadline = time.monotonic() + self.time_limit
         threads = [threading.Thread(target=self._client, args=(i, deadline), daemon=True)
                    for i in range(self.threads)]
@@ -306,33 +307,43 @@ def check_totals(port: int, sampler: ConnMonitor, db_name: str, sent: collection
 
 
 @pytest.fixture
-def db_name(mongodb_uri):
+def app_uri(request, mongodb_uri):
+    """The URI the app gets: the session's mongod, or (parametrized with "replica_set") the 3-member set's."""
+    if getattr(request, "param", "standalone") == "replica_set":
+        return request.getfixturevalue("replica_set").uri
+    return mongodb_uri
+
+
+@pytest.fixture
+def db_name(app_uri):
     name = unique_app("gunicorn_app")
     yield name
-    with mongo_requests.MongoClient(mongodb_uri) as c:
+    with mongo_requests.MongoClient(app_uri) as c:
         c.drop_database(name)
 
 
 @pytest.fixture
-def sampler(admin_client):
-    """The server's connection count, sampled from a separate client (its own socket is in the baseline)."""
-    return ConnMonitor(admin_client, interval=0.02)
+def sampler(app_uri):
+    """The (primary) server's connection count, sampled from a separate client (its own socket is in the baseline)."""
+    admin = mongo_requests.MongoClient(app_uri)
+    yield ConnMonitor(admin, interval=0.02)
+    admin.close()
 
 
 @pytest.fixture
-def slow_updates(mongodb_uri):
-    """Delay the app's updates by UPDATE_DELAY_MS on the server (see above).
+def slow_updates(app_uri):
+    """Delay the app's updates by UPDATE_DELAY_MS on the (primary) server (see above).
 
     Needs fail points: on a server without test commands the test fails and says so.
     """
     # A short-lived client, so the connection counts above never see it.
-    with mongo_requests.MongoClient(mongodb_uri) as c:
+    with mongo_requests.MongoClient(app_uri) as c:
         configure_fail_point(c, {"activationProbability": UPDATE_DELAY_SHARE}, failCommands=["update"],
                              appName=APP_NAME, blockConnection=True, blockTimeMS=UPDATE_DELAY_MS)
     try:
         yield True
     finally:
-        with mongo_requests.MongoClient(mongodb_uri) as c:
+        with mongo_requests.MongoClient(app_uri) as c:
             c.admin.command("configureFailPoint", "failCommand", mode="off")
 
 
@@ -349,9 +360,16 @@ def _run_with_server(server: Gunicorn, body) -> None:
         server.stderr.close()
 
 
-def test_visits_under_load(mongodb_uri, db_name, sampler, slow_updates):
-    """2,400 concurrent visits: RYOW per visit, exact totals, bounded connections."""
-    server = Gunicorn(mongodb_uri, db_name)
+@pytest.mark.parametrize("app_uri", ["standalone", "replica_set"], indirect=True)
+def test_visits_under_load(app_uri, db_name, sampler, slow_updates):
+    """2,400 concurrent visits: RYOW per visit, exact totals, bounded connections (on a mongod, and on a set)."""
+    server = Gunicorn(app_uri, db_name)
+    # On a replica set each worker also keeps one heartbeat connection to the
+    # primary, and the members' own connections to it (replication,
+    # heartbeats) come and go in the server's count: the exact check is the
+    # app's own connections, by appName, at the end.
+    replica_set = "replicaSet=" in app_uri
+    cap = WORKERS * MAX_POOL_SIZE + SLACK + (WORKERS + 6 if replica_set else 0)
     sampler.start()
 
     def body(server: Gunicorn) -> None:
@@ -371,26 +389,29 @@ def test_visits_under_load(mongodb_uri, db_name, sampler, slow_updates):
         for i, a in enumerate(pids):
             for b in pids[i + 1:]:
                 assert not by_pid[a] & by_pid[b], (a, b)
-        for pid, st in stats.items():
+        for st in stats.values():
             assert st["use_greenlets"] is True and st["preload_conn"] is None, st
             pool = st["pool"]
             assert pool["open"] <= MAX_POOL_SIZE and pool["pinned"] == 0 and pool["waiting"] == 0, st
         assert sampler.samples, "no serverStatus samples"
-        assert max(sampler.samples) <= WORKERS * MAX_POOL_SIZE + SLACK, (sampler.baseline, max(sampler.samples))
+        assert max(sampler.samples) <= cap, (sampler.baseline, max(sampler.samples))
+        if replica_set:
+            mine = app_connections(sampler.admin_client, APP_NAME)
+            assert mine <= WORKERS * (MAX_POOL_SIZE + 1), mine
         print(
             "\n[gunicorn] %d visits in %.2fs = %.0f req/s, 64 clients, 20 visits per connection, slow updates %s; "
             "peak server connections +%d (cap %d); visits per worker %s; connectionIds per worker %s; pool %s"
             % (len(load.results), load.elapsed, len(load.results) / load.elapsed, slow_updates, max(sampler.samples),
-               WORKERS * MAX_POOL_SIZE, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()},
+               cap, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()},
                {p: {k: s["pool"].get(k, 0) for k in ("created", "pins", "waits", "open")} for p, s in stats.items()})
         )
 
     _run_with_server(server, body)
 
 
-def test_preload_fork_safety(mongodb_uri, db_name, sampler, slow_updates):
+def test_preload_fork_safety(app_uri, db_name, sampler, slow_updates):
     """--preload: the master opens a socket before forking; workers never use it or share one."""
-    server = Gunicorn(mongodb_uri, db_name, preload=True)
+    server = Gunicorn(app_uri, db_name, preload=True)
     sampler.start()
 
     def body(server: Gunicorn) -> None:

@@ -30,7 +30,16 @@ from pymongo.errors import (
 )
 
 import mongo_requests
-from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import (
+    ConnMonitor,
+    conn_id,
+    fail_point,
+    run_threads,
+    server_connections,
+    settled_connections,
+    unique_app,
+    wait_until,
+)
 from mongo_requests import PoolOptions, PoolTimeoutError
 
 COUNTERS = (
@@ -250,7 +259,7 @@ def test_repr(make_client):
 def test_network_error_bumps_generation_and_closes_idle_sockets(make_client, admin_client, db):
     app = unique_app()
     baseline = settled_connections(admin_client)
-    c = make_client(appname=app)
+    c = make_client(appname=app, retryReads=False)  # the failed find must surface, not be retried
     coll = c[db.name].gen
     old_ids = make_idle_sockets(c, 4)
     assert server_delta_is(admin_client, baseline, 4)
@@ -276,7 +285,7 @@ def test_network_error_bumps_generation_and_closes_idle_sockets(make_client, adm
 
 def test_timeout_does_not_reset_the_pool(make_client, admin_client, db):
     app = unique_app()
-    c = make_client(appname=app, socketTimeoutMS=100)
+    c = make_client(appname=app, socketTimeoutMS=100, retryReads=False)
     coll = c[db.name].gen
     make_idle_sockets(c, 3)
     gen0 = c.pool.generation

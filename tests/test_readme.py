@@ -75,7 +75,7 @@ def _requires(dist: str, extra: str) -> list[str]:
     for req in importlib.metadata.requires(dist) or ():
         spec, _, marker = req.partition(";")
         if re.search(r"extra\s*==\s*['\"]%s['\"]" % re.escape(extra), marker):
-            found.append(re.split(r"[\s<>=!~\[(]", spec.strip(), 1)[0].replace("-", "_").lower())
+            found.append(re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0].replace("-", "_").lower())
     return found
 
 
@@ -147,10 +147,13 @@ def test_ci_run_is_the_test_command():
     with open(path, encoding="utf-8") as fh:
         script = fh.read()
     assert script.startswith("#!/usr/bin/env bash"), script[:40]
-    assert re.search(r"pip install -q -e \"\.\[test\]\"", script), "it must install the test extra"
+    assert re.search(r"pip install -q -e \"\.\[test(,\w+)*\]\"", script), "it must install the test extra"
     # pytest itself, or the tests' own runner that patches first and then starts pytest.
     assert re.search(r"\.venv/bin/python (-m pytest|tests/run_\w+\.py)", script), "it must run the suite"
     assert "gevent" in script, "it must run the gevent modes too"
+    # The lint step: mypy (its settings in pyproject.toml) and ruff, installed by the lint extra.
+    assert re.search(r"pip install -q -e \"\.\[[\w,]*\blint\b", script), "it must install the lint extra"
+    assert "python -m mypy" in script and "python -m ruff check ." in script, "it must run the lint step"
 
 
 def test_demo_command(repo_copy):

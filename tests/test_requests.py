@@ -14,17 +14,23 @@ that the admin client is never affected, and always switched off in a
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 import mongo_requests
-from helpers import ConnMonitor, conn_id, server_connections, fail_point, run_threads, settled_connections, unique_app, wait_until
+from helpers import (
+    ConnMonitor,
+    conn_id,
+    fail_point,
+    run_threads,
+    server_connections,
+    settled_connections,
+    unique_app,
+    wait_until,
+)
 from mongo_requests import Connection, RequestState
-
-
 
 # -- helpers ----------------------------------------------------------------
 # -- the seed document's example, with the legacy API ---------------------------
@@ -392,7 +398,7 @@ def test_dead_thread_in_nested_request_gives_back_its_socket(make_client):
 # -- errors on a pinned socket -----------------------------------------------------------
 def test_network_error_on_pinned_socket_keeps_request_and_repins(make_client, admin_client, db):
     app = unique_app()
-    c = make_client(appname=app)
+    c = make_client(appname=app, retryReads=False)  # the error must reach the request's owner
     coll = c[db.name].things
     coll.insert_one({"x": 1})
     with c.start_request():

@@ -58,7 +58,7 @@ def app_connection_ids(admin_client, app: str) -> list:
 # -- 1. fail points --------------------------------------------------------------------
 def test_fail_point_close_connection_on_pinned_socket(make_client, admin_client):
     app = unique_app("fp_close")
-    c = make_client(appname=app)
+    c = make_client(appname=app, retryReads=False)  # the failure must reach the caller, not be retried
     coll = c[unique_app("soak_fp")].things
     try:
         coll.insert_one({"x": 1})
@@ -140,7 +140,8 @@ def test_fail_point_error_code_keeps_pinned_socket(make_client, admin_client, co
 def test_fail_point_block_connection_times_out_and_frees_the_slot(make_client, admin_client, in_request):
     app = unique_app("fp_block")
     wait_queue_s = 5.0
-    c = make_client(appname=app, socketTimeoutMS=300, max_pool_size=1, waitQueueTimeoutMS=wait_queue_s * 1000)
+    c = make_client(appname=app, socketTimeoutMS=300, max_pool_size=1, waitQueueTimeoutMS=wait_queue_s * 1000,
+                    retryReads=False)  # the timeout must reach the caller, not be retried
     dbname = unique_app("soak_fp")
     coll = c[dbname].things
     try:

@@ -609,14 +609,14 @@ def test_server_restart_under_load():
         assert is_conn_failure, (worker, err)
         assert 0 <= t_err - t_kill <= ERROR_LATENCY_LIMIT_S, (
             "worker %d: %s %.3fs after the kill: %s" % (worker, name, t_err - t_kill, msg))
-    for worker, (name, start, end, outcome) in inflight:
+    for worker, (name, _start, end, outcome) in inflight:
         assert end is not None, "worker %d: %s in flight at the kill never ended" % (worker, name)
         assert end - t_kill <= ERROR_LATENCY_LIMIT_S, (worker, name, end - t_kill, outcome)
         assert outcome == "ok" or outcome.startswith("CF:"), (worker, name, outcome)
     # Nothing hung in phase 1: every operation ended, either before the
     # restart plus the selection timeout, or with an error.
     for rec in recs:
-        for name, start, end, outcome in rec["ops"]:
+        for name, start, end, _outcome in rec["ops"]:
             assert end is not None, (rec["worker"], name, start - t_kill)
 
     # Sockets opened before the kill carry the killed server's processId;

@@ -14,8 +14,11 @@ import sys
 import pytest
 
 import mongo_requests.testing as testing
-from mongo_requests.testing import (MongodNotFound, MongodServer,
-                                    MongodStartError, find_mongod, raw_command)
+from mongo_requests.testing import MongodNotFound, MongodServer, MongodStartError, find_mongod, raw_command
+
+# mongo_requests.testing manages mongod processes and speaks raw sockets; no
+# driver code runs, so the test mode changes nothing and one mode is enough.
+pytestmark = pytest.mark.modes("threads")
 
 WHEEL_SUFFIX = os.path.join("fiftyone", "db", "bin", "mongod")
 

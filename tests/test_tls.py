@@ -18,6 +18,7 @@ from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
     NetworkTimeout,
+    OperationFailure,
     ServerSelectionTimeoutError,
 )
 
@@ -97,6 +98,15 @@ def test_hostname_mismatch_refused_unless_allowed(tls_server, test_certs, auth_u
     assert ok.admin.command("ping")["ok"] == 1
 
 
+def test_allow_invalid_hostnames_still_verifies_the_chain(tls_server, test_certs, auth_users, secure_client):
+    # tlsAllowInvalidHostnames skips the name check only: a certificate from
+    # a CA we do not trust is still refused, with its cause.
+    c = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsCAFile=test_certs.other_ca,
+                    tlsAllowInvalidHostnames=True)
+    message = _refused(c)
+    assert "certificate verification failed" in message and "mismatch" not in message
+
+
 def test_crl_revoking_the_server_certificate(tls_server, test_certs, auth_users, secure_client):
     c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca,
                     tlsCRLFile=test_certs.crl_revoking_server)
@@ -119,6 +129,30 @@ def test_x509_authentication(tls_server, test_certs, secure_client):
     # Done inside the hello: speculative authentication.
     assert after["spec_successful"] == before["spec_successful"] + 1
     assert after["successful"] == before["successful"] + 1
+
+
+def test_x509_certificate_of_no_user_fails_fast(tls_server, test_certs, secure_client):
+    # A valid certificate from the trusted CA whose subject is no $external
+    # user: the TLS handshake succeeds, authentication does not.  One
+    # attempt, failing at once with the server's own answer (mongod 6.0 says
+    # code 11, UserNotFound, for X.509, where a wrong SCRAM password is 18);
+    # and the pool keeps no socket.
+    c = secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
+                      tlsCertificateKeyFile=test_certs.stranger, authMechanism="MONGODB-X509",
+                      serverSelectionTimeoutMS=30000)
+    before = auth_counters(tls_server, "MONGODB-X509")
+    exc, seconds = elapsed(lambda: c.admin.command("ping"))
+    assert isinstance(exc, OperationFailure) and exc.code == 11, repr(exc)
+    assert "Could not find user" in str(exc)
+    assert seconds < 2.0
+    after = auth_counters(tls_server, "MONGODB-X509")
+    assert after["successful"] == before["successful"]
+    # The speculative attempt in the hello, then the one full attempt the
+    # specification asks for when the hello brings no answer: no more.
+    assert after["spec_received"] == before["spec_received"] + 1
+    assert after["received"] == before["received"] + 2
+    stats = c.pool.get_stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 0
 
 
 def test_x509_with_an_encrypted_key(tls_server, test_certs, secure_client):
@@ -173,7 +207,8 @@ def test_tls_client_sends_no_plaintext_byte(secure_client, test_certs):
 
 
 def test_interrupted_tls_exchange_closes_the_socket(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, socketTimeoutMS=200)
+    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, socketTimeoutMS=200,
+                    retryReads=False)  # one interrupted exchange, not a retried second one
     db = c.tls_interrupt
     db.c.drop()
     db.c.insert_one({"x": 1})
@@ -188,11 +223,11 @@ def test_interrupted_tls_exchange_closes_the_socket(tls_server, test_certs, auth
 
 
 def test_requests_under_tls_and_auth(tls_server, test_certs, auth_users, secure_client):
-    """200 greenlets (50 threads in the threads run), each in a request:
+    """200 greenlets (200 threads in the threads run), each in a request:
     a w=0 write then a read, over TLS with SCRAM.  No read may miss its own
     write, and each request must stay on one server connection."""
     green = CURRENT.green  # greenlets in the gevent modes; threads in threads and mixed
-    workers = 200 if green else 50
+    workers = 200
     c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, maxPoolSize=workers)
     coll = c.tls_requests.docs
     coll.drop()
@@ -207,7 +242,8 @@ def test_requests_under_tls_and_auth(tls_server, test_certs, auth_users, secure_
                 coll.insert_one({"w": i, "r": r}, w=0)
                 if coll.find_one({"w": i, "r": r}) is None:
                     stale.append((i, r))
-            ids.add(c.admin.command("hello")["connectionId"])
+                # After every write-then-read, not only at the ends of the request.
+                ids.add(c.admin.command("hello")["connectionId"])
 
     start = time.monotonic()
     if not green:
@@ -306,3 +342,102 @@ def test_mixed_mode_never_moves_a_tls_socket_between_hubs(tls_server, test_certs
     assert [tag for tag, _ in results] == ["first", "second"], results
     assert results[0][1] != results[1][1]  # a new connection for the other hub
     assert c.pool.get_stats()["closed"] == 1
+
+
+def _tls_records_only(data: bytes) -> bool:
+    """True when ``data`` is whole TLS records (content types 20-24, version 3.x), and nothing else."""
+    i = 0
+    while i < len(data):
+        if len(data) - i < 5 or data[i] not in (20, 21, 22, 23, 24) or data[i + 1] != 3:
+            return False
+        i += 5 + int.from_bytes(data[i + 3:i + 5], "big")
+    return i == len(data)
+
+
+def test_tls_client_never_falls_back_to_plaintext(secure_client, test_certs):
+    # A hostile server: it answers every ClientHello with a plaintext MongoDB
+    # reply, as a server that does not speak TLS would, and records all the
+    # bytes of every connection the client opens while it keeps retrying.
+    # Not one of them may be anything but TLS records; the hello and the
+    # user name never go out in the clear.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    streams: list[bytearray] = []
+    stop = threading.Event()
+    plaintext_reply = (36).to_bytes(4, "little") + b"\x01\x00\x00\x00" * 2 + (1).to_bytes(4, "little") + b"\x00" * 20
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                data = bytearray()
+                streams.append(data)
+                try:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        if not data:
+                            conn.sendall(plaintext_reply)
+                        data += chunk
+                except OSError:
+                    pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=1000,
+                          connectTimeoutMS=500, username="plaintext-user", password="plaintext-pw")
+        with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
+            c.admin.command("ping")
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
+    assert streams and all(streams), streams
+    for data in streams:
+        assert _tls_records_only(bytes(data)), bytes(data[:64])
+        assert b"isMaster" not in data and b"plaintext-user" not in data
+
+
+@pytest.mark.parametrize("extra", [{}, {"tlsAllowInvalidHostnames": True}, {"tlsInsecure": True}])
+def test_sni_names_the_host(secure_client, test_certs, extra):
+    # mongod does not tell which SNI name it received, so a small TLS server
+    # (the test CA's "localhost" certificate) records it, then hangs up.
+    # The name goes out even when host names are not verified.
+    names: list = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(test_certs.server)
+    ctx.sni_callback = lambda sslsock, name, _ctx: names.append(name)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(16)
+        except OSError:
+            conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300,
+                          connectTimeoutMS=2000, **extra)
+        with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
+            c.admin.command("ping")
+        server.join(5)
+    finally:
+        listener.close()
+    assert names[:1] == ["localhost"], names

@@ -10,8 +10,8 @@ import struct
 
 import bson
 import pytest
-from bson.son import SON
 from bson.codec_options import CodecOptions
+from bson.son import SON
 from pymongo.errors import ProtocolError
 
 from mongo_requests import wire

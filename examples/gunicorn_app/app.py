@@ -21,13 +21,15 @@ Endpoints (all answer JSON):
     another process (``gunicorn --preload``: the master, before the fork).
 
 Configuration (environment): ``MONGODB_URI`` (default
-``mongodb://127.0.0.1:27017/``), ``MAX_POOL_SIZE`` (sockets per worker,
-default 20), ``COUNTERS_DB`` (default ``page_views``).
+``mongodb://127.0.0.1:27017/``; a replica set's URI works too, and the visit
+then runs on the primary), ``MAX_POOL_SIZE`` (sockets per worker, default
+20), ``COUNTERS_DB`` (default ``page_views``).
 
 Run::
 
     gunicorn -k gevent -w 2 -b 127.0.0.1:8000 --chdir examples/gunicorn_app app:app
 """
+
 from __future__ import annotations
 
 import json
