@@ -404,19 +404,13 @@ class WriteMethods:
         """Send one write in the caller's pipeline; its lazy result (checked as :func:`run_one` checks)."""
         client = self._client
         cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
-        pipeline = client._pipelining()
-        sock = pipeline.sock if pipeline is not None else None
-        if sock is not None and not sock.closed and not client._kill_queue and not client._topology.closed:
-            # The pinned socket, as a checkout would return it (no lock, no slot).
+        # The write server's socket (a replica set's primary), pinned by the request.
+        with client._socket() as sock:
+            pipeline = sock.pipeline
+            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                raise InvalidOperation("this request's socket has no pipeline")
             op = pipeline.new_op(None, build)
             pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
-        else:
-            with client._socket() as sock:
-                pipeline = sock.pipeline
-                if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
-                    raise InvalidOperation("this request's socket has no pipeline")
-                op = pipeline.new_op(None, build)
-                pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
         op.seal()
         return _pipeline.lazy_result(result_class, op)
 

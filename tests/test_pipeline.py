@@ -15,6 +15,7 @@ import time
 import pytest
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.read_preferences import ReadPreference
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 from helpers import app_connections, assert_quiet, fail_point, pool_stats, unique_app, wait_until
@@ -330,3 +331,24 @@ def test_command_listeners_hear_pipelined_writes(make_client, db):
     started = [e[2] for e in inserts if e[0] == "started"]
     assert [e[2] for e in inserts if e[0] != "started"] == started  # every reply, in order
     assert [e[0] for e in inserts if e[0] != "started"] == ["succeeded"] * 10 + ["failed"]
+
+
+def test_pipeline_through_a_replica_set_is_pinned_to_the_primary(make_rs_client):
+    c = make_rs_client()
+    name = unique_app("rs")
+    coll = c[name].counts
+    try:
+        with c.start_request(pipeline=True) as req:
+            # A secondary read first: the request pins a socket there too, and writes must not use it.
+            coll.with_options(read_preference=ReadPreference.SECONDARY).find_one({})
+            results = [coll.update_one({"_id": i % 10}, {"$inc": {"n": 1}}, upsert=True) for i in range(1000)]
+            assert coll.find_one({"_id": 3})["n"] == 100  # a primary read syncs first
+            pinned = [s.pool.pinned_socket() for s in c._topology.servers]
+            carriers = [s for s in pinned if s is not None and s.pipeline is not None and s.pipeline.count]
+            assert [s.address for s in carriers] == [c.primary]  # one socket, to the primary
+            assert carriers[0].pipeline.count == 1000
+            req.sync()
+        assert sum(1 for r in results if r.upserted_id is not None) == 10
+        assert sum(r.matched_count for r in results) == 990
+    finally:
+        c.drop_database(name)
