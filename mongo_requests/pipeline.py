@@ -226,6 +226,12 @@ class _PipedSocket(SocketInfo):
             pipeline.sync()  # a read, a command, a getMore: every earlier reply first
         return super()._roundtrip_raw(msg, request_id)
 
+    def send(self, msg: bytes) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline._out:
+            pipeline.flush()  # buffered pipelined writes go first: the server applies messages in order
+        super().send(msg)
+
     def send_command(
         self,
         dbname: str,

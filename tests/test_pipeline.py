@@ -164,6 +164,15 @@ def test_w0_per_call_concerns_and_bulks_inside_a_pipeline(client, db):
     assert isinstance(bulk, BulkWriteResult) and (bulk.inserted_count, bulk.modified_count) == (1, 1)
 
 
+def test_w0_writes_keep_their_place_among_buffered_pipelined_writes(client, db):
+    coll = db.order
+    with client.start_request(pipeline=True):
+        for i in range(1, 201):
+            coll.update_one({"_id": 1}, {"$set": {"v": i}}, upsert=True)  # buffered
+            coll.update_one({"_id": 1}, {"$set": {"v": -i}}, w=0)  # sent at once, after the buffer
+        assert coll.find_one({"_id": 1})["v"] == -200
+
+
 def test_a_bad_write_concern_fails_that_write_only(client, db):
     coll = db.badwc
     with pytest.raises(PipelineError) as info:
