@@ -361,3 +361,13 @@ def test_pipeline_through_a_replica_set_is_pinned_to_the_primary(make_rs_client)
         assert sum(r.matched_count for r in results) == 990
     finally:
         c.drop_database(name)
+
+
+def test_pipeline_on_a_compressed_connection(make_client, db):
+    c = make_client(compressors="zlib")
+    coll = c[db.name].zipped
+    with c.start_request(pipeline=True):
+        results = [coll.insert_one({"_id": i, "pad": "z" * 500}) for i in range(300)]
+        assert c.pool.pinned_socket().compressor.name == "zlib"  # OP_COMPRESSED both ways
+        assert coll.count_documents({}) == 300
+    assert [r.inserted_id for r in results] == list(range(300))
