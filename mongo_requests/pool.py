@@ -551,6 +551,7 @@ class Pool(PoolReport):
             if not self._lock.acquire(False):
                 return  # the holder reaps when it releases (see _Guard)
             socks = []
+            pipelines = []
             try:
                 while self._dead:
                     req = self._dead.popleft()
@@ -559,14 +560,17 @@ class Pool(PoolReport):
                         self._pinned.discard(sock)
                         sock.request = None
                         socks.append(sock)
-                    pipeline, req.pipeline = req.pipeline, None
-                    if pipeline is not None:
-                        # Unread replies must not reach the socket's next owner:
-                        # abandon() closes it then (no I/O here, we hold the lock).
-                        pipeline.abandon()
+                    if req.pipeline is not None:
+                        pipelines.append(req.pipeline)
+                        req.pipeline = None
                 self._in_use += len(socks)  # pinned -> checked out, for _release
             finally:
                 self._lock.release()
+            for pipeline in pipelines:
+                # Unread replies must not reach the socket's next owner: abandon()
+                # closes the socket then (no I/O; outside the lock, as it may
+                # call command listeners), before _release sees it.
+                pipeline.abandon()
             self._counters["reclaimed"] += len(socks)
             for sock in socks:
                 self._release(sock)
