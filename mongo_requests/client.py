@@ -60,20 +60,36 @@ class Request:
     ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
     """
 
-    __slots__ = ("_client", "_ended", "_pipeline")
+    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on")
 
-    def __init__(self, client: MongoClient, pipeline: bool = False) -> None:
+    def __init__(self, client: MongoClient, pipeline: bool = False, turned_on: bool = False) -> None:
         self._client = client
         self._ended = False
         self._pipeline = pipeline
+        # This request began pipelining (it was not nested in a pipelining one).
+        self._turned_on = turned_on
 
     def end(self) -> None:
-        """End this request (once).  The outermost end of a pipelining request is a sync point."""
-        if not self._ended:
-            self._ended = True
-            if self._pipeline:
-                self._client._pipelines -= 1
-            self._client.end_request()
+        """End this request (once).  Ending a pipelining request is a sync point."""
+        if self._ended:
+            return
+        self._ended = True
+        error = None
+        if self._pipeline:
+            client = self._client
+            client._pipelines -= 1
+            try:
+                client._sync_pipelines()
+            except PyMongoError as exc:
+                error = exc
+            finally:
+                if self._turned_on:
+                    # Nested in a plain request: the rest of it does not pipeline.
+                    for server in client._topology.servers:
+                        server.pool.set_pipelined(False)
+        self._client.end_request()
+        if error is not None:
+            raise error
 
     def sync(self) -> None:
         """A sync point: read every pipelined reply; raise :class:`~mongo_requests.PipelineError`
@@ -231,12 +247,13 @@ class MongoClient(ClientCompat, RetryableWrites):
         if not isinstance(pipeline, bool):
             raise TypeError("pipeline must be True or False")
         self._topology.start_request()
+        turned_on = False
         if pipeline:
             # Every member's pool the request joined: writes go to the primary's.
             for server in self._topology.servers:
-                server.pool.set_pipelined()
+                turned_on = server.pool.set_pipelined(True) or turned_on
             self._pipelines += 1
-        return Request(self, pipeline)
+        return Request(self, pipeline, turned_on)
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns its socket on every member)."""

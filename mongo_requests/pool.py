@@ -193,20 +193,26 @@ class Pool(PoolReport):
         if req.depth == 1:
             self._counters["requests_started"] += 1
 
-    def set_pipelined(self) -> None:
-        """The caller's request (begun) pipelines its acknowledged writes until its outermost end.
+    def set_pipelined(self, on: bool) -> bool:
+        """Turn pipelining of the caller's (begun) request on or off; True when it was off and is now on.
 
-        See :mod:`mongo_requests.pipeline`.
+        It stays on until the outermost end, or until the pipelining request
+        that turned it on ends.  See :mod:`mongo_requests.pipeline`.
         """
         req = self._record()
-        if not req.depth:
-            return
         pl = req.pipeline
+        if not on:
+            if pl is not None:
+                pl.user = False
+            return False
+        if not req.depth or (pl is not None and pl.user):
+            return False
         if pl is None:
             pl = req.pipeline = Pipeline(True)
         pl.user = True
         if req.sock is not None and pl.sock is not req.sock:
             pl.attach(req.sock)
+        return True
 
     def end_request(self) -> None:
         """End one level of request; the outermost end unpins the socket.

@@ -371,3 +371,18 @@ def test_pipeline_on_a_compressed_connection(make_client, db):
         assert c.pool.pinned_socket().compressor.name == "zlib"  # OP_COMPRESSED both ways
         assert coll.count_documents({}) == 300
     assert [r.inserted_id for r in results] == list(range(300))
+
+
+def test_a_pipeline_nested_in_a_plain_request_syncs_when_it_ends(client, db):
+    coll = db.nested
+    with client.start_request():
+        with pytest.raises(PipelineError):
+            with client.start_request(pipeline=True):
+                coll.insert_one({"_id": 1})
+                r = coll.insert_one({"_id": 1})
+                assert "pending" in repr(r)
+        # The inner block's end was a sync point; the rest of the plain request does not pipeline.
+        with pytest.raises(DuplicateKeyError):
+            coll.insert_one({"_id": 1})
+        assert isinstance(coll.insert_one({"_id": 2}), InsertOneResult)
+        assert "pending" not in repr(coll.update_one({"_id": 2}, {"$set": {"a": 1}}))
