@@ -77,7 +77,7 @@ class Request:
         error = None
         if self._pipeline:
             client = self._client
-            client._pipelines -= 1
+            client._pipelines.discard(self)
             try:
                 client._sync_pipelines()
             except PyMongoError as exc:
@@ -190,8 +190,9 @@ class MongoClient(ClientCompat, RetryableWrites):
         self._sessions = SessionPool()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
-        # Pipelining requests open on this client: while 0, a write pays one check.
-        self._pipelines = 0
+        # Pipelining requests open on this client (a set: add/discard are atomic
+        # across threads): while it is empty, a write pays one truth test.
+        self._pipelines: set[Request] = set()
         # None unless a command listener is registered: the hot path's one check.
         self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
@@ -252,8 +253,10 @@ class MongoClient(ClientCompat, RetryableWrites):
             # Every member's pool the request joined: writes go to the primary's.
             for server in self._topology.servers:
                 turned_on = server.pool.set_pipelined(True) or turned_on
-            self._pipelines += 1
-        return Request(self, pipeline, turned_on)
+        request = Request(self, pipeline, turned_on)
+        if pipeline:
+            self._pipelines.add(request)
+        return request
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns its socket on every member)."""
