@@ -53,18 +53,14 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from pymongo import results as _results
 from pymongo.errors import AutoReconnect, OperationFailure, ProtocolError, PyMongoError
 
 from . import compression, wire
-from .errors import check_command, check_write
+from .errors import check_write
 from .socket_info import SocketInfo
-
-if TYPE_CHECKING:
-    from .pool_state import _Request
 
 __all__ = ["Pipeline", "PipelineError", "lazy_result"]
 
@@ -91,7 +87,7 @@ class PipelineError(OperationFailure):
 
     def __init__(self, errors: list[tuple[int, PyMongoError]]) -> None:
         self.errors = errors
-        first_index, first = errors[0]
+        first = errors[0][1]
         msg = "%d pipelined write(s) failed, at index %s (counted from 0 at start_request); first: %s" % (
             len(errors),
             ", ".join(str(i) for i, _ in errors[:10]) + (", ..." if len(errors) > 10 else ""),
@@ -596,30 +592,9 @@ class Pipeline:
         return lost
 
 
-def pipeline_of(req: _Request | None) -> Pipeline | None:
-    """The pipeline of a request record (None outside one)."""
-    return None if req is None else req.pipeline
-
-
 def unknown_writes(exc: AutoReconnect) -> list[int]:
     """The indexes an AutoReconnect from a pipeline names as unknown ([] for any other)."""
     details = exc.errors
     if isinstance(details, Mapping):
         return list(details.get("unknownWrites", []))
     return []
-
-
-def check_ok(reply: Mapping[str, Any]) -> None:
-    """``ok: 0`` raises as the synchronous path would."""
-    if reply.get("ok") != 1:
-        check_command(reply)
-
-
-# The result classes of writes that may be pipelined, for the type checker and readers.
-RESULT_CLASSES = (
-    _results.InsertOneResult,
-    _results.InsertManyResult,
-    _results.UpdateResult,
-    _results.DeleteResult,
-    _results.BulkWriteResult,
-)
