@@ -386,3 +386,26 @@ def test_a_pipeline_nested_in_a_plain_request_syncs_when_it_ends(client, db):
             coll.insert_one({"_id": 1})
         assert isinstance(coll.insert_one({"_id": 2}), InsertOneResult)
         assert "pending" not in repr(coll.update_one({"_id": 2}, {"$set": {"a": 1}}))
+
+
+@pytest.mark.parametrize("sync_point", ["find", "command", "getMore", "distinct"])
+def test_cursors_and_commands_are_sync_points(client, db, sync_point):
+    coll = db.syncs
+    coll.insert_many([{"_id": i, "n": 0} for i in range(10)])
+    cursor = coll.find({}, batch_size=2)
+    first = next(cursor)  # the first batch, before the pipeline's writes
+    with client.start_request(pipeline=True):
+        results = [coll.update_one({"_id": i}, {"$inc": {"n": 1}}) for i in range(10)]
+        assert all("pending" in repr(r) for r in results)
+        if sync_point == "find":
+            seen = [d["n"] for d in coll.find({}, sort=[("_id", 1)])]
+            assert seen == [1] * 10
+        elif sync_point == "command":
+            db.command("ping")
+        elif sync_point == "getMore":
+            rest = list(cursor)  # getMores on the request's socket
+            assert [d["n"] for d in rest][-1] == 1
+        else:
+            assert coll.distinct("n") == [1]
+        assert all("pending" not in repr(r) for r in results)
+    assert first["_id"] == 0
