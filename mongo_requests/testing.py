@@ -67,8 +67,8 @@ def find_mongod() -> str:
         # some other binary: the user would test a server they did not ask for.
         if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
             return explicit
-        raise MongodNotFound(f"MONGOD={explicit!r} is not an executable "
-                             "file; fix or unset it. " + _INSTALL_HINT)
+        raise MongodNotFound("MONGOD=%r is not an executable "
+                             "file; fix or unset it. %s" % (explicit, _INSTALL_HINT))
     on_path = shutil.which("mongod")
     if on_path:
         return on_path
@@ -126,7 +126,7 @@ def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "ad
             length, _, _, opcode = struct.unpack("<iiii", header)
             payload = reader.read(length - 16)
     if opcode != _OP_MSG or len(payload) != length - 16 or payload[4] != 0:
-        raise ConnectionError(f"unexpected reply opcode {opcode} from mongod")
+        raise ConnectionError("unexpected reply opcode %d from mongod" % opcode)
     (doc_len,) = struct.unpack_from("<i", payload, 5)
     return bson.decode(payload[5:5 + doc_len])
 
@@ -202,8 +202,8 @@ class MongodServer:
         """Connection string, with ``replicaSet`` when one was configured."""
         if self._port is None:
             raise RuntimeError("MongodServer has no port until start()")
-        uri = f"mongodb://{HOST}:{self._port}/"
-        return uri + (f"?replicaSet={self.replset}" if self.replset else "")
+        uri = "mongodb://%s:%d/" % (HOST, self._port)
+        return uri + ("?replicaSet=%s" % self.replset if self.replset else "")
 
     @property
     def pid(self) -> int | None:
@@ -281,14 +281,14 @@ class MongodServer:
                                           start_new_session=True)
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
-            raise MongodStartError(f"cannot run {shlex.join(argv)}: {exc}") from exc
+            raise MongodStartError("cannot run %s: %s" % (shlex.join(argv), exc)) from exc
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout
         self._poll(argv, deadline, "answer hello", {"hello": 1},
                    lambda reply: reply.get("ok"))
         if self.replset:
             config = {"_id": self.replset,
-                      "members": [{"_id": 0, "host": f"{HOST}:{self._port}"}]}
+                      "members": [{"_id": 0, "host": "%s:%s" % (HOST, self._port)}]}
             # After kill()/start() the config survives in the local db, so
             # AlreadyInitialized is as good as success.
             self._poll(argv, deadline, "run replSetInitiate",
@@ -311,11 +311,10 @@ class MongodServer:
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                self._fail(argv, f"mongod exited before it could {what}")
+                self._fail(argv, "mongod exited before it could %s" % what)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._fail(argv, f"mongod did not {what} within "
-                                 f"{self.startup_timeout:g}s; last: {last!r}")
+                self._fail(argv, "mongod did not %s within %gs; last: %r" % (what, self.startup_timeout, last))
             try:
                 last = self.command(command,
                                     timeout=min(remaining, probe_timeout))
@@ -334,9 +333,9 @@ class MongodServer:
         assert self._dbpath is not None
         stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
         raise MongodStartError(
-            f"{reason}\ncommand: {shlex.join(argv)}\nexit code: {code}\n"
-            f"--- last lines of {self.log_path} ---\n{self.log_tail(30)}\n"
-            f"--- last lines of stderr ---\n{stderr}")
+            "%s\ncommand: %s\nexit code: %s\n--- last lines of %s ---\n%s\n--- last lines of stderr ---\n%s"
+            % (reason, shlex.join(argv), code, self.log_path, self.log_tail(30), stderr)
+        )
 
     def _close(self) -> None:
         if self._stderr is not None:
@@ -421,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
         print(server.uri, flush=True)
-        print(f"pid {server.pid}, dbpath {server.dbpath}; Ctrl-C to stop",
+        print("pid %s, dbpath %s; Ctrl-C to stop" % (server.pid, server.dbpath),
               file=sys.stderr, flush=True)
         try:
             while server.running:
@@ -444,8 +443,8 @@ def _serve_replica_set(name: str, members: int) -> int:
 def _serve(uri: str, servers: list[Any]) -> int:
     print(uri, flush=True)
     for member in servers:
-        print(f"{member.host}:{member.port} pid {member.pid}, dbpath "
-              f"{member.dbpath}", file=sys.stderr, flush=True)
+        line = "%s:%s pid %s, dbpath %s" % (member.host, member.port, member.pid, member.dbpath)
+        print(line, file=sys.stderr, flush=True)
     print("Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         while any(m.running for m in servers):
@@ -497,7 +496,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
     import importlib
 
     return getattr(importlib.import_module("." + module, __package__), name)
