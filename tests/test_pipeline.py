@@ -409,3 +409,43 @@ def test_cursors_and_commands_are_sync_points(client, db, sync_point):
             assert coll.distinct("n") == [1]
         assert all("pending" not in repr(r) for r in results)
     assert first["_id"] == 0
+
+
+@pytest.mark.modes("gevent-patched", "gevent-unpatched")
+@pytest.mark.parametrize("after", [0.02, 0.05, 0.1])
+def test_a_gevent_timeout_mid_pipeline_loses_nothing_silently(mode, client, db, after):
+    """A gevent.Timeout lands wherever it lands (in a send, a read, or between writes).
+
+    Afterwards every write is either acknowledged or reported unknown, the
+    server's count agrees, and the request goes on.
+    """
+    import gevent
+
+    coll = db.timeout
+    coll.insert_one({"_id": 1, "n": 0})
+    results: list = []
+    with client.start_request(pipeline=True) as req:
+        try:
+            with gevent.Timeout(after):
+                for i in range(1_000_000):
+                    results.append(coll.update_one({"_id": 1}, {"$inc": {"n": 1}}))
+                    if i % 100 == 0:
+                        gevent.sleep(0)
+        except gevent.Timeout:
+            pass
+        unknown: list = []
+        try:
+            req.sync()
+        except AutoReconnect as exc:
+            unknown = unknown_writes(exc)
+        acknowledged = 0
+        for i, r in enumerate(results):
+            if unknown and i >= unknown[0]:
+                with pytest.raises(AutoReconnect):
+                    r.modified_count
+            else:
+                assert r.modified_count == 1
+                acknowledged += 1
+        assert unknown == list(range(acknowledged, len(results)))
+        n = coll.find_one({"_id": 1})["n"]  # the request goes on
+    assert acknowledged <= n <= len(results)
