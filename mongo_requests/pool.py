@@ -23,6 +23,9 @@ server's own connection count):
   ends; ``close()`` leaves it to finish its operation in flight.  It is
   replaced only after its owner has seen an error from it, or after a fork
   (the child has sent nothing on it, so nothing of the child's is lost).
+* A socket with unread pipelined replies (:mod:`mongo_requests.pipeline`)
+  never reaches another owner: the request's end reads them first, and a
+  dead or killed caller's socket is closed (``Pipeline.abandon``, no I/O).
 * The pool never decides what an error means: the topology's
   ``handle_error`` does, and calls :meth:`Pool.reset`.
 
