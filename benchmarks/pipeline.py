@@ -20,7 +20,10 @@ returns the results (the coordinator's ``python -m benchmarks`` calls it);
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import socket
 import statistics
 import struct
@@ -155,9 +158,12 @@ def run(uri: str | None, quick: bool) -> dict[str, Any]:
     if uri is None:
         server = MongodServer().start()
         uri = server.uri
+    load_start = os.getloadavg()
     try:
         target = uri_parser.parse_uri(uri)["nodelist"][0]
         reps = 3 if quick else 5
+        with mongo_requests.MongoClient(uri) as probe:
+            version = probe.server_info().get("version")
         loopback = _measure(target, "loopback", quick, reps)
         with DelayProxy(target, delay=0.0005) as proxy:
             delayed = _measure(proxy.address, "delay", quick, reps)
@@ -180,6 +186,19 @@ def run(uri: str | None, quick: bool) -> dict[str, Any]:
         "ratios": ratios,
         "targets": TARGETS,
         "pass": {k: ratios[k] >= TARGETS[k] for k in TARGETS},
+        "machine": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "pymongo": pymongo.version,
+            "server_version": version,
+            # Under load, pipelining makes mongod a CPU-bound task that competes
+            # with everything else, while one round trip at a time lets it sleep
+            # and be scheduled first: read the ratios with the load in mind.
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
     }
 
 
@@ -189,7 +208,11 @@ def table(results: dict[str, Any]) -> str:
     for net in ("loopback", "delay_1ms"):
         for name, rate in results[net].items():
             lines.append("%-12s %-28s %12.0f" % (net, name, rate))
+    machine = results["machine"]
     lines.append("")
+    lines.append("%s, %s CPUs, MongoDB %s, load average %.1f -> %.1f" % (
+        machine["date"], machine["cpus"], machine["server_version"], machine["loadavg_start"][0],
+        machine["loadavg_end"][0]))
     for key, ratio in results["ratios"].items():
         lines.append("%-24s %6.2fx  (target >= %.1fx: %s)" % (
             key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met"))
