@@ -26,6 +26,8 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from .pipeline import PipelineError
+
 __all__ = [
     "RETRYABLE_CODES",
     "is_retryable_read",
@@ -73,10 +75,15 @@ def _labels(exc: OperationFailure) -> Sequence[str]:
 
 
 def is_retryable_read_error(exc: BaseException) -> bool:
-    """A read that failed with ``exc`` may be retried once."""
+    """A read that failed with ``exc`` may be retried once.
+
+    Never a pipeline's report (its sync ran before the read was sent): a
+    retry would swallow the failed writes, whatever their code says.
+    """
     if _network_error(exc):
         return True
-    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES and not isinstance(
+        exc, PipelineError)
 
 
 def is_retryable_write_error(exc: BaseException) -> bool:

@@ -449,3 +449,18 @@ def test_a_gevent_timeout_mid_pipeline_loses_nothing_silently(mode, client, db, 
         assert unknown == list(range(acknowledged, len(results)))
         n = coll.find_one({"_id": 1})["n"]  # the request goes on
     assert acknowledged <= n <= len(results)
+
+
+def test_a_pipelines_reports_are_never_retried_away():
+    """A read whose sync raises a pipeline's report must not be retried: the retry would swallow it."""
+    from mongo_requests.retry import is_retryable_read_error, is_retryable_write_error
+
+    # A write that failed because the server was shutting down (code 91, a retryable read code).
+    shutting_down = OperationFailure("The server is in quiesce mode", 91, {"code": 91, "errmsg": "quiesce"})
+    assert is_retryable_read_error(shutting_down)
+    failed = PipelineError([(3, shutting_down)])
+    assert failed.code == 91 and [i for i, _ in failed.errors] == [3]
+    lost = AutoReconnect("connection lost in a pipeline", {"unknownWrites": [4, 5]})
+    for exc in (failed, lost):
+        assert not is_retryable_read_error(exc) and not is_retryable_write_error(exc)
+    assert is_retryable_read_error(AutoReconnect("an ordinary network error"))
