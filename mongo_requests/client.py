@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
+from . import pipeline as _pipeline
 from .client_compat import ClientCompat
 from .database import Database
 from .errors import (
@@ -77,7 +78,7 @@ class Request:
         error = None
         if self._pipeline:
             client = self._client
-            client._pipelines.discard(self)
+            _pipeline.OPEN.discard(self)
             try:
                 client._sync_pipelines()
             except PyMongoError as exc:
@@ -190,9 +191,6 @@ class MongoClient(ClientCompat, RetryableWrites):
         self._sessions = SessionPool()
         self._retry_writes = opts.retry_writes
         self._retry_reads = opts.retry_reads
-        # Pipelining requests open on this client (a set: add/discard are atomic
-        # across threads): while it is empty, a write pays one truth test.
-        self._pipelines: set[Request] = set()
         # None unless a command listener is registered: the hot path's one check.
         self._listeners = Listeners.build(opts.raw.get("event_listeners"))
 
@@ -255,7 +253,7 @@ class MongoClient(ClientCompat, RetryableWrites):
                 turned_on = server.pool.set_pipelined(True) or turned_on
         request = Request(self, pipeline, turned_on)
         if pipeline:
-            self._pipelines.add(request)
+            _pipeline.OPEN.add(request)
         return request
 
     def end_request(self) -> None:
@@ -269,7 +267,7 @@ class MongoClient(ClientCompat, RetryableWrites):
     def _pipelining(self) -> Any:
         """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
 
-        Asked only while some pipeline is open on the client (``_pipelines``).
+        Asked only while some pipeline is open in the process (``pipeline.OPEN``).
         """
         for server in self._topology.servers:
             pipeline = server.pool.pipelined()

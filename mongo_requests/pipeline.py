@@ -266,6 +266,12 @@ def _unpiped_class(cls: type) -> type:
     return cls
 
 
+# Pipelining requests open in this process, any client (Request objects; a
+# set, whose add/discard are atomic across threads).  While it is empty a
+# write pays one global truth test: a MongoClient attribute would cost more,
+# as the class's __getattr__ keeps CPython from specializing the lookup.
+OPEN: set[Any] = set()
+
 # The mongos rule of the module docstring.  Only the test that shows what
 # goes wrong without it (tests/test_mongos_proxy.py) turns it off.
 MONGOS_W0_ACKNOWLEDGED = True

@@ -25,6 +25,7 @@ from . import wire
 from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
 from .errors import check_command, check_write, raise_write_concern_error
+from .pipeline import OPEN as _OPEN_PIPELINES
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -163,7 +164,7 @@ class WriteMethods:
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined(  # type: ignore[no-any-return]
                 INSERT, data, concern, bypass_document_validation, comment, None,
                 lambda reply: InsertOneResult(_id, True), InsertOneResult)
@@ -195,7 +196,7 @@ class WriteMethods:
         ids = batch.add_inserts(documents)
         if not ids:
             raise TypeError("documents must be a non-empty list")
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_bulk(  # type: ignore[no-any-return]
                 batch, concern, lambda total: InsertManyResult(ids, True), InsertManyResult)
         result = batch.execute(concern)
@@ -246,7 +247,7 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
@@ -272,7 +273,7 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, True, upsert, collation, array_filters, hint)
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
@@ -298,7 +299,7 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, replacement, False, upsert, collation, None, hint, sort)
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
@@ -330,7 +331,7 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 1, collation, hint)
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
@@ -350,7 +351,7 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 0, collation, hint)
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
@@ -373,7 +374,7 @@ class WriteMethods:
         applied before the caller's next read.
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
-        if self._client._pipelines and concern.acknowledged and self._client._pipelining():
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             batch = _bulk.bulk_of(self, requests, ordered, bypass_document_validation, comment, let)  # type: ignore[arg-type]
             return self._pipelined_bulk(  # type: ignore[no-any-return]
                 batch, concern, lambda total: BulkWriteResult(total, True), BulkWriteResult)
