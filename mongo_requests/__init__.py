@@ -14,6 +14,7 @@ from .collection import Collection, ReturnDocument
 from .cursor import ASCENDING, DESCENDING, CommandCursor, Cursor
 from .database import Database
 from .errors import PoolTimeoutError
+from .pipeline import PipelineError
 from .pool import Pool, PoolOptions, RequestState
 
 logging.getLogger("mongo_requests").addHandler(logging.NullHandler())
@@ -29,6 +30,7 @@ __all__ = [
     "Database",
     "MongoClient",
     "MongoReplicaSetClient",
+    "PipelineError",
     "Pool",
     "PoolOptions",
     "PoolTimeoutError",

@@ -41,6 +41,7 @@ __all__ = ["Bulk", "INSERT", "UPDATE", "DELETE"]
 INSERT, UPDATE, DELETE = 0, 1, 2
 # (command name, document-sequence name) per statement kind.
 _COMMANDS = (("insert", "documents"), ("update", "updates"), ("delete", "deletes"))
+SEQUENCE_NAMES = tuple(name for _, name in _COMMANDS)
 # Room left in a message for the command body and framing.
 _MESSAGE_OVERHEAD = 16 * 1024
 # A server's limits when its hello gives none (SocketInfo's defaults).
@@ -242,6 +243,23 @@ def run_one(
         client._send_unacknowledged(coll._db_name, cmd, coll.codec_options, seq)
         return None
     return client._command(coll._db_name, cmd, coll.codec_options, seq)
+
+
+def one_statement(
+    coll: Collection,
+    kind: int,
+    statement: bytes | dict[str, Any],
+    concern: _Concern,
+    bypass: bool | None = None,
+    comment: Any = None,
+    let: Any = None,
+) -> tuple[dict[str, Any], tuple[bytes, ...]]:
+    """The command and document sequences that send one statement, as :func:`run_one` builds them inline."""
+    cmd = write_command(coll, kind, concern, True, bypass, comment, let)
+    if statement.__class__ is dict:
+        cmd[_COMMANDS[kind][1]] = [statement]
+        return cmd, ()
+    return cmd, (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]
 
 
 def _new_result() -> dict[str, Any]:
@@ -516,6 +534,21 @@ def raise_bulk_errors(result: Mapping[str, Any]) -> None:
         raise BulkWriteError(dict(result))
 
 
+def bulk_of(
+    coll: Collection, requests: Iterable[Any], ordered: bool, bypass_document_validation: bool | None, comment: Any,
+    let: Any,
+) -> Bulk:
+    """A :class:`Bulk` of ``bulk_write``'s requests (TypeError / InvalidOperation for bad ones)."""
+    if isinstance(requests, (Mapping, str, bytes)) or not isinstance(requests, Iterable):
+        raise TypeError("requests must be a list")
+    bulk = Bulk(coll, ordered, bypass_document_validation, comment, let)
+    for request in requests:
+        bulk.add_request(request)
+    if not bulk.ops:
+        raise InvalidOperation("No operations to execute")
+    return bulk
+
+
 def bulk_write(
     coll: Collection,
     requests: Iterable[Any],
@@ -526,13 +559,7 @@ def bulk_write(
     concern: _Concern,
 ) -> BulkWriteResult:
     """:meth:`Collection.bulk_write`'s body."""
-    if isinstance(requests, (Mapping, str, bytes)) or not isinstance(requests, Iterable):
-        raise TypeError("requests must be a list")
-    bulk = Bulk(coll, ordered, bypass_document_validation, comment, let)
-    for request in requests:
-        bulk.add_request(request)
-    if not bulk.ops:
-        raise InvalidOperation("No operations to execute")
+    bulk = bulk_of(coll, requests, ordered, bypass_document_validation, comment, let)
     result = bulk.execute(concern)
     if concern.acknowledged:
         raise_bulk_errors(result)

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
+from . import pipeline as _pipeline
 from .client_compat import ClientCompat
-from .client_session import SessionClient, refuse_unacknowledged, with_session
+from .client_session import SessionClient, current_session, refuse_unacknowledged, with_session
 from .database import Database
 from .errors import (
     ConfigurationError,
@@ -62,23 +63,57 @@ class Request:
     ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
     """
 
-    __slots__ = ("_client", "_ended")
+    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on")
 
-    def __init__(self, client: MongoClient) -> None:
+    def __init__(self, client: MongoClient, pipeline: bool = False, turned_on: bool = False) -> None:
         self._client = client
         self._ended = False
+        self._pipeline = pipeline
+        # This request began pipelining (it was not nested in a pipelining one).
+        self._turned_on = turned_on
 
     def end(self) -> None:
-        """End this request (once)."""
-        if not self._ended:
-            self._ended = True
-            self._client.end_request()
+        """End this request (once).  Ending a pipelining request is a sync point."""
+        if self._ended:
+            return
+        self._ended = True
+        error = None
+        if self._pipeline:
+            client = self._client
+            _pipeline.OPEN.discard(self)
+            try:
+                client._sync_pipelines()
+            except PyMongoError as exc:
+                error = exc
+            finally:
+                if self._turned_on:
+                    # Nested in a plain request: the rest of it does not pipeline.
+                    for server in client._topology.servers:
+                        server.pool.set_pipelined(False)
+        self._client.end_request()
+        if error is not None:
+            raise error
+
+    def sync(self) -> None:
+        """A sync point: read every pipelined reply; raise :class:`~mongo_requests.PipelineError`
+        for failed writes, or :class:`~pymongo.errors.AutoReconnect` naming the unknown ones."""
+        self._client._sync_pipelines()
 
     def __enter__(self) -> Request:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.end()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.end()
+            return
+        if not isinstance(exc, Exception):
+            # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt): no I/O
+            # now; a socket with unread replies is closed instead.
+            self._client._abandon_pipelines()
+        try:
+            self.end()
+        except PyMongoError:
+            pass  # the block's own exception is the one to see
 
 
 class MongoClient(ClientCompat, RetryableWrites, SessionClient):
@@ -200,16 +235,32 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         return self._topology.select_server(for_write=True).pool
 
     # -- requests -----------------------------------------------------------
-    def start_request(self) -> Request:
+    def start_request(self, pipeline: bool = False) -> Request:
         """Pin one socket to the calling thread or greenlet until the request ends.
 
         Operations inside a request run on one socket, so the server applies
         them in order: an unacknowledged (``w=0``) write is visible to the
         next read.  Requests nest; only the outermost end unpins.  Use the
         returned :class:`Request` as a context manager, or call ``.end()``.
+
+        :param pipeline: pipeline the acknowledged writes: each returns at
+            once with a result that resolves at the next sync point (a read,
+            a command, :meth:`Request.sync`, leaving the request); failed
+            writes raise :class:`~mongo_requests.PipelineError` there.  See
+            :mod:`mongo_requests.pipeline`.
         """
+        if not isinstance(pipeline, bool):
+            raise TypeError("pipeline must be True or False")
         self._topology.start_request()
-        return Request(self)
+        turned_on = False
+        if pipeline:
+            # Every member's pool the request joined: writes go to the primary's.
+            for server in self._topology.servers:
+                turned_on = server.pool.set_pipelined(True) or turned_on
+        request = Request(self, pipeline, turned_on)
+        if pipeline:
+            _pipeline.OPEN.add(request)
+        return request
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns its socket on every member)."""
@@ -218,6 +269,30 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
     def in_request(self) -> bool:
         """True when the calling thread or greenlet is inside a request."""
         return self._topology.in_request()
+
+    def _pipelining(self) -> Any:
+        """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
+
+        Asked only while some pipeline is open in the process (``pipeline.OPEN``).
+        A write bound to a session is never pipelined: it must carry the
+        session's ``lsid`` (and a transaction's ``txnNumber``), so it takes the
+        ordinary path, which reads the pipeline's earlier replies first.
+        """
+        if current_session() is not None:
+            return None
+        for server in self._topology.servers:
+            pipeline = server.pool.pipelined()
+            if pipeline is not None:
+                return pipeline
+        return None
+
+    def _sync_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.sync_pipeline()
+
+    def _abandon_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.abandon_pipeline()
 
     # -- running commands ---------------------------------------------------
     def _checkout(

@@ -156,6 +156,28 @@ class Listeners:
             except Exception:
                 _handle_listener_error()
 
+    # -- pipelined writes (mongo_requests.pipeline) ----------------------------
+    def started(
+        self, sock: SocketInfo, dbname: str, cmd: dict[str, Any], sequences: Sequence[bytes],
+        codec_options: CodecOptions[Any], request_id: int,
+    ) -> None:
+        """A pipelined command was queued (its reply is read later)."""
+        self._started(sock, dbname, _event_command(cmd, sequences, codec_options), request_id)
+
+    def finished(self, sock: SocketInfo, dbname: str, name: str, request_id: int, start: float, reply: Any) -> None:
+        """A pipelined command's reply was read: succeeded, or failed for ``ok: 0``."""
+        if reply.get("ok") == 1:
+            self._succeeded(sock, dbname, name, request_id, start, reply)
+            return
+        try:
+            check_command(reply, sock.max_wire_version)
+        except OperationFailure as exc:
+            self._failed(sock, dbname, name, request_id, start, exc)
+
+    def lost(self, sock: SocketInfo, dbname: str, name: str, request_id: int, start: float, exc: BaseException) -> None:
+        """A pipelined command's reply will never be read (the connection failed)."""
+        self._failed(sock, dbname, name, request_id, start, exc)
+
     # -- the monitored commands ------------------------------------------------
     def command(
         self,
@@ -197,7 +219,11 @@ class Listeners:
         self._started(sock, dbname, _event_command(cmd, sequences, codec_options), rid)
         start = time.perf_counter()
         try:
-            sock.send(msg)
+            if sock.pipeline is not None:
+                # A request on a mongos: the socket's pipeline sends it acknowledged.
+                sock.send_command(dbname, cmd, codec_options, sequences)
+            else:
+                sock.send(msg)
         except BaseException as exc:
             self._failed(sock, dbname, name, rid, start, exc)
             raise

@@ -23,6 +23,9 @@ server's own connection count):
   ends; ``close()`` leaves it to finish its operation in flight.  It is
   replaced only after its owner has seen an error from it, or after a fork
   (the child has sent nothing on it, so nothing of the child's is lost).
+* A socket with unread pipelined replies (:mod:`mongo_requests.pipeline`)
+  never reaches another owner: the request's end reads them first, and a
+  dead or killed caller's socket is closed (``Pipeline.abandon``, no I/O).
 * The pool never decides what an error means: the topology's
   ``handle_error`` does, and calls :meth:`Pool.reset`.
 
@@ -53,6 +56,7 @@ from .identity import (
     real_lock,
     real_poll,
 )
+from .pipeline import Pipeline, w0_acknowledged
 from .pool_report import PoolReport
 from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
 from .socket_info import SocketInfo
@@ -208,6 +212,27 @@ class Pool(PoolReport):
         if req.depth == 1:
             self._counters["requests_started"] += 1
 
+    def set_pipelined(self, on: bool) -> bool:
+        """Turn pipelining of the caller's (begun) request on or off; True when it was off and is now on.
+
+        It stays on until the outermost end, or until the pipelining request
+        that turned it on ends.  See :mod:`mongo_requests.pipeline`.
+        """
+        req = self._record()
+        pl = req.pipeline
+        if not on:
+            if pl is not None:
+                pl.user = False
+            return False
+        if not req.depth or (pl is not None and pl.user):
+            return False
+        if pl is None:
+            pl = req.pipeline = Pipeline(True)
+        pl.user = True
+        if req.sock is not None and pl.sock is not req.sock:
+            pl.attach(req.sock)
+        return True
+
     def end_request(self) -> None:
         """End one level of request; the outermost end unpins the socket.
 
@@ -221,12 +246,41 @@ class Pool(PoolReport):
         if req.depth:
             return
         sock = req.sock
-        req.sock = None
-        self._counters["requests_ended"] += 1
-        if sock is not None and self._unpin(sock):
-            if self._events is not None:
-                self._events.checked_in(sock)
-            self._release(sock)
+        pipeline, req.pipeline = req.pipeline, None
+        error = None
+        try:
+            if pipeline is not None:
+                # Leaving is a sync point: read every reply before the socket goes back.
+                error = pipeline.finish()
+        finally:
+            req.sock = None
+            self._counters["requests_ended"] += 1
+            if sock is not None and self._unpin(sock):
+                if self._events is not None:
+                    self._events.checked_in(sock)
+                self._release(sock)
+        if error is not None:
+            raise error
+
+    def pipelined(self) -> Pipeline | None:
+        """The caller's pipeline when its request pipelines its acknowledged writes, else None."""
+        req = self._local.req
+        if req is None or not req.depth:
+            return None
+        pipeline: Pipeline | None = req.pipeline
+        return pipeline if pipeline is not None and pipeline.user else None
+
+    def sync_pipeline(self) -> None:
+        """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""
+        req = self._local.req
+        if req is not None and req.pipeline is not None:
+            req.pipeline.sync()
+
+    def abandon_pipeline(self) -> None:
+        """The caller is being killed: close its pinned socket if pipelined replies are unread."""
+        req = self._local.req
+        if req is not None and req.pipeline is not None:
+            req.pipeline.abandon()
 
     def in_request(self) -> bool:
         """True when the caller is inside a request with this pool."""
@@ -288,6 +342,12 @@ class Pool(PoolReport):
             self._in_use -= 1
             self._pinned.add(sock)
         self._counters["pins"] += 1
+        if req.pipeline is not None or w0_acknowledged(sock):
+            # A pipelining request, or any request on a mongos (its w=0 writes
+            # go acknowledged): the pipeline owns the socket's unread replies.
+            if req.pipeline is None:
+                req.pipeline = Pipeline(False)
+            req.pipeline.attach(sock)
         return sock
 
     def checkout_within(self, timeout: float) -> SocketInfo:
@@ -309,6 +369,8 @@ class Pool(PoolReport):
             req = sock.request
             if req.sock is sock:
                 req.sock = None
+            if sock.pipeline is not None:
+                sock.pipeline.abandon()
             if self._unpin(sock):
                 if self._events is not None:
                     self._events.checked_in(sock)
@@ -317,6 +379,8 @@ class Pool(PoolReport):
     def _drop_pin(self, req: _Request, sock: SocketInfo) -> None:
         """Unpin ``sock`` from ``req`` and close it (the slot, if it still holds one, is freed)."""
         req.sock = None
+        if sock.pipeline is not None:
+            sock.pipeline.abandon()
         if self._unpin(sock):
             if self._events is not None:
                 self._events.checked_in(sock)
@@ -515,6 +579,7 @@ class Pool(PoolReport):
             if not self._lock.acquire(False):
                 return  # the holder reaps when it releases (see _Guard)
             socks = []
+            pipelines = []
             try:
                 while self._dead:
                     req = self._dead.popleft()
@@ -523,9 +588,17 @@ class Pool(PoolReport):
                         self._pinned.discard(sock)
                         sock.request = None
                         socks.append(sock)
+                    if req.pipeline is not None:
+                        pipelines.append(req.pipeline)
+                        req.pipeline = None
                 self._in_use += len(socks)  # pinned -> checked out, for _release
             finally:
                 self._lock.release()
+            for pipeline in pipelines:
+                # Unread replies must not reach the socket's next owner: abandon()
+                # closes the socket then (no I/O; outside the lock, as it may
+                # call command listeners), before _release sees it.
+                pipeline.abandon()
             self._counters["reclaimed"] += len(socks)
             for sock in socks:
                 if self._events is not None:

@@ -75,11 +75,13 @@ class PoolOptions:
 class _Request:
     """One caller's request with one pool; only its caller mutates it while alive."""
 
-    __slots__ = ("depth", "sock", "__weakref__")
+    __slots__ = ("depth", "sock", "pipeline", "__weakref__")
 
     def __init__(self) -> None:
         self.depth = 0
         self.sock: SocketInfo | None = None
+        # A mongo_requests.pipeline.Pipeline: asked for, or made for a mongos.
+        self.pipeline: Any = None
 
     @property
     def state(self) -> RequestState:

@@ -19,11 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.errors import (
+    AutoReconnect,
     ConnectionFailure,
     OperationFailure,
     WaitQueueTimeoutError,
     WriteConcernError,
 )
+
+from .pipeline import PipelineError
 
 __all__ = [
     "RETRYABLE_CODES",
@@ -57,8 +60,13 @@ def is_retryable_read(cmd: Mapping[str, Any]) -> bool:
 
 def _network_error(exc: BaseException) -> bool:
     # A full pool says nothing about the server: retrying elsewhere would
-    # only hide the caller's own backlog.
-    return isinstance(exc, ConnectionFailure) and not isinstance(exc, WaitQueueTimeoutError)
+    # only hide the caller's own backlog.  A pipeline's report of writes lost
+    # with its connection (raised at a sync point, before the operation was
+    # sent) must reach the caller: a retry would swallow it.
+    if not isinstance(exc, ConnectionFailure) or isinstance(exc, WaitQueueTimeoutError):
+        return False
+    details = exc.errors if isinstance(exc, AutoReconnect) else None
+    return not (isinstance(details, Mapping) and "unknownWrites" in details)
 
 
 def _labels(exc: OperationFailure) -> Sequence[str]:
@@ -67,10 +75,15 @@ def _labels(exc: OperationFailure) -> Sequence[str]:
 
 
 def is_retryable_read_error(exc: BaseException) -> bool:
-    """A read that failed with ``exc`` may be retried once."""
+    """A read that failed with ``exc`` may be retried once.
+
+    Never a pipeline's report (its sync ran before the read was sent): a
+    retry would swallow the failed writes, whatever their code says.
+    """
     if _network_error(exc):
         return True
-    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES and not isinstance(
+        exc, PipelineError)
 
 
 def is_retryable_write_error(exc: BaseException) -> bool:

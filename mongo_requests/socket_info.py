@@ -103,6 +103,7 @@ class SocketInfo:
         "max_write_batch_size",
         "server_connection_id",
         "conn_id",
+        "pipeline",
         "_buf",
         "_view",
         "_sendall",
@@ -125,6 +126,9 @@ class SocketInfo:
         self.max_write_batch_size = 100000
         self.server_connection_id: int | None = None
         self.conn_id = 0  # the driver's id in pool events (mongo_requests.events); 0 without a pool listener
+        # The request's mongo_requests.pipeline.Pipeline while one is attached
+        # (its class is then a piped subclass, whose round trip syncs first).
+        self.pipeline: Any = None
         # One receive buffer per socket, reused for every reply: recv_into
         # avoids allocating a bytes object per chunk on the hot path.
         self._buf = bytearray(_DEFAULT_BUF)

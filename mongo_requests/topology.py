@@ -53,6 +53,7 @@ from .errors import (
     NetworkTimeout,
     NotPrimaryError,
     OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 from .events import MonitoredPool
@@ -509,15 +510,13 @@ class Topology:
         if local.depth == 0:
             if self._pool_options.auto_start_request:
                 # Requests the pools began by themselves, on first use.
-                for server in self.servers:
-                    server.pool.end_request()
+                _end_all([server.pool for server in self.servers])
             return
         local.depth -= 1
         if local.depth:
             return
         pools, local.pools, local.secondary = local.pools, None, None
-        for pool in pools or ():
-            pool.end_request()
+        _end_all(pools or ())
 
     def in_request(self) -> bool:
         """True when the caller is inside a request (its own, or with ``auto_start_request`` one a pool began)."""
@@ -614,3 +613,15 @@ def _error_is_stale(current: Any, version: Any) -> bool:
     if current is None or version is None or current.get("processId") != version.get("processId"):
         return False
     return bool(version.get("counter", 0) <= current.get("counter", 0))
+
+
+def _end_all(pools: Any) -> None:
+    """End the caller's request on every pool, then raise the first error (a pipeline's, at its sync point)."""
+    error: BaseException | None = None
+    for pool in pools:
+        try:
+            pool.end_request()
+        except PyMongoError as exc:
+            error = error or exc
+    if error is not None:
+        raise error

@@ -20,10 +20,13 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
+from . import pipeline as _pipeline
+from . import wire
 from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
 from .client_session import in_session, with_session
-from .errors import check_write, raise_write_concern_error
+from .errors import check_command, check_write, raise_write_concern_error
+from .pipeline import OPEN as _OPEN_PIPELINES
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -168,8 +171,12 @@ class WriteMethods:
                               comment, **wc)
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
-        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined(  # type: ignore[no-any-return]
+                INSERT, data, concern, bypass_document_validation, comment, None,
+                lambda reply: InsertOneResult(_id, True), InsertOneResult)
+        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         if reply is not None:
             check_write(reply)
         return InsertOneResult(_id, concern.acknowledged)
@@ -198,6 +205,9 @@ class WriteMethods:
         ids = batch.add_inserts(documents)
         if not ids:
             raise TypeError("documents must be a non-empty list")
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_bulk(  # type: ignore[no-any-return]
+                batch, concern, lambda total: InsertManyResult(ids, True), InsertManyResult)
         result = batch.execute(concern)
         if concern.acknowledged:
             _bulk.raise_bulk_errors(result)
@@ -249,6 +259,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -274,6 +286,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, True, upsert, collation, array_filters, hint)
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -301,6 +315,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, replacement, False, upsert, collation, None, hint, sort)
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
         reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
         return UpdateResult(reply, concern.acknowledged)
 
@@ -334,6 +350,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 1, collation, hint)
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         # For w=0, whose reply nobody reads, the raw_result PyMongo 4 gives.
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
@@ -353,6 +371,8 @@ class WriteMethods:
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.delete_statement(filter, 0, collation, hint)
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            return self._pipelined_delete(stmt, concern, comment, let)
         reply = self._delete(stmt, concern, comment, let)
         return DeleteResult(reply if reply is not None else {"ok": 1}, concern.acknowledged)
 
@@ -375,6 +395,10 @@ class WriteMethods:
         applied before the caller's next read.
         """
         concern = self._resolve_wc(**wc) if wc else self._concern
+        if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
+            batch = _bulk.bulk_of(self, requests, ordered, bypass_document_validation, comment, let)  # type: ignore[arg-type]
+            return self._pipelined_bulk(  # type: ignore[no-any-return]
+                batch, concern, lambda total: BulkWriteResult(total, True), BulkWriteResult)
         return _bulk.bulk_write(
             self, requests, ordered, bypass_document_validation, comment, let, concern  # type: ignore[arg-type]
         )
@@ -386,6 +410,83 @@ class WriteMethods:
     def initialize_unordered_bulk_op(self, bypass_document_validation: bool = False) -> BulkOperationBuilder:
         """PyMongo 2's unordered bulk builder."""
         return BulkOperationBuilder(self, False, bypass_document_validation)  # type: ignore[arg-type]
+
+    # -- pipelines (start_request(pipeline=True); see mongo_requests.pipeline) -------
+    def _pipelined(
+        self,
+        kind: int,
+        statement: bytes | dict[str, Any],
+        concern: _Concern,
+        bypass: bool | None,
+        comment: Any,
+        let: Any,
+        build: Any,
+        result_class: type,
+    ) -> Any:
+        """Send one write in the caller's pipeline; its lazy result (checked as :func:`run_one` checks)."""
+        client = self._client
+        cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
+        # The write server's socket (a replica set's primary), pinned by the request.
+        with client._socket() as sock:
+            pipeline = sock.pipeline
+            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                raise InvalidOperation("this request's socket has no pipeline")
+            op = pipeline.new_op(None, build)
+            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
+        op.seal()
+        return _pipeline.lazy_result(result_class, op)
+
+    def _pipelined_update(
+        self, stmt: dict[str, Any], concern: _Concern, bypass: bool | None, comment: Any, let: Any
+    ) -> UpdateResult:
+        if let is not None:
+            check_mapping(let, "let")
+        return self._pipelined(  # type: ignore[no-any-return]
+            UPDATE, stmt, concern, bypass, comment, let,
+            lambda reply: UpdateResult(_update_result(reply), True), UpdateResult)
+
+    def _pipelined_delete(self, stmt: dict[str, Any], concern: _Concern, comment: Any, let: Any) -> DeleteResult:
+        if let is not None:
+            check_mapping(let, "let")
+        return self._pipelined(  # type: ignore[no-any-return]
+            DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult)
+
+    def _pipelined_bulk(self, batch: Bulk, concern: _Concern, build: Any, result_class: type) -> Any:
+        """Send a bulk's commands into the caller's pipeline; its lazy result (BulkWriteError when touched).
+
+        The commands do not wait for each other, so an ordered bulk's later
+        commands run even after a write error in an earlier one (they are
+        counted in the result); within one command ``ordered`` holds.
+        """
+        if batch.executed:
+            raise InvalidOperation("Bulk operations can only be executed once.")
+        batch.executed = True
+        client = self._client
+        with client._socket() as sock:
+            pipeline = sock.pipeline
+            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
+                raise InvalidOperation("this request's socket has no pipeline")
+            batches = batch._batches(sock.max_message_size - _bulk._MESSAGE_OVERHEAD, sock.max_write_batch_size)
+
+            def merged(replies: list[dict[str, Any]]) -> Any:
+                total = _bulk._new_result()
+                for (kind, indexes), reply in zip(batches, replies):
+                    if reply.get("ok") != 1:
+                        check_command(reply)
+                    batch._merge(total, kind, indexes, reply)
+                if total["writeErrors"]:
+                    total["writeErrors"].sort(key=lambda error: error["index"])
+                _bulk.raise_bulk_errors(total)
+                return build(total)
+
+            op = pipeline.new_op(merged)
+            for kind, indexes in batches:
+                cmd = _bulk.write_command(self, kind, concern, batch.ordered, batch.bypass, batch.comment,  # type: ignore[arg-type]
+                                          batch.let)
+                seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], [batch.ops[i][2] for i in indexes]),)
+                pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
+            op.seal()
+        return _pipeline.lazy_result(result_class, op)
 
     # -- PyMongo 2 ------------------------------------------------------------
     def insert(

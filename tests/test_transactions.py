@@ -420,3 +420,33 @@ def test_a_transaction_pins_one_connection_and_uses_the_requests(replica_set, ma
     assert coll.count_documents({}) == 11
     assert_quiet(pool_stats(client), 100)
     client.drop_database(name)
+
+
+def test_writes_with_a_session_inside_a_pipelining_request_are_not_pipelined(replica_set, make_rs_client):
+    """A pipelined write would leave the transaction (no lsid, no txnNumber).
+
+    So a write bound to a session is sent and waited for as usual, through the
+    request's socket, after the pipeline's earlier writes are read back.
+    """
+    client = make_rs_client()
+    name = unique_app("txpipe")
+    coll = client[name].c
+    coll.insert_one({"_id": "seed"})
+    with client.start_request(pipeline=True) as req:
+        early = coll.insert_one({"_id": "piped"})  # pipelined, outside the session
+        with client.start_session() as s:
+            with pytest.raises(KeyError):
+                with s.start_transaction():
+                    r = coll.update_one({"_id": "seed"}, {"$set": {"in_txn": True}}, session=s)
+                    # Sent at once: a real result, not a lazy one.
+                    assert type(r).__module__.startswith("pymongo")
+                    assert r.modified_count == 1
+                    coll.insert_one({"_id": "txn"}, session=s)
+                    raise KeyError("abort")
+        req.sync()
+    assert early.inserted_id == "piped"
+    # The abort undid both session writes; the pipelined one stayed.
+    assert sorted(d["_id"] for d in coll.find()) == ["piped", "seed"]
+    assert coll.find_one({"_id": "seed"}) == {"_id": "seed"}
+    assert_quiet(pool_stats(client), 100)
+    client.drop_database(name)
