@@ -259,6 +259,7 @@ class MongoClient(ClientCompat, RetryableWrites):
         address: tuple[str, int] | None = None,
         on_server: Callable[[tuple[str, int]], None] | None = None,
         retryable: bool | None = None,
+        body: bytes | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
@@ -268,6 +269,8 @@ class MongoClient(ClientCompat, RetryableWrites):
         :param retryable: for an acknowledged write whose statements travel in
             ``sequences`` (a bulk batch), whether it is a retryable write;
             None: judged from ``cmd``.
+        :param body: ``cmd`` with ``$db``, already encoded (:mod:`mongo_requests.precoded`);
+            only the hot path sends it, every other path encodes ``cmd``.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
@@ -285,7 +288,7 @@ class MongoClient(ClientCompat, RetryableWrites):
             try:
                 if self._listeners is not None:
                     return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
-                return sock.command(dbname, cmd, codec_options, sequences, check)
+                return sock.command(dbname, cmd, codec_options, sequences, check, body)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
                     topology.handle_error(server, exc, sock)
@@ -463,7 +466,12 @@ class MongoClient(ClientCompat, RetryableWrites):
     @property
     def admin(self) -> Database:
         """The ``admin`` database."""
-        return self.get_database("admin")
+        # Databases are immutable: one is enough (``client.admin.command('ping')`` is a common loop).
+        try:
+            return self.__dict__["_admin"]  # type: ignore[no-any-return]
+        except KeyError:
+            db = self.__dict__["_admin"] = self.get_database("admin")
+            return db
 
     def server_info(self) -> dict[str, Any]:
         """The server's ``buildInfo``."""

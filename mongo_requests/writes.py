@@ -92,6 +92,8 @@ class WriteMethods:
     codec_options: CodecOptions[Any]
     write_concern: WriteConcern
     _concern: _Concern
+    # Encoded command bodies of single-statement writes, by kind (bulk.run_one).
+    _writers: dict[int, Any]
 
     @property
     def name(self) -> str:  # pragma: no cover - Collection's
@@ -99,6 +101,7 @@ class WriteMethods:
 
     def _set_write_concern(self, wc: WriteConcern) -> None:
         self.write_concern = wc
+        self._writers = {}
         # Precomputed for the hot path: most writes use the default.
         self._concern = _Concern(wc)
 
