@@ -143,3 +143,24 @@ def test_a_bad_small_reply_is_a_protocol_error():
     body[4] = 0x7F  # an unknown element type
     with pytest.raises(ProtocolError):
         wire.unpack_msg(wire.pack_msg(1, bytes(body)))
+
+
+def test_update_one_fast_and_general_paths_agree(db):
+    """update_one without options (the fast path) and with one (the general path) give the same results."""
+    from pymongo.errors import WriteError
+
+    coll = db.precoded
+    coll.drop()
+    fast = [coll.update_one({"_id": i}, {"$inc": {"n": 1}}, upsert=True).raw_result for i in (1, 1)]
+    general = [coll.update_one({"_id": i}, {"$inc": {"n": 1}}, upsert=True, comment="c").raw_result for i in (2, 2)]
+    for f, g in zip(fast, general):
+        f.pop("upserted", None), g.pop("upserted", None)
+        assert f == g
+    assert coll.update_one({"_id": 99}, {"$inc": {"n": 1}}).raw_result == {
+        "n": 0, "nModified": 0, "ok": 1.0, "updatedExisting": False}
+    # A write error surfaces from the fast path as from the general one.
+    for kwargs in ({}, {"comment": "c"}):
+        with pytest.raises(WriteError) as info:
+            coll.update_one({"_id": 1}, {"$set": {"_id": 5}}, **kwargs)
+        assert info.value.code == 66
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
