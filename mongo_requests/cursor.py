@@ -179,6 +179,18 @@ class _CursorBase:
         return self
 
     def __next__(self) -> Any:
+        batch = self._batch
+        if batch and not self._limit:
+            # Per document, the common case: a buffered document and no limit
+            # to enforce (a non-empty buffer means the query has started).
+            # Two attribute reads instead of eight: a find of 10,000
+            # documents spent about a fifth of its time here.
+            self._returned += 1
+            return batch.popleft()
+        return self._next_slow()
+
+    def _next_slow(self) -> Any:
+        """``__next__`` when the buffer is empty or a limit applies: start, fetch, enforce the limit."""
         if not self._started:
             if self._killed:
                 # Closed before the first next(): yield nothing, as PyMongo
