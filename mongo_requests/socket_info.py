@@ -36,6 +36,7 @@ __all__ = ["SocketInfo", "MIN_WIRE_VERSION", "client_metadata"]
 _encode = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
 
 _ids = wire._ids
+_pack_prefix = wire._MSG_PREFIX.pack
 _MAX_ID = wire._MAX_ID
 # OP_MSG arrived with MongoDB 3.6, wire version 6.
 MIN_WIRE_VERSION = 6
@@ -269,7 +270,11 @@ class SocketInfo:
             body = self._body(dbname, cmd, codec_options)
         elif len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise _too_large(len(body), self.max_bson_size)
-        op, message = self._roundtrip_raw(wire.pack_msg(rid, body, 0, sequences), rid)
+        if sequences:
+            msg = wire.pack_msg(rid, body, 0, sequences)
+        else:
+            msg = _pack_prefix(21 + len(body), rid, 0, wire.OP_MSG, 0, 0) + body  # pack_msg(), inline
+        op, message = self._roundtrip_raw(msg, rid)
         # roundtrip(), inline: one call less on every command.
         try:
             if op != wire.OP_MSG:
