@@ -274,6 +274,12 @@ class SocketInfo:
             msg = wire.pack_msg(rid, body, 0, sequences)
         else:
             msg = _pack_prefix(21 + len(body), rid, 0, wire.OP_MSG, 0, 0) + body  # pack_msg(), inline
+        if self.__class__ is not SocketInfo:
+            # A subclass may wrap the exchange (CompressedSocketInfo's OP_COMPRESSED): its roundtrip().
+            reply = self.roundtrip(msg, rid, codec_options)
+            if check and reply.get("ok") != 1:
+                check_command(reply, self.max_wire_version)
+            return reply
         op, message = self._roundtrip_raw(msg, rid)
         # roundtrip(), inline: one call less on every command.
         try:
