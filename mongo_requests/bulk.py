@@ -27,7 +27,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, DocumentTooLarge, InvalidOperation
 from pymongo.results import BulkWriteResult
 
-from . import wire
+from . import precoded, wire
 from .client_session import current_session, refuse_unacknowledged
 
 if TYPE_CHECKING:
@@ -236,6 +236,13 @@ def run_one(
     client = coll._client
     if statement.__class__ is dict:
         cmd[_COMMANDS[kind][1]] = [statement]
+        if len(cmd) == 3 and concern.acknowledged:
+            # No option and the default write concern: the hot path's encoded body.
+            writer = coll._writers.get(kind)
+            if writer is None:
+                writer = coll._writers[kind] = precoded.WriteOne(coll._db_name, coll._name, *_COMMANDS[kind])
+            body = writer.body(statement, coll.codec_options)
+            return client._command(coll._db_name, cmd, coll.codec_options, body=body)
         seq: tuple[bytes, ...] = ()
     else:
         seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]

@@ -317,17 +317,21 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             self._topology.handle_error(server, exc)
             raise
         if self._kill_queue:
-            # Holding a socket from here: a failed send must give it back.
-            try:
-                self._kill_cursors(sock)
-            except BaseException as exc:
-                try:
-                    if isinstance(exc, ConnectionFailure):
-                        self._topology.handle_error(server, exc, sock)
-                finally:
-                    server.pool.checkin(sock)
-                raise
+            self._kill_before(server, sock)
         return server, sock
+
+    def _kill_before(self, server: Server, sock: SocketInfo) -> None:
+        """Send the queued killCursors on a socket just checked out for an operation."""
+        # Holding a socket from here: a failed send must give it back.
+        try:
+            self._kill_cursors(sock)
+        except BaseException as exc:
+            try:
+                if isinstance(exc, ConnectionFailure):
+                    self._topology.handle_error(server, exc, sock)
+            finally:
+                server.pool.checkin(sock)
+            raise
 
     def _command(
         self,
@@ -341,6 +345,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         on_server: Callable[[tuple[str, int]], None] | None = None,
         retryable: bool | None = None,
         _raw: bool = False,
+        body: bytes | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
@@ -350,6 +355,8 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         :param retryable: for an acknowledged write whose statements travel in
             ``sequences`` (a bulk batch), whether it is a retryable write;
             None: judged from ``cmd``.
+        :param body: ``cmd`` with ``$db``, already encoded (:mod:`mongo_requests.precoded`);
+            only the hot path sends it, every other path encodes ``cmd``.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
@@ -368,11 +375,19 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         if read_preference is None and address is None and on_server is None and not topology.direct_member:
             # The hot path (a primary or standalone operation), inline: a
             # find_one or ping pays for no more than before replica sets.
-            server, sock = self._checkout()
+            # _checkout(), inline: the call and its tuple cost ~1,500 instructions per operation.
+            server = topology.select_server(None, None, False)
+            try:
+                sock = server.pool.checkout()
+            except ConnectionFailure as exc:
+                topology.handle_error(server, exc)
+                raise
+            if self._kill_queue:
+                self._kill_before(server, sock)
             try:
                 if self._listeners is not None:
                     return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
-                return sock.command(dbname, cmd, codec_options, sequences, check)
+                return sock.command(dbname, cmd, codec_options, sequences, check, body)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
                     topology.handle_error(server, exc, sock)
@@ -554,7 +569,12 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
     @property
     def admin(self) -> Database:
         """The ``admin`` database."""
-        return self.get_database("admin")
+        # Databases are immutable: one is enough (``client.admin.command('ping')`` is a common loop).
+        try:
+            return self.__dict__["_admin"]  # type: ignore[no-any-return]
+        except KeyError:
+            db = self.__dict__["_admin"] = self.get_database("admin")
+            return db
 
     def server_info(self) -> dict[str, Any]:
         """The server's ``buildInfo``."""

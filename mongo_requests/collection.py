@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from . import precoded
 from .bulk import _collation, check_mapping, check_replacement, check_update
 from .client_session import with_session
 from .cursor import CommandCursor, Cursor, index_spec
@@ -108,6 +109,8 @@ class Collection(WriteMethods):
         self.read_preference: Any = read_preference or database.read_preference
         # What reads pass down: None for primary, so the hot path skips read-preference work.
         self._read_pref: Any = self.read_preference if self.read_preference.mode else None
+        # find_one's encoded command around its filter, made on first use.
+        self._find_one: precoded.FindOne | None = None
 
     # -- naming -------------------------------------------------------------
     @property
@@ -193,7 +196,8 @@ class Collection(WriteMethods):
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """The first matching document, or None.  A non-mapping filter is an ``_id``."""
-        if filter is not None and not isinstance(filter, Mapping):
+        # A dict first: isinstance against the Mapping ABC runs Python code (abc.__instancecheck__).
+        if filter is not None and filter.__class__ is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         if args or kwargs:
             # As PyMongo does: any limit given (by keyword, or positionally
@@ -204,7 +208,11 @@ class Collection(WriteMethods):
         # The hot path: one find with singleBatch, no Cursor object.
         cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
         if self._read_pref is None:
-            reply = self._client._command(self._db_name, cmd, self.codec_options)
+            finder = self._find_one
+            if finder is None:
+                finder = self._find_one = precoded.FindOne(self._db_name, self._name)
+            body = finder.body(filter, self.codec_options)
+            reply = self._client._command(self._db_name, cmd, self.codec_options, body=body)
         else:
             reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
         batch = reply["cursor"]["firstBatch"]

@@ -183,11 +183,24 @@ class _CursorBase:
         return self
 
     def __next__(self) -> Any:
+        batch = self._batch
+        if batch and not self._limit:
+            # Per document, the common case: a buffered document and no limit
+            # to enforce (a non-empty buffer means the query has started).
+            # Two attribute reads instead of eight: a find of 10,000
+            # documents spent about a fifth of its time here.
+            self._returned += 1
+            return batch.popleft()
+        return self._next_slow()
+
+    def _next_slow(self) -> Any:
+        """``__next__`` when the buffer is empty or a limit applies: start, fetch, enforce the limit."""
         session = self._session
         if session is not None and _CURRENT.get() is not session:
+            # Only this path does I/O, so only it binds the cursor's session.
             check_session(session, self._client)
             with bound(session):
-                return self.__next__()
+                return self._next_slow()
         if not self._started:
             if self._killed:
                 # Closed before the first next(): yield nothing, as PyMongo

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from . import precoded
 from .client_compat import unsupported
 from .client_session import in_session, with_session
 from .collection import Collection
@@ -74,6 +75,8 @@ class Database:
         check_read_options(read_preference, read_concern)
         #: The :mod:`pymongo.read_preferences` mode of its collections' reads (the client's by default).
         self.read_preference: Any = read_preference or client.read_preference
+        # Encoded bodies of ``command(name)``, by name (see :meth:`command`).
+        self._bodies: dict[str, bytes] = {}
 
     @property
     def read_concern(self) -> ReadConcern:
@@ -256,6 +259,14 @@ class Database:
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
         if isinstance(command, str):
+            if value.__class__ is int and value == 1 and not kwargs and read_preference is None:
+                # db.command('ping') and friends: the body never changes, so it is encoded once.
+                body = self._bodies.get(command)
+                if body is None:
+                    body = precoded.ping_body(command, self._name)
+                    if len(self._bodies) < 16:
+                        self._bodies[command] = body
+                return self._client._command(self._name, {command: 1}, self.codec_options, (), check, body=body)
             cmd: dict[str, Any] = {command: value}
         elif isinstance(command, Mapping):
             cmd = dict(command)

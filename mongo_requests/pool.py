@@ -361,6 +361,21 @@ class Pool(PoolReport):
     def checkin(self, sock: SocketInfo) -> None:
         """Give back a socket from :meth:`checkout` (pinned ones stay pinned)."""
         if sock.request is None:
+            if not sock.closed and sock.generation == self.generation and not self.closed:
+                # _release()'s common case, inline (one call less per operation):
+                # a healthy socket back to the idle list, nobody waiting.
+                sock.last_checkin = time.monotonic()
+                lock = self._lock
+                lock.acquire()
+                if not self._waiters:
+                    self._in_use -= 1
+                    self._idle.append(sock)
+                    self._available += 1
+                    lock.release()
+                    if self._dead:
+                        self._reap()
+                    return
+                lock.release()
             self._release(sock)
         elif sock.closed:
             # The owner has just seen the error that closed its pinned socket

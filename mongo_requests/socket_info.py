@@ -35,6 +35,9 @@ __all__ = ["SocketInfo", "MIN_WIRE_VERSION", "client_metadata"]
 # re-checks arguments we always pass correctly): this runs once per command.
 _encode = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts))
 
+_ids = wire._ids
+_pack_prefix = wire._MSG_PREFIX.pack
+_MAX_ID = wire._MAX_ID
 # OP_MSG arrived with MongoDB 3.6, wire version 6.
 MIN_WIRE_VERSION = 6
 # Commands may exceed maxBsonObjectSize by this much (the server allows it for
@@ -79,6 +82,12 @@ def _limit(hello: Mapping[str, Any], name: str, default: int, bounds: tuple[int,
             % (address[0], address[1], name, value, bounds[0], bounds[1])
         )
     return int(value)
+
+
+def _too_large(size: int, max_bson_size: int) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        "command document is %d bytes, over the server's limit of %d" % (size, max_bson_size + _COMMAND_OVERHEAD)
+    )
 
 
 class SocketInfo:
@@ -249,6 +258,7 @@ class SocketInfo:
         codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
         sequences: Sequence[bytes] = (),
         check: bool = True,
+        body: bytes | None = None,
     ) -> dict[str, Any]:
         """Run ``cmd`` on database ``dbname`` and return the reply document.
 
@@ -256,10 +266,35 @@ class SocketInfo:
         :param sequences: kind-1 sections from :func:`wire.encode_section`.
         :param check: raise :class:`~pymongo.errors.OperationFailure` and
             friends for ``ok: 0``.
+        :param body: ``cmd`` with ``$db`` already BSON-encoded (by
+            :mod:`mongo_requests.precoded`), sent instead of encoding ``cmd``.
         """
-        rid = wire.next_request_id()
-        msg = wire.pack_msg(rid, self._body(dbname, cmd, codec_options), 0, sequences)
-        reply = self.roundtrip(msg, rid, codec_options)
+        rid = next(_ids)  # wire.next_request_id(), inline (one call less); ids wrap before they overflow int32
+        if rid >= _MAX_ID:
+            rid = rid % _MAX_ID + 1
+        if body is None:
+            body = self._body(dbname, cmd, codec_options)
+        elif len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
+            raise _too_large(len(body), self.max_bson_size)
+        if sequences:
+            msg = wire.pack_msg(rid, body, 0, sequences)
+        else:
+            msg = _pack_prefix(21 + len(body), rid, 0, wire.OP_MSG, 0, 0) + body  # pack_msg(), inline
+        if self.__class__ is not SocketInfo:
+            # A subclass may wrap the exchange (CompressedSocketInfo's OP_COMPRESSED): its roundtrip().
+            reply = self.roundtrip(msg, rid, codec_options)
+            if check and reply.get("ok") != 1:
+                check_command(reply, self.max_wire_version)
+            return reply
+        op, message = self._roundtrip_raw(msg, rid)
+        # roundtrip(), inline: one call less on every command.
+        try:
+            if op != wire.OP_MSG:
+                raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
+            reply = wire.unpack_msg(message, codec_options)
+        except BaseException:
+            self.close()
+            raise
         if check and reply.get("ok") != 1:
             check_command(reply, self.max_wire_version)
         return reply
@@ -280,10 +315,7 @@ class SocketInfo:
         cmd["$db"] = dbname
         body: bytes = _encode(cmd, False, codec_options)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
-            raise DocumentTooLarge(
-                "command document is %d bytes, over the server's limit of %d"
-                % (len(body), self.max_bson_size + _COMMAND_OVERHEAD)
-            )
+            raise _too_large(len(body), self.max_bson_size)
         return body
 
     def send(self, msg: bytes) -> None:
