@@ -14,8 +14,8 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
 import mongo_requests
+from helpers import unique_app, wait_until
 from mongo_requests.database import Database
-from tests.helpers import unique_app, wait_until
 
 
 class Recorder(monitoring.CommandListener):

@@ -10,9 +10,9 @@ from pymongo import monitoring
 from pymongo.errors import AutoReconnect, InvalidOperation, ServerSelectionTimeoutError, WaitQueueTimeoutError
 
 import mongo_requests
+from helpers import app_connections, fail_point, unique_app, wait_until
 from mongo_requests.events import MonitoredPool
 from mongo_requests.pool import Pool
-from tests.helpers import app_connections, fail_point, unique_app, wait_until
 
 
 class Rec(
