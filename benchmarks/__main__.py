@@ -31,7 +31,7 @@ from pymongo import uri_parser
 import mongo_requests
 from mongo_requests.testing import MongodServer
 
-from . import concurrent_runs, replset, report, secure, spec
+from . import concurrent_runs, pipeline, replset, report, secure, spec
 from .adapters import CLIENTS, MR, Adapter, make_clients
 from .progress import Progress
 from .workloads import ALL_NAMES, REQUEST_OVERHEAD, REQUEST_VARIANTS, WORKLOADS, Workload
@@ -60,9 +60,8 @@ SECTIONS = (
     Section("replset", replset.steps, replset.run),
     # Its own mongod --auth --tlsMode requireTLS, whatever --uri says.
     Section("tls", lambda a: secure.steps(a.reps), lambda _uri, a, p: secure.run(a.quick, a.reps, p)),
-    # The pipelined workload (issue 13) goes here, once benchmarks/pipeline.py has landed:
-    #     Section("pipeline", pipeline.steps, pipeline.run),
-    # plus its name in workloads.SECTION_NAMES and its renderer in report.SECTION_MARKDOWN.
+    # Pipelined w=1 writes on loopback and through the 1 ms delay proxy (--uri's server).
+    Section("pipeline", pipeline.steps, pipeline.run_section),
 )
 
 EPILOG = """workloads:
@@ -75,6 +74,8 @@ EPILOG = """workloads:
   replset            a 3-member replica set: primary and secondary reads, w=1 updates, gevent,
                      retryable-writes overhead (also on the standalone); peak connections per member
   tls                its own mongod with TLS and SCRAM: connection set-up, find_one and w=1 over TLS
+  pipeline           w=1 $inc upserts pipelined (start_request(pipeline=True)) vs plain w=1, PyMongo
+                     and a raw socket, on loopback and through a 1 ms round-trip delay proxy
 
 See benchmarks/README.md for the method and how to read the results."""
 

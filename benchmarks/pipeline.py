@@ -219,6 +219,35 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- as a section of ``python -m benchmarks`` ------------------------------------
+def steps(_args: Any) -> int:
+    """Its share of the progress bar: one step per network setting."""
+    return 2
+
+
+def run_section(uri: str, args: Any, progress: Any) -> dict[str, Any]:
+    """``python -m benchmarks``' pipeline section: :func:`run` on the run's server."""
+    results = run(uri, args.quick)
+    progress.step("pipeline loopback")
+    progress.step("pipeline delay 1 ms")
+    return results
+
+
+def markdown(results: dict[str, Any]) -> list[str]:
+    """The report's pipeline section."""
+    lines = ["", "## Pipelined w=1 writes", "",
+             "`%s`, median ops/s; the delay proxy adds 0.5 ms each way:" % results["workload"], "",
+             "| network | client | ops/s |", "|---|---|---:|"]
+    for net in ("loopback", "delay_1ms"):
+        for name, rate in results[net].items():
+            lines.append("| %s | %s | %s |" % (net, name, f"{rate:,.0f}"))
+    lines += ["", "| ratio | measured | target |", "|---|---:|---:|"]
+    for key, ratio in results["ratios"].items():
+        lines.append("| %s | %.2fx | >= %.1fx (%s) |" % (
+            key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met"))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
                                      description="Pipelined w=1 writes vs plain w=1, PyMongo and a raw socket.")

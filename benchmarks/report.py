@@ -30,12 +30,13 @@ SCALING_MAX_DROP = 0.05  # issue 13: throughput drops by no more than 5% from 10
 GEVENT_MR = "mongo_requests w=0 + request"
 GEVENT_PYMONGO = "pymongo w=1"
 # The sections with a renderer of their own: name -> "module:function" returning Markdown lines
-# (imported when needed: those modules import this one).  The pipeline (issue 13) joins here.
+# (imported when needed: those modules import this one).
 SECTION_MARKDOWN = {
     "gevent": "benchmarks.report:gevent_markdown",
     "scaling": "benchmarks.report:scaling_markdown",
     "replset": "benchmarks.replset:markdown",
     "tls": "benchmarks.secure:markdown",
+    "pipeline": "benchmarks.pipeline:markdown",
 }
 
 
@@ -113,6 +114,10 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target("scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%"
                            % (label, SCALING_MAX_DROP * 100), drop * 100 if drop is not None else None,
                            SCALING_MAX_DROP * 100, False, "%"))
+    pipe = results.get("pipeline") or {}
+    for key, threshold in (pipe.get("targets") or {}).items():
+        out.append(_target("pipeline, %s >= %.1f" % (key, threshold), (pipe.get("ratios") or {}).get(key),
+                           threshold, True, "x"))
     return out
 
 

@@ -268,9 +268,8 @@ BY_NAME = {w.name: w for w in WORKLOADS}
 # Not client-by-client workloads: run by their own code in __main__.
 REQUEST_OVERHEAD = "request_overhead"
 # Run by __main__.SECTIONS after the in-process clients, each by its own module:
-# gevent and scaling (concurrent_runs), replset, tls (secure).  The pipelined
-# workload (benchmarks/pipeline.py, issue 13) joins this list when it lands.
-SECTION_NAMES = ["gevent", "scaling", "replset", "tls"]
+# gevent and scaling (concurrent_runs), replset, tls (secure), pipeline.
+SECTION_NAMES = ["gevent", "scaling", "replset", "tls", "pipeline"]
 ALL_NAMES = [w.name for w in WORKLOADS] + [REQUEST_OVERHEAD] + SECTION_NAMES
 
 
