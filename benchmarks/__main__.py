@@ -20,9 +20,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import bson
 import pymongo
@@ -176,7 +177,7 @@ def run_request_overhead(mr: Adapter, args: argparse.Namespace, progress: Progre
 
     def added(series: dict[str, list[float]], variant: str) -> float | None:
         # Paired within each repetition, so drift between repetitions cancels.
-        return report.median([v - o for v, o in zip(series[variant], series["outside"])])
+        return report.median([v - o for v, o in zip(series[variant], series["outside"], strict=False)])
 
     return {
         "workload": "find_one_by_id",
@@ -243,7 +244,7 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     db = setup[spec.DB]
     setup.drop_database(spec.DB)
     results: dict[str, Any] = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": ["python", "-m", "benchmarks"] + sys.argv[1:],
         "config": {"quick": args.quick, "reps": args.reps, "only": args.names, "pool_size": args.pool_size,
                    "greenlets": args.greenlets, "replset": args.replset, "interleaving": list(CLIENTS)},

@@ -25,8 +25,10 @@ no Python frame of its own to a driver call):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import pymongo
 from bson.codec_options import CodecOptions
@@ -61,7 +63,7 @@ class Adapter:
     find_all_rawbson: Callable[[], Any]
     find_all_raw_batches: Callable[[], Any]
 
-    def request(self) -> ContextManager[Any]:
+    def request(self) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
     def close(self) -> None:
@@ -155,7 +157,7 @@ class RawClient(Adapter):
 class DriverClient(Adapter):
     """A driver with a PyMongo-compatible API (mongo_requests or PyMongo)."""
 
-    def __init__(self, name: str, client: Any, request: Callable[[], ContextManager[Any]] | None = None,
+    def __init__(self, name: str, client: Any, request: Callable[[], AbstractContextManager[Any]] | None = None,
                  raw_documents: bool = False) -> None:
         self.raw_documents = raw_documents
         self.name = name
@@ -205,7 +207,7 @@ class DriverClient(Adapter):
             batches += 1
         return batches
 
-    def request(self) -> ContextManager[Any]:
+    def request(self) -> AbstractContextManager[Any]:
         return self._request() if self._request is not None else contextlib.nullcontext()
 
     def close(self) -> None:

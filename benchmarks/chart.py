@@ -135,7 +135,7 @@ def _gevent(ax: Any, gv: dict[str, Any], configs: dict[str, Any]) -> None:
     ys = [configs[k]["median_ops_per_s"] for k in labels]
     bars = ax.bar(range(len(labels)), ys, 0.6, color=[_color(configs[k]) for k in labels])
     ax.bar_label(bars, labels=["%.0f ops/s\npeak %s conn" % (y, configs[k]["peak_connections_max"])
-                               for k, y in zip(labels, ys)], fontsize=8)
+                               for k, y in zip(labels, ys, strict=True)], fontsize=8)
     ax.set_xticks(range(len(labels)), [k.replace(" (", "\n(").replace(", ", ",\n") for k in labels], fontsize=8)
     ax.set_ylabel("ops/s")
     ax.set_title("%d concurrent tasks, maxPoolSize=%d: $inc own key, read it back, find_one a shared doc\n"
@@ -150,7 +150,7 @@ def _scaling(ax_ops: Any, ax_mem: Any, sc: dict[str, Any]) -> None:
         color = _color(sc["points"][str(c["greenlets"][0])]["configs"][label])
         xs = c["greenlets"]
         ax_ops.plot(xs, [y or 0 for y in c["ops_per_s"]], marker="o", label=label, color=color)
-        for x, y, peak in zip(xs, c["ops_per_s"], c["peak_connections"]):
+        for x, y, peak in zip(xs, c["ops_per_s"], c["peak_connections"], strict=True):
             if y:
                 ax_ops.annotate("%s conn" % peak, (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7,
                                 ha="center", color=color)

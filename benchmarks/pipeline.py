@@ -29,8 +29,9 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import bson
 import pymongo
@@ -187,7 +188,7 @@ def run(uri: str | None, quick: bool) -> dict[str, Any]:
         "targets": TARGETS,
         "pass": {k: ratios[k] >= TARGETS[k] for k in TARGETS},
         "machine": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),

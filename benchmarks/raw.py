@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import bson
 from bson.int64 import Int64

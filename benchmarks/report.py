@@ -69,7 +69,7 @@ def summarize_workload(samples: dict[str, list[float]], docs_per_op: int,
         if num in clients and den in clients:
             a, b = clients[num]["median_ops_per_s"], clients[den]["median_ops_per_s"]
             ratios[label] = a / b if a and b else None
-            pairs = [x / y for x, y in zip(samples[num], samples[den]) if y]
+            pairs = [x / y for x, y in zip(samples[num], samples[den], strict=False) if y]
             paired[label] = median(pairs)
     return {"clients": clients, "ratios": ratios, "paired_ratios": paired}
 

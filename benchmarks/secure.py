@@ -29,7 +29,8 @@ import gc
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pymongo
 

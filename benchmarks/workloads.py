@@ -10,8 +10,9 @@ was asked (so a fast number can never come from a client that did nothing).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import bson
 

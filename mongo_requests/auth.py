@@ -28,8 +28,8 @@ import base64
 import hashlib
 import hmac
 import threading
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from bson.binary import Binary
 from bson.son import SON
@@ -332,7 +332,7 @@ class _CachingScramClient:
         auth_message = ("%s,%s,%s" % (client.client_first_bare, client.server_first, without_proof)).encode("utf-8")
         stored_key = self._hash(client_key).digest()
         signature = hmac.digest(stored_key, auth_message, self._hash)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         # scramp checks the server's final message against this signature.
         client.server_signature = hmac.digest(server_key, auth_message, self._hash)
         client._set_stage(self._scramp.core.ClientStage.get_client_final)

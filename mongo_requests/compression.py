@@ -24,7 +24,8 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import ConfigurationError, ProtocolError
 

@@ -130,7 +130,7 @@ class GridFSBucket:
         if chunks:
             self._chunks.insert_many(chunks)
         doc: dict[str, Any] = {"_id": file_id, "length": len(data), "chunkSize": size,
-                               "uploadDate": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+                               "uploadDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
                                "filename": filename}
         if metadata is not None:
             doc["metadata"] = metadata

@@ -29,8 +29,8 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import ConfigurationError
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Callable, List
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
@@ -48,7 +48,7 @@ _MAX_ROUNDS = 4
 # connect(address, timeout) -> a connected, handshaken SocketInfo-like object
 # with ``.hello``, ``.command(db, cmd)``, ``.close()`` and ``.sock``.
 Connect = Callable[[Address, float], Any]
-FanOut = Callable[[Sequence[Callable[[], Any]]], List[Any]]
+FanOut = Callable[[Sequence[Callable[[], Any]]], list[Any]]
 
 
 class ServerMonitor:

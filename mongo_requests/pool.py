@@ -44,7 +44,8 @@ import logging
 import os
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOperation
 from .identity import (

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import sys
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .socket_info import SocketInfo
@@ -41,11 +41,7 @@ _NO_REQUEST = RequestState.NO_REQUEST
 _NO_SOCKET = RequestState.REQUEST_NO_SOCKET
 _PINNED = RequestState.PINNED
 
-# slots=True needs Python 3.10; older versions get a plain frozen dataclass.
-_SLOTS: dict[str, Any] = {"slots": True} if sys.version_info >= (3, 10) else {}
-
-
-@dataclasses.dataclass(frozen=True, **_SLOTS)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PoolOptions:
     """Immutable settings of a pool (seconds for the timeouts; None: wait forever)."""
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any, Tuple
+from typing import Any
 
 __all__ = [
     "Address",
@@ -46,7 +46,7 @@ __all__ = [
     "MAX_SUPPORTED_WIRE_VERSION",
 ]
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 
 DEFAULT_PORT = 27017
 # OP_MSG needs MongoDB 3.6 (wire version 6); the highest version the driver
@@ -140,7 +140,7 @@ def _epoch(date: datetime.datetime) -> float:
     # bson decodes dates as naive UTC datetimes; naive .timestamp() would
     # read them as local time.
     if date.tzinfo is None:
-        date = date.replace(tzinfo=datetime.timezone.utc)
+        date = date.replace(tzinfo=datetime.UTC)
     return date.timestamp()
 
 

@@ -182,7 +182,7 @@ def in_latency_window(servers: Sequence[ServerDescription], local_threshold: flo
         return list(servers)
     rtts = [sd.round_trip_time or 0.0 for sd in servers]
     limit = min(rtts) + local_threshold
-    return [sd for sd, rtt in zip(servers, rtts) if rtt <= limit]
+    return [sd for sd, rtt in zip(servers, rtts, strict=True) if rtt <= limit]
 
 
 def choose(servers: Sequence[ServerDescription], rng: Callable[[Sequence[Any]], Any] = random.choice

@@ -12,8 +12,8 @@ from __future__ import annotations
 import platform
 import socket as _stdsocket
 import time
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
@@ -172,7 +172,7 @@ class SocketInfo:
         host, port = address
         try:
             sock = socket_module.create_connection((host, port), timeout=connect_timeout)
-        except _stdsocket.timeout as exc:
+        except TimeoutError as exc:
             raise NetworkTimeout("%s:%d: connect timed out after %ss" % (host, port, connect_timeout)) from exc
         except OSError as exc:
             raise AutoReconnect("%s:%d: %s" % (host, port, exc)) from exc

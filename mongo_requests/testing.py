@@ -29,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 import bson
 

@@ -87,7 +87,7 @@ class TestCertificates:
         # A revocation list, signed by the CA, naming the server certificate.
         ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
         server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         ca_key: Any = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
         crl = (x509.CertificateRevocationListBuilder()
                .issuer_name(ca_cert.subject)

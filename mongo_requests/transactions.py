@@ -31,8 +31,8 @@ from __future__ import annotations
 import enum
 import random
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.int64 import Int64

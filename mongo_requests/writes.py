@@ -507,7 +507,7 @@ class WriteMethods:
 
             def merged(replies: list[dict[str, Any]]) -> Any:
                 total = _bulk._new_result()
-                for (kind, indexes), reply in zip(batches, replies):
+                for (kind, indexes), reply in zip(batches, replies, strict=True):
                     if reply.get("ok") != 1:
                         check_command(reply)
                     batch._merge(total, kind, indexes, reply)

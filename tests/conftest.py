@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

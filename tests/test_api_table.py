@@ -4,7 +4,8 @@ from __future__ import annotations
 import inspect
 import pathlib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pymongo.errors
 import pytest

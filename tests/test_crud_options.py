@@ -7,7 +7,8 @@ result, or the error class and code.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pymongo
 import pytest

@@ -45,7 +45,7 @@ def run_page_view_counters(uri):
     titles, bodies = blocks[0::2], blocks[1::2]
     assert [t[:2] for t in titles] == ["1.", "2.", "3."], out
     expected = threads * visits
-    for title, body in zip(titles, bodies):
+    for title, body in zip(titles, bodies, strict=True):
         m = re.search(r"^visits: (\d+)\s+violations: (\d+)\s+errors: (\d+)", body, flags=re.M)
         assert m, "no summary line for %r:\n%s" % (title, body)
         assert (int(m[1]), int(m[2]), int(m[3])) == (expected, 0, 0), (title, body)

@@ -87,7 +87,7 @@ def _stall_run(mode: Mode, client, db: str, workers: int = 100, duration: float 
             after = _schedstat()
             if has_schedstat:
                 waited = after[0] - before[0]
-                stolen = max((a - b for a, b in zip(after[1], before[1])), default=0.0)
+                stolen = max((a - b for a, b in zip(after[1], before[1], strict=True)), default=0.0)
             else:
                 waited = stolen = 0.0
             ticks[0] += 1

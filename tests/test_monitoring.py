@@ -218,7 +218,7 @@ def test_events_match_pymongos_for_the_same_operations(mongodb_uri, make_client,
                 if e.command_name in ("insert", "update", "find", "delete")]
 
     assert shape(ours) == shape(theirs)
-    for mine, ref in zip(ours.of(monitoring.CommandStartedEvent), theirs.of(monitoring.CommandStartedEvent)):
+    for mine, ref in zip(ours.of(monitoring.CommandStartedEvent), theirs.of(monitoring.CommandStartedEvent), strict=True):
         if mine.command_name in ("insert", "update", "find", "delete"):
             session_keys = {"lsid", "$clusterTime", "$readPreference", "txnNumber"}
             assert set(mine.command) == set(ref.command) - session_keys

@@ -231,7 +231,7 @@ REPR = re.compile(r"^<Pool 127\.0\.0\.1:(\d+) idle=(\d+) in_use=(\d+) pinned=(\d
 def _repr_fields(pool) -> dict[str, int]:
     m = REPR.match(repr(pool))
     assert m, repr(pool)
-    return dict(zip(("port", "idle", "in_use", "pinned", "waiting"), map(int, m.groups())))
+    return dict(zip(("port", "idle", "in_use", "pinned", "waiting"), map(int, m.groups()), strict=True))
 
 
 def test_repr(make_client):

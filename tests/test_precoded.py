@@ -153,7 +153,7 @@ def test_update_one_fast_and_general_paths_agree(db):
     coll.drop()
     fast = [coll.update_one({"_id": i}, {"$inc": {"n": 1}}, upsert=True).raw_result for i in (1, 1)]
     general = [coll.update_one({"_id": i}, {"$inc": {"n": 1}}, upsert=True, comment="c").raw_result for i in (2, 2)]
-    for f, g in zip(fast, general):
+    for f, g in zip(fast, general, strict=True):
         f.pop("upserted", None), g.pop("upserted", None)
         assert f == g
     assert coll.update_one({"_id": 99}, {"$inc": {"n": 1}}).raw_result == {

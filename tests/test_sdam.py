@@ -102,7 +102,7 @@ def test_description_fields_from_hello():
     assert sd.set_version == 3 and sd.logical_session_timeout_minutes == 30
     assert sd.round_trip_time == 0.002 and sd.last_update_time == 12.5
     # Naive bson dates are UTC, whatever the machine's time zone.
-    assert sd.last_write_date == write.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert sd.last_write_date == write.replace(tzinfo=datetime.UTC).timestamp()
     with pytest.raises(AttributeError):
         sd.type = ServerType.Unknown  # type: ignore[misc]
 
