@@ -8,6 +8,7 @@ workloads run in subprocesses (monkey-patching is process-wide), also
 interleaved per repetition; replset starts a 3-member replica set (or uses
 --replset), tls its own TLS server.  See benchmarks/README.md for the method.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,13 +84,16 @@ See benchmarks/README.md for the method and how to read the results."""
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.splitlines()[0],
+        prog="python -m benchmarks",
+        description=__doc__.splitlines()[0],
         epilog=EPILOG % textwrap.fill(", ".join(w.name for w in WORKLOADS), 96, subsequent_indent="    "),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, to check the harness (a few minutes)")
     parser.add_argument("--uri", help="server to use (default: $MONGODB_URI, else a throwaway mongod)")
-    parser.add_argument("--replset", metavar="URI",
-                        help="replica set for the replset workload (default: a throwaway 3-member set)")
+    parser.add_argument(
+        "--replset", metavar="URI", help="replica set for the replset workload (default: a throwaway 3-member set)"
+    )
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per workload and client (default 5)")
     parser.add_argument("--only", metavar="A,B", help="comma-separated workloads to run (default: all; see below)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")
@@ -183,8 +187,12 @@ def run_request_overhead(mr: Adapter, args: argparse.Namespace, progress: Progre
         "workload": "find_one_by_id",
         "ops_per_block": n,
         "variants": {
-            k: {"samples_us_per_op": us[k], "median_us_per_op": report.median(us[k]),
-                "samples_cpu_us_per_op": cpu[k], "median_cpu_us_per_op": report.median(cpu[k])}
+            k: {
+                "samples_us_per_op": us[k],
+                "median_us_per_op": report.median(us[k]),
+                "samples_cpu_us_per_op": cpu[k],
+                "median_cpu_us_per_op": report.median(cpu[k]),
+            }
             for k in REQUEST_VARIANTS
         },
         "added_us_per_op": added(us, "inside"),
@@ -246,17 +254,26 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     results: dict[str, Any] = {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": ["python", "-m", "benchmarks"] + sys.argv[1:],
-        "config": {"quick": args.quick, "reps": args.reps, "only": args.names, "pool_size": args.pool_size,
-                   "greenlets": args.greenlets, "replset": args.replset, "interleaving": list(CLIENTS)},
+        "config": {
+            "quick": args.quick,
+            "reps": args.reps,
+            "only": args.names,
+            "pool_size": args.pool_size,
+            "greenlets": args.greenlets,
+            "replset": args.replset,
+            "interleaving": list(CLIENTS),
+        },
         "machine": machine_info(setup, server, address),
         "workloads": {},
     }
     ok = True
     selected = [w for w in WORKLOADS if w.name in args.names]
     in_process = selected or REQUEST_OVERHEAD in args.names
-    total = args.reps * (len(selected) * len(CLIENTS)
-                         + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
-                         + sum(sec.steps(args) for sec in SECTIONS if sec.name in args.names))
+    total = args.reps * (
+        len(selected) * len(CLIENTS)
+        + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
+        + sum(sec.steps(args) for sec in SECTIONS if sec.name in args.names)
+    )
     progress = Progress(total)
     try:
         if in_process:
@@ -335,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         fh.write("\n")
     report.write_chart(results, str(args.out / "chart.png"))
     print(text)
-    print("wrote %s, %s and %s (%.0f s)" % (args.out / "results.md", args.out / "results.json", args.out / "chart.png",
-                                           results["duration_s"]), file=sys.stderr)
+    print(
+        "wrote %s, %s and %s (%.0f s)"
+        % (args.out / "results.md", args.out / "results.json", args.out / "chart.png", results["duration_s"]),
+        file=sys.stderr,
+    )
     return 0 if ok else 1
 
 

@@ -157,8 +157,13 @@ class RawClient(Adapter):
 class DriverClient(Adapter):
     """A driver with a PyMongo-compatible API (mongo_requests or PyMongo)."""
 
-    def __init__(self, name: str, client: Any, request: Callable[[], AbstractContextManager[Any]] | None = None,
-                 raw_documents: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        request: Callable[[], AbstractContextManager[Any]] | None = None,
+        raw_documents: bool = False,
+    ) -> None:
         self.raw_documents = raw_documents
         self.name = name
         self.client = client

@@ -4,6 +4,7 @@ Every panel says what each bar measures (client and write mode); the title
 says when, on what machine and against which server.  The targets stay in
 results.json and results.md.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,11 +42,23 @@ def _color(cfg: dict[str, Any]) -> str:
 def _title(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     cfg = results.get("config", {})
-    return ("mongo_requests %s vs pymongo %s, %s (%s run, median of %s reps)\n"
-            "%s, %s CPUs (%s usable); Python %s; MongoDB %s (%s)"
-            % (m.get("mongo_requests"), m.get("pymongo"), str(results.get("timestamp", "?"))[:16].replace("T", " "),
-               "quick" if cfg.get("quick") else "full", cfg.get("reps"), m.get("cpu_model") or m.get("platform"),
-               m.get("cpu_count"), m.get("cpu_usable"), m.get("python"), m.get("server_version"), m.get("server")))
+    return (
+        "mongo_requests %s vs pymongo %s, %s (%s run, median of %s reps)\n"
+        "%s, %s CPUs (%s usable); Python %s; MongoDB %s (%s)"
+        % (
+            m.get("mongo_requests"),
+            m.get("pymongo"),
+            str(results.get("timestamp", "?"))[:16].replace("T", " "),
+            "quick" if cfg.get("quick") else "full",
+            cfg.get("reps"),
+            m.get("cpu_model") or m.get("platform"),
+            m.get("cpu_count"),
+            m.get("cpu_usable"),
+            m.get("python"),
+            m.get("server_version"),
+            m.get("server"),
+        )
+    )
 
 
 def write_chart(results: dict[str, Any], path: str) -> None:
@@ -55,12 +68,24 @@ def write_chart(results: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     workloads = {k: v for k, v in results.get("workloads", {}).items() if "error" not in v}
-    gconfigs = {k: v for k, v in (results.get("gevent") or {}).get("configs", {}).items()
-                if v.get("median_ops_per_s") is not None}
+    gconfigs = {
+        k: v
+        for k, v in (results.get("gevent") or {}).get("configs", {}).items()
+        if v.get("median_ops_per_s") is not None
+    }
     scaling = (results.get("scaling") or {}).get("curves")
     rs = results.get("replset") if "workloads" in (results.get("replset") or {}) else None
-    rows = [r for r, on in (("throughput", workloads), ("ratios", workloads), ("gevent", gconfigs),
-                            ("scaling", scaling), ("replset", rs)) if on]
+    rows = [
+        r
+        for r, on in (
+            ("throughput", workloads),
+            ("ratios", workloads),
+            ("gevent", gconfigs),
+            ("scaling", scaling),
+            ("replset", rs),
+        )
+        if on
+    ]
     if not rows:
         rows = ["throughput"]
     fig = plt.figure(figsize=(13, 4.6 * len(rows) + 0.8))
@@ -94,8 +119,13 @@ def _throughput(ax: Any, workloads: dict[str, Any]) -> None:
     for i, client in enumerate(CLIENTS):
         ys = [workloads[n]["clients"].get(client, {}).get("median_ops_per_s") or 0 for n in names]
         values += [y for y in ys if y]
-        ax.bar([p - 0.4 + width * (i + 0.5) for p in x], ys, width, label=CLIENT_LABELS[client],
-               color=CLIENT_COLORS[client])
+        ax.bar(
+            [p - 0.4 + width * (i + 0.5) for p in x],
+            ys,
+            width,
+            label=CLIENT_LABELS[client],
+            color=CLIENT_COLORS[client],
+        )
     if values and max(values) / min(values) > 30:
         ax.set_yscale("log")
         ax.set_ylabel("ops/s (log scale)")
@@ -112,8 +142,10 @@ def _throughput(ax: Any, workloads: dict[str, Any]) -> None:
 def _ratios(ax: Any, workloads: dict[str, Any]) -> None:
     names = list(workloads)
     x = list(range(len(names)))
-    shown = (("mr/pymongo", "mongo_requests / pymongo", "#1f77b4"),
-             ("mr/raw", "mongo_requests / raw socket", "#2ca02c"))
+    shown = (
+        ("mr/pymongo", "mongo_requests / pymongo", "#1f77b4"),
+        ("mr/raw", "mongo_requests / raw socket", "#2ca02c"),
+    )
     width = 0.35
     top = 1.5
     for i, (key, label, color) in enumerate(shown):
@@ -134,13 +166,22 @@ def _gevent(ax: Any, gv: dict[str, Any], configs: dict[str, Any]) -> None:
     labels = list(configs)
     ys = [configs[k]["median_ops_per_s"] for k in labels]
     bars = ax.bar(range(len(labels)), ys, 0.6, color=[_color(configs[k]) for k in labels])
-    ax.bar_label(bars, labels=["%.0f ops/s\npeak %s conn" % (y, configs[k]["peak_connections_max"])
-                               for k, y in zip(labels, ys, strict=True)], fontsize=8)
+    ax.bar_label(
+        bars,
+        labels=[
+            "%.0f ops/s\npeak %s conn" % (y, configs[k]["peak_connections_max"])
+            for k, y in zip(labels, ys, strict=True)
+        ],
+        fontsize=8,
+    )
     ax.set_xticks(range(len(labels)), [k.replace(" (", "\n(").replace(", ", ",\n") for k in labels], fontsize=8)
     ax.set_ylabel("ops/s")
-    ax.set_title("%d concurrent tasks, maxPoolSize=%d: $inc own key, read it back, find_one a shared doc\n"
-                 "w=0 + request: the read always sees the write; pymongo w=0: it may not (stale reads in results.md)"
-                 % (gv["greenlets"], gv["max_pool_size"]), fontsize=10)
+    ax.set_title(
+        "%d concurrent tasks, maxPoolSize=%d: $inc own key, read it back, find_one a shared doc\n"
+        "w=0 + request: the read always sees the write; pymongo w=0: it may not (stale reads in results.md)"
+        % (gv["greenlets"], gv["max_pool_size"]),
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.25)
 
@@ -152,10 +193,16 @@ def _scaling(ax_ops: Any, ax_mem: Any, sc: dict[str, Any]) -> None:
         ax_ops.plot(xs, [y or 0 for y in c["ops_per_s"]], marker="o", label=label, color=color)
         for x, y, peak in zip(xs, c["ops_per_s"], c["peak_connections"], strict=True):
             if y:
-                ax_ops.annotate("%s conn" % peak, (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7,
-                                ha="center", color=color)
-        ax_mem.plot(xs, [(m or 0) / 1024 for m in c["memory_per_greenlet_bytes"]], marker="o", label=label,
-                    color=color)
+                ax_ops.annotate(
+                    "%s conn" % peak,
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(0, 6),
+                    fontsize=7,
+                    ha="center",
+                    color=color,
+                )
+        ax_mem.plot(xs, [(m or 0) / 1024 for m in c["memory_per_greenlet_bytes"]], marker="o", label=label, color=color)
     for ax in (ax_ops, ax_mem):
         ax.set_xscale("log")
         ax.set_xlabel("greenlets (maxPoolSize=%d)" % sc["max_pool_size"])
@@ -199,5 +246,8 @@ def _replset(ax_ops: Any, ax_gevent: Any, rs: dict[str, Any]) -> None:
     ax_gevent.set_ylabel("ops/s")
     ax_gevent.margins(y=0.2)
     ax_gevent.grid(axis="y", alpha=0.3)
-    ax_gevent.set_title("Replica set, %d greenlets, maxPoolSize=%d\nlabels: peak connections per member (P primary, "
-                        "S secondary)" % (rs["gevent"]["greenlets"], rs["gevent"]["max_pool_size"]), fontsize=10)
+    ax_gevent.set_title(
+        "Replica set, %d greenlets, maxPoolSize=%d\nlabels: peak connections per member (P primary, "
+        "S secondary)" % (rs["gevent"]["greenlets"], rs["gevent"]["max_pool_size"]),
+        fontsize=10,
+    )

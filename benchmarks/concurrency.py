@@ -78,8 +78,11 @@ class Monitor:
         self.interval = interval
         self.cmd = {
             "aggregate": 1,
-            "pipeline": [{"$currentOp": {"allUsers": True, "idleConnections": True, "localOps": True}},
-                         {"$match": {"appName": appname}}, {"$count": "n"}],
+            "pipeline": [
+                {"$currentOp": {"allUsers": True, "idleConnections": True, "localOps": True}},
+                {"$match": {"appName": appname}},
+                {"$count": "n"},
+            ],
             "cursor": {},
             "$readPreference": {"mode": "secondaryPreferred"},  # a secondary refuses it otherwise
         }
@@ -130,16 +133,29 @@ def reset_collection(primary: RawConnection) -> None:
     """A fresh gevent collection with its shared document, made over the monitor's connection."""
     primary.command({"drop": spec.C_GEVENT}, spec.DB)  # ok: 0 if missing is fine
     reply = primary.command(
-        {"insert": spec.C_GEVENT, "documents": [{"_id": spec.GEVENT_SHARED_ID, "v": 1}],
-         "writeConcern": {"w": "majority"}},
+        {
+            "insert": spec.C_GEVENT,
+            "documents": [{"_id": spec.GEVENT_SHARED_ID, "v": 1}],
+            "writeConcern": {"w": "majority"},
+        },
         spec.DB,
     )
     if reply.get("ok") != 1:
         raise RuntimeError("could not seed the gevent collection: %r" % (reply,))
 
 
-def result(args: argparse.Namespace, driver: str, runner: str, monitor: Monitor, ops: int, elapsed: float,
-           stale: int, errors: list[str], rss_before: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def result(
+    args: argparse.Namespace,
+    driver: str,
+    runner: str,
+    monitor: Monitor,
+    ops: int,
+    elapsed: float,
+    stale: int,
+    errors: list[str],
+    rss_before: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The JSON object a runner prints."""
     peak_rss = max([max_rss_bytes()] + monitor.rss)
     out = {

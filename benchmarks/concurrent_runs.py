@@ -40,24 +40,60 @@ class Config(NamedTuple):
         cmd = [sys.executable, "-m", "benchmarks.%s_bench" % self.runner, uri]
         if self.runner == "gevent":
             cmd.append(self.driver)
-        cmd += ["--mode", self.mode, "--pool-size", str(pool_size), "--greenlets", str(greenlets),
-                "--iterations", str(iterations), "--appname", "mr-bench-%s-%s" % (self.driver, self.mode)]
+        cmd += [
+            "--mode",
+            self.mode,
+            "--pool-size",
+            str(pool_size),
+            "--greenlets",
+            str(greenlets),
+            "--iterations",
+            str(iterations),
+            "--appname",
+            "mr-bench-%s-%s" % (self.driver, self.mode),
+        ]
         if self.auto_start_request:
             cmd.append("--auto-start-request")
         return cmd
 
 
-MR_W0_REQUEST = Config(report.GEVENT_MR, "gevent", "mongo_requests", "w0-request",
-                       note="w=0 $inc + read in start_request(): the read always sees the write")
-MR_W0_AUTO = Config("mongo_requests w=0, auto_start_request", "gevent", "mongo_requests", "w0-request", True,
-                    note="the same; each greenlet keeps its socket until it ends")
+MR_W0_REQUEST = Config(
+    report.GEVENT_MR,
+    "gevent",
+    "mongo_requests",
+    "w0-request",
+    note="w=0 $inc + read in start_request(): the read always sees the write",
+)
+MR_W0_AUTO = Config(
+    "mongo_requests w=0, auto_start_request",
+    "gevent",
+    "mongo_requests",
+    "w0-request",
+    True,
+    note="the same; each greenlet keeps its socket until it ends",
+)
 MR_W1 = Config("mongo_requests w=1", "gevent", "mongo_requests", "w1", note="w=1 $inc + read, no request")
-PM_W1 = Config(report.GEVENT_PYMONGO, "gevent", "pymongo", "w1",
-               note="w=1 $inc + read (PyMongo cannot pin a socket, so it needs w=1 to read its write)")
-PM_W0 = Config("pymongo w=0", "gevent", "pymongo", "w0",
-               note="w=0 $inc + read, no request: its reads may miss its writes (counted as stale)")
-ASYNC_W1 = Config("AsyncMongoClient w=1 (asyncio)", "asyncio", "pymongo", "w1",
-                  note="PyMongo's AsyncMongoClient, one asyncio task per greenlet, w=1 $inc + read")
+PM_W1 = Config(
+    report.GEVENT_PYMONGO,
+    "gevent",
+    "pymongo",
+    "w1",
+    note="w=1 $inc + read (PyMongo cannot pin a socket, so it needs w=1 to read its write)",
+)
+PM_W0 = Config(
+    "pymongo w=0",
+    "gevent",
+    "pymongo",
+    "w0",
+    note="w=0 $inc + read, no request: its reads may miss its writes (counted as stale)",
+)
+ASYNC_W1 = Config(
+    "AsyncMongoClient w=1 (asyncio)",
+    "asyncio",
+    "pymongo",
+    "w1",
+    note="PyMongo's AsyncMongoClient, one asyncio task per greenlet, w=1 $inc + read",
+)
 
 GEVENT_CONFIGS = (MR_W0_REQUEST, MR_W0_AUTO, MR_W1, PM_W1, PM_W0, ASYNC_W1)
 # On a replica set: the two that the issue compares, and the fair pair.
@@ -72,8 +108,9 @@ SCALING_TASK_ITERATIONS = 30_000  # greenlet-iterations per point (3 ops each); 
 def run_one(cfg: Config, uri: str, pool_size: int, greenlets: int, iterations: int) -> tuple[Any, str | None]:
     """(the run's JSON object, None) or (None, what went wrong)."""
     try:
-        proc = subprocess.run(cfg.command(uri, pool_size, greenlets, iterations), cwd=ROOT, capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run(
+            cfg.command(uri, pool_size, greenlets, iterations), cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
     except subprocess.TimeoutExpired:
         return None, "timed out after 900 s"
     if proc.returncode != 0:
@@ -95,8 +132,9 @@ def summarize(cfg: Config, runs: list[dict[str, Any]], run_errors: list[str]) ->
         "median_ops_per_s": report.median([x["ops_per_s"] for x in runs]),
         "peak_connections_max": max((x["peak_connections"] for x in runs), default=None),
         "peak_connections_median": report.median([x["peak_connections"] for x in runs]),
-        "peak_connections_per_member_max": {h: max(r["peak_connections_per_member"].get(h, 0) for r in runs)
-                                            for h in hosts},
+        "peak_connections_per_member_max": {
+            h: max(r["peak_connections_per_member"].get(h, 0) for r in runs) for h in hosts
+        },
         "memory_per_task_bytes_median": report.median([x["memory_per_task_bytes"] for x in runs]),
         "stale_reads": sum(x["stale_reads"] for x in runs),
         "errors": sum(x["errors"] for x in runs) + len(run_errors),
@@ -104,8 +142,16 @@ def summarize(cfg: Config, runs: list[dict[str, Any]], run_errors: list[str]) ->
     }
 
 
-def run_configs(configs: tuple[Config, ...], uri: str, reps: int, pool_size: int, greenlets: int, iterations: int,
-                progress: Any, what: str) -> dict[str, dict[str, Any]]:
+def run_configs(
+    configs: tuple[Config, ...],
+    uri: str,
+    reps: int,
+    pool_size: int,
+    greenlets: int,
+    iterations: int,
+    progress: Any,
+    what: str,
+) -> dict[str, dict[str, Any]]:
     """Every configuration once per repetition, interleaved, each in a fresh subprocess."""
     runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in configs}
     errors: dict[str, list[str]] = {c.label: [] for c in configs}
@@ -131,10 +177,10 @@ def gevent_steps(reps: int) -> int:
 def run_gevent(uri: str, args: Any, progress: Any) -> dict[str, Any]:
     """The ``gevent`` workload: every configuration at ``--greenlets`` and ``--pool-size``."""
     iterations = gevent_iterations(args.quick)
-    configs = run_configs(GEVENT_CONFIGS, uri, args.reps, args.pool_size, args.greenlets, iterations, progress,
-                          "gevent")
-    return {"max_pool_size": args.pool_size, "greenlets": args.greenlets, "iterations": iterations,
-            "configs": configs}
+    configs = run_configs(
+        GEVENT_CONFIGS, uri, args.reps, args.pool_size, args.greenlets, iterations, progress, "gevent"
+    )
+    return {"max_pool_size": args.pool_size, "greenlets": args.greenlets, "iterations": iterations, "configs": configs}
 
 
 def scaling_reps(args: Any) -> int:
@@ -153,8 +199,16 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
         iterations = max(1, total // greenlets)
         points[str(greenlets)] = {
             "iterations": iterations,
-            "configs": run_configs(SCALING_CONFIGS, uri, scaling_reps(args), SCALING_POOL_SIZE, greenlets,
-                                   iterations, progress, "scaling %d greenlets" % greenlets),
+            "configs": run_configs(
+                SCALING_CONFIGS,
+                uri,
+                scaling_reps(args),
+                SCALING_POOL_SIZE,
+                greenlets,
+                iterations,
+                progress,
+                "scaling %d greenlets" % greenlets,
+            ),
         }
     curves: dict[str, dict[str, Any]] = {}
     for cfg in SCALING_CONFIGS:
@@ -163,12 +217,19 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
         curves[cfg.label] = {
             "greenlets": list(SCALING_GREENLETS),
             "ops_per_s": ops,
-            "peak_connections": [points[str(g)]["configs"][cfg.label]["peak_connections_max"]
-                                 for g in SCALING_GREENLETS],
-            "memory_per_greenlet_bytes": [points[str(g)]["configs"][cfg.label]["memory_per_task_bytes_median"]
-                                          for g in SCALING_GREENLETS],
+            "peak_connections": [
+                points[str(g)]["configs"][cfg.label]["peak_connections_max"] for g in SCALING_GREENLETS
+            ],
+            "memory_per_greenlet_bytes": [
+                points[str(g)]["configs"][cfg.label]["memory_per_task_bytes_median"] for g in SCALING_GREENLETS
+            ],
             # Throughput lost from the fewest to the most greenlets (issue 13's target: <= 5%).
             "drop": (1 - last / first) if first and last else None,
         }
-    return {"max_pool_size": SCALING_POOL_SIZE, "reps": scaling_reps(args), "task_iterations": total,
-            "points": points, "curves": curves}
+    return {
+        "max_pool_size": SCALING_POOL_SIZE,
+        "reps": scaling_reps(args),
+        "task_iterations": total,
+        "points": points,
+        "curves": curves,
+    }

@@ -63,8 +63,9 @@ def make_client(args: argparse.Namespace, replset: bool) -> tuple[Any, Any]:
     if args.driver == "mongo_requests":
         import mongo_requests
 
-        client = mongo_requests.MongoClient(args.uri, maxPoolSize=args.pool_size, appname=args.appname,
-                                            auto_start_request=args.auto_start_request)
+        client = mongo_requests.MongoClient(
+            args.uri, maxPoolSize=args.pool_size, appname=args.appname, auto_start_request=args.auto_start_request
+        )
         return client, client.start_request
     import pymongo
 
@@ -124,8 +125,18 @@ def main(argv: list[str] | None = None) -> int:
 
     pool_stats = client.pool.get_stats() if args.driver == "mongo_requests" else None
     client.close()
-    out = result(args, args.driver, "gevent", monitor, ops[0], elapsed, stale[0], errors, rss_before,
-                 {"auto_start_request": args.auto_start_request, "pool_stats": pool_stats})
+    out = result(
+        args,
+        args.driver,
+        "gevent",
+        monitor,
+        ops[0],
+        elapsed,
+        stale[0],
+        errors,
+        rss_before,
+        {"auto_start_request": args.auto_start_request, "pool_stats": pool_stats},
+    )
     monitor.close()
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

@@ -211,12 +211,21 @@ def table(results: dict[str, Any]) -> str:
             lines.append("%-12s %-28s %12.0f" % (net, name, rate))
     machine = results["machine"]
     lines.append("")
-    lines.append("%s, %s CPUs, MongoDB %s, load average %.1f -> %.1f" % (
-        machine["date"], machine["cpus"], machine["server_version"], machine["loadavg_start"][0],
-        machine["loadavg_end"][0]))
+    lines.append(
+        "%s, %s CPUs, MongoDB %s, load average %.1f -> %.1f"
+        % (
+            machine["date"],
+            machine["cpus"],
+            machine["server_version"],
+            machine["loadavg_start"][0],
+            machine["loadavg_end"][0],
+        )
+    )
     for key, ratio in results["ratios"].items():
-        lines.append("%-24s %6.2fx  (target >= %.1fx: %s)" % (
-            key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met"))
+        lines.append(
+            "%-24s %6.2fx  (target >= %.1fx: %s)"
+            % (key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met")
+        )
     return "\n".join(lines)
 
 
@@ -236,22 +245,31 @@ def run_section(uri: str, args: Any, progress: Any) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> list[str]:
     """The report's pipeline section."""
-    lines = ["", "## Pipelined w=1 writes", "",
-             "`%s`, median ops/s; the delay proxy adds 0.5 ms each way:" % results["workload"], "",
-             "| network | client | ops/s |", "|---|---|---:|"]
+    lines = [
+        "",
+        "## Pipelined w=1 writes",
+        "",
+        "`%s`, median ops/s; the delay proxy adds 0.5 ms each way:" % results["workload"],
+        "",
+        "| network | client | ops/s |",
+        "|---|---|---:|",
+    ]
     for net in ("loopback", "delay_1ms"):
         for name, rate in results[net].items():
             lines.append("| %s | %s | %s |" % (net, name, f"{rate:,.0f}"))
     lines += ["", "| ratio | measured | target |", "|---|---:|---:|"]
     for key, ratio in results["ratios"].items():
-        lines.append("| %s | %.2fx | >= %.1fx (%s) |" % (
-            key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met"))
+        lines.append(
+            "| %s | %.2fx | >= %.1fx (%s) |"
+            % (key, ratio, results["targets"][key], "met" if results["pass"][key] else "NOT met")
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline",
-                                     description="Pipelined w=1 writes vs plain w=1, PyMongo and a raw socket.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pipeline", description="Pipelined w=1 writes vs plain w=1, PyMongo and a raw socket."
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (about half a minute)")
     parser.add_argument("--uri", help="server to use (default: a throwaway mongod)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")

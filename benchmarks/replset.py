@@ -22,6 +22,7 @@ Peak connections per member are counted on each member, by the client's
 appName ($currentOp), after every block: a single-threaded client never
 closes a pooled connection, so the count after a block is its peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ REPLSET = "replset"
 DB = "mongo_requests_bench_rs"
 _MR, _PM = "mongo_requests", "pymongo"
 # (label, driver, retryWrites): the in-process clients, in interleaving order.
-_CLIENTS = ((_MR, _MR, True), (_PM, _PM, True),
-            ("mongo_requests retryWrites=false", _MR, False), ("pymongo retryWrites=false", _PM, False))
+_CLIENTS = (
+    (_MR, _MR, True),
+    (_PM, _PM, True),
+    ("mongo_requests retryWrites=false", _MR, False),
+    ("pymongo retryWrites=false", _PM, False),
+)
 SET_WORKLOADS = ("primary find_one", "w=1 $inc", "secondary find_one")
 RETRY_WORKLOAD = "w=1 $inc"
 
@@ -88,10 +93,19 @@ def _rate(op: Callable[[], Any], n: int) -> float:
 
 def connections_by_app(address: tuple[str, int]) -> dict[str, int]:
     """appName -> open connections (idle ones included) on one member."""
-    reply = raw_command(address, {"aggregate": 1, "pipeline": [
-        {"$currentOp": {"allUsers": True, "idleConnections": True, "localOps": True}},
-        {"$match": {"appName": {"$exists": True}}}, {"$group": {"_id": "$appName", "n": {"$sum": 1}}}],
-        "cursor": {}, "$readPreference": {"mode": "secondaryPreferred"}})  # secondaries refuse it otherwise
+    reply = raw_command(
+        address,
+        {
+            "aggregate": 1,
+            "pipeline": [
+                {"$currentOp": {"allUsers": True, "idleConnections": True, "localOps": True}},
+                {"$match": {"appName": {"$exists": True}}},
+                {"$group": {"_id": "$appName", "n": {"$sum": 1}}},
+            ],
+            "cursor": {},
+            "$readPreference": {"mode": "secondaryPreferred"},
+        },
+    )  # secondaries refuse it otherwise
     if reply.get("ok") != 1:
         raise RuntimeError("$currentOp on %s:%d failed: %r" % (address + (reply,)))
     return {d["_id"]: d["n"] for d in reply["cursor"]["firstBatch"]}
@@ -103,9 +117,17 @@ def _counter(address: tuple[str, int]) -> int:
     return batch[0]["n"] if batch else 0
 
 
-def _interleaved(clients: dict[str, Any], workloads: tuple[str, ...], n: int, warmup: int, reps: int,
-                 primary: tuple[str, int], members: list[tuple[str, int]], progress: Any,
-                 what: str) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, int]]]:
+def _interleaved(
+    clients: dict[str, Any],
+    workloads: tuple[str, ...],
+    n: int,
+    warmup: int,
+    reps: int,
+    primary: tuple[str, int],
+    members: list[tuple[str, int]],
+    progress: Any,
+    what: str,
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, int]]]:
     """(workload -> client -> ops/s samples, client -> member -> peak connections)."""
     ops = {label: _ops(c) for label, c in clients.items()}
     for label, by_name in ops.items():
@@ -123,8 +145,9 @@ def _interleaved(clients: dict[str, Any], workloads: tuple[str, ...], n: int, wa
                 before = _counter(primary) if "$inc" in name else 0
                 samples[name][label].append(_rate(ops[label][name], n))
                 if "$inc" in name and _counter(primary) - before != n:
-                    raise AssertionError("%s: the counter grew by %d in %d $inc ops"
-                                         % (label, _counter(primary) - before, n))
+                    raise AssertionError(
+                        "%s: the counter grew by %d in %d $inc ops" % (label, _counter(primary) - before, n)
+                    )
         for member in members:
             counts = connections_by_app(member)
             for label in clients:
@@ -160,8 +183,9 @@ def run(standalone_uri: str | None, args: Any, progress: Any) -> dict[str, Any]:
         rs = ReplicaSet("bench").start()
         uri = rs.uri
     try:
-        out = _run_set(uri, "throwaway 3-member set on 127.0.0.1" if rs else "given by --replset", n, warmup, args,
-                       progress)
+        out = _run_set(
+            uri, "throwaway 3-member set on 127.0.0.1" if rs else "given by --replset", n, warmup, args, progress
+        )
     finally:
         if rs is not None:
             rs.stop()
@@ -185,16 +209,25 @@ def _run_set(uri: str, where: str, n: int, warmup: int, args: Any, progress: Any
         clients = {label: _client(driver, uri, _appname(label), retry, True) for label, driver, retry in _CLIENTS}
         try:
             main_pair = {k: clients[k] for k in (_MR, _PM)}
-            samples, peaks = _interleaved(main_pair, SET_WORKLOADS, n, warmup, args.reps, primary_addr, members,
-                                          progress, "replset")
-            retry_samples, _ = _interleaved(clients, (RETRY_WORKLOAD,), n, warmup, args.reps, primary_addr,
-                                            members, progress, "replset retry")
+            samples, peaks = _interleaved(
+                main_pair, SET_WORKLOADS, n, warmup, args.reps, primary_addr, members, progress, "replset"
+            )
+            retry_samples, _ = _interleaved(
+                clients, (RETRY_WORKLOAD,), n, warmup, args.reps, primary_addr, members, progress, "replset retry"
+            )
         finally:
             for c in clients.values():
                 c.close()
-        gevent = concurrent_runs.run_configs(concurrent_runs.REPLSET_CONFIGS, uri, args.reps, args.pool_size,
-                                             args.greenlets, concurrent_runs.gevent_iterations(args.quick), progress,
-                                             "replset gevent")
+        gevent = concurrent_runs.run_configs(
+            concurrent_runs.REPLSET_CONFIGS,
+            uri,
+            args.reps,
+            args.pool_size,
+            args.greenlets,
+            concurrent_runs.gevent_iterations(args.quick),
+            progress,
+            "replset gevent",
+        )
         setup.drop_database(DB)
     finally:
         setup.close()
@@ -208,8 +241,12 @@ def _run_set(uri: str, where: str, n: int, warmup: int, args: Any, progress: Any
         "workloads": _table(samples),
         "peak_connections_per_member": peaks,
         "retry_on_set": _table(retry_samples),
-        "gevent": {"max_pool_size": args.pool_size, "greenlets": args.greenlets,
-                   "iterations": concurrent_runs.gevent_iterations(args.quick), "configs": gevent},
+        "gevent": {
+            "max_pool_size": args.pool_size,
+            "greenlets": args.greenlets,
+            "iterations": concurrent_runs.gevent_iterations(args.quick),
+            "configs": gevent,
+        },
     }
 
 
@@ -225,8 +262,9 @@ def _run_standalone(uri: str | None, n: int, warmup: int, args: Any, progress: A
         setup[DB]["c"].insert_one({"_id": 1})
         clients = {label: _client(driver, uri, _appname(label), retry, False) for label, driver, retry in _CLIENTS}
         try:
-            samples, _ = _interleaved(clients, (RETRY_WORKLOAD,), n, warmup, args.reps, address, [address],
-                                      progress, "standalone retry")
+            samples, _ = _interleaved(
+                clients, (RETRY_WORKLOAD,), n, warmup, args.reps, address, [address], progress, "standalone retry"
+            )
         finally:
             for c in clients.values():
                 c.close()
@@ -248,21 +286,36 @@ def markdown(rs: dict[str, Any]) -> list[str]:
     """The report's replica-set section."""
     if "error" in rs:
         return ["", "## Replica set", "", "failed: `%s`" % rs["error"]]
-    lines = ["", "## Replica set: %d members (%s), MongoDB %s, %d ops per block"
-             % (len(rs["members"]), rs["server"], rs["server_version"], rs["ops_per_block"]), "",
-             "| workload | mongo_requests ops/s | pymongo ops/s | mr/pymongo |", "|---|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Replica set: %d members (%s), MongoDB %s, %d ops per block"
+        % (len(rs["members"]), rs["server"], rs["server_version"], rs["ops_per_block"]),
+        "",
+        "| workload | mongo_requests ops/s | pymongo ops/s | mr/pymongo |",
+        "|---|---:|---:|---:|",
+    ]
     for name, w in rs["workloads"].items():
         m = w["median_ops_per_s"]
-        lines.append("| %s | %s | %s | %s |" % (name, report.fmt_rate(m[_MR]), report.fmt_rate(m[_PM]),
-                                                _ratio(m[_MR], m[_PM])))
+        lines.append(
+            "| %s | %s | %s | %s |" % (name, report.fmt_rate(m[_MR]), report.fmt_rate(m[_PM]), _ratio(m[_MR], m[_PM]))
+        )
     hosts = rs["members"]
-    lines += ["", "Peak connections per member, counted on each member by appName (primary %s):" % rs["primary"], "",
-              "| client | " + " | ".join(hosts) + " |", "|---|" + "---:|" * len(hosts)]
+    lines += [
+        "",
+        "Peak connections per member, counted on each member by appName (primary %s):" % rs["primary"],
+        "",
+        "| client | " + " | ".join(hosts) + " |",
+        "|---|" + "---:|" * len(hosts),
+    ]
     for label, per in rs["peak_connections_per_member"].items():
         lines.append("| %s | %s |" % (label, " | ".join(str(per.get(h, 0)) for h in hosts)))
-    lines += ["", "Retryable writes, w=1 $inc, median ops/s (on = the default):", "",
-              "| server | mongo_requests on | off | on/off | pymongo on | off | on/off |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "Retryable writes, w=1 $inc, median ops/s (on = the default):",
+        "",
+        "| server | mongo_requests on | off | on/off | pymongo on | off | on/off |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for where, table in (("replica set", rs["retry_on_set"]), ("standalone", rs.get("standalone_retry"))):
         if not table:
             continue
@@ -272,15 +325,26 @@ def markdown(rs: dict[str, Any]) -> list[str]:
             row += [report.fmt_rate(m[on]), report.fmt_rate(m[off]), _ratio(m[on], m[off])]
         lines.append("| " + " | ".join(row) + " |")
     gv = rs["gevent"]
-    lines += ["", "gevent on the set: %d greenlets x %d iterations, maxPoolSize=%d (peak connections per member, "
-              "max over repetitions):" % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]), "",
-              "| config | ops/s | " + " | ".join(hosts) + " | stale reads | errors |",
-              "|---|---:|" + "---:|" * len(hosts) + "---:|---:|"]
+    lines += [
+        "",
+        "gevent on the set: %d greenlets x %d iterations, maxPoolSize=%d (peak connections per member, "
+        "max over repetitions):" % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]),
+        "",
+        "| config | ops/s | " + " | ".join(hosts) + " | stale reads | errors |",
+        "|---|---:|" + "---:|" * len(hosts) + "---:|---:|",
+    ]
     for label, g in gv["configs"].items():
         per = g["peak_connections_per_member_max"]
-        lines.append("| %s | %s | %s | %d | %d |" % (label, report.fmt_rate(g["median_ops_per_s"]),
-                                                    " | ".join(str(per.get(h, "-")) for h in hosts),
-                                                    g["stale_reads"], g["errors"]))
+        lines.append(
+            "| %s | %s | %s | %d | %d |"
+            % (
+                label,
+                report.fmt_rate(g["median_ops_per_s"]),
+                " | ".join(str(per.get(h, "-")) for h in hosts),
+                g["stale_reads"],
+                g["errors"],
+            )
+        )
         for err in g["run_errors"]:
             lines.append("- %s: `%s`" % (label, err))
     return lines

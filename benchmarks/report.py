@@ -3,6 +3,7 @@
 Everything here is a pure function of the results, so a results.json from
 another run can be re-rendered: ``python -m benchmarks.report results.json``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,8 +46,9 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize_workload(samples: dict[str, list[float]], docs_per_op: int,
-                       cpu_us: dict[str, list[float]] | None = None) -> dict[str, Any]:
+def summarize_workload(
+    samples: dict[str, list[float]], docs_per_op: int, cpu_us: dict[str, list[float]] | None = None
+) -> dict[str, Any]:
     """Medians per client, and ratios both of medians and paired per repetition.
 
     The table uses the ratio of the medians (what a reader can check from the
@@ -96,28 +98,50 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             measured = workloads.get(name, {}).get("ratios", {}).get(label)
             out.append(_target("%s: %s >= %.1f" % (name, label, threshold), measured, threshold, True, "x"))
     ro = results.get("request_overhead") or {}
-    out.append(_target("request adds <= %.0f us/op (find_one_by_id)" % REQUEST_OVERHEAD_MAX_US,
-                       ro.get("added_us_per_op"), REQUEST_OVERHEAD_MAX_US, False, "us/op"))
+    out.append(
+        _target(
+            "request adds <= %.0f us/op (find_one_by_id)" % REQUEST_OVERHEAD_MAX_US,
+            ro.get("added_us_per_op"),
+            REQUEST_OVERHEAD_MAX_US,
+            False,
+            "us/op",
+        )
+    )
     configs = (results.get("gevent") or {}).get("configs", {})
     mr, pm = configs.get(GEVENT_MR, {}), configs.get(GEVENT_PYMONGO, {})
     ratio = None
     if mr.get("median_ops_per_s") and pm.get("median_ops_per_s"):
         ratio = mr["median_ops_per_s"] / pm["median_ops_per_s"]
-    out.append(_target("gevent, %s: ops/s >= %s's (ratio >= 1.0)" % (GEVENT_MR, GEVENT_PYMONGO), ratio, 1.0, True,
-                       "x"))
+    out.append(_target("gevent, %s: ops/s >= %s's (ratio >= 1.0)" % (GEVENT_MR, GEVENT_PYMONGO), ratio, 1.0, True, "x"))
     pool = (results.get("gevent") or {}).get("max_pool_size", results.get("config", {}).get("pool_size"))
-    out.append(_target("gevent, %s: peak connections <= maxPoolSize (%s)" % (GEVENT_MR, pool),
-                       mr.get("peak_connections_max"), pool if pool is not None else 0, False, "connections"))
+    out.append(
+        _target(
+            "gevent, %s: peak connections <= maxPoolSize (%s)" % (GEVENT_MR, pool),
+            mr.get("peak_connections_max"),
+            pool if pool is not None else 0,
+            False,
+            "connections",
+        )
+    )
     curves = (results.get("scaling") or {}).get("curves", {})
     for label in (GEVENT_MR, "mongo_requests w=1"):
         drop = curves.get(label, {}).get("drop")
-        out.append(_target("scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%"
-                           % (label, SCALING_MAX_DROP * 100), drop * 100 if drop is not None else None,
-                           SCALING_MAX_DROP * 100, False, "%"))
+        out.append(
+            _target(
+                "scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%" % (label, SCALING_MAX_DROP * 100),
+                drop * 100 if drop is not None else None,
+                SCALING_MAX_DROP * 100,
+                False,
+                "%",
+            )
+        )
     pipe = results.get("pipeline") or {}
     for key, threshold in (pipe.get("targets") or {}).items():
-        out.append(_target("pipeline, %s >= %.1f" % (key, threshold), (pipe.get("ratios") or {}).get(key),
-                           threshold, True, "x"))
+        out.append(
+            _target(
+                "pipeline, %s >= %.1f" % (key, threshold), (pipe.get("ratios") or {}).get(key), threshold, True, "x"
+            )
+        )
     return out
 
 
@@ -169,9 +193,19 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Machine: %s CPUs (%s usable), %s; Python %s; pymongo %s (C extensions: %s); mongo_requests %s; "
         "MongoDB %s (%s); load average %s at start, %s at end."
-        % (m.get("cpu_count"), m.get("cpu_usable"), m.get("cpu_model", "?"), m.get("python"), m.get("pymongo"),
-           m.get("pymongo_c_extensions"), m.get("mongo_requests"), m.get("server_version"), m.get("server"),
-           _load(m.get("loadavg_start")), _load(m.get("loadavg_end"))),
+        % (
+            m.get("cpu_count"),
+            m.get("cpu_usable"),
+            m.get("cpu_model", "?"),
+            m.get("python"),
+            m.get("pymongo"),
+            m.get("pymongo_c_extensions"),
+            m.get("mongo_requests"),
+            m.get("server_version"),
+            m.get("server"),
+            _load(m.get("loadavg_start")),
+            _load(m.get("loadavg_end")),
+        ),
         "",
         "## Throughput (operations per second, higher is better)",
         "",
@@ -183,15 +217,31 @@ def markdown(results: dict[str, Any]) -> str:
             failed.append("- **%s** failed: `%s`" % (name, w["error"]))
             continue
         c = w["clients"]
-        rows.append([name] + [fmt_rate(c.get(k, {}).get("median_ops_per_s")) for k in CLIENTS]
-                    + [fmt_ratio(w["ratios"].get("mr/pymongo")), fmt_ratio(w["ratios"].get("mr/raw"))])
+        rows.append(
+            [name]
+            + [fmt_rate(c.get(k, {}).get("median_ops_per_s")) for k in CLIENTS]
+            + [fmt_ratio(w["ratios"].get("mr/pymongo")), fmt_ratio(w["ratios"].get("mr/raw"))]
+        )
         if w.get("docs_per_op", 1) > 1:
             bulk.append([name] + [fmt_rate(c.get(k, {}).get("median_docs_per_s")) for k in CLIENTS])
-    lines += _table(["workload", "raw ops/s", "mongo_requests ops/s", "pymongo ops/s", "pymongo-noretry ops/s",
-                     "mr/pymongo", "mr/raw"], rows)
+    lines += _table(
+        [
+            "workload",
+            "raw ops/s",
+            "mongo_requests ops/s",
+            "pymongo ops/s",
+            "pymongo-noretry ops/s",
+            "mr/pymongo",
+            "mr/raw",
+        ],
+        rows,
+    )
     if bulk:
-        lines += ["", "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):",
-                  ""]
+        lines += [
+            "",
+            "Documents per second for the bulk workloads (1,000 docs per insert_many op, 10,000 per find):",
+            "",
+        ]
         lines += _table(
             ["workload", "raw docs/s", "mongo_requests docs/s", "pymongo docs/s", "pymongo-noretry docs/s"], bulk
         )
@@ -208,14 +258,27 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _table(
                 ["loop", "us/op (median)", "added vs outside (median of paired reps)", "client CPU us/op", "added CPU"],
                 [
-                    ["outside any request", "%.1f" % v["outside"]["median_us_per_op"], "-",
-                     "%.1f" % v["outside"]["median_cpu_us_per_op"], "-"],
-                    ["inside one `with client.start_request():`", "%.1f" % v["inside"]["median_us_per_op"],
-                     "%+.2f" % ro["added_us_per_op"], "%.1f" % v["inside"]["median_cpu_us_per_op"],
-                     "%+.2f" % ro["added_cpu_us_per_op"]],
-                    ["a request per op (information)", "%.1f" % v["per_op"]["median_us_per_op"],
-                     "%+.2f" % ro["added_us_per_op_per_op_request"], "%.1f" % v["per_op"]["median_cpu_us_per_op"],
-                     "%+.2f" % ro["added_cpu_us_per_op_per_op_request"]],
+                    [
+                        "outside any request",
+                        "%.1f" % v["outside"]["median_us_per_op"],
+                        "-",
+                        "%.1f" % v["outside"]["median_cpu_us_per_op"],
+                        "-",
+                    ],
+                    [
+                        "inside one `with client.start_request():`",
+                        "%.1f" % v["inside"]["median_us_per_op"],
+                        "%+.2f" % ro["added_us_per_op"],
+                        "%.1f" % v["inside"]["median_cpu_us_per_op"],
+                        "%+.2f" % ro["added_cpu_us_per_op"],
+                    ],
+                    [
+                        "a request per op (information)",
+                        "%.1f" % v["per_op"]["median_us_per_op"],
+                        "%+.2f" % ro["added_us_per_op_per_op_request"],
+                        "%.1f" % v["per_op"]["median_cpu_us_per_op"],
+                        "%+.2f" % ro["added_cpu_us_per_op_per_op_request"],
+                    ],
                 ],
             )
 
@@ -232,12 +295,19 @@ def markdown(results: dict[str, Any]) -> str:
     targets = results.get("targets") or []
     if targets:
         lines += ["", "## Targets", ""]
-        lines += _table(["target", "measured", "result"],
-                        [[t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]),
-                          t["result"]]
-                         for t in targets])
-    lines += ["", "Ratios come from the same run, with clients interleaved within each repetition; "
-              "see benchmarks/README.md for the method and how to read them.", ""]
+        lines += _table(
+            ["target", "measured", "result"],
+            [
+                [t["target"], "-" if t["measured"] is None else "%.2f %s" % (t["measured"], t["unit"]), t["result"]]
+                for t in targets
+            ],
+        )
+    lines += [
+        "",
+        "Ratios come from the same run, with clients interleaved within each repetition; "
+        "see benchmarks/README.md for the method and how to read them.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -252,18 +322,40 @@ def _kib(x: float | None) -> str:
 
 def gevent_markdown(gv: dict[str, Any]) -> list[str]:
     """The gevent section: one row per configuration (driver, runner and write mode)."""
-    lines = ["", "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
-             % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]), ""]
+    lines = [
+        "",
+        "## gevent: %d greenlets x %d iterations of ($inc, read own key, find_one), maxPoolSize=%d"
+        % (gv["greenlets"], gv["iterations"], gv["max_pool_size"]),
+        "",
+    ]
     rows = []
     for label, g in gv["configs"].items():
         if g.get("median_ops_per_s") is None:
             rows.append([label, "failed", "-", "-", "-", "-", g.get("note", "")])
         else:
-            rows.append([label, fmt_rate(g["median_ops_per_s"]), str(g["peak_connections_max"]),
-                         _kib(g.get("memory_per_task_bytes_median")), str(g["stale_reads"]), str(g["errors"]),
-                         g.get("note", "")])
-    lines += _table(["config", "ops/s (median)", "peak connections (max)", "KiB per greenlet", "stale reads",
-                     "errors", "what it does"], rows)
+            rows.append(
+                [
+                    label,
+                    fmt_rate(g["median_ops_per_s"]),
+                    str(g["peak_connections_max"]),
+                    _kib(g.get("memory_per_task_bytes_median")),
+                    str(g["stale_reads"]),
+                    str(g["errors"]),
+                    g.get("note", ""),
+                ]
+            )
+    lines += _table(
+        [
+            "config",
+            "ops/s (median)",
+            "peak connections (max)",
+            "KiB per greenlet",
+            "stale reads",
+            "errors",
+            "what it does",
+        ],
+        rows,
+    )
     for label, g in gv["configs"].items():
         for err in g.get("run_errors", []):
             lines.append("- %s: `%s`" % (label, err))
@@ -274,15 +366,27 @@ def scaling_markdown(sc: dict[str, Any]) -> list[str]:
     """The scaling section: ops/s, peak connections and memory per greenlet for each greenlet count."""
     curves = sc["curves"]
     sizes = next(iter(curves.values()))["greenlets"] if curves else []
-    lines = ["", "## Scaling: the gevent workload at %s greenlets, maxPoolSize=%d"
-             % (", ".join(f"{g:,}" for g in sizes), sc["max_pool_size"]), "",
-             "About %s greenlet-iterations (3 ops each) per point, split among the greenlets; median of %d "
-             "repetitions." % ("{:,}".format(sc["task_iterations"]), sc["reps"]), ""]
+    lines = [
+        "",
+        "## Scaling: the gevent workload at %s greenlets, maxPoolSize=%d"
+        % (", ".join(f"{g:,}" for g in sizes), sc["max_pool_size"]),
+        "",
+        "About %s greenlet-iterations (3 ops each) per point, split among the greenlets; median of %d "
+        "repetitions." % ("{:,}".format(sc["task_iterations"]), sc["reps"]),
+        "",
+    ]
     rows = []
     for label, c in curves.items():
         for i, g in enumerate(c["greenlets"]):
-            rows.append([label if i == 0 else "", f"{g:,}", fmt_rate(c["ops_per_s"][i]),
-                         str(c["peak_connections"][i]), _kib(c["memory_per_greenlet_bytes"][i])])
+            rows.append(
+                [
+                    label if i == 0 else "",
+                    f"{g:,}",
+                    fmt_rate(c["ops_per_s"][i]),
+                    str(c["peak_connections"][i]),
+                    _kib(c["memory_per_greenlet_bytes"][i]),
+                ]
+            )
         rows.append(["", "drop 10 -> 10,000", "-" if c["drop"] is None else "%.1f%%" % (c["drop"] * 100), "", ""])
     lines += _table(["config", "greenlets", "ops/s", "peak connections", "KiB per greenlet"], rows)
     for point in sc["points"].values():

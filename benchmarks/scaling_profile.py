@@ -40,8 +40,14 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ("gevent + raw sockets", "mongo_requests, pool 50", "mongo_requests, pool = greenlets",
-            "mongo_requests, request per iteration", "pymongo, pool 50", "mongo_requests, pool 10")
+VARIANTS = (
+    "gevent + raw sockets",
+    "mongo_requests, pool 50",
+    "mongo_requests, pool = greenlets",
+    "mongo_requests, request per iteration",
+    "pymongo, pool 50",
+    "mongo_requests, pool 10",
+)
 
 
 def child(uri: str, variant: str, greenlets: int, iterations: int) -> dict[str, Any]:
@@ -96,6 +102,7 @@ def child(uri: str, variant: str, greenlets: int, iterations: int) -> dict[str, 
                     find_one(shared)
                     find_one(shared)
         else:
+
             def iteration() -> None:
                 find_one(shared)
                 find_one(shared)
@@ -150,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", help="server to use (default: a throwaway mongod)")
     parser.add_argument("--task-iterations", type=int, default=30_000, help="greenlet-iterations per point")
     parser.add_argument("--greenlets", default="10,100,1000,10000", help="comma-separated greenlet counts")
-    parser.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
-                        help="comma-separated indexes into the variant list (default: all)")
+    parser.add_argument(
+        "--variants",
+        default=",".join(str(i) for i in range(len(VARIANTS))),
+        help="comma-separated indexes into the variant list (default: all)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "GREENLETS", "ITERATIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -175,18 +185,38 @@ def main(argv: list[str] | None = None) -> int:
                 if VARIANTS[index] == "mongo_requests, pool = greenlets" and greenlets > 1000:
                     continue
                 iterations = max(1, args.task_iterations // greenlets)
-                proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling_profile", "--uri", uri, "--child",
-                                       str(index), str(greenlets), str(iterations)],
-                                      capture_output=True, text=True, timeout=900)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.scaling_profile",
+                        "--uri",
+                        uri,
+                        "--child",
+                        str(index),
+                        str(greenlets),
+                        str(iterations),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
                 if proc.returncode:
                     print("| %s | %d | failed: %s |" % (VARIANTS[index], greenlets, proc.stderr.strip()[-300:]))
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
-                print("| %s | %s | %.0f | %.1f | %s | %s |" % (
-                    r["variant"], f"{greenlets:,}", r["ops_per_s"], r["cpu_us_per_op"],
-                    "%.1f" % r["spawn_join_us"] if "spawn_join_us" in r else "",
-                    "%.1f" % r["spawn_join_first_request_us"] if "spawn_join_first_request_us" in r else ""),
-                    flush=True)
+                print(
+                    "| %s | %s | %.0f | %.1f | %s | %s |"
+                    % (
+                        r["variant"],
+                        f"{greenlets:,}",
+                        r["ops_per_s"],
+                        r["cpu_us_per_op"],
+                        "%.1f" % r["spawn_join_us"] if "spawn_join_us" in r else "",
+                        "%.1f" % r["spawn_join_first_request_us"] if "spawn_join_first_request_us" in r else "",
+                    ),
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.stop()

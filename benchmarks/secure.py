@@ -22,6 +22,7 @@ Connection setup, per new connection (each includes one ``ping``):
 Operations over TLS (+ SCRAM, already connected): ``find_one`` by ``_id`` and
 an ``$inc`` upsert with ``w=1``, mongo_requests and PyMongo interleaved.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,6 +88,7 @@ def run(quick: bool = False, reps: int = 5, progress: Any = None) -> dict[str, A
             def op() -> None:
                 c.pool.reset()
                 c.admin.command("ping")
+
             return op
 
         def new_mr_client() -> None:
@@ -159,19 +161,32 @@ def steps(reps: int) -> int:
 
 def markdown(tls: dict[str, Any]) -> list[str]:
     """The report's TLS section."""
-    lines = ["", "## TLS and SCRAM (%s)" % tls["server"], "",
-             "Connection set-up, median microseconds per new connection (including one ping; %d per block):"
-             % tls["connections_per_block"], "",
-             "| set-up | us per connection |", "|---|---:|"]
+    lines = [
+        "",
+        "## TLS and SCRAM (%s)" % tls["server"],
+        "",
+        "Connection set-up, median microseconds per new connection (including one ping; %d per block):"
+        % tls["connections_per_block"],
+        "",
+        "| set-up | us per connection |",
+        "|---|---:|",
+    ]
     for name, v in tls["connection_setup_us"].items():
         lines.append("| %s | %s |" % (name, "{:,.0f}".format(v["median"]) if v["median"] is not None else "-"))
     ops = tls["operations_ops_per_s"]
-    lines += ["", "Operations over TLS, median ops/s (%d per block):" % tls["ops_per_block"], "",
-              "| workload | mongo_requests | pymongo | mr/pymongo |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "Operations over TLS, median ops/s (%d per block):" % tls["ops_per_block"],
+        "",
+        "| workload | mongo_requests | pymongo | mr/pymongo |",
+        "|---|---:|---:|---:|",
+    ]
     for w, d in ops.items():
         a, b = d["mongo_requests"]["median"], d["pymongo"]["median"]
-        lines.append("| %s | %s | %s | %s |" % (w, report.fmt_rate(a), report.fmt_rate(b),
-                                                report.fmt_ratio(a / b if a and b else None)))
+        lines.append(
+            "| %s | %s | %s | %s |"
+            % (w, report.fmt_rate(a), report.fmt_rate(b), report.fmt_ratio(a / b if a and b else None))
+        )
     return lines
 
 

@@ -8,6 +8,7 @@ block (documents to insert, built outside the clock so every client pays only
 for its own work), and how to check afterwards that the server really did what
 was asked (so a fast number can never come from a client that did nothing).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -194,8 +195,9 @@ def _verify_scan_raw_batches(c: Adapter) -> None:
         raise AssertionError("find_raw_batches returned %r, not bytes" % ({type(b).__name__ for b in batches},))
     count = sum(len(bson.decode_all(b)) for b in batches)
     if count != spec.SCAN_DOCS:
-        raise AssertionError("find_raw_batches returned %d documents in %d batches, expected %d"
-                             % (count, len(batches), spec.SCAN_DOCS))
+        raise AssertionError(
+            "find_raw_batches returned %d documents in %d batches, expected %d" % (count, len(batches), spec.SCAN_DOCS)
+        )
 
 
 def _small_docs(n: int) -> list:
@@ -235,33 +237,100 @@ _SMALL = dict(ops=3000, quick_ops=300, warmup=300, quick_warmup=50)
 
 WORKLOADS: list[Workload] = [
     Workload("ping", ping, "{ping: 1} round trip", verify=_verify_ping, **_SMALL),
-    Workload("find_one_by_id", find_one_by_id, "find_one({_id}) of a 1,000-doc collection",
-             setup=_seed_reads, verify=_verify_find("find_one_by_id"), **_SMALL),
-    Workload("find_one_by_filter", find_one_by_filter, "find_one({key}) on a unique index",
-             setup=_seed_reads, verify=_verify_find("find_one_by_filter"), **_SMALL),
-    Workload("insert_one_w1", insert_one_w1, "insert_one of a small doc, w=1",
-             reset=_recreate(spec.C_INSERT_ONE), inputs=_small_docs, check=_count_is(spec.C_INSERT_ONE, 1), **_SMALL),
-    Workload("update_inc_upsert_w1", update_inc_upsert_w1, "$inc upsert on a fixed _id, w=1",
-             reset=_recreate(spec.C_COUNTERS), snapshot=_counter, check=_counter_grew, **_SMALL),
-    Workload("update_inc_upsert_w0", update_inc_upsert_w0, "$inc upsert on a fixed _id, w=0, ends with a ping",
-             reset=_recreate(spec.C_COUNTERS), snapshot=_counter, check=_counter_grew, **_SMALL),
-    Workload("insert_many_1000", insert_many_1000, "insert_many of 1,000 small docs, w=1",
-             ops=30, quick_ops=5, warmup=3, quick_warmup=1, docs_per_op=spec.INSERT_MANY_DOCS,
-             reset=_recreate(spec.C_INSERT_MANY), inputs=_batches,
-             check=_count_is(spec.C_INSERT_MANY, spec.INSERT_MANY_DOCS)),
-    Workload("find_10000", find_10000, "iterate 10,000 small docs, default batch size",
-             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
-             setup=_seed_scan, verify=_verify_scan),
+    Workload(
+        "find_one_by_id",
+        find_one_by_id,
+        "find_one({_id}) of a 1,000-doc collection",
+        setup=_seed_reads,
+        verify=_verify_find("find_one_by_id"),
+        **_SMALL,
+    ),
+    Workload(
+        "find_one_by_filter",
+        find_one_by_filter,
+        "find_one({key}) on a unique index",
+        setup=_seed_reads,
+        verify=_verify_find("find_one_by_filter"),
+        **_SMALL,
+    ),
+    Workload(
+        "insert_one_w1",
+        insert_one_w1,
+        "insert_one of a small doc, w=1",
+        reset=_recreate(spec.C_INSERT_ONE),
+        inputs=_small_docs,
+        check=_count_is(spec.C_INSERT_ONE, 1),
+        **_SMALL,
+    ),
+    Workload(
+        "update_inc_upsert_w1",
+        update_inc_upsert_w1,
+        "$inc upsert on a fixed _id, w=1",
+        reset=_recreate(spec.C_COUNTERS),
+        snapshot=_counter,
+        check=_counter_grew,
+        **_SMALL,
+    ),
+    Workload(
+        "update_inc_upsert_w0",
+        update_inc_upsert_w0,
+        "$inc upsert on a fixed _id, w=0, ends with a ping",
+        reset=_recreate(spec.C_COUNTERS),
+        snapshot=_counter,
+        check=_counter_grew,
+        **_SMALL,
+    ),
+    Workload(
+        "insert_many_1000",
+        insert_many_1000,
+        "insert_many of 1,000 small docs, w=1",
+        ops=30,
+        quick_ops=5,
+        warmup=3,
+        quick_warmup=1,
+        docs_per_op=spec.INSERT_MANY_DOCS,
+        reset=_recreate(spec.C_INSERT_MANY),
+        inputs=_batches,
+        check=_count_is(spec.C_INSERT_MANY, spec.INSERT_MANY_DOCS),
+    ),
+    Workload(
+        "find_10000",
+        find_10000,
+        "iterate 10,000 small docs, default batch size",
+        ops=20,
+        quick_ops=5,
+        warmup=2,
+        quick_warmup=1,
+        docs_per_op=spec.SCAN_DOCS,
+        setup=_seed_scan,
+        verify=_verify_scan,
+    ),
     # issue 13's bulk target: mongo_requests with raw documents vs PyMongo's *default* document class, so the
     # pymongo columns decode to dicts here, as in find_10000.
-    Workload("find_10000_rawbson", find_10000_rawbson,
-             "iterate 10,000 docs: mongo_requests with document_class=RawBSONDocument, pymongo with its default",
-             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
-             setup=_seed_scan, verify=_verify_scan_rawbson),
-    Workload("find_10000_raw_batches", find_10000_raw_batches,
-             "iterate 10,000 docs: mongo_requests with find_raw_batches() (BSON bytes per batch), pymongo default find",
-             ops=20, quick_ops=5, warmup=2, quick_warmup=1, docs_per_op=spec.SCAN_DOCS,
-             setup=_seed_scan, verify=_verify_scan_raw_batches),
+    Workload(
+        "find_10000_rawbson",
+        find_10000_rawbson,
+        "iterate 10,000 docs: mongo_requests with document_class=RawBSONDocument, pymongo with its default",
+        ops=20,
+        quick_ops=5,
+        warmup=2,
+        quick_warmup=1,
+        docs_per_op=spec.SCAN_DOCS,
+        setup=_seed_scan,
+        verify=_verify_scan_rawbson,
+    ),
+    Workload(
+        "find_10000_raw_batches",
+        find_10000_raw_batches,
+        "iterate 10,000 docs: mongo_requests with find_raw_batches() (BSON bytes per batch), pymongo default find",
+        ops=20,
+        quick_ops=5,
+        warmup=2,
+        quick_warmup=1,
+        docs_per_op=spec.SCAN_DOCS,
+        setup=_seed_scan,
+        verify=_verify_scan_raw_batches,
+    ),
 ]
 
 BY_NAME = {w.name: w for w in WORKLOADS}

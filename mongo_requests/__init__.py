@@ -4,6 +4,7 @@ A *request* pins one socket to the calling thread or greenlet, so the server
 applies its operations in order: an unacknowledged (``w=0``) write is visible
 to the next read on the same request.  See the README for a guide.
 """
+
 from __future__ import annotations
 
 import logging

@@ -22,6 +22,7 @@ Credentials are a small immutable value whose ``repr`` hides the user name and
 the password; neither ever goes into an exception, a log record, or an
 exception's ``args``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,6 +45,7 @@ MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509", "DEFAULT")
 _MIN_ITERATIONS = 4096
 _HASHES: Mapping[str, Callable[..., Any]] = {"SCRAM-SHA-1": hashlib.sha1, "SCRAM-SHA-256": hashlib.sha256}
 _REDACTED = "<redacted>"
+
 
 class _ScramCache:
     """Keys derived from a password, by (mechanism, salt, iterations).
@@ -207,6 +209,7 @@ def _require_scramp() -> None:
 
     try:
         import scramp  # noqa: F401
+
         version = metadata.version("scramp")
     except (ImportError, metadata.PackageNotFoundError):
         version = None
@@ -313,8 +316,10 @@ class _CachingScramClient:
             raise _fail("Authentication failed: the server's SCRAM message was invalid (%s)" % _short(exc)) from None
         iterations = int(client.iterations)
         if iterations < _MIN_ITERATIONS:
-            raise _fail("Authentication failed: the server asked for %d SCRAM iterations, below the minimum of %d"
-                        % (iterations, _MIN_ITERATIONS))
+            raise _fail(
+                "Authentication failed: the server asked for %d SCRAM iterations, below the minimum of %d"
+                % (iterations, _MIN_ITERATIONS)
+            )
         salt = bytes(client.salt)
         key = (self._mechanism, salt, iterations)
         keys = self._cache.get(key)

@@ -358,7 +358,12 @@ class Bulk:
         self._add(UPDATE, stmt)
 
     def add_replace(
-        self, selector: Any, replacement: Any, upsert: bool | None, collation: Any = None, hint: Any = None,
+        self,
+        selector: Any,
+        replacement: Any,
+        upsert: bool | None,
+        collation: Any = None,
+        hint: Any = None,
         sort: Any = None,
     ) -> None:
         """Queue a whole-document replacement."""
@@ -462,8 +467,9 @@ class Bulk:
         for kind, indexes in self._batches(max_bytes, hello.get("maxWriteBatchSize", _DEFAULT_MAX_BATCH)):
             cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
             seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
-            reply = client._command(coll._db_name, cmd, coll.codec_options, seq,
-                                    retryable=self._retryable(kind, indexes))
+            reply = client._command(
+                coll._db_name, cmd, coll.codec_options, seq, retryable=self._retryable(kind, indexes)
+            )
             self._merge(total, kind, indexes, reply)
             if self.ordered and reply.get("writeErrors"):
                 break
@@ -542,7 +548,11 @@ def raise_bulk_errors(result: Mapping[str, Any]) -> None:
 
 
 def bulk_of(
-    coll: Collection, requests: Iterable[Any], ordered: bool, bypass_document_validation: bool | None, comment: Any,
+    coll: Collection,
+    requests: Iterable[Any],
+    ordered: bool,
+    bypass_document_validation: bool | None,
+    comment: Any,
     let: Any,
 ) -> Bulk:
     """A :class:`Bulk` of ``bulk_write``'s requests (TypeError / InvalidOperation for bad ones)."""

@@ -19,6 +19,7 @@ newly selected server, once per error.  Before any token exists it resumes
 at the operation time the first ``aggregate`` reported.  So a change is
 neither missed nor returned twice across a stepdown or a dropped socket.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,9 @@ __all__ = ["ChangeStream", "open_change_stream"]
 
 # Codes after which a change stream resumes even without the server's label
 # (servers before 4.4 and errors that never reach the label).
-_RESUMABLE_CODES = frozenset((6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 13388,
-                              234, 133, 43))
+_RESUMABLE_CODES = frozenset(
+    (6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 13388, 234, 133, 43)
+)
 _FULL_DOCUMENT = (None, "default", "updateLookup", "whenAvailable", "required")
 
 
@@ -159,8 +161,13 @@ class ChangeStream:
     def _open(self) -> None:
         """Run the ``aggregate`` (first open or resume) and take its first batch."""
         with bound(self._session):
-            reply = self._client._command(self._dbname, self._aggregate_command(), self._codec,
-                                          read_preference=self._read_pref, on_server=self._at)
+            reply = self._client._command(
+                self._dbname,
+                self._aggregate_command(),
+                self._codec,
+                read_preference=self._read_pref,
+                on_server=self._at,
+            )
         cursor = reply["cursor"]
         self._ns = cursor.get("ns", "")
         self._cursor_id = cursor.get("id", 0)
@@ -273,8 +280,14 @@ class ChangeStream:
             self._kill_cursor()
 
 
-def open_change_stream(owner: Any, dbname: str, target: str | int, pipeline: Any, kwargs: dict[str, Any],
-                       all_changes_for_cluster: bool = False) -> ChangeStream:
+def open_change_stream(
+    owner: Any,
+    dbname: str,
+    target: str | int,
+    pipeline: Any,
+    kwargs: dict[str, Any],
+    all_changes_for_cluster: bool = False,
+) -> ChangeStream:
     """``watch()`` of a collection, database or client.
 
     ``kwargs`` are PyMongo's ``watch`` keywords: ``full_document``,
@@ -282,9 +295,19 @@ def open_change_stream(owner: Any, dbname: str, target: str | int, pipeline: Any
     ``max_await_time_ms``, ``batch_size``, ``collation``, ``comment``,
     ``session``, ``full_document_before_change``, ``show_expanded_events``.
     """
-    known = {"full_document", "full_document_before_change", "resume_after", "start_after",
-             "start_at_operation_time", "max_await_time_ms", "batch_size", "collation", "comment", "session",
-             "show_expanded_events"}
+    known = {
+        "full_document",
+        "full_document_before_change",
+        "resume_after",
+        "start_after",
+        "start_at_operation_time",
+        "max_await_time_ms",
+        "batch_size",
+        "collation",
+        "comment",
+        "session",
+        "show_expanded_events",
+    }
     unknown = set(kwargs) - known
     if unknown:
         raise TypeError("watch() got unexpected keyword argument(s): %s" % ", ".join(sorted(unknown)))
@@ -294,5 +317,13 @@ def open_change_stream(owner: Any, dbname: str, target: str | int, pipeline: Any
     read_preference = getattr(owner, "read_preference", None)
     if read_preference is not None and not read_preference.mode:
         read_preference = None  # primary: the client's hot path
-    return ChangeStream(client, dbname, target, pipeline, owner.codec_options, read_preference,
-                        all_changes_for_cluster=all_changes_for_cluster, **kwargs)
+    return ChangeStream(
+        client,
+        dbname,
+        target,
+        pipeline,
+        owner.codec_options,
+        read_preference,
+        all_changes_for_cluster=all_changes_for_cluster,
+        **kwargs,
+    )

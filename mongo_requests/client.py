@@ -5,6 +5,7 @@ topology for a server, the server's pool for a socket, and the socket for the
 round trip.  It knows nothing about bytes or greenlets; requests are the
 pool's business, and the client only forwards ``start_request`` and friends.
 """
+
 from __future__ import annotations
 
 import collections
@@ -366,10 +367,13 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         """
         topology = self._topology
         if (topology.sessions_supported or self._session_hooks) and not _raw:
-            return self._session_command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                         on_server, retryable)
-        if topology.sessions_supported and self._retry_writes and (
-            is_retryable_write(cmd) if retryable is None else retryable
+            return self._session_command(
+                dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
+            )
+        if (
+            topology.sessions_supported
+            and self._retry_writes
+            and (is_retryable_write(cmd) if retryable is None else retryable)
         ):
             return self._retryable_write(dbname, cmd, codec_options, sequences, check)
         if read_preference is None and address is None and on_server is None and not topology.direct_member:
@@ -439,8 +443,11 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             if for_write and "writeConcernError" in reply:
                 # A primary that steps down fails the write concern: as telling as "not primary".
                 wce = reply["writeConcernError"]
-                details = {"code": wce.get("code"), "errmsg": wce.get("errmsg", ""),
-                           "topologyVersion": reply.get("topologyVersion")}
+                details = {
+                    "code": wce.get("code"),
+                    "errmsg": wce.get("errmsg", ""),
+                    "topologyVersion": reply.get("topologyVersion"),
+                }
                 topology.handle_error(server, OperationFailure(details["errmsg"], details["code"], details), sock)
             return reply
         except ConnectionFailure as exc:
@@ -647,7 +654,12 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             # No server selection in a repr: it could wait for an election.
             seeds = ["%s:%d" % a for a in self._options.seeds]
             return "%s(host=%r, replicaSet=%r, auto_start_request=%s, use_greenlets=%s)" % (
-                type(self).__name__, seeds, self._options.replica_set, self.auto_start_request, self.use_greenlets)
+                type(self).__name__,
+                seeds,
+                self._options.replica_set,
+                self.auto_start_request,
+                self.use_greenlets,
+            )
         host, port = self.address
         return "%s(host=%r, port=%d, auto_start_request=%s, use_greenlets=%s)" % (
             type(self).__name__,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientCompat", "unsupported"]
 
+
 def unsupported(name: str, why: str) -> Any:
     """A property that raises NotImplementedError: ``name`` is PyMongo's, and ``why`` says what to do instead."""
 
@@ -123,10 +124,11 @@ class ClientCompat:
         cursor = {"id": 0, "firstBatch": reply["databases"], "ns": "admin.$cmd"}
         return CommandCursor(self["admin"]["$cmd"], {"cursor": cursor})  # type: ignore[index]
 
-    bulk_write = unsupported("bulk_write", "client-level bulk writes are not implemented; "
-                             "use Collection.bulk_write")
-    topology_description = unsupported("topology_description", "PyMongo's TopologyDescription is not provided; "
-                                       "see client.primary, client.secondaries and client.nodes")
+    bulk_write = unsupported("bulk_write", "client-level bulk writes are not implemented; use Collection.bulk_write")
+    topology_description = unsupported(
+        "topology_description",
+        "PyMongo's TopologyDescription is not provided; see client.primary, client.secondaries and client.nodes",
+    )
     options = unsupported("options", "PyMongo's ClientOptions object is not provided")
     append_metadata = unsupported("append_metadata", "driver metadata cannot be changed after creation")
     eq_props = unsupported("eq_props", "compare clients by their address and options yourself")

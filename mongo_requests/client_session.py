@@ -32,6 +32,7 @@ session carry no ``lsid``, and a standalone sees no session field at all
 unless the application asks for a session, so a plain ``find_one`` costs
 what it did before sessions existed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,8 +86,10 @@ def bound(session: ClientSession | None) -> Iterator[None]:
 def check_session(session: Any, client: Any) -> ClientSession:
     """``session`` if it may be used with ``client`` now; TypeError or InvalidOperation otherwise."""
     if not isinstance(session, ClientSession):
-        raise TypeError("session must be an instance of mongo_requests.client_session.ClientSession, not %r"
-                        % (type(session).__name__,))
+        raise TypeError(
+            "session must be an instance of mongo_requests.client_session.ClientSession, not %r"
+            % (type(session).__name__,)
+        )
     if session._client is not client:
         raise InvalidOperation("Can only use session with the MongoClient that started it")
     if session._ended:
@@ -218,7 +221,10 @@ class ClientSession:
 
     # -- transactions (the logic is in transactions.py) ---------------------
     def start_transaction(
-        self, read_concern: Any = None, write_concern: Any = None, read_preference: Any = None,
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
         max_commit_time_ms: int | None = None,
     ) -> Any:
         """Start a multi-document transaction; usable as a context manager that commits or aborts.
@@ -250,8 +256,12 @@ class ClientSession:
         abort_transaction(self)
 
     def with_transaction(
-        self, callback: Callable[[ClientSession], Any], read_concern: Any = None, write_concern: Any = None,
-        read_preference: Any = None, max_commit_time_ms: int | None = None,
+        self,
+        callback: Callable[[ClientSession], Any],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
     ) -> Any:
         """Run ``callback(session)`` in a transaction and commit it, retrying for up to 120 seconds.
 
@@ -312,7 +322,10 @@ class ClientSession:
     def __repr__(self) -> str:
         state = "ended" if self._ended else ("in transaction" if self.in_transaction else "open")
         return "<ClientSession %s causal_consistency=%s snapshot=%s>" % (
-            state, self._options.causal_consistency, self._options.snapshot)
+            state,
+            self._options.causal_consistency,
+            self._options.snapshot,
+        )
 
     # -- internals ----------------------------------------------------------
     def _check_ended(self) -> None:
@@ -395,7 +408,9 @@ class SessionClient:
             self._sessions.checkin(server_session, self._topology.description.logical_session_timeout_minutes)
 
     def start_session(
-        self, causal_consistency: bool | None = None, default_transaction_options: TransactionOptions | None = None,
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: TransactionOptions | None = None,
         snapshot: bool | None = False,
     ) -> ClientSession:
         """Start a :class:`ClientSession`; pass it as ``session=`` to operations.
@@ -453,22 +468,44 @@ class SessionClient:
         try:
             if session is None:
                 if gossip and "lsid" not in cmd and next(iter(cmd)) in _CURSOR_COMMANDS:
-                    return self._implicit_cursor_command(dbname, cmd, codec_options, sequences, check,
-                                                         read_preference, address, on_server)
-                reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                      on_server, retryable, _raw=True)
+                    return self._implicit_cursor_command(
+                        dbname, cmd, codec_options, sequences, check, read_preference, address, on_server
+                    )
+                reply = self._command(
+                    dbname,
+                    cmd,
+                    codec_options,
+                    sequences,
+                    check,
+                    read_preference,
+                    address,
+                    on_server,
+                    retryable,
+                    _raw=True,
+                )
             elif session._transaction is not None and session._transaction.active:
                 from .transactions import run_in_transaction
 
                 client: Any = self  # the MongoClient this mixin is part of
-                reply = run_in_transaction(client, session, dbname, cmd, codec_options, sequences, check,
-                                           address, on_server)
+                reply = run_in_transaction(
+                    client, session, dbname, cmd, codec_options, sequences, check, address, on_server
+                )
             else:
                 session._read_concern(cmd)
                 if "lsid" not in cmd:
                     cmd["lsid"] = session._get_server_session().lsid
-                reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                      on_server, retryable, _raw=True)
+                reply = self._command(
+                    dbname,
+                    cmd,
+                    codec_options,
+                    sequences,
+                    check,
+                    read_preference,
+                    address,
+                    on_server,
+                    retryable,
+                    _raw=True,
+                )
         except PyMongoError as exc:
             details = getattr(exc, "details", None)
             if isinstance(details, Mapping):
@@ -484,8 +521,15 @@ class SessionClient:
         return reply
 
     def _implicit_cursor_command(
-        self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any], sequences: Sequence[bytes],
-        check: bool, read_preference: Any, address: tuple[str, int] | None, on_server: Any,
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any],
+        sequences: Sequence[bytes],
+        check: bool,
+        read_preference: Any,
+        address: tuple[str, int] | None,
+        on_server: Any,
     ) -> dict[str, Any]:
         """A cursor's commands on a replica set, in an implicit session that lives as long as the cursor.
 
@@ -514,8 +558,9 @@ class SessionClient:
         if server_session is not None:
             cmd["lsid"] = server_session.lsid
         try:
-            reply = self._command(dbname, cmd, codec_options, sequences, check, read_preference, address,
-                                  on_server, None, _raw=True)
+            reply = self._command(
+                dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, None, _raw=True
+            )
         except BaseException as exc:
             if server_session is not None:
                 if isinstance(exc, ConnectionFailure):

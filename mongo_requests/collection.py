@@ -172,8 +172,12 @@ class Collection(WriteMethods):
         """A copy of this collection with other options (PyMongo's signature; ``read_preference``: a
         :mod:`pymongo.read_preferences` mode)."""
         return Collection(
-            self._database, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
-            read_preference or self.read_preference, read_concern,
+            self._database,
+            self._name,
+            write_concern or self.write_concern,
+            codec_options or self.codec_options,
+            read_preference or self.read_preference,
+            read_concern,
         )
 
     def __eq__(self, other: Any) -> bool:
@@ -291,8 +295,9 @@ class Collection(WriteMethods):
             raise TypeError("pipeline must be a list")
         if "batchSize" in kwargs:
             batch_size = kwargs.pop("batchSize")
-        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-                                       or batch_size < 0):
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0
+        ):
             raise TypeError("batchSize must be a non-negative integer")
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline}
         if let is not None:
@@ -306,7 +311,10 @@ class Collection(WriteMethods):
         writes = any("$out" in stage or "$merge" in stage for stage in pipeline)
         where: list[tuple[str, int]] = []
         reply = self._client._command(
-            self._db_name, cmd, self.codec_options, read_preference=None if writes else self._read_pref,
+            self._db_name,
+            cmd,
+            self.codec_options,
+            read_preference=None if writes else self._read_pref,
             on_server=where.append,
         )
         return _cursor_class(self, reply, batch_size or 0, where[-1] if where else None)
@@ -379,8 +387,17 @@ class Collection(WriteMethods):
         """
         check_update(update)
         return self._find_and_modify(
-            filter, update=update, fields=projection, sort=sort, upsert=upsert, new=bool(return_document),
-            arrayFilters=array_filters, hint=hint, let=let, comment=comment, **kwargs
+            filter,
+            update=update,
+            fields=projection,
+            sort=sort,
+            upsert=upsert,
+            new=bool(return_document),
+            arrayFilters=array_filters,
+            hint=hint,
+            let=let,
+            comment=comment,
+            **kwargs,
         )
 
     @with_session
@@ -400,8 +417,16 @@ class Collection(WriteMethods):
         """Replace one document and return it (before or after)."""
         check_replacement(replacement)
         return self._find_and_modify(
-            filter, update=replacement, fields=projection, sort=sort, upsert=upsert, new=bool(return_document),
-            hint=hint, let=let, comment=comment, **kwargs
+            filter,
+            update=replacement,
+            fields=projection,
+            sort=sort,
+            upsert=upsert,
+            new=bool(return_document),
+            hint=hint,
+            let=let,
+            comment=comment,
+            **kwargs,
         )
 
     @with_session
@@ -587,9 +612,7 @@ class Collection(WriteMethods):
         cmd.update({k: v for k, v in kwargs.items() if v is not None})
         return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
 
-    def map_reduce(
-        self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any
-    ) -> Any:
+    def map_reduce(self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any) -> Any:
         """Run ``mapReduce`` (which MongoDB 6 still has, deprecated) into ``out``; returns the output collection.
 
         ``out`` is a collection name or a document (``{"replace": ...}``,
@@ -623,5 +646,7 @@ class Collection(WriteMethods):
 
     def group(self, *args: Any, **kwargs: Any) -> Any:
         """PyMongo 2's group: the server's ``group`` command was removed in MongoDB 4.2."""
-        raise InvalidOperation("Collection.group() cannot work: the server's group command was removed in "
-                               "MongoDB 4.2; use aggregate() with a $group stage")
+        raise InvalidOperation(
+            "Collection.group() cannot work: the server's group command was removed in "
+            "MongoDB 4.2; use aggregate() with a $group stage"
+        )

@@ -19,6 +19,7 @@ they are not hidden from, or mangled by, whatever inspects the stream.
 ``zstandard`` and ``python-snappy`` are optional extras (``pip install
 'mongo_requests[zstd,snappy]'``); zlib is in the standard library.
 """
+
 from __future__ import annotations
 
 import struct
@@ -105,6 +106,7 @@ def _zstd() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | None:
         import zstandard
     except ImportError:
         return None
+
     # A ZstdCompressor is not thread-safe, and greenlets may share a process
     # with threads, so each call makes its own: that costs about a
     # microsecond, small beside the compression itself.
@@ -154,8 +156,7 @@ def parse_compressors(value: Any) -> tuple[str, ...]:
             continue
         if name == "snappy" and _snappy() is None:
             warnings.warn(
-                "compressor snappy ignored: python-snappy is not installed "
-                "(pip install 'mongo_requests[snappy]')",
+                "compressor snappy ignored: python-snappy is not installed (pip install 'mongo_requests[snappy]')",
                 stacklevel=3,
             )
             continue
@@ -286,4 +287,3 @@ def decompress_body(body: bytes | bytearray | memoryview, max_size: int) -> tupl
     if len(data) != size:
         raise ProtocolError("OP_COMPRESSED reply inflated to %d bytes, header said %d" % (len(data), size))
     return op, memoryview(data)
-

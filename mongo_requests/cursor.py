@@ -538,8 +538,11 @@ class Cursor(_CursorBase):
 
     def _refresh(self) -> None:
         reply = self._client._command(
-            self._collection.database.name, self._find_command(), self._codec,
-            read_preference=self._read_pref, on_server=self._at,
+            self._collection.database.name,
+            self._find_command(),
+            self._codec,
+            read_preference=self._read_pref,
+            on_server=self._at,
         )
         self._start_batch(reply)
         if self._single_batch and self._state[0]:

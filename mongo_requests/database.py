@@ -38,9 +38,9 @@ def _check_name(name: Any) -> str:
 
 _REMOVED = {
     "eval": "the server's eval command was removed in MongoDB 4.2; run the logic in Python, or use "
-            "aggregate (with $function if you need server-side JavaScript)",
+    "aggregate (with $function if you need server-side JavaScript)",
     "error": "getLastError was removed in MongoDB 5.1; acknowledged writes (w=1, the MongoClient default) "
-             "raise their errors",
+    "raise their errors",
     "last_status": "getLastError was removed in MongoDB 5.1; acknowledged writes (w=1) return their results",
     "previous_error": "getPrevError was removed in MongoDB 5.1; acknowledged writes (w=1) raise their errors",
     "reset_error_history": "resetError was removed in MongoDB 5.1",
@@ -92,8 +92,12 @@ class Database:
     ) -> Database:
         """A copy of this database with other options (PyMongo's signature; ``read_preference``: a mode)."""
         return Database(
-            self._client, self._name, write_concern or self.write_concern, codec_options or self.codec_options,
-            read_preference or self.read_preference, read_concern,
+            self._client,
+            self._name,
+            write_concern or self.write_concern,
+            codec_options or self.codec_options,
+            read_preference or self.read_preference,
+            read_concern,
         )
 
     def __bool__(self) -> bool:
@@ -127,7 +131,11 @@ class Database:
         A read concern other than the server's default is refused with ConfigurationError.
         """
         return Collection(
-            self, name, write_concern=write_concern, codec_options=codec_options, read_preference=read_preference,
+            self,
+            name,
+            write_concern=write_concern,
+            codec_options=codec_options,
+            read_preference=read_preference,
             read_concern=read_concern,
         )
 
@@ -211,8 +219,10 @@ class Database:
         if not isinstance(dbref, DBRef):
             raise TypeError("cannot dereference a %s" % (type(dbref),))
         if dbref.database is not None and dbref.database != self._name:
-            raise ValueError("trying to dereference a DBRef that points to another database (%r not %r)"
-                             % (dbref.database, self._name))
+            raise ValueError(
+                "trying to dereference a DBRef that points to another database (%r not %r)"
+                % (dbref.database, self._name)
+            )
         return self[dbref.collection].find_one({"_id": dbref.id}, **kwargs)
 
     # -- PyMongo 2 calls whose server commands are gone -----------------------
@@ -254,8 +264,16 @@ class Database:
         ``session=`` runs it in a :class:`~mongo_requests.client_session.ClientSession`.
         """
         if kwargs and "session" in kwargs:  # with_session, inlined: no wrapper on the hot path
-            return in_session(kwargs.pop("session"), self, self.command, command, value, check,  # type: ignore[no-any-return]
-                              read_preference, **kwargs)
+            return in_session(  # type: ignore[no-any-return]
+                kwargs.pop("session"),
+                self,
+                self.command,
+                command,
+                value,
+                check,
+                read_preference,
+                **kwargs,
+            )
         # Plain dicts keep insertion order, and the command name must come
         # first; they are also several times cheaper to build than SON.
         if isinstance(command, str):

@@ -4,6 +4,7 @@ Every exception the driver raises is a :mod:`pymongo.errors` class or a
 subclass of one, so ``except pymongo.errors.AutoReconnect`` (and every other
 ``except`` clause written for PyMongo) keeps working unchanged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -246,7 +246,11 @@ class SdamEvents:
         assert self._settings is not None
         servers: dict[Any, PmServerDescription] = {a: pymongo_server_description(sd) for a, sd in td.servers.items()}
         return PmTopologyDescription(
-            getattr(TOPOLOGY_TYPE, td.type.value), servers, td.set_name, td.max_set_version, td.max_election_id,
+            getattr(TOPOLOGY_TYPE, td.type.value),
+            servers,
+            td.set_name,
+            td.max_set_version,
+            td.max_election_id,
             self._settings,
         )
 

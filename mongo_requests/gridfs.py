@@ -76,10 +76,11 @@ class GridOut(io.RawIOBase):
         """Read up to ``size`` bytes (everything left by default)."""
         data = b"".join(self._chunk_data())
         if len(data) != self.length:
-            raise CorruptGridFile("file %r has %d bytes of chunks for a length of %d" % (self._id, len(data),
-                                                                                      self.length))
+            raise CorruptGridFile(
+                "file %r has %d bytes of chunks for a length of %d" % (self._id, len(data), self.length)
+            )
         end = len(data) if size is None or size < 0 else min(len(data), self._position + size)
-        out = data[self._position:end]
+        out = data[self._position : end]
         self._position = end
         return out
 
@@ -115,8 +116,13 @@ class GridFSBucket:
             self._indexed = True
 
     def upload_from_stream_with_id(
-        self, file_id: Any, filename: str, source: Any, chunk_size_bytes: int | None = None,
-        metadata: Mapping[str, Any] | None = None, **extra: Any,
+        self,
+        file_id: Any,
+        filename: str,
+        source: Any,
+        chunk_size_bytes: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **extra: Any,
     ) -> None:
         """Store ``source`` (bytes or a readable file object) as ``filename`` with ``_id`` ``file_id``."""
         self._ensure_indexes()
@@ -125,21 +131,31 @@ class GridFSBucket:
         if isinstance(data, str):
             raise TypeError("source must be bytes or a binary file object")
         data = bytes(data)
-        chunks = [{"files_id": file_id, "n": n, "data": Binary(data[i:i + size])}
-                  for n, i in enumerate(range(0, len(data), size))]
+        chunks = [
+            {"files_id": file_id, "n": n, "data": Binary(data[i : i + size])}
+            for n, i in enumerate(range(0, len(data), size))
+        ]
         if chunks:
             self._chunks.insert_many(chunks)
-        doc: dict[str, Any] = {"_id": file_id, "length": len(data), "chunkSize": size,
-                               "uploadDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-                               "filename": filename}
+        doc: dict[str, Any] = {
+            "_id": file_id,
+            "length": len(data),
+            "chunkSize": size,
+            "uploadDate": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+            "filename": filename,
+        }
         if metadata is not None:
             doc["metadata"] = metadata
         doc.update(extra)
         self._files.insert_one(doc)
 
     def upload_from_stream(
-        self, filename: str, source: Any, chunk_size_bytes: int | None = None,
-        metadata: Mapping[str, Any] | None = None, **extra: Any,
+        self,
+        filename: str,
+        source: Any,
+        chunk_size_bytes: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **extra: Any,
     ) -> Any:
         """Store ``source`` as ``filename``; returns the new file's ``_id`` (an ObjectId)."""
         file_id = ObjectId()
@@ -156,8 +172,9 @@ class GridFSBucket:
     def open_download_stream_by_name(self, filename: str, revision: int = -1) -> GridOut:
         """A version of ``filename``: -1 the newest, 0 the oldest, as in PyMongo."""
         direction, skip = (-1, -revision - 1) if revision < 0 else (1, revision)
-        for doc in self._files.find({"filename": filename}, sort=[("uploadDate", direction), ("_id", direction)],
-                                    skip=skip, limit=-1):
+        for doc in self._files.find(
+            {"filename": filename}, sort=[("uploadDate", direction), ("_id", direction)], skip=skip, limit=-1
+        ):
             return GridOut(self._chunks, doc)
         raise NoFile("no version %d for filename %r" % (revision, filename))
 

@@ -17,6 +17,7 @@ that did not ask for compression is exactly what it was.  A compressed one
 becomes a :class:`CompressedSocketInfo`, whose ``send`` and ``roundtrip``
 wrap and unwrap OP_COMPRESSED with :mod:`mongo_requests.compression`.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -23,6 +23,7 @@ pool holds them, never the other way round), and they never touch a
 thread-local.  PyMongo 2 learned the last rule the hard way (PYTHON-353):
 thread-locals are being torn down when a thread's vigil dies.
 """
+
 from __future__ import annotations
 
 import os
@@ -318,9 +319,7 @@ class GreenletIdentity:
             import gevent.ssl
             import greenlet
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError(
-                "use_greenlets=True needs gevent: pip install 'mongo_requests[gevent]'"
-            ) from exc
+            raise ConfigurationError("use_greenlets=True needs gevent: pip install 'mongo_requests[gevent]'") from exc
         self._gevent = gevent
         self._getcurrent = greenlet.getcurrent
         self._Greenlet = gevent.Greenlet

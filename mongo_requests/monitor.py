@@ -22,6 +22,7 @@ the time it takes feeds the server's average round-trip time (an
 exponentially weighted moving average, weight 0.2 for the new sample), which
 the latency window of server selection uses.
 """
+
 from __future__ import annotations
 
 import logging

@@ -43,9 +43,7 @@ __all__ = ["Listeners", "global_command_listeners"]
 
 _SEQ_HEADER = struct.Struct("<Bi")
 _UNACK_REPLY = {"ok": 1}
-_OTHER_LISTENERS = (
-    _pm.ConnectionPoolListener, _pm.ServerListener, _pm.ServerHeartbeatListener, _pm.TopologyListener
-)
+_OTHER_LISTENERS = (_pm.ConnectionPoolListener, _pm.ServerListener, _pm.ServerHeartbeatListener, _pm.TopologyListener)
 
 
 def global_command_listeners() -> list[Any]:
@@ -130,12 +128,16 @@ class Listeners:
             except Exception:
                 _handle_listener_error()
 
-    def _succeeded(
-        self, sock: SocketInfo, dbname: str, name: str, request_id: int, start: float, reply: Any
-    ) -> None:
+    def _succeeded(self, sock: SocketInfo, dbname: str, name: str, request_id: int, start: float, reply: Any) -> None:
         event = _pm.CommandSucceededEvent(
-            datetime.timedelta(seconds=time.perf_counter() - start), reply, name, request_id, sock.address,
-            request_id, database_name=dbname, server_connection_id=sock.server_connection_id,
+            datetime.timedelta(seconds=time.perf_counter() - start),
+            reply,
+            name,
+            request_id,
+            sock.address,
+            request_id,
+            database_name=dbname,
+            server_connection_id=sock.server_connection_id,
         )
         for listener in self.command_listeners:
             try:
@@ -147,8 +149,14 @@ class Listeners:
         self, sock: SocketInfo, dbname: str, name: str, request_id: int, start: float, exc: BaseException
     ) -> None:
         event = _pm.CommandFailedEvent(
-            datetime.timedelta(seconds=time.perf_counter() - start), _failure_document(exc), name, request_id,
-            sock.address, request_id, database_name=dbname, server_connection_id=sock.server_connection_id,
+            datetime.timedelta(seconds=time.perf_counter() - start),
+            _failure_document(exc),
+            name,
+            request_id,
+            sock.address,
+            request_id,
+            database_name=dbname,
+            server_connection_id=sock.server_connection_id,
         )
         for listener in self.command_listeners:
             try:
@@ -158,8 +166,13 @@ class Listeners:
 
     # -- pipelined writes (mongo_requests.pipeline) ----------------------------
     def started(
-        self, sock: SocketInfo, dbname: str, cmd: dict[str, Any], sequences: Sequence[bytes],
-        codec_options: CodecOptions[Any], request_id: int,
+        self,
+        sock: SocketInfo,
+        dbname: str,
+        cmd: dict[str, Any],
+        sequences: Sequence[bytes],
+        codec_options: CodecOptions[Any],
+        request_id: int,
     ) -> None:
         """A pipelined command was queued (its reply is read later)."""
         self._started(sock, dbname, _event_command(cmd, sequences, codec_options), request_id)

@@ -11,6 +11,7 @@ objects; each validator takes both, so ``socketTimeoutMS=0`` means the same in a
 To honour a refused option: drop its ``refused`` reason in :data:`_TABLE`, and read it from
 :attr:`ClientOptions.raw` (or give it a field in :class:`ClientOptions`).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -207,8 +208,10 @@ def _appname(name: str, value: Any) -> str:
 
 def _document_class(name: str, value: Any) -> type:
     if not isinstance(value, type) or not (issubclass(value, MutableMapping) or issubclass(value, RawBSONDocument)):
-        raise TypeError("%s must be dict, bson.son.SON, bson.raw_bson.RawBSONDocument, or a subclass of "
-                        "collections.abc.MutableMapping, not %r" % (name, value))
+        raise TypeError(
+            "%s must be dict, bson.son.SON, bson.raw_bson.RawBSONDocument, or a subclass of "
+            "collections.abc.MutableMapping, not %r" % (name, value)
+        )
     return value
 
 
@@ -226,8 +229,9 @@ def _uuid_representation(name: str, value: Any) -> int:
         try:
             return _UUID_NAMES[value.lower()]
         except KeyError:
-            raise ConfigurationError("The value of %s must be one of %s, not %r"
-                                     % (name, ", ".join(sorted(_UUID_NAMES)), value)) from None
+            raise ConfigurationError(
+                "The value of %s must be one of %s, not %r" % (name, ", ".join(sorted(_UUID_NAMES)), value)
+            ) from None
     number = _integer(name, value)
     if number not in _UUID_NAMES.values():
         raise ConfigurationError("%s=%r is not a bson.binary.UuidRepresentation" % (name, value))
@@ -239,8 +243,13 @@ def _any(name: str, value: Any) -> Any:
     return value
 
 
-_READ_MODES = {"primary": Primary, "primarypreferred": PrimaryPreferred, "secondary": Secondary,
-               "secondarypreferred": SecondaryPreferred, "nearest": Nearest}
+_READ_MODES = {
+    "primary": Primary,
+    "primarypreferred": PrimaryPreferred,
+    "secondary": Secondary,
+    "secondarypreferred": SecondaryPreferred,
+    "nearest": Nearest,
+}
 
 
 def _read_preference(name: str, value: Any) -> Any:
@@ -397,32 +406,47 @@ _TABLE: tuple[Option, ...] = (
     Option("maxIdleTimeMS", _milliseconds, (), "the pool does not close idle sockets by age", _is_zero),
     Option("maxConnecting", _positive_integer, (), "connection attempts are not rate-limited"),
     Option("waitQueueMultiple", _any, (), "the wait queue is not bounded"),
-    Option("timeoutMS", _milliseconds, (), "client-side operation timeouts (CSOT) are not implemented yet; "
-           "use socketTimeoutMS and serverSelectionTimeoutMS"),
+    Option(
+        "timeoutMS",
+        _milliseconds,
+        (),
+        "client-side operation timeouts (CSOT) are not implemented yet; "
+        "use socketTimeoutMS and serverSelectionTimeoutMS",
+    ),
     Option("loadBalanced", _boolean, (), "load balancer mode is not implemented", _is_false),
     Option("tlsDisableOCSPEndpointCheck", _boolean, (), _NO_OCSP, _is_true),
     Option("tlsDisableCertificateRevocationCheck", _boolean, (), _NO_OCSP, _is_true),
     # PyMongo 2's spellings whose values mean the opposite of the tls* options': say which to use.
-    Option("ssl_cert_reqs", _any, (), "use tlsAllowInvalidCertificates=True instead of ssl_cert_reqs=CERT_NONE",
-           uri=False),
-    Option("ssl_match_hostname", _any, (), "use tlsAllowInvalidHostnames=True instead of ssl_match_hostname=False",
-           uri=False),
-    Option("ssl_keyfile", _any, (), "put the key in the tlsCertificateKeyFile PEM file, with the certificate",
-           uri=False),
-    Option("ssl_context", _any, (), "an SSLContext cannot be made cooperative for gevent; use the tls* options",
-           uri=False),
+    Option(
+        "ssl_cert_reqs", _any, (), "use tlsAllowInvalidCertificates=True instead of ssl_cert_reqs=CERT_NONE", uri=False
+    ),
+    Option(
+        "ssl_match_hostname",
+        _any,
+        (),
+        "use tlsAllowInvalidHostnames=True instead of ssl_match_hostname=False",
+        uri=False,
+    ),
+    Option(
+        "ssl_keyfile", _any, (), "put the key in the tlsCertificateKeyFile PEM file, with the certificate", uri=False
+    ),
+    Option(
+        "ssl_context", _any, (), "an SSLContext cannot be made cooperative for gevent; use the tls* options", uri=False
+    ),
     Option("readConcernLevel", _any, ("read_concern",), "read concerns are not implemented yet"),
     Option("server_api", _any, (), "the Stable API is not implemented yet", uri=False),
     Option("auto_encryption_opts", _any, (), "client-side field level encryption is not supported", uri=False),
     Option("slave_okay", _any, ("slaveOk",), "use readPreference=secondaryPreferred (PyMongo 3 removed slave_okay)"),
-    Option("serverMonitoringMode", _any, (), "servers are checked when an operation needs it, never in the "
-           "background (see mongo_requests.monitor)"),
+    Option(
+        "serverMonitoringMode",
+        _any,
+        (),
+        "servers are checked when an operation needs it, never in the background (see mongo_requests.monitor)",
+    ),
 )
 
 #: Every option by lower-cased spelling (its name and each alias).
-OPTIONS: Mapping[str, Option] = {
-    spelling.lower(): opt for opt in _TABLE for spelling in (opt.name,) + opt.aliases
-}
+OPTIONS: Mapping[str, Option] = {spelling.lower(): opt for opt in _TABLE for spelling in (opt.name,) + opt.aliases}
 
 
 def validate_option(key: str, value: Any, from_uri: bool = False) -> tuple[Option, Any]:
@@ -455,7 +479,7 @@ def redact_uri(text: str) -> str:
         at = rest.rfind("@")
         if not sep or at < 0:
             return uri
-        return "%s://<redacted>@%s" % (head, rest[at + 1:])
+        return "%s://<redacted>@%s" % (head, rest[at + 1 :])
 
     text = re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*", lambda m: fix(m.group(0)), text)
     # Secret option values, such as a private key's password.
@@ -558,14 +582,17 @@ def _read_preference_from(raw: Mapping[str, Any], heartbeat_frequency: float) ->
     max_staleness = raw.get("maxStalenessSeconds")
     if mode is None:
         if tag_sets or max_staleness not in (None, -1):
-            raise ConfigurationError("readPreferenceTags and maxStalenessSeconds need a readPreference other "
-                                     "than primary")
+            raise ConfigurationError(
+                "readPreferenceTags and maxStalenessSeconds need a readPreference other than primary"
+            )
         return Primary()
     if tag_sets is not None or max_staleness is not None:
         try:
-            mode = make_read_preference(read_pref_mode_from_name(mode.mongos_mode),
-                                        tag_sets if tag_sets is not None else mode.tag_sets,
-                                        max_staleness if max_staleness is not None else mode.max_staleness)
+            mode = make_read_preference(
+                read_pref_mode_from_name(mode.mongos_mode),
+                tag_sets if tag_sets is not None else mode.tag_sets,
+                max_staleness if max_staleness is not None else mode.max_staleness,
+            )
         except (PyMongoError, TypeError, ValueError) as exc:
             raise ConfigurationError(str(exc)) from None
     validate_max_staleness(mode, heartbeat_frequency)

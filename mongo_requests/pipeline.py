@@ -93,9 +93,7 @@ class PipelineError(OperationFailure):
             ", ".join(str(i) for i, _ in errors[:10]) + (", ..." if len(errors) > 10 else ""),
             first,
         )
-        details = {
-            "errors": [{"index": i, "code": getattr(e, "code", None), "errmsg": str(e)} for i, e in errors]
-        }
+        details = {"errors": [{"index": i, "code": getattr(e, "code", None), "errmsg": str(e)} for i, e in errors]}
         super().__init__(msg, getattr(first, "code", None), details)
 
 
@@ -186,8 +184,7 @@ def _lazy_class(base: type) -> type:
         ns["__eq__"] = lambda self, other: self._op.result() == other
         ns["__ne__"] = lambda self, other: self._op.result() != other
         ns["__hash__"] = None
-        ns["__doc__"] = "A :class:`%s.%s` that resolves at the pipeline's next sync." % (
-            base.__module__, base.__name__)
+        ns["__doc__"] = "A :class:`%s.%s` that resolves at the pipeline's next sync." % (base.__module__, base.__name__)
         cls = _lazy_classes[base] = type("Pipelined" + base.__name__, (base,), ns)
     return cls
 
@@ -291,8 +288,21 @@ class Pipeline:
     """
 
     __slots__ = (
-        "user", "mongos", "sock", "queue", "count", "errors", "lost", "outstanding",
-        "max_reply", "window", "_buf", "_start", "_end", "_out", "_out_size",
+        "user",
+        "mongos",
+        "sock",
+        "queue",
+        "count",
+        "errors",
+        "lost",
+        "outstanding",
+        "max_reply",
+        "window",
+        "_buf",
+        "_start",
+        "_end",
+        "_out",
+        "_out_size",
     )
 
     def __init__(self, user: bool) -> None:
@@ -440,8 +450,11 @@ class Pipeline:
         if last:
             self._read(last)
         if not op.done:
-            op.lose(AutoReconnect("the pipeline lost this write's reply (index %d)" % op.index,
-                                  {"unknownWrites": [op.index]}))
+            op.lose(
+                AutoReconnect(
+                    "the pipeline lost this write's reply (index %d)" % op.index, {"unknownWrites": [op.index]}
+                )
+            )
 
     def finish(self) -> BaseException | None:
         """Leaving the request: read everything, detach; the error to raise once the socket is back."""
@@ -581,8 +594,12 @@ class Pipeline:
         host, port = self.sock.address if self.sock is not None else ("?", 0)
         why = str(cause) or type(cause).__name__
         msg = "%s:%d: connection lost in a pipeline (%s); %d write(s) unknown, index %s" % (
-            host, port, why, len(unknown),
-            ", ".join(str(i) for i in unknown[:20]) + (", ..." if len(unknown) > 20 else ""))
+            host,
+            port,
+            why,
+            len(unknown),
+            ", ".join(str(i) for i in unknown[:20]) + (", ..." if len(unknown) > 20 else ""),
+        )
         error = AutoReconnect(msg, {"unknownWrites": unknown})
         for op in ops:
             op.lose(error)

@@ -37,6 +37,7 @@ collection).  So it never blocks on the lock: it queues the record in
 ``_dead`` and reaps only if it can take the lock at once.  Whoever holds the
 lock reaps the queue after releasing it, so no record waits for long.
 """
+
 from __future__ import annotations
 
 import collections
@@ -567,8 +568,16 @@ class Pool(PoolReport):
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.001)
             timeout = left if timeout is None else min(timeout, left)
-        args = (self.address, self._socket_module, timeout, opts.socket_timeout, self.generation, opts.metadata,
-                opts.setup, self.identity.ssl)
+        args = (
+            self.address,
+            self._socket_module,
+            timeout,
+            opts.socket_timeout,
+            self.generation,
+            opts.metadata,
+            opts.setup,
+            self.identity.ssl,
+        )
         sock = SocketInfo.connect(*args) if self._events is None else self._events.connect(*args)
         self.hello = sock.hello
         self._counters["created"] += 1

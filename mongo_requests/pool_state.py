@@ -3,6 +3,7 @@
 No locks and no I/O here; :mod:`mongo_requests.pool` owns the rules for
 using them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class RequestState(enum.Enum):
 _NO_REQUEST = RequestState.NO_REQUEST
 _NO_SOCKET = RequestState.REQUEST_NO_SOCKET
 _PINNED = RequestState.PINNED
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolOptions:

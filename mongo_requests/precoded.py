@@ -13,6 +13,7 @@ command gives (tests compare the two), so the server sees the same command.
 Only the hot path uses these bodies; listeners, retryable writes and
 read preferences still get (and encode) the command dict.
 """
+
 from __future__ import annotations
 
 import struct
@@ -100,5 +101,14 @@ class WriteOne:
         head = self._head
         tail = self._tail
         # The document and its array, framed around the statement in one join.
-        return b"".join((_pack_int32(4 + len(head) + 8 + len(stmt) + len(tail)), head,
-                         _pack_int32(8 + len(stmt)), b"\x030\x00", stmt, b"\x00", tail))
+        return b"".join(
+            (
+                _pack_int32(4 + len(head) + 8 + len(stmt) + len(tail)),
+                head,
+                _pack_int32(8 + len(stmt)),
+                b"\x030\x00",
+                stmt,
+                b"\x00",
+                tail,
+            )
+        )

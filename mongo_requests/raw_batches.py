@@ -22,9 +22,7 @@ __all__ = ["RawBatchCursor", "RawBatchCommandCursor", "raw_collection"]
 
 def raw_collection(collection: Collection) -> Collection:
     """The same collection, decoding to RawBSONDocument."""
-    return collection.with_options(
-        codec_options=collection.codec_options.with_options(document_class=RawBSONDocument)
-    )
+    return collection.with_options(codec_options=collection.codec_options.with_options(document_class=RawBSONDocument))
 
 
 def _take_batch(cursor: Any) -> bytes:

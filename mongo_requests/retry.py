@@ -13,6 +13,7 @@ command again, with the same ``lsid`` and ``txnNumber`` for a write).
   server that is stepping down, recovering or shutting down, or, for writes,
   one the server itself labels ``RetryableWriteError`` (MongoDB 4.4+).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -44,8 +45,9 @@ _RETRYABLE_READ_CODES = RETRYABLE_CODES | {134}
 
 
 # Reads that the Retryable Reads specification lets a driver run again.
-_RETRYABLE_READS = frozenset(("find", "aggregate", "distinct", "count", "listCollections", "listIndexes",
-                              "listDatabases"))
+_RETRYABLE_READS = frozenset(
+    ("find", "aggregate", "distinct", "count", "listCollections", "listIndexes", "listDatabases")
+)
 
 
 def is_retryable_read(cmd: Mapping[str, Any]) -> bool:
@@ -82,8 +84,9 @@ def is_retryable_read_error(exc: BaseException) -> bool:
     """
     if _network_error(exc):
         return True
-    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES and not isinstance(
-        exc, PipelineError)
+    return (
+        isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES and not isinstance(exc, PipelineError)
+    )
 
 
 def is_retryable_write_error(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 Kept apart from client.py (a mixin the client inherits) so that each module
 stays small; the rules of what may be retried are in :mod:`mongo_requests.retry`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,7 +46,11 @@ class RetryableWrites:
             raise first from None
 
     def _retryable_write(
-        self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any], sequences: Sequence[bytes],
+        self,
+        dbname: str,
+        cmd: dict[str, Any],
+        codec_options: CodecOptions[Any],
+        sequences: Sequence[bytes],
         check: bool,
     ) -> dict[str, Any]:
         """Run a write with a server session's ``lsid`` and a new ``txnNumber``; retry it once if it may be.
@@ -87,4 +92,3 @@ class RetryableWrites:
         finally:
             if explicit is None:
                 self._sessions.checkin(session, timeout_minutes)
-

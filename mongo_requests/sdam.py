@@ -25,6 +25,7 @@ Rules implemented here, in the specification's words where they matter:
 - a secondary whose ``me`` differs from the address we reached it by is
   removed (it is known under its canonical name).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -164,9 +165,26 @@ class ServerDescription:
     """
 
     __slots__ = (
-        "address", "type", "error", "round_trip_time", "last_update_time", "last_write_date", "min_wire_version",
-        "max_wire_version", "me", "hosts", "passives", "arbiters", "tags", "set_name", "set_version",
-        "election_id", "primary", "logical_session_timeout_minutes", "topology_version", "hello",
+        "address",
+        "type",
+        "error",
+        "round_trip_time",
+        "last_update_time",
+        "last_write_date",
+        "min_wire_version",
+        "max_wire_version",
+        "me",
+        "hosts",
+        "passives",
+        "arbiters",
+        "tags",
+        "set_name",
+        "set_version",
+        "election_id",
+        "primary",
+        "logical_session_timeout_minutes",
+        "topology_version",
+        "hello",
     )
 
     address: Address
@@ -204,14 +222,20 @@ class ServerDescription:
         raise AttributeError("ServerDescription is immutable")
 
     @classmethod
-    def unknown(cls, address: Address, error: BaseException | None = None, now: float = 0.0,
-                topology_version: Mapping[str, Any] | None = None) -> ServerDescription:
+    def unknown(
+        cls,
+        address: Address,
+        error: BaseException | None = None,
+        now: float = 0.0,
+        topology_version: Mapping[str, Any] | None = None,
+    ) -> ServerDescription:
         """A default (Unknown) description, optionally carrying the error that caused it."""
         return cls(address, error=error, last_update_time=now, topology_version=topology_version)
 
     @classmethod
-    def from_hello(cls, address: Address, hello: Mapping[str, Any], round_trip_time: float | None = None,
-                   now: float = 0.0) -> ServerDescription:
+    def from_hello(
+        cls, address: Address, hello: Mapping[str, Any], round_trip_time: float | None = None, now: float = 0.0
+    ) -> ServerDescription:
         """Describe a server from its ``hello`` reply.
 
         :param round_trip_time: the (averaged) round trip in seconds.
@@ -321,8 +345,16 @@ class TopologyDescription:
         if any of them does not support sessions.
     """
 
-    __slots__ = ("type", "servers", "set_name", "max_set_version", "max_election_id", "seed_count",
-                 "compatibility_error", "logical_session_timeout_minutes")
+    __slots__ = (
+        "type",
+        "servers",
+        "set_name",
+        "max_set_version",
+        "max_election_id",
+        "seed_count",
+        "compatibility_error",
+        "logical_session_timeout_minutes",
+    )
 
     type: TopologyType
     servers: Mapping[Address, ServerDescription]
@@ -333,12 +365,23 @@ class TopologyDescription:
     compatibility_error: str | None
     logical_session_timeout_minutes: int | None
 
-    def __init__(self, type: TopologyType, servers: Mapping[Address, ServerDescription],
-                 set_name: str | None = None, max_set_version: int | None = None, max_election_id: Any = None,
-                 seed_count: int = 1) -> None:
-        for name, value in (("type", type), ("servers", servers), ("set_name", set_name),
-                            ("max_set_version", max_set_version), ("max_election_id", max_election_id),
-                            ("seed_count", seed_count)):
+    def __init__(
+        self,
+        type: TopologyType,
+        servers: Mapping[Address, ServerDescription],
+        set_name: str | None = None,
+        max_set_version: int | None = None,
+        max_election_id: Any = None,
+        seed_count: int = 1,
+    ) -> None:
+        for name, value in (
+            ("type", type),
+            ("servers", servers),
+            ("set_name", set_name),
+            ("max_set_version", max_set_version),
+            ("max_election_id", max_election_id),
+            ("seed_count", seed_count),
+        ):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "compatibility_error", _compatibility(servers))
         object.__setattr__(self, "logical_session_timeout_minutes", _session_timeout(servers))
@@ -373,12 +416,15 @@ def _compatibility(servers: Mapping[Address, ServerDescription]) -> str | None:
         if sd.type is ServerType.Unknown or sd.type is ServerType.PossiblePrimary:
             continue  # not heard from (yet): nothing to judge
         if sd.min_wire_version > MAX_SUPPORTED_WIRE_VERSION:
-            return ("Server at %s requires wire version %d, but this version of mongo_requests only supports up "
-                    "to %d." % (format_address(sd.address), sd.min_wire_version, MAX_SUPPORTED_WIRE_VERSION))
+            return (
+                "Server at %s requires wire version %d, but this version of mongo_requests only supports up "
+                "to %d." % (format_address(sd.address), sd.min_wire_version, MAX_SUPPORTED_WIRE_VERSION)
+            )
         if sd.max_wire_version < MIN_SUPPORTED_WIRE_VERSION:
-            return ("Server at %s reports wire version %d, but this version of mongo_requests requires at least "
-                    "%d (MongoDB 3.6)." % (format_address(sd.address), sd.max_wire_version,
-                                           MIN_SUPPORTED_WIRE_VERSION))
+            return (
+                "Server at %s reports wire version %d, but this version of mongo_requests requires at least "
+                "%d (MongoDB 3.6)." % (format_address(sd.address), sd.max_wire_version, MIN_SUPPORTED_WIRE_VERSION)
+            )
     return None
 
 
@@ -389,8 +435,9 @@ def _session_timeout(servers: Mapping[Address, ServerDescription]) -> int | None
     return min(timeouts)  # type: ignore[type-var]
 
 
-def initial_topology(seeds: Iterable[Address], replica_set: str | None = None,
-                     direct_connection: bool | None = None) -> TopologyDescription:
+def initial_topology(
+    seeds: Iterable[Address], replica_set: str | None = None, direct_connection: bool | None = None
+) -> TopologyDescription:
     """The topology description before any check, per the URI options.
 
     :raises ValueError: for ``directConnection=true`` with several seeds.
@@ -431,8 +478,9 @@ class _Step:
         self.seed_count = td.seed_count
 
     def freeze(self) -> TopologyDescription:
-        return TopologyDescription(self.type, self.servers, self.set_name, self.max_set_version,
-                                   self.max_election_id, self.seed_count)
+        return TopologyDescription(
+            self.type, self.servers, self.set_name, self.max_set_version, self.max_election_id, self.seed_count
+        )
 
     def check_if_has_primary(self) -> None:
         has = any(sd.type is ServerType.RSPrimary for sd in self.servers.values())
@@ -504,8 +552,10 @@ class _Step:
                 self.max_set_version = sd.set_version
         for address, other in list(self.servers.items()):
             if address != sd.address and other.type is ServerType.RSPrimary:
-                error = StalePrimaryError("primary marked stale due to electionId/setVersion mismatch: %s is the "
-                                          "new primary" % format_address(sd.address))
+                error = StalePrimaryError(
+                    "primary marked stale due to electionId/setVersion mismatch: %s is the "
+                    "new primary" % format_address(sd.address)
+                )
                 self.servers[address] = ServerDescription.unknown(address, error, sd.last_update_time)
         self.add_hosts(sd)
         members = sd.all_hosts
@@ -534,8 +584,7 @@ def apply(td: TopologyDescription, sd: ServerDescription) -> TopologyDescription
     current = td.servers.get(sd.address)
     if current is None:
         return td
-    if sd.type is not ServerType.Unknown and topology_version_is_stale(current.topology_version,
-                                                                        sd.topology_version):
+    if sd.type is not ServerType.Unknown and topology_version_is_stale(current.topology_version, sd.topology_version):
         return td
     if current.round_trip_time is not None and sd.round_trip_time is None and sd.type is not ServerType.Unknown:
         sd = sd.replace(round_trip_time=current.round_trip_time)
@@ -544,8 +593,9 @@ def apply(td: TopologyDescription, sd: ServerDescription) -> TopologyDescription
     stype, ttype = sd.type, td.type
     if ttype is TopologyType.Single:
         if td.set_name is not None and sd.type is not ServerType.Unknown and sd.set_name != td.set_name:
-            error = StaleSetNameError("server %s reports replica set %r, not %r"
-                                      % (format_address(sd.address), sd.set_name, td.set_name))
+            error = StaleSetNameError(
+                "server %s reports replica set %r, not %r" % (format_address(sd.address), sd.set_name, td.set_name)
+            )
             step.servers[sd.address] = ServerDescription.unknown(sd.address, error, sd.last_update_time)
     elif ttype is TopologyType.LoadBalanced:
         pass

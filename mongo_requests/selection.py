@@ -13,6 +13,7 @@ then raises with :func:`selection_error_message`.
 
 Read preferences are :mod:`pymongo.read_preferences` objects.
 """
+
 from __future__ import annotations
 
 import random
@@ -88,15 +89,22 @@ def _staleness(sd: ServerDescription, td: TopologyDescription, heartbeat_frequen
     if primary is not None:
         if primary.last_write_date is None:
             return None
-        return ((sd.last_update_time - sd.last_write_date) - (primary.last_update_time - primary.last_write_date)
-                + heartbeat_frequency)
-    dates = [s.last_write_date for s in td.servers.values()
-             if s.type is ServerType.RSSecondary and s.last_write_date is not None]
+        return (
+            (sd.last_update_time - sd.last_write_date)
+            - (primary.last_update_time - primary.last_write_date)
+            + heartbeat_frequency
+        )
+    dates = [
+        s.last_write_date
+        for s in td.servers.values()
+        if s.type is ServerType.RSSecondary and s.last_write_date is not None
+    ]
     return max(dates) - sd.last_write_date + heartbeat_frequency
 
 
-def _fresh_secondaries(td: TopologyDescription, read_preference: _ServerMode,
-                       heartbeat_frequency: float) -> list[ServerDescription]:
+def _fresh_secondaries(
+    td: TopologyDescription, read_preference: _ServerMode, heartbeat_frequency: float
+) -> list[ServerDescription]:
     secondaries = td.by_type(ServerType.RSSecondary)
     max_staleness = read_preference.max_staleness
     if max_staleness == -1:
@@ -145,8 +153,11 @@ def suitable_servers(
     if ttype is TopologyType.Single:
         # A direct connection uses its one server whatever it is; the server
         # itself refuses what it cannot do.
-        return [sd for sd in servers.values() if sd.is_data_bearing or sd.type in (
-            ServerType.RSArbiter, ServerType.RSOther, ServerType.RSGhost)]
+        return [
+            sd
+            for sd in servers.values()
+            if sd.is_data_bearing or sd.type in (ServerType.RSArbiter, ServerType.RSOther, ServerType.RSGhost)
+        ]
     if ttype in (TopologyType.Sharded, TopologyType.LoadBalanced):
         return [sd for sd in servers.values() if sd.type in (ServerType.Mongos, ServerType.LoadBalancer)]
     primary = td.primary
@@ -185,8 +196,9 @@ def in_latency_window(servers: Sequence[ServerDescription], local_threshold: flo
     return [sd for sd, rtt in zip(servers, rtts, strict=True) if rtt <= limit]
 
 
-def choose(servers: Sequence[ServerDescription], rng: Callable[[Sequence[Any]], Any] = random.choice
-           ) -> ServerDescription | None:
+def choose(
+    servers: Sequence[ServerDescription], rng: Callable[[Sequence[Any]], Any] = random.choice
+) -> ServerDescription | None:
     """Pick one server at random (the specification's rule), None if there is none."""
     if not servers:
         return None
@@ -219,8 +231,12 @@ def _describe_preference(read_preference: _ServerMode, for_write: bool) -> str:
     return text
 
 
-def selection_error_message(td: TopologyDescription, read_preference: _ServerMode = PRIMARY, for_write: bool = False,
-                            timeout: float | None = None) -> str:
+def selection_error_message(
+    td: TopologyDescription,
+    read_preference: _ServerMode = PRIMARY,
+    for_write: bool = False,
+    timeout: float | None = None,
+) -> str:
     """The message of a ServerSelectionTimeoutError: what was wanted, each member's type and last error."""
     wanted = _describe_preference(read_preference, for_write)
     name = " %r" % td.set_name if td.set_name else ""

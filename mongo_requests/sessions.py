@@ -22,6 +22,7 @@ so that it frees them now rather than after ``logicalSessionTimeoutMinutes``.
 It is an errand that cannot hang ``close()``: one short deadline for all of
 it, and every error ignored.  A forked child never ends its parent's sessions.
 """
+
 from __future__ import annotations
 
 import collections
@@ -161,7 +162,7 @@ def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float) 
         return  # nothing reachable in time: the server forgets the sessions by itself
     try:
         for start in range(0, len(ids), END_SESSIONS_BATCH):
-            cmd: dict[str, Any] = {"endSessions": ids[start:start + END_SESSIONS_BATCH]}
+            cmd: dict[str, Any] = {"endSessions": ids[start : start + END_SESSIONS_BATCH]}
             document = topology.read_preference_document(server, preference)
             if document is not None:
                 cmd["$readPreference"] = document

@@ -7,6 +7,7 @@ byte sent and the last byte read (a network error, a timeout, a
 ``GreenletExit`` or ``gevent.Timeout`` landing mid-message), the protocol
 state is unknown, so the socket closes itself and is never handed out again.
 """
+
 from __future__ import annotations
 
 import platform
@@ -228,21 +229,24 @@ class SocketInfo:
         host, port = self.address
         wire_version = hello.get("maxWireVersion", 0)
         if not _is_int(wire_version):
-            raise ProtocolError("Server at %s:%d sent a hello with maxWireVersion %r, not an integer"
-                                % (host, port, wire_version))
+            raise ProtocolError(
+                "Server at %s:%d sent a hello with maxWireVersion %r, not an integer" % (host, port, wire_version)
+            )
         if wire_version < MIN_WIRE_VERSION:
             raise ConfigurationError(
                 "Server at %s:%d reports wire version %d, but mongo_requests needs OP_MSG "
                 "(wire version %d, MongoDB 3.6 or later)" % (host, port, wire_version, MIN_WIRE_VERSION)
             )
         max_bson = _limit(hello, "maxBsonObjectSize", self.max_bson_size, _MAX_BSON_RANGE, self.address)
-        max_message = _limit(hello, "maxMessageSizeBytes", self.max_message_size,
-                             (max_bson, _MAX_MESSAGE_CEILING), self.address)
+        max_message = _limit(
+            hello, "maxMessageSizeBytes", self.max_message_size, (max_bson, _MAX_MESSAGE_CEILING), self.address
+        )
         max_batch = _limit(hello, "maxWriteBatchSize", self.max_write_batch_size, _MAX_BATCH_RANGE, self.address)
         connection_id = hello.get("connectionId")
         if connection_id is not None and not _is_int(connection_id):
-            raise ProtocolError("Server at %s:%d sent a hello with connectionId %r, not an integer"
-                                % (host, port, connection_id))
+            raise ProtocolError(
+                "Server at %s:%d sent a hello with connectionId %r, not an integer" % (host, port, connection_id)
+            )
         self.hello = hello
         self.max_wire_version = wire_version
         self.max_bson_size = max_bson

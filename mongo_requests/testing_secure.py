@@ -10,6 +10,7 @@ when certificates are made.
 
 Import both from :mod:`mongo_requests.testing`, like the rest of it.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,27 +61,26 @@ class TestCertificates:
         ca = trustme.CA(organization_name=_TEST_ORG)
         # X.509 users must differ from the server's certificate in O, OU or
         # DC, or mongod takes them for cluster members: so OU differs.
-        server = ca.issue_cert("localhost", organization_name=_TEST_ORG,
-                               organization_unit_name="server")
-        member = ca.issue_cert("localhost", HOST, organization_name=_TEST_ORG,
-                               organization_unit_name="server")
-        client = ca.issue_cert(common_name="client", organization_name=_TEST_ORG,
-                               organization_unit_name="clients")
+        server = ca.issue_cert("localhost", organization_name=_TEST_ORG, organization_unit_name="server")
+        member = ca.issue_cert("localhost", HOST, organization_name=_TEST_ORG, organization_unit_name="server")
+        client = ca.issue_cert(common_name="client", organization_name=_TEST_ORG, organization_unit_name="clients")
         self.ca = self._write("ca.pem", ca.cert_pem.bytes())
         self.server = self._write("server.pem", server.private_key_and_cert_chain_pem.bytes())
         self.member = self._write("member.pem", member.private_key_and_cert_chain_pem.bytes())
         self.client = self._write("client.pem", client.private_key_and_cert_chain_pem.bytes())
         # Signed by the same CA, but no $external user has its subject.
-        stranger = ca.issue_cert(common_name="stranger", organization_name=_TEST_ORG,
-                                 organization_unit_name="clients")
+        stranger = ca.issue_cert(common_name="stranger", organization_name=_TEST_ORG, organization_unit_name="clients")
         self.stranger = self._write("stranger.pem", stranger.private_key_and_cert_chain_pem.bytes())
         self.client_password = secrets.token_urlsafe(12)
         key = serialization.load_pem_private_key(client.private_key_pem.bytes(), None)
         encrypted = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self.client_password.encode()))
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(self.client_password.encode()),
+        )
         self.client_encrypted = self._write(
-            "client-encrypted.pem", encrypted + b"".join(p.bytes() for p in client.cert_chain_pems))
+            "client-encrypted.pem", encrypted + b"".join(p.bytes() for p in client.cert_chain_pems)
+        )
         self.other_ca = self._write("other-ca.pem", trustme.CA().cert_pem.bytes())
         client_cert = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
         self.client_subject = client_cert.subject.rfc4514_string()
@@ -89,17 +89,20 @@ class TestCertificates:
         server_cert = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes())
         now = datetime.datetime.now(datetime.UTC)
         ca_key: Any = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-        crl = (x509.CertificateRevocationListBuilder()
-               .issuer_name(ca_cert.subject)
-               .last_update(now - datetime.timedelta(minutes=5))
-               .next_update(now + datetime.timedelta(days=1))
-               .add_revoked_certificate(
-                   x509.RevokedCertificateBuilder()
-                   .serial_number(server_cert.serial_number)
-                   .revocation_date(now - datetime.timedelta(minutes=5)).build())
-               .sign(ca_key, hashes.SHA256()))
-        self.crl_revoking_server = self._write(
-            "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=1))
+            .add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(server_cert.serial_number)
+                .revocation_date(now - datetime.timedelta(minutes=5))
+                .build()
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.crl_revoking_server = self._write("crl.pem", crl.public_bytes(serialization.Encoding.PEM))
 
     def _write(self, name: str, data: bytes) -> str:
         path = os.path.join(self.dir, name)
@@ -146,9 +149,16 @@ class SecureMongodServer(MongodServer):
 
     admin_user = "admin"
 
-    def __init__(self, auth: bool = True, certs: TestCertificates | None = None, key_file: str | None = None,
-                 first_user: bool = True, admin_password: str | None = None, certificate: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        auth: bool = True,
+        certs: TestCertificates | None = None,
+        key_file: str | None = None,
+        first_user: bool = True,
+        admin_password: str | None = None,
+        certificate: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.auth = auth
         self.certs = certs
@@ -168,10 +178,15 @@ class SecureMongodServer(MongodServer):
             argv += ["--keyFile", self.key_file]
         if self.certs is not None:
             assert self.certificate is not None
-            argv += ["--tlsMode", "requireTLS",
-                     "--tlsCertificateKeyFile", self.certificate,
-                     "--tlsCAFile", self.certs.ca,
-                     "--tlsAllowConnectionsWithoutCertificates"]
+            argv += [
+                "--tlsMode",
+                "requireTLS",
+                "--tlsCertificateKeyFile",
+                self.certificate,
+                "--tlsCAFile",
+                self.certs.ca,
+                "--tlsAllowConnectionsWithoutCertificates",
+            ]
         return argv
 
     def command(self, command: dict[str, Any], db: str = "admin", timeout: float = 10.0) -> dict[str, Any]:
@@ -185,8 +200,14 @@ class SecureMongodServer(MongodServer):
         from pymongo.errors import ConnectionFailure, OperationFailure
 
         ms = max(int(timeout * 1000), 1)
-        client = self.pymongo_client(serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms,
-                                     maxPoolSize=1, retryReads=False, retryWrites=False)
+        client = self.pymongo_client(
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=ms,
+            maxPoolSize=1,
+            retryReads=False,
+            retryWrites=False,
+        )
         try:
             return dict(client[db].command(command))
         except OperationFailure as exc:
@@ -210,8 +231,9 @@ class SecureMongodServer(MongodServer):
         """Create the admin user through the localhost exception; then :attr:`users_exist`."""
         # w=1: a new set's secondaries may still be syncing; later users are
         # created with a write concern that waits for them.
-        reply = self.command({"createUser": self.admin_user, "pwd": self.admin_password, "roles": ["root"],
-                              "writeConcern": {"w": 1}})
+        reply = self.command(
+            {"createUser": self.admin_user, "pwd": self.admin_password, "roles": ["root"], "writeConcern": {"w": 1}}
+        )
         if not reply.get("ok"):
             raise MongodStartError("could not create the first user on %s:%d: %r" % (self.address + (reply,)))
         self.users_exist = True
@@ -233,14 +255,23 @@ class SecureMongodServer(MongodServer):
         host = "localhost" if self.certs is not None else HOST
         return pymongo.MongoClient(host, self.port, **opts)
 
-    def create_user(self, name: str, password: str | None = None, roles: Any = ("root",),
-                    db: str = "admin", mechanisms: Any = None, **fields: Any) -> None:
+    def create_user(
+        self,
+        name: str,
+        password: str | None = None,
+        roles: Any = ("root",),
+        db: str = "admin",
+        mechanisms: Any = None,
+        **fields: Any,
+    ) -> None:
         """Create a user (``password=None`` for an X.509 user in ``$external``).
 
         :param fields: more fields of ``createUser`` (``writeConcern``, ...).
         """
-        cmd: dict[str, Any] = {"createUser": name, "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r
-                                                    for r in roles]}
+        cmd: dict[str, Any] = {
+            "createUser": name,
+            "roles": [{"role": r, "db": "admin"} if isinstance(r, str) else r for r in roles],
+        }
         if password is not None:
             cmd["pwd"] = password
         if mechanisms:

@@ -12,6 +12,7 @@ on gevent's hub, with or without monkey-patching; the caller identity hands
 out the right ``ssl`` module, the way it hands out ``socket``.  An
 ``SSLContext`` is built once per ``ssl`` module and shared by every socket.
 """
+
 from __future__ import annotations
 
 import os

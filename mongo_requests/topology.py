@@ -36,6 +36,7 @@ first secondary read used, as long as it stays suitable, so reads in a
 request never go back in time.  When the primary changes, the next
 operation simply selects the new primary and pins a socket there.
 """
+
 from __future__ import annotations
 
 import collections
@@ -347,8 +348,9 @@ class Topology:
                     return server
         return self._select(PRIMARY if read_preference is None else read_preference, for_write, timeout, once)
 
-    def _select(self, read_preference: _ServerMode, for_write: bool, timeout: float | None, once: bool = False
-                ) -> Server:
+    def _select(
+        self, read_preference: _ServerMode, for_write: bool, timeout: float | None, once: bool = False
+    ) -> Server:
         if self.closed:
             # The caller's request may still hold a socket that close() left
             # it for its operation in flight: this call is where it goes.

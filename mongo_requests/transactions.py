@@ -26,6 +26,7 @@ with :class:`~pymongo.errors.ConfigurationError` for the transaction's write
 concern, and an operation that would send a ``w=0`` write with an explicit
 session raises too (:func:`~mongo_requests.client_session.refuse_unacknowledged`).
 """
+
 from __future__ import annotations
 
 import enum
@@ -55,8 +56,14 @@ if TYPE_CHECKING:
     from .client import MongoClient
     from .client_session import ClientSession
 
-__all__ = ["TxnState", "Transaction", "start_transaction", "commit_transaction", "abort_transaction",
-           "with_transaction"]
+__all__ = [
+    "TxnState",
+    "Transaction",
+    "start_transaction",
+    "commit_transaction",
+    "abort_transaction",
+    "with_transaction",
+]
 
 # The Convenient API specification's limit on with_transaction's retries.
 WITH_TRANSACTION_TIMEOUT = 120.0
@@ -118,8 +125,9 @@ class Transaction:
         return "<Transaction %d %s>" % (self.txn_number, self.state.name)
 
 
-def _resolve(session: ClientSession, read_concern: Any, write_concern: Any, read_preference: Any,
-             max_commit_time_ms: int | None) -> TransactionOptions:
+def _resolve(
+    session: ClientSession, read_concern: Any, write_concern: Any, read_preference: Any, max_commit_time_ms: int | None
+) -> TransactionOptions:
     """The transaction's options: the arguments, else the session's defaults, else the client's."""
     default = session.options.default_transaction_options or TransactionOptions()
     client = session.client
@@ -133,8 +141,9 @@ def _resolve(session: ClientSession, read_concern: Any, write_concern: Any, read
     return TransactionOptions(rc, wc, rp, mct)
 
 
-def start_transaction(session: ClientSession, read_concern: Any, write_concern: Any, read_preference: Any,
-                      max_commit_time_ms: int | None) -> _TransactionContext:
+def start_transaction(
+    session: ClientSession, read_concern: Any, write_concern: Any, read_preference: Any, max_commit_time_ms: int | None
+) -> _TransactionContext:
     """Begin a transaction on ``session`` (see :meth:`ClientSession.start_transaction`)."""
     if session.options.snapshot:
         raise InvalidOperation("Transactions are not supported in snapshot sessions")
@@ -179,8 +188,15 @@ def _add_label(exc: PyMongoError, label: str) -> None:
 
 
 def run_in_transaction(
-    client: MongoClient, session: ClientSession, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any],
-    sequences: Sequence[bytes], check: bool, address: tuple[str, int] | None, on_server: Any,
+    client: MongoClient,
+    session: ClientSession,
+    dbname: str,
+    cmd: dict[str, Any],
+    codec_options: CodecOptions[Any],
+    sequences: Sequence[bytes],
+    check: bool,
+    address: tuple[str, int] | None,
+    on_server: Any,
 ) -> dict[str, Any]:
     """Send one command of the transaction: its fields, one attempt (no retries inside a transaction).
 
@@ -190,8 +206,9 @@ def run_in_transaction(
     txn = session._transaction
     assert txn is not None
     if txn.opts.read_preference.mode != ReadPreference.PRIMARY.mode:
-        raise InvalidOperation("read preference in a transaction must be primary, not: %r"
-                               % (txn.opts.read_preference,))
+        raise InvalidOperation(
+            "read preference in a transaction must be primary, not: %r" % (txn.opts.read_preference,)
+        )
     cmd["lsid"] = session._get_server_session().lsid
     cmd["txnNumber"] = Int64(txn.txn_number)
     cmd["autocommit"] = False
@@ -218,8 +235,12 @@ def _finish_command(session: ClientSession, name: str, retry: bool) -> dict[str,
     """``commitTransaction``/``abortTransaction`` with the transaction's fields and write concern."""
     txn = session._transaction
     assert txn is not None
-    cmd: dict[str, Any] = {name: 1, "lsid": session._get_server_session().lsid, "txnNumber": Int64(txn.txn_number),
-                           "autocommit": False}
+    cmd: dict[str, Any] = {
+        name: 1,
+        "lsid": session._get_server_session().lsid,
+        "txnNumber": Int64(txn.txn_number),
+        "autocommit": False,
+    }
     wc: dict[str, Any] = dict(txn.opts.write_concern.document) if txn.opts.write_concern is not None else {}
     if retry and name == "commitTransaction":
         # The specification: a commit run again waits for a majority, so
@@ -338,8 +359,12 @@ def abort_transaction(session: ClientSession) -> None:
 
 
 def with_transaction(
-    session: ClientSession, callback: Callable[[ClientSession], Any], read_concern: Any, write_concern: Any,
-    read_preference: Any, max_commit_time_ms: int | None,
+    session: ClientSession,
+    callback: Callable[[ClientSession], Any],
+    read_concern: Any,
+    write_concern: Any,
+    read_preference: Any,
+    max_commit_time_ms: int | None,
 ) -> Any:
     """The Convenient API's loop (see :meth:`ClientSession.with_transaction`)."""
     start = time.monotonic()
@@ -351,7 +376,7 @@ def with_transaction(
 
     while True:
         if last is not None:
-            delay = random.random() * min(_BACKOFF_INITIAL * 1.5 ** attempt, _BACKOFF_MAX)
+            delay = random.random() * min(_BACKOFF_INITIAL * 1.5**attempt, _BACKOFF_MAX)
             if time.monotonic() - start + delay >= WITH_TRANSACTION_TIMEOUT:
                 raise last
             session.client.identity.sleep(delay)
@@ -373,8 +398,11 @@ def with_transaction(
             try:
                 session.commit_transaction()
             except PyMongoError as exc:
-                if (exc.has_error_label(UNKNOWN_COMMIT) and within_limit()
-                        and not (isinstance(exc, OperationFailure) and exc.code == _MAX_TIME_EXPIRED)):
+                if (
+                    exc.has_error_label(UNKNOWN_COMMIT)
+                    and within_limit()
+                    and not (isinstance(exc, OperationFailure) and exc.code == _MAX_TIME_EXPIRED)
+                ):
                     continue
                 if exc.has_error_label(TRANSIENT) and within_limit():
                     last = exc

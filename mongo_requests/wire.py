@@ -17,6 +17,7 @@ Writes with ``w=0`` set ``moreToCome`` and the server sends no reply: the
 socket stays usable and the server still processes that socket's messages in
 order, which is what makes a *request* give read-your-own-writes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -139,13 +140,7 @@ def pack_query(request_id: int, collection: str, query: bytes) -> bytes:
     name = collection.encode("utf-8") + b"\x00"
     # flags=0, fullCollectionName, numberToSkip=0, numberToReturn=-1
     length = 16 + 4 + len(name) + 8 + len(query)
-    return (
-        HEADER.pack(length, request_id, 0, OP_QUERY)
-        + _INT32.pack(0)
-        + name
-        + struct.pack("<ii", 0, -1)
-        + query
-    )
+    return HEADER.pack(length, request_id, 0, OP_QUERY) + _INT32.pack(0) + name + struct.pack("<ii", 0, -1) + query
 
 
 def unpack_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:

@@ -130,8 +130,10 @@ class WriteMethods:
         if session is not None:
             # Only PyMongo 2's methods get here (insert, update, remove, save,
             # find_and_modify): the others take session= in with_session.
-            raise ConfigurationError("PyMongo 2's insert/update/remove/save/find_and_modify take no session; "
-                                     "use insert_one, update_one, find_one_and_update... with session=")
+            raise ConfigurationError(
+                "PyMongo 2's insert/update/remove/save/find_and_modify take no session; "
+                "use insert_one, update_one, find_one_and_update... with session="
+            )
         unknown = set(kw) - _WC_KEYS
         if unknown:
             if _legacy:
@@ -171,15 +173,29 @@ class WriteMethods:
         :param session: a :class:`~mongo_requests.client_session.ClientSession` (in ``wc``).
         """
         if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
-            return in_session(wc.pop("session"), self, self.insert_one, document, bypass_document_validation,  # type: ignore[no-any-return]
-                              comment, **wc)
+            return in_session(  # type: ignore[no-any-return]
+                wc.pop("session"),
+                self,
+                self.insert_one,
+                document,
+                bypass_document_validation,
+                comment,
+                **wc,
+            )
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
         if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined(  # type: ignore[no-any-return]
-                INSERT, data, concern, bypass_document_validation, comment, None,
-                lambda reply: InsertOneResult(_id, True), InsertOneResult)
+                INSERT,
+                data,
+                concern,
+                bypass_document_validation,
+                comment,
+                None,
+                lambda reply: InsertOneResult(_id, True),
+                InsertOneResult,
+            )
         reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
         if reply is not None:
             check_write(reply)
@@ -211,7 +227,8 @@ class WriteMethods:
             raise TypeError("documents must be a non-empty list")
         if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_bulk(  # type: ignore[no-any-return]
-                batch, concern, lambda total: InsertManyResult(ids, True), InsertManyResult)
+                batch, concern, lambda total: InsertManyResult(ids, True), InsertManyResult
+            )
         result = batch.execute(concern)
         if concern.acknowledged:
             _bulk.raise_bulk_errors(result)
@@ -270,8 +287,22 @@ class WriteMethods:
         The options are PyMongo 4's, sent only when given.
         """
         if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
-            return in_session(wc.pop("session"), self, self.update_one, filter, update, upsert,  # type: ignore[no-any-return]
-                              bypass_document_validation, collation, array_filters, hint, let, sort, comment, **wc)
+            return in_session(  # type: ignore[no-any-return]
+                wc.pop("session"),
+                self,
+                self.update_one,
+                filter,
+                update,
+                upsert,
+                bypass_document_validation,
+                collation,
+                array_filters,
+                hint,
+                let,
+                sort,
+                comment,
+                **wc,
+            )
         _bulk.check_update(update)
         if upsert.__class__ is not bool:
             _check_bool("upsert", upsert)
@@ -343,8 +374,21 @@ class WriteMethods:
     ) -> UpdateResult:
         """Replace the first matching document."""
         if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
-            return in_session(wc.pop("session"), self, self.replace_one, filter, replacement, upsert,  # type: ignore[no-any-return]
-                              bypass_document_validation, collation, hint, let, sort, comment, **wc)
+            return in_session(  # type: ignore[no-any-return]
+                wc.pop("session"),
+                self,
+                self.replace_one,
+                filter,
+                replacement,
+                upsert,
+                bypass_document_validation,
+                collation,
+                hint,
+                let,
+                sort,
+                comment,
+                **wc,
+            )
         _bulk.check_replacement(replacement)
         if upsert.__class__ is not bool:
             _check_bool("upsert", upsert)
@@ -381,8 +425,17 @@ class WriteMethods:
     ) -> DeleteResult:
         """Delete the first matching document."""
         if wc and "session" in wc:  # with_session, inlined: no wrapper on the hot path
-            return in_session(wc.pop("session"), self, self.delete_one, filter, collation, hint, let, comment,  # type: ignore[no-any-return]
-                              **wc)
+            return in_session(  # type: ignore[no-any-return]
+                wc.pop("session"),
+                self,
+                self.delete_one,
+                filter,
+                collation,
+                hint,
+                let,
+                comment,
+                **wc,
+            )
         concern = self._resolve_wc(**wc) if wc else self._concern
         if collation is not None:
             collation = _bulk._collation(collation)
@@ -435,9 +488,16 @@ class WriteMethods:
         if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             batch = _bulk.bulk_of(self, requests, ordered, bypass_document_validation, comment, let)  # type: ignore[arg-type]
             return self._pipelined_bulk(  # type: ignore[no-any-return]
-                batch, concern, lambda total: BulkWriteResult(total, True), BulkWriteResult)
+                batch, concern, lambda total: BulkWriteResult(total, True), BulkWriteResult
+            )
         return _bulk.bulk_write(
-            self, requests, ordered, bypass_document_validation, comment, let, concern  # type: ignore[arg-type]
+            self,  # type: ignore[arg-type]
+            requests,
+            ordered,
+            bypass_document_validation,
+            comment,
+            let,
+            concern,
         )
 
     def initialize_ordered_bulk_op(self, bypass_document_validation: bool = False) -> BulkOperationBuilder:
@@ -479,14 +539,22 @@ class WriteMethods:
         if let is not None:
             check_mapping(let, "let")
         return self._pipelined(  # type: ignore[no-any-return]
-            UPDATE, stmt, concern, bypass, comment, let,
-            lambda reply: UpdateResult(_update_result(reply), True), UpdateResult)
+            UPDATE,
+            stmt,
+            concern,
+            bypass,
+            comment,
+            let,
+            lambda reply: UpdateResult(_update_result(reply), True),
+            UpdateResult,
+        )
 
     def _pipelined_delete(self, stmt: dict[str, Any], concern: _Concern, comment: Any, let: Any) -> DeleteResult:
         if let is not None:
             check_mapping(let, "let")
         return self._pipelined(  # type: ignore[no-any-return]
-            DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult)
+            DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult
+        )
 
     def _pipelined_bulk(self, batch: Bulk, concern: _Concern, build: Any, result_class: type) -> Any:
         """Send a bulk's commands into the caller's pipeline; its lazy result (BulkWriteError when touched).
@@ -518,8 +586,15 @@ class WriteMethods:
 
             op = pipeline.new_op(merged)
             for kind, indexes in batches:
-                cmd = _bulk.write_command(self, kind, concern, batch.ordered, batch.bypass, batch.comment,  # type: ignore[arg-type]
-                                          batch.let)
+                cmd = _bulk.write_command(
+                    self,  # type: ignore[arg-type]
+                    kind,
+                    concern,
+                    batch.ordered,
+                    batch.bypass,
+                    batch.comment,
+                    batch.let,
+                )
                 seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], [batch.ops[i][2] for i in indexes]),)
                 pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
             op.seal()

@@ -12,6 +12,7 @@ and client options; the ``client``/``make_client`` fixtures apply them.  A
 test runs in the modes its ``modes`` marker names (default: every mode but
 mixed) and is deselected in the others.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -32,11 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "modes(*names): the test modes this test runs in (default: %s; mixed only when named)"
-        % ", ".join(DEFAULT_MODES))
+        % ", ".join(DEFAULT_MODES),
+    )
     config.addinivalue_line(
         "markers",
         "spawns_modes: runs other test modes in child pytest processes; only in a plain `pytest` run "
-        "(no mode chosen), since tests/run_mode.py runs each mode itself")
+        "(no mode chosen), since tests/run_mode.py runs each mode itself",
+    )
     MODE.check_patching()
 
 
@@ -150,7 +153,6 @@ def admin_client(mongodb_uri):
     c = mongo_requests.MongoClient(mongodb_uri)
     yield c
     c.close()
-
 
 
 @pytest.fixture

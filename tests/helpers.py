@@ -4,6 +4,7 @@ the one connection monitor, fail points and small waits.
 Everything here asks the real server; nothing counts on the driver's own
 bookkeeping alone.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,7 @@ class Mode:
 
     def __init__(self, name: str, explicit: bool) -> None:
         if name not in MODES:
-            raise pytest.UsageError(
-                "MONGO_REQUESTS_TEST_MODE=%r: want one of %s" % (name, ", ".join(MODES)))
+            raise pytest.UsageError("MONGO_REQUESTS_TEST_MODE=%r: want one of %s" % (name, ", ".join(MODES)))
         self.name = name
         #: True when the mode was chosen (tests/run_mode.py or the environment),
         #: False for a plain ``python -m pytest``, which also runs the other
@@ -85,7 +85,8 @@ class Mode:
         if patched != want:
             raise pytest.UsageError(
                 "mode %s wants patched=%s but the process has %s: start it with "
-                "`python tests/run_mode.py %s ...`" % (self.name, want, patched, self.name))
+                "`python tests/run_mode.py %s ...`" % (self.name, want, patched, self.name)
+            )
 
     def client(self, uri: str, **kwargs: Any) -> mongo_requests.MongoClient:
         """A client with this mode's options (``kwargs`` win)."""
@@ -164,8 +165,9 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_child(argv: list[str], timeout: float, env: dict[str, str] | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
+def run_child(
+    argv: list[str], timeout: float, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``python argv...`` in a fresh interpreter from the project root.
 
     Fails the test, with the tails of both streams, when the child exits
@@ -173,15 +175,21 @@ def run_child(argv: list[str], timeout: float, env: dict[str, str] | None = None
     """
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env or child_env(),
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, *argv], cwd=ROOT, env=env or child_env(), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail("%s still running after %ss\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-            argv[:3], timeout, _tail(exc.stdout, 5000), _tail(exc.stderr, 10000)), pytrace=False)
+        pytest.fail(
+            "%s still running after %ss\n--- stdout ---\n%s\n--- stderr ---\n%s"
+            % (argv[:3], timeout, _tail(exc.stdout, 5000), _tail(exc.stderr, 10000)),
+            pytrace=False,
+        )
     if check and proc.returncode != 0:
-        pytest.fail("%s exited %d after %.1fs\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-            argv[:3], proc.returncode, time.monotonic() - t0, proc.stdout[-10000:], proc.stderr[-10000:]),
-            pytrace=False)
+        pytest.fail(
+            "%s exited %d after %.1fs\n--- stdout ---\n%s\n--- stderr ---\n%s"
+            % (argv[:3], proc.returncode, time.monotonic() - t0, proc.stdout[-10000:], proc.stderr[-10000:]),
+            pytrace=False,
+        )
     return proc
 
 
@@ -199,12 +207,17 @@ def _tail(data: str | bytes | None, n: int) -> str:
 def server_connections(admin_client: mongo_requests.MongoClient) -> int:
     """The server's count of open connections (``serverStatus().connections.current``)."""
     status = admin_client.admin.command(
-        {"serverStatus": 1, "metrics": 0, "wiredTiger": 0, "tcmalloc": 0, "locks": 0, "opcounters": 0})
+        {"serverStatus": 1, "metrics": 0, "wiredTiger": 0, "tcmalloc": 0, "locks": 0, "opcounters": 0}
+    )
     return int(status["connections"]["current"])
 
 
-def settled_connections(admin_client: mongo_requests.MongoClient, timeout: float = 3.0,
-                        interval: float = 0.03, sleep: Callable[[float], None] = time.sleep) -> int:
+def settled_connections(
+    admin_client: mongo_requests.MongoClient,
+    timeout: float = 3.0,
+    interval: float = 0.03,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """The server's connection count once three readings in a row agree.
 
     Sockets closed by an earlier test leave the server's count a few
@@ -228,12 +241,17 @@ def app_connections(admin_client: mongo_requests.MongoClient, appname: str) -> i
     those too.  ``$currentOp`` with ``idleConnections`` lists every
     connection with the ``appName`` from its handshake.
     """
-    reply = admin_client.admin.command({
-        "aggregate": 1,
-        "pipeline": [{"$currentOp": {"allUsers": True, "idleConnections": True}},
-                     {"$match": {"appName": appname}}, {"$count": "n"}],
-        "cursor": {},
-    })
+    reply = admin_client.admin.command(
+        {
+            "aggregate": 1,
+            "pipeline": [
+                {"$currentOp": {"allUsers": True, "idleConnections": True}},
+                {"$match": {"appName": appname}},
+                {"$count": "n"},
+            ],
+            "cursor": {},
+        }
+    )
     batch = reply["cursor"]["firstBatch"]
     return int(batch[0]["n"]) if batch else 0
 
@@ -248,8 +266,14 @@ class ConnMonitor:
     monitor's own connection is part of it).
     """
 
-    def __init__(self, admin_client: mongo_requests.MongoClient, baseline: int | None = None, pool: Any = None,
-                 interval: float = 0.005, mode: Mode | None = None) -> None:
+    def __init__(
+        self,
+        admin_client: mongo_requests.MongoClient,
+        baseline: int | None = None,
+        pool: Any = None,
+        interval: float = 0.005,
+        mode: Mode | None = None,
+    ) -> None:
         self.admin_client = admin_client
         self.mode = mode
         self.pool = pool
@@ -320,8 +344,21 @@ def conn_id(client: mongo_requests.MongoClient) -> int:
 
 
 STAT_KEYS = (
-    "open", "idle", "in_use", "pinned", "waiting", "created", "closed", "reclaimed",
-    "pins", "checkouts", "waits", "wait_timeouts", "resets", "requests_started", "requests_ended",
+    "open",
+    "idle",
+    "in_use",
+    "pinned",
+    "waiting",
+    "created",
+    "closed",
+    "reclaimed",
+    "pins",
+    "checkouts",
+    "waits",
+    "wait_timeouts",
+    "resets",
+    "requests_started",
+    "requests_ended",
 )
 
 
@@ -365,7 +402,8 @@ _FAIL_POINTS_CHECKED: set[tuple[str, int]] = set()
 NO_FAIL_POINTS = (
     "this test needs fail points (configureFailPoint), which this mongod refuses: %s. "
     "Start mongod with `--setParameter enableTestCommands=1` (the throwaway mongod from "
-    "mongo_requests.testing does), or leave MONGODB_URI unset to use that one.")
+    "mongo_requests.testing does), or leave MONGODB_URI unset to use that one."
+)
 
 
 def require_fail_points(admin_client: mongo_requests.MongoClient) -> None:

@@ -11,6 +11,7 @@ included - so this script patches first and only then starts pytest.  The
 mode reaches the tests through ``MONGO_REQUESTS_TEST_MODE`` and the ``mode``
 fixture (tests/conftest.py).
 """
+
 import sys
 
 _MODES = ("threads", "gevent-patched", "gevent-unpatched", "mixed")

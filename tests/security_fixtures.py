@@ -8,6 +8,7 @@ reference driver, so the setup does not depend on the code under test.
 Passwords are random per session: a test can then search any text (a repr,
 a log, an exception) for them.
 """
+
 from __future__ import annotations
 
 import secrets

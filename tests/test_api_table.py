@@ -1,4 +1,5 @@
 """README's table of the PyMongo 4 API is true: supported names exist, refused ones raise the error it names."""
+
 from __future__ import annotations
 
 import inspect
@@ -65,8 +66,9 @@ def _no_sub_database(obj: Any, name: str) -> None:
     try:
         inspect.getattr_static(obj, name)
     except AttributeError:
-        pytest.fail("%s.%s is in the table as supported, but %r has no such attribute" % (
-            type(obj).__name__, name, obj))
+        pytest.fail(
+            "%s.%s is in the table as supported, but %r has no such attribute" % (type(obj).__name__, name, obj)
+        )
 
 
 def _placeholders(method: Callable[..., Any]) -> list[str]:
@@ -113,10 +115,13 @@ def test_every_public_name_of_pymongo_4_is_in_the_table():
     import pymongo.database
 
     theirs = {
-        "MongoClient": pymongo.MongoClient, "Database": pymongo.database.Database,
-        "Collection": pymongo.collection.Collection, "Cursor": pymongo.cursor.Cursor,
+        "MongoClient": pymongo.MongoClient,
+        "Database": pymongo.database.Database,
+        "Collection": pymongo.collection.Collection,
+        "Cursor": pymongo.cursor.Cursor,
         "CommandCursor": pymongo.command_cursor.CommandCursor,
-        "mongo_requests.gridfs.GridFS": pm_gridfs.GridFS, "mongo_requests.gridfs.GridFSBucket": pm_gridfs.GridFSBucket,
+        "mongo_requests.gridfs.GridFS": pm_gridfs.GridFS,
+        "mongo_requests.gridfs.GridFSBucket": pm_gridfs.GridFSBucket,
     }
     listed: dict[str, set[str]] = {}
     for obj, supported, refused in ROWS:

@@ -6,6 +6,7 @@ connection is authenticated as, and ``serverStatus`` counts authentications
 per mechanism (``security.authentication.mechanisms``) and commands
 (``metrics.commands.saslStart``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,8 +75,14 @@ def test_password_saslprep_refuses_is_a_configuration_error(auth_server, auth_us
     # the server's answer, so it is a pymongo ConfigurationError (not scramp's
     # own exception), raised before anything is sent, naming no secret.
     secret = "pw\u0007" + auth_users.password
-    c = secure_client("127.0.0.1", auth_server.port, username=auth_users.alice, password=secret,
-                      authMechanism="SCRAM-SHA-256", serverSelectionTimeoutMS=30000)
+    c = secure_client(
+        "127.0.0.1",
+        auth_server.port,
+        username=auth_users.alice,
+        password=secret,
+        authMechanism="SCRAM-SHA-256",
+        serverSelectionTimeoutMS=30000,
+    )
     before = auth_counters(auth_server, "SCRAM-SHA-256")
     exc, seconds = elapsed(lambda: c.admin.command("ping"))
     assert type(exc) is ConfigurationError, repr(exc)
@@ -92,7 +99,10 @@ def test_password_saslprep_refuses_is_a_configuration_error(auth_server, auth_us
 
 def test_sha256_only_user_refuses_sha1(auth_server, auth_users, secure_client):
     c = secure_client(
-        "127.0.0.1", auth_server.port, username=auth_users.sha256, password=auth_users.password,
+        "127.0.0.1",
+        auth_server.port,
+        username=auth_users.sha256,
+        password=auth_users.password,
         authMechanism="SCRAM-SHA-1",
     )
     with pytest.raises(OperationFailure) as info:
@@ -123,8 +133,7 @@ def test_wrong_password_fails_fast_once_and_leaves_pools_usable(auth_server, aut
     good = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password))
     assert _authenticated_as(good) == [("alice", "admin")]
     # The password is nowhere in what the user sees.
-    for text in (str(exc), repr(exc), repr(exc.args), repr(exc.details), repr(bad), repr(bad.pool.opts),
-                 caplog.text):
+    for text in (str(exc), repr(exc), repr(exc.args), repr(exc.details), repr(bad), repr(bad.pool.opts), caplog.text):
         assert wrong not in text
         assert auth_users.password not in text
 
@@ -134,8 +143,11 @@ def test_wrong_password_from_many_workers_is_one_attempt_each(auth_server, auth_
     # each operation makes exactly one attempt (no retry storm), all fail with
     # code 18 within a couple of seconds, and the pool ends empty.
     n = 30
-    bad = secure_client(scram_uri(auth_server, auth_users.alice, "wrong-" + auth_users.password),
-                        serverSelectionTimeoutMS=30000, maxPoolSize=10)
+    bad = secure_client(
+        scram_uri(auth_server, auth_users.alice, "wrong-" + auth_users.password),
+        serverSelectionTimeoutMS=30000,
+        maxPoolSize=10,
+    )
     before = auth_counters(auth_server, "SCRAM-SHA-256")
     codes: list = []
 
@@ -165,11 +177,14 @@ def test_wrong_auth_source_fails_fast_with_code_18(auth_server, auth_users, secu
     # database, which is the default authSource) she does not exist: one
     # attempt, code 18 at once, nothing about her or her password in the error.
     for c in (
-        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="appdb"),
-                      serverSelectionTimeoutMS=30000),
+        secure_client(
+            scram_uri(auth_server, auth_users.alice, auth_users.password, authSource="appdb"),
+            serverSelectionTimeoutMS=30000,
+        ),
         # scram_uri without options ends in "/": the database goes after it.
-        secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password) + "appdb",
-                      serverSelectionTimeoutMS=30000),
+        secure_client(
+            scram_uri(auth_server, auth_users.alice, auth_users.password) + "appdb", serverSelectionTimeoutMS=30000
+        ),
     ):
         assert c.pool.opts.setup.credentials.source == "appdb"
         before = auth_counters(auth_server, "SCRAM-SHA-256")
@@ -266,8 +281,9 @@ def test_secret_uri_options_are_redacted():
     with pytest.raises(InvalidURI) as info:
         mongo_requests.MongoClient("mongodb://u:p@h:bad/?tlsCertificateKeyFilePassword=%s" % secret)
     assert secret not in str(info.value) and secret not in repr(info.value.args)
-    c = mongo_requests.MongoClient("mongodb://127.0.0.1:9/?tls=true&tlsCertificateKeyFilePassword=%s" % secret,
-                                   tlsInsecure=True)
+    c = mongo_requests.MongoClient(
+        "mongodb://127.0.0.1:9/?tls=true&tlsCertificateKeyFilePassword=%s" % secret, tlsInsecure=True
+    )
     assert secret not in repr(c._options) and secret not in repr(c.pool.opts)
     c.close()
     # PyMongo's MONGODB-AWS puts a session token in authMechanismProperties;
@@ -289,9 +305,11 @@ def test_bad_auth_options_are_configuration_errors():
 
 def test_pymongo2_db_authenticate_is_refused_with_what_to_do(auth_server, auth_users, secure_client):
     c = secure_client(scram_uri(auth_server, auth_users.alice, auth_users.password))
-    for call in (lambda: c.appdb.authenticate("alice", auth_users.password),
-                 lambda: c.appdb.authenticate(name="alice", password=auth_users.password),
-                 lambda: c.appdb.logout()):
+    for call in (
+        lambda: c.appdb.authenticate("alice", auth_users.password),
+        lambda: c.appdb.authenticate(name="alice", password=auth_users.password),
+        lambda: c.appdb.logout(),
+    ):
         with pytest.raises(ConfigurationError) as info:
             call()
         message = str(info.value)

@@ -8,6 +8,7 @@ half-written message would be replaced by a new connection).
 
 Only 127.0.0.1 addresses are used for unreachable-server tests.
 """
+
 from __future__ import annotations
 
 import contextlib

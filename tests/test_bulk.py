@@ -4,6 +4,7 @@ Each comparison runs the same operations with mongo_requests and with
 ``pymongo.MongoClient`` on twin collections of one database, then compares
 result attributes, error classes and error details, and what is stored.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -141,8 +142,11 @@ def test_w0_bulk_inside_a_request_is_seen_by_the_next_read(make_client, db):
     with client.start_request():
         for round_ in range(20):
             result = coll.bulk_write(
-                [InsertOne({"_id": round_, "n": 0}), UpdateOne({"_id": round_}, {"$inc": {"n": 1}}),
-                 UpdateMany({}, {"$inc": {"all": 1}})],
+                [
+                    InsertOne({"_id": round_, "n": 0}),
+                    UpdateOne({"_id": round_}, {"$inc": {"n": 1}}),
+                    UpdateMany({}, {"$inc": {"all": 1}}),
+                ],
                 ordered=bool(round_ % 2),
             )
             assert result.acknowledged is False
@@ -190,7 +194,12 @@ def test_pymongo2_bulk_builders(twins):
     bulk.find({"_id": 2}).remove_one()
     result = bulk.execute()
     assert {k: result[k] for k in ("nInserted", "nMatched", "nModified", "nUpserted", "nRemoved")} == {
-        "nInserted": 2, "nMatched": 4, "nModified": 4, "nUpserted": 1, "nRemoved": 1}
+        "nInserted": 2,
+        "nMatched": 4,
+        "nModified": 4,
+        "nUpserted": 1,
+        "nRemoved": 1,
+    }
     assert result["upserted"] == [{"index": 3, "_id": 3}]
     assert list(ours.find().sort("_id")) == [{"_id": 1, "n": 2, "x": 1}, {"_id": 3, "n": 3, "x": 1}]
     with pytest.raises(InvalidOperation):

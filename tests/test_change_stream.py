@@ -4,6 +4,7 @@ Resumes are counted from the command listener (each resume is a new
 ``aggregate``); the faults are real (``replSetStepDown``, a ``failCommand``
 fail point that closes the connection).
 """
+
 from __future__ import annotations
 
 import time
@@ -70,8 +71,11 @@ def test_a_hundred_inserts_across_a_stepdown_and_a_dropped_socket(replica_set, m
         assert half.wait(30)
         # A dropped socket: the next getMore fails with a network error.
         holder = stream._address
-        fp = {"configureFailPoint": "failCommand", "mode": {"times": 1},
-              "data": {"failCommands": ["getMore"], "closeConnection": True, "appName": app}}
+        fp = {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": ["getMore"], "closeConnection": True, "appName": app},
+        }
         assert raw_command(holder, fp)["ok"] == 1
         assert stream.try_next() is None  # resumed, and nothing new yet
         resumes_after_drop = listener.aggregates - 1
@@ -80,9 +84,16 @@ def test_a_hundred_inserts_across_a_stepdown_and_a_dropped_socket(replica_set, m
         rs.stepdown(seconds=5)
         # The old primary keeps the cursor (a secondary can serve it); make
         # it answer the next getMore as a stepped-down primary does.
-        fp = {"configureFailPoint": "failCommand", "mode": {"times": 1},
-              "data": {"failCommands": ["getMore"], "errorCode": 10107, "appName": app,
-                       "errorLabels": ["ResumableChangeStreamError"]}}
+        fp = {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {
+                "failCommands": ["getMore"],
+                "errorCode": 10107,
+                "appName": app,
+                "errorLabels": ["ResumableChangeStreamError"],
+            },
+        }
         assert raw_command(holder, fp)["ok"] == 1
         go_on.set()
         while len(seen) < 100:
@@ -99,8 +110,14 @@ def test_a_hundred_inserts_across_a_stepdown_and_a_dropped_socket(replica_set, m
     assert len(listener.failed_get_mores) == 2, listener.failed_get_mores
     # The stream resumed on the new primary.
     assert stream._address != holder and stream._address == client.primary
-    report(request, events=len(seen), resumes=listener.aggregates - 1, seconds=round(time.monotonic() - started, 2),
-           stepdown_s=round(stall, 2), failed_get_mores=listener.failed_get_mores)
+    report(
+        request,
+        events=len(seen),
+        resumes=listener.aggregates - 1,
+        seconds=round(time.monotonic() - started, 2),
+        stepdown_s=round(stall, 2),
+        failed_get_mores=listener.failed_get_mores,
+    )
     # The writer's client has seen the new primary (dropDatabase is not retried).
     writer_client.drop_database(name)
 
@@ -110,8 +127,11 @@ def test_watch_options_on_collection_database_and_client(replica_set, make_rs_cl
     name = unique_app("csopts")
     db = client[name]
     db.c.insert_one({"_id": "create"})
-    with db.c.watch(full_document="updateLookup", max_await_time_ms=200) as stream, \
-            db.watch(max_await_time_ms=200) as db_stream, client.watch(max_await_time_ms=200) as all_stream:
+    with (
+        db.c.watch(full_document="updateLookup", max_await_time_ms=200) as stream,
+        db.watch(max_await_time_ms=200) as db_stream,
+        client.watch(max_await_time_ms=200) as all_stream,
+    ):
         assert stream.try_next() is None
         db.c.insert_one({"_id": 1, "n": 0})
         db.c.update_one({"_id": 1}, {"$inc": {"n": 1}})

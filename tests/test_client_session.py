@@ -3,6 +3,7 @@
 What the driver sends is observed with a command listener; what it means is
 checked on the server (a transaction that is aborted leaves nothing).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -162,8 +163,14 @@ def test_snapshot_session_reads_one_point_in_time(replica_set, make_rs_client):
 
 
 def _idle_cursor(client, cursor_id: int) -> list[dict]:
-    return list(client.admin.aggregate([{"$currentOp": {"idleCursors": True, "allUsers": True}},
-                                        {"$match": {"type": "idleCursor", "cursor.cursorId": cursor_id}}]))
+    return list(
+        client.admin.aggregate(
+            [
+                {"$currentOp": {"idleCursors": True, "allUsers": True}},
+                {"$match": {"type": "idleCursor", "cursor.cursorId": cursor_id}},
+            ]
+        )
+    )
 
 
 def test_cursors_get_an_implicit_session_on_a_replica_set(replica_set, make_rs_client):

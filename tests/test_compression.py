@@ -6,6 +6,7 @@ The session mongod runs with its default ``--networkMessageCompressors``
 (snappy, zstd, zlib).  serverStatus is read through a separate client that
 does not compress, so the readings do not move the counters.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """examples/crawler.py runs, as a user would run it, and stores the right data."""
+
 from __future__ import annotations
 
 import ast
@@ -50,8 +51,20 @@ def run_crawler(uri):
     """Run the example against ``uri``, check what it says and what the database holds; return its output."""
     crawler = load_example()
     dbname = unique_app("crawler_test")
-    argv = [EXAMPLE, "--greenlets", str(GREENLETS), "--pages", str(PAGES),
-            "--max-pool-size", str(POOL), "--uri", uri, "--db", dbname, "--keep"]
+    argv = [
+        EXAMPLE,
+        "--greenlets",
+        str(GREENLETS),
+        "--pages",
+        str(PAGES),
+        "--max-pool-size",
+        str(POOL),
+        "--uri",
+        uri,
+        "--db",
+        dbname,
+        "--keep",
+    ]
     client = mongo_requests.MongoClient(uri)
     try:
         out = run_child(argv, timeout=120).stdout

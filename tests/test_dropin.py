@@ -1,4 +1,5 @@
 """The silent surprises of issue 9, each by name, checked against PyMongo 4 on the same server."""
+
 from __future__ import annotations
 
 import time
@@ -106,7 +107,9 @@ def test_find_one_and_update_honours_the_collections_w0(make_client, db, pm):
         assert ours.find_one({"_id": 1}) == {"_id": 1, "n": 1}
         # A per-call write concern wins: acknowledged, so the document comes back.
         assert ours.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}, write_concern=WriteConcern(w=1)) == {
-            "_id": 1, "n": 1}
+            "_id": 1,
+            "n": 1,
+        }
     assert theirs.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}) is None
 
 
@@ -162,8 +165,14 @@ def test_unsupported_pymongo_attributes_raise_clearly(client, db):
 
 
 def test_removed_server_commands_raise_instead_of_answering(db):
-    for call in (lambda: db.eval("1"), db.error, db.last_status, db.previous_error, db.reset_error_history,
-                 lambda: db.things.group({"a": 1}, {}, {}, "function(){}")):
+    for call in (
+        lambda: db.eval("1"),
+        db.error,
+        db.last_status,
+        db.previous_error,
+        db.reset_error_history,
+        lambda: db.things.group({"a": 1}, {}, {}, "function(){}"),
+    ):
         with pytest.raises(InvalidOperation, match="removed in MongoDB"):
             call()
 
@@ -337,8 +346,9 @@ def test_uri_read_preference_and_retry_writes_are_honoured(replica_set, make_rs_
     name = "uri_" + unique_app()
     for retry in ("true", "false"):
         rec = Recorder()
-        client = make_rs_client("%s&readPreference=secondary&retryWrites=%s" % (replica_set.uri, retry),
-                                event_listeners=[rec])
+        client = make_rs_client(
+            "%s&readPreference=secondary&retryWrites=%s" % (replica_set.uri, retry), event_listeners=[rec]
+        )
         coll = client[name].c
         # Discover the set first: a fresh client's very first write is never retryable (reported, not fixed here).
         client.admin.command("ping")

@@ -6,6 +6,7 @@ client's sessions before close and none after (while another client's stay);
 points prove that a frozen or failing ``endSessions`` neither hangs nor fails
 ``close()``.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def _stored_session_ids(member: Any) -> set[bytes]:
     sessions still in use into it.
     """
     assert raw_command(member.address, {"refreshLogicalSessionCacheNow": 1})["ok"] == 1
-    reply = raw_command(member.address, {"find": "system.sessions", "projection": {"_id.id": 1},
-                                         "batchSize": 100000}, db="config")
+    reply = raw_command(
+        member.address, {"find": "system.sessions", "projection": {"_id.id": 1}, "batchSize": 100000}, db="config"
+    )
     assert reply["ok"] == 1 and reply["cursor"]["id"] == 0, reply
     return {bytes(d["_id"]["id"]) for d in reply["cursor"]["firstBatch"]}
 
@@ -99,8 +101,14 @@ def test_end_sessions_is_sent_in_batches_of_10000(replica_set, make_rs_client):
 
 
 def _fail_end_sessions(member: Any, app: str, **data: Any) -> None:
-    reply = raw_command(member.address, {"configureFailPoint": "failCommand", "mode": "alwaysOn",
-                                         "data": {"failCommands": ["endSessions"], "appName": app, **data}})
+    reply = raw_command(
+        member.address,
+        {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["endSessions"], "appName": app, **data},
+        },
+    )
     assert reply["ok"] == 1, reply
 
 

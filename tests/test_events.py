@@ -1,4 +1,5 @@
 """Connection pool (CMAP), server, topology and heartbeat events through pymongo.monitoring, checked with the server."""
+
 from __future__ import annotations
 
 import threading
@@ -62,10 +63,17 @@ class PoolOnly(monitoring.ConnectionPoolListener):
 
 
 CMAP = (
-    monitoring.PoolCreatedEvent, monitoring.PoolReadyEvent, monitoring.PoolClearedEvent, monitoring.PoolClosedEvent,
-    monitoring.ConnectionCreatedEvent, monitoring.ConnectionReadyEvent, monitoring.ConnectionClosedEvent,
-    monitoring.ConnectionCheckOutStartedEvent, monitoring.ConnectionCheckOutFailedEvent,
-    monitoring.ConnectionCheckedOutEvent, monitoring.ConnectionCheckedInEvent,
+    monitoring.PoolCreatedEvent,
+    monitoring.PoolReadyEvent,
+    monitoring.PoolClearedEvent,
+    monitoring.PoolClosedEvent,
+    monitoring.ConnectionCreatedEvent,
+    monitoring.ConnectionReadyEvent,
+    monitoring.ConnectionClosedEvent,
+    monitoring.ConnectionCheckOutStartedEvent,
+    monitoring.ConnectionCheckOutFailedEvent,
+    monitoring.ConnectionCheckedOutEvent,
+    monitoring.ConnectionCheckedInEvent,
 )
 
 
@@ -94,8 +102,9 @@ def test_pool_events_agree_with_the_servers_connections(make_client, admin_clien
     assert coll.find_one({"_id": 1}) == {"_id": 1}
     release.set()
     assert mode.join([worker], 10) == 0
-    assert wait_until(lambda: len(rec.of(monitoring.ConnectionCheckedInEvent))
-                      == len(rec.of(monitoring.ConnectionCheckedOutEvent)), 5)
+    assert wait_until(
+        lambda: len(rec.of(monitoring.ConnectionCheckedInEvent)) == len(rec.of(monitoring.ConnectionCheckedOutEvent)), 5
+    )
 
     created = rec.of(monitoring.ConnectionCreatedEvent)
     assert len(created) >= 2
@@ -230,8 +239,11 @@ def test_steady_state_pool_events_match_pymongos(mongodb_uri, make_client):
             got.append(rec.names[start:])  # before close (PyMongo's close checks out once more, for endSessions)
     finally:
         pm.close()
-    assert got[0] == got[1] == ["ConnectionCheckOutStartedEvent", "ConnectionCheckedOutEvent",
-                                "ConnectionCheckedInEvent"] * 3
+    assert (
+        got[0]
+        == got[1]
+        == ["ConnectionCheckOutStartedEvent", "ConnectionCheckedOutEvent", "ConnectionCheckedInEvent"] * 3
+    )
 
 
 def test_global_pool_listener_is_seen_by_new_clients(make_client):
@@ -250,9 +262,14 @@ def test_global_pool_listener_is_seen_by_new_clients(make_client):
 def test_standalone_topology_server_and_heartbeat_events(make_client, admin_client):
     rec = Rec()
     client = make_client(event_listeners=[rec])
-    sdam = (monitoring.TopologyOpenedEvent, monitoring.TopologyDescriptionChangedEvent,
-            monitoring.ServerOpeningEvent, monitoring.ServerDescriptionChangedEvent,
-            monitoring.ServerClosedEvent, monitoring.TopologyClosedEvent)
+    sdam = (
+        monitoring.TopologyOpenedEvent,
+        monitoring.TopologyDescriptionChangedEvent,
+        monitoring.ServerOpeningEvent,
+        monitoring.ServerDescriptionChangedEvent,
+        monitoring.ServerClosedEvent,
+        monitoring.TopologyClosedEvent,
+    )
     assert rec.names(*sdam) == ["TopologyOpenedEvent", "TopologyDescriptionChangedEvent", "ServerOpeningEvent"]
     client.admin.command("ping")
     client.admin.command("ping")
@@ -276,7 +293,9 @@ def test_standalone_topology_server_and_heartbeat_events(make_client, admin_clie
             assert reply[field] == direct[field], field
     client.close()
     assert rec.names(monitoring.ServerClosedEvent, monitoring.TopologyClosedEvent) == [
-        "ServerClosedEvent", "TopologyClosedEvent"]
+        "ServerClosedEvent",
+        "TopologyClosedEvent",
+    ]
     ids = {e.topology_id for e in rec.of(*sdam)}
     assert len(ids) == 1
 
@@ -325,8 +344,10 @@ def test_replica_set_stepdown_shows_in_the_description_changes(replica_set, make
     assert old_after and old_after[-1] in ("RSSecondary", "Unknown") and "RSPrimary" not in old_after
     assert new_after and new_after[-1] == "RSPrimary"
     for e in changes:
-        assert e.previous_description.server_type_name != e.new_description.server_type_name or \
-            e.previous_description != e.new_description
+        assert (
+            e.previous_description.server_type_name != e.new_description.server_type_name
+            or e.previous_description != e.new_description
+        )
     # The server agrees: the member the last event calls primary says so itself.
     direct = pymongo.MongoClient("%s:%d" % new, directConnection=True)
     try:

@@ -1,4 +1,5 @@
 """The examples run, as a user would run them, against the session's mongod and its 3-member replica set."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,10 @@ def run_page_view_counters(uri):
     )
     out = proc.stdout
     assert proc.returncode == 0, "exit code %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-        proc.returncode, out, proc.stderr)
+        proc.returncode,
+        out,
+        proc.stderr,
+    )
 
     # One block per way, each starting with "== <title> ==".
     ways_out = out.split("== pool statistics", 1)[0]

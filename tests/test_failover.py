@@ -15,6 +15,7 @@ must be there, and every missing ``w=0`` write must have been sent to the
 old primary.  Lost acknowledged writes, errors the application saw and the
 longest stall are reported (``-rA``), and the first must be 0.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,9 @@ def _probe(client: Any, mode: Any, probe_errors: list[str]) -> tuple[str, int]:
 
 
 def _all_ids(address: tuple[str, int], db: str, coll: str) -> set[str]:
-    reply = raw_command(address, {"find": coll, "filter": {}, "projection": {"_id": 1}, "batchSize": 1000000},
-                        db=db, timeout=30)
+    reply = raw_command(
+        address, {"find": coll, "filter": {}, "projection": {"_id": 1}, "batchSize": 1000000}, db=db, timeout=30
+    )
     assert reply["ok"] == 1 and reply["cursor"]["id"] == 0, reply
     return {d["_id"] for d in reply["cursor"]["firstBatch"]}
 
@@ -56,8 +58,9 @@ def _refused_w0_writes(member: Any) -> int:
     return int(status["metrics"]["repl"]["network"]["notPrimaryUnacknowledgedWrites"])
 
 
-def _failover_with_w0_writes(replica_set: Any, make_rs_client: Any, mode: Any, request: Any, fault: Any,
-                             old_survives: bool) -> None:
+def _failover_with_w0_writes(
+    replica_set: Any, make_rs_client: Any, mode: Any, request: Any, fault: Any, old_survives: bool
+) -> None:
     client = make_rs_client(serverSelectionTimeoutMS=30000)
     name = "w0fo_" + unique_app()
     acked_coll = client[name].acked
@@ -129,15 +132,30 @@ def _failover_with_w0_writes(replica_set: Any, make_rs_client: Any, mode: Any, r
         unexplained = {k: tags for k, tags in missing.items() if old_host not in (tags[0][0], tags[1][0])}
         missing_certain = sum(1 for before, after in missing.values() if before == after)
         # The servers' own count of the w=0 writes they refused (the killed primary's died with it).
-        refused = {"%s:%d" % m.address: _refused_w0_writes(m) - refused_before[m.port]
-                   for m in replica_set.members if m.running and (old_survives or m is not old)}
-        report(request, acknowledged=len(acked), lost_acknowledged=len(lost_acked), w0_sent=len(sent),
-               w0_certain_to_old_primary=certain_old, w0_missing=len(missing),
-               w0_missing_certainly_sent_to_old_primary=missing_certain, w0_unexplained=len(unexplained),
-               w0_refused_by_server=refused,
-               errors_surfaced={k: len(v) for k, v in errors.items()}, probe_errors=len(probe_errors),
-               own_reads=own_reads, longest_stall_s=round(stalls[0], 3), fault_s=round(fault_s, 3),
-               old_primary=old_host, new_primary=new_host, error_samples=[e for v in errors.values() for e in v[:2]])
+        refused = {
+            "%s:%d" % m.address: _refused_w0_writes(m) - refused_before[m.port]
+            for m in replica_set.members
+            if m.running and (old_survives or m is not old)
+        }
+        report(
+            request,
+            acknowledged=len(acked),
+            lost_acknowledged=len(lost_acked),
+            w0_sent=len(sent),
+            w0_certain_to_old_primary=certain_old,
+            w0_missing=len(missing),
+            w0_missing_certainly_sent_to_old_primary=missing_certain,
+            w0_unexplained=len(unexplained),
+            w0_refused_by_server=refused,
+            errors_surfaced={k: len(v) for k, v in errors.items()},
+            probe_errors=len(probe_errors),
+            own_reads=own_reads,
+            longest_stall_s=round(stalls[0], 3),
+            fault_s=round(fault_s, 3),
+            old_primary=old_host,
+            new_primary=new_host,
+            error_samples=[e for v in errors.values() for e in v[:2]],
+        )
         assert alive == 0, "%d workers still running" % alive
         assert lost_acked == [], lost_acked[:5]
         assert unexplained == {}, list(unexplained.items())[:5]
@@ -158,11 +176,12 @@ def _failover_with_w0_writes(replica_set: Any, make_rs_client: Any, mode: Any, r
 
 
 def test_w0_writes_lost_in_a_stepdown_are_only_those_sent_to_the_old_primary(
-        replica_set, make_rs_client, mode, request):
+    replica_set, make_rs_client, mode, request
+):
     _failover_with_w0_writes(replica_set, make_rs_client, mode, request, lambda: replica_set.stepdown(wait=False), True)
 
 
-def test_w0_writes_lost_in_a_sigkill_are_only_those_sent_to_the_old_primary(
-        replica_set, make_rs_client, mode, request):
-    _failover_with_w0_writes(replica_set, make_rs_client, mode, request,
-                             lambda: replica_set.kill_primary(wait=False), False)
+def test_w0_writes_lost_in_a_sigkill_are_only_those_sent_to_the_old_primary(replica_set, make_rs_client, mode, request):
+    _failover_with_w0_writes(
+        replica_set, make_rs_client, mode, request, lambda: replica_set.kill_primary(wait=False), False
+    )

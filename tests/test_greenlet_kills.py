@@ -5,6 +5,7 @@ mechanism): kills and stalls need greenlets, so they run in the two gevent
 modes; the mixed scenario runs in mode ``mixed`` (``patch_all(thread=False)``)
 only.  Each test measures and asserts in one place.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,8 @@ def _stall_run(mode: Mode, client, db: str, workers: int = 100, duration: float 
     gevent = mode.gevent
     coll = client[db].c
     stop_at = now() + duration
-    lateness = [0.0]          # wall-clock lateness of the 5 ms sleep
-    on_thread = [0.0]         # the same, less runqueue wait and steal
+    lateness = [0.0]  # wall-clock lateness of the 5 ms sleep
+    on_thread = [0.0]  # the same, less runqueue wait and steal
     worst: dict = {}
     has_schedstat = _schedstat() is not None
     ticks = [0]
@@ -94,8 +95,12 @@ def _stall_run(mode: Mode, client, db: str, workers: int = 100, duration: float 
             lateness[0] = max(lateness[0], late)
             if late - waited - stolen > on_thread[0]:
                 on_thread[0] = late - waited - stolen
-                worst.update(at=round(t - stop_at + duration, 3), wall=round(late, 4),
-                             runqueue=round(waited, 4), steal=round(stolen, 4))
+                worst.update(
+                    at=round(t - stop_at + duration, 3),
+                    wall=round(late, 4),
+                    runqueue=round(waited, 4),
+                    steal=round(stolen, 4),
+                )
 
     def worker(wid: int) -> None:
         try:
@@ -322,8 +327,13 @@ def test_kill_while_connecting(mode, how, result):
     """The victim dies while its handshake waits for a server that never answers."""
     gevent = mode.gevent
     lsock, accepted, acceptor = _silent_listener(mode)
-    client = mode.client("127.0.0.1:%d" % lsock.getsockname()[1], max_pool_size=2, connectTimeoutMS=20000,
-                         serverSelectionTimeoutMS=20000, waitQueueTimeoutMS=5000)
+    client = mode.client(
+        "127.0.0.1:%d" % lsock.getsockname()[1],
+        max_pool_size=2,
+        connectTimeoutMS=20000,
+        serverSelectionTimeoutMS=20000,
+        waitQueueTimeoutMS=5000,
+    )
     try:
         outcome: dict = {}
         v = gevent.spawn(ping_victim, gevent, client, how, 0.3, outcome)
@@ -407,8 +417,14 @@ def test_kill_mid_message(mode, make_client, monitor, scratch):
         except Exception as exc:
             outcome["result"] = short(exc)
 
-    configure_fail_point(monitor.admin_client, {"times": 1}, failCommands=["find"], blockConnection=True,
-                         blockTimeMS=KILL_BLOCK_MS, appName=appname)
+    configure_fail_point(
+        monitor.admin_client,
+        {"times": 1},
+        failCommands=["find"],
+        blockConnection=True,
+        blockTimeMS=KILL_BLOCK_MS,
+        appName=appname,
+    )
     try:
         t0 = now()
         v = gevent.spawn(victim)
@@ -462,8 +478,14 @@ def test_timeout_mid_message_inside_a_request(mode, make_client, monitor, scratc
         except Exception as exc:
             outcome["result"] = short(exc)
 
-    configure_fail_point(monitor.admin_client, {"times": 1}, failCommands=["find"], blockConnection=True,
-                         blockTimeMS=KILL_BLOCK_MS, appName=appname)
+    configure_fail_point(
+        monitor.admin_client,
+        {"times": 1},
+        failCommands=["find"],
+        blockConnection=True,
+        blockTimeMS=KILL_BLOCK_MS,
+        appName=appname,
+    )
     try:
         v = gevent.spawn(victim)
         v.join(5)

@@ -16,6 +16,7 @@ every thread's stack and exits.
 Set ``GREENLET_MATRIX_LOG=/path/file.jsonl`` to collect the figures each
 test measured.
 """
+
 from __future__ import annotations
 
 import random
@@ -165,8 +166,9 @@ def test_ryw_unacknowledged_writes_in_requests(request, mode, make_client, monit
             errors.append(short(exc))
 
     ctl_client = make_client(appname=appname)
-    with fail_point(admin, "alwaysOn", failCommands=["insert"], blockConnection=True, blockTimeMS=RYW_BLOCK_MS,
-                    appName=appname):
+    with fail_point(
+        admin, "alwaysOn", failCommands=["insert"], blockConnection=True, blockTimeMS=RYW_BLOCK_MS, appName=appname
+    ):
         monitor.start()
         t0 = time.monotonic()
         alive = mode.join([mode.spawn(work, i) for i in range(n)], 90)
@@ -185,8 +187,15 @@ def test_ryw_unacknowledged_writes_in_requests(request, mode, make_client, monit
     # greenlets queueing for 100 sockets, while 50 threads hardly queue and
     # get the insert's own socket back from the idle stack.
     same_violations, _ = _ryw_control(mode, n, ctl_client[scratch].c, ctl_client[scratch].c, -1 - n, errors)
-    report(request, workers=n, elapsed=round(elapsed, 3), peak_over_baseline=peak, stats=stats,
-           control_other_connection=other_violations, control_without_request=same_violations)
+    report(
+        request,
+        workers=n,
+        elapsed=round(elapsed, 3),
+        peak_over_baseline=peak,
+        stats=stats,
+        control_other_connection=other_violations,
+        control_without_request=same_violations,
+    )
     assert (len(errors), alive) == (0, 0), errors[:5]
     assert violations == [], violations[:5]
     expected_docs = sum(random.Random(i).randint(100, 200) for i in range(n))
@@ -207,18 +216,21 @@ def test_ryw_unacknowledged_writes_in_requests(request, mode, make_client, monit
 # 3. reclaim: callers die without end_request
 # ---------------------------------------------------------------------------
 RECLAIM_POOL = 20
-RECLAIM_BATCH = 500          # gevent.spawn and spawn_raw, in batches
-RECLAIM_THREAD_BATCH = 50    # short-lived OS threads, 50 at a time
+RECLAIM_BATCH = 500  # gevent.spawn and spawn_raw, in batches
+RECLAIM_THREAD_BATCH = 50  # short-lived OS threads, 50 at a time
 
 
-@pytest.mark.parametrize("kind,total", [
-    # Thousands of OS threads would only measure thread start-up: 500
-    # short-lived threads, 50 alive at a time, exercise the same path.
-    pytest.param("thread", 500, marks=pytest.mark.modes(THREADS)),
-    pytest.param("gevent.spawn", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
-    pytest.param("spawn_raw", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
-    pytest.param("greenlet.switch", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
-])
+@pytest.mark.parametrize(
+    "kind,total",
+    [
+        # Thousands of OS threads would only measure thread start-up: 500
+        # short-lived threads, 50 alive at a time, exercise the same path.
+        pytest.param("thread", 500, marks=pytest.mark.modes(THREADS)),
+        pytest.param("gevent.spawn", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
+        pytest.param("spawn_raw", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
+        pytest.param("greenlet.switch", 20000, marks=pytest.mark.modes(*GEVENT_MODES)),
+    ],
+)
 def test_reclaim_sockets_of_dead_callers(request, mode, make_client, monitor, scratch, kind, total):
     client = make_client(auto_start_request=True, max_pool_size=RECLAIM_POOL, waitQueueTimeoutMS=10000)
     assert client.use_greenlets is mode.expect_greenlets
@@ -285,9 +297,16 @@ def test_reclaim_sockets_of_dead_callers(request, mode, make_client, monitor, sc
     peak = monitor.stop()
     s = pool_stats(client)
     after = monitor.settled_over_baseline()
-    report(request, workers=total, completed=done[0], elapsed=round(elapsed, 3),
-           ops_per_s=round(done[0] / elapsed) if elapsed else None, stats=s, peak_over_baseline=peak,
-           after_over_baseline=after)
+    report(
+        request,
+        workers=total,
+        completed=done[0],
+        elapsed=round(elapsed, 3),
+        ops_per_s=round(done[0] / elapsed) if elapsed else None,
+        stats=s,
+        peak_over_baseline=peak,
+        after_over_baseline=after,
+    )
     assert (done[0], stuck, len(errors)) == (total, 0, 0), errors[:5]
     # Every caller pinned a socket and died holding it; every one came back.
     assert s["pins"] == total and s["reclaimed"] == total, s
@@ -361,8 +380,13 @@ def test_exhaustion_times_out_with_a_useful_error(request, mode, make_client, mo
             cid = client.admin.command("hello")["connectionId"]
             outcomes[wid] = {"ok": True, "connection_id": cid}
         except PoolTimeoutError as exc:
-            outcomes[wid] = {"ok": False, "error": type(exc).__name__, "message": str(exc),
-                             "pinned": exc.pinned, "max_size": exc.max_size}
+            outcomes[wid] = {
+                "ok": False,
+                "error": type(exc).__name__,
+                "message": str(exc),
+                "pinned": exc.pinned,
+                "max_size": exc.max_size,
+            }
         except Exception as exc:
             outcomes[wid] = {"ok": False, "error": type(exc).__name__, "message": short(exc)}
         outcomes[wid]["elapsed"] = round(time.monotonic() - t0, 3)
@@ -452,8 +476,9 @@ assert time.monotonic() - t_start < 10.0
 @pytest.mark.modes(PATCHED, UNPATCHED)
 def test_hub_is_left_idle(mode, mongodb_uri, scratch):
     t0 = time.monotonic()
-    proc = run_child(["-c", HUB_SCRIPT], timeout=30,
-                     env=child_env(MONGODB_URI=mongodb_uri, HUB_MODE=mode.name, HUB_DB=scratch))
+    proc = run_child(
+        ["-c", HUB_SCRIPT], timeout=30, env=child_env(MONGODB_URI=mongodb_uri, HUB_MODE=mode.name, HUB_DB=scratch)
+    )
     print(proc.stdout)
     # The child exits promptly too: no hub keeps the interpreter alive at exit.
     assert time.monotonic() - t0 < 10.0

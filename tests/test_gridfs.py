@@ -1,4 +1,5 @@
 """mongo_requests.gridfs: files written here read by PyMongo's gridfs, and the other way round."""
+
 from __future__ import annotations
 
 import io

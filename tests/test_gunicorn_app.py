@@ -16,6 +16,7 @@ of visits (127.0.0.1 only, bounded in count and in time).  Checked:
 * with --preload (client created, and a socket opened, before the fork) the
   two workers never share a socket, nor use the master's.
 """
+
 from __future__ import annotations
 
 import collections
@@ -97,11 +98,19 @@ class Gunicorn:
     def __init__(self, mongodb_uri: str, db_name: str, preload: bool = False) -> None:
         self.port = _free_port()
         self.argv = [
-            sys.executable, "-m", "gunicorn",
-            "-k", "gevent", "-w", str(WORKERS),
-            "-b", "127.0.0.1:%d" % self.port,
-            "--graceful-timeout", "10",
-            "--chdir", APP_DIR,
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            str(WORKERS),
+            "-b",
+            "127.0.0.1:%d" % self.port,
+            "--graceful-timeout",
+            "10",
+            "--chdir",
+            APP_DIR,
         ]
         if preload:
             self.argv.append("--preload")
@@ -121,8 +130,13 @@ class Gunicorn:
 
     def start(self, timeout: float = 30.0) -> Gunicorn:
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self.stderr, stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.stderr,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -204,8 +218,16 @@ class Load:
     else visits: there both bounds meet and the total must be exact.
     """
 
-    def __init__(self, port: int, n: int, threads: int, per_connection: int = 1,
-                 own_share: float = 0.25, time_limit: float = 45.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        port: int,
+        n: int,
+        threads: int,
+        per_connection: int = 1,
+        own_share: float = 0.25,
+        time_limit: float = 45.0,
+        seed: int = 0,
+    ) -> None:
         self.own_share = own_share
         self.port, self.n, self.threads = port, n, threads
         self.per_connection, self.time_limit, self.seed = per_connection, time_limit, seed
@@ -267,8 +289,7 @@ class Load:
 
     def run(self) -> Load:
         deadline = time.monotonic() + self.time_limit
-        threads = [threading.Thread(target=self._client, args=(i, deadline), daemon=True)
-                   for i in range(self.threads)]
+        threads = [threading.Thread(target=self._client, args=(i, deadline), daemon=True) for i in range(self.threads)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -280,10 +301,16 @@ class Load:
 
     # -- checks -------------------------------------------------------------
     def check_read_your_own_writes(self) -> None:
-        wrong = [(region, low, high, body) for region, low, high, body in self.results
-                 if body["region"] != region or not low + 1 <= body["total"] <= high]
+        wrong = [
+            (region, low, high, body)
+            for region, low, high, body in self.results
+            if body["region"] != region or not low + 1 <= body["total"] <= high
+        ]
         assert not wrong, "%d of %d totals out of bounds (region, answered before, sent by then, reply): %r" % (
-            len(wrong), len(self.results), wrong[:5])
+            len(wrong),
+            len(self.results),
+            wrong[:5],
+        )
 
     def visits_by_pid(self) -> collections.Counter:
         return collections.Counter(body["pid"] for *_, body in self.results)
@@ -338,8 +365,14 @@ def slow_updates(app_uri):
     """
     # A short-lived client, so the connection counts above never see it.
     with mongo_requests.MongoClient(app_uri) as c:
-        configure_fail_point(c, {"activationProbability": UPDATE_DELAY_SHARE}, failCommands=["update"],
-                             appName=APP_NAME, blockConnection=True, blockTimeMS=UPDATE_DELAY_MS)
+        configure_fail_point(
+            c,
+            {"activationProbability": UPDATE_DELAY_SHARE},
+            failCommands=["update"],
+            appName=APP_NAME,
+            blockConnection=True,
+            blockTimeMS=UPDATE_DELAY_MS,
+        )
     try:
         yield True
     finally:
@@ -387,7 +420,7 @@ def test_visits_under_load(app_uri, db_name, sampler, slow_updates):
             assert len(conns) <= MAX_POOL_SIZE, (pid, sorted(conns))
         pids = list(by_pid)
         for i, a in enumerate(pids):
-            for b in pids[i + 1:]:
+            for b in pids[i + 1 :]:
                 assert not by_pid[a] & by_pid[b], (a, b)
         for st in stats.values():
             assert st["use_greenlets"] is True and st["preload_conn"] is None, st
@@ -401,9 +434,17 @@ def test_visits_under_load(app_uri, db_name, sampler, slow_updates):
         print(
             "\n[gunicorn] %d visits in %.2fs = %.0f req/s, 64 clients, 20 visits per connection, slow updates %s; "
             "peak server connections +%d (cap %d); visits per worker %s; connectionIds per worker %s; pool %s"
-            % (len(load.results), load.elapsed, len(load.results) / load.elapsed, slow_updates, max(sampler.samples),
-               cap, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()},
-               {p: {k: s["pool"].get(k, 0) for k in ("created", "pins", "waits", "open")} for p, s in stats.items()})
+            % (
+                len(load.results),
+                load.elapsed,
+                len(load.results) / load.elapsed,
+                slow_updates,
+                max(sampler.samples),
+                cap,
+                dict(load.visits_by_pid()),
+                {p: len(c) for p, c in by_pid.items()},
+                {p: {k: s["pool"].get(k, 0) for k in ("created", "pins", "waits", "open")} for p, s in stats.items()},
+            )
         )
 
     _run_with_server(server, body)
@@ -444,8 +485,16 @@ def test_preload_fork_safety(app_uri, db_name, sampler, slow_updates):
         print(
             "\n[gunicorn --preload] %d visits in %.2fs = %.0f req/s (new connection each); master %d "
             "pre-fork connectionId %d; visits per worker %s; connectionIds per worker %s; peak server connections +%d"
-            % (len(load.results), load.elapsed, len(load.results) / load.elapsed, server.proc.pid,
-               preload_conn, dict(load.visits_by_pid()), {p: len(c) for p, c in by_pid.items()}, max(sampler.samples))
+            % (
+                len(load.results),
+                load.elapsed,
+                len(load.results) / load.elapsed,
+                server.proc.pid,
+                preload_conn,
+                dict(load.visits_by_pid()),
+                {p: len(c) for p, c in by_pid.items()},
+                max(sampler.samples),
+            )
         )
 
     _run_with_server(server, body)

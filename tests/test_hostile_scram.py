@@ -7,6 +7,7 @@ then the client's proof with a server signature of its choosing.  The client
 must refuse with ``OperationFailure`` code 18, at once, and never send the
 operation it was connecting for.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,7 +28,7 @@ from test_hostile_server import GOOD_HELLO, HEADER, op_msg, op_reply
 def _query_doc(body: bytes) -> dict[str, Any]:
     """The command document of an OP_QUERY body (flags, collection name, skip, limit, doc)."""
     end = body.index(b"\x00", 4)
-    return bson.decode(body[end + 1 + 8:])
+    return bson.decode(body[end + 1 + 8 :])
 
 
 class ScramServer:
@@ -71,8 +72,9 @@ class ScramServer:
                     self.commands.append(next(iter(cmd)))
                     # The proof: answer with the signature the test chose.
                     payload = b"v=" + base64.b64encode(self.signature)
-                    conn.sendall(op_msg(rid, {"conversationId": 1, "done": True, "payload": Binary(payload),
-                                              "ok": 1.0}))
+                    conn.sendall(
+                        op_msg(rid, {"conversationId": 1, "done": True, "payload": Binary(payload), "ok": 1.0})
+                    )
             except OSError:
                 return
 
@@ -101,8 +103,15 @@ class ScramServer:
 def test_hostile_scram_server_is_refused(server_kwargs, cause):
     server = ScramServer(**server_kwargs)
     secret = "pw-hostile-scram"
-    c = MongoClient("127.0.0.1", server.port, username="alice", password=secret, authMechanism="SCRAM-SHA-256",
-                    serverSelectionTimeoutMS=30000, **MODE_OPTIONS)
+    c = MongoClient(
+        "127.0.0.1",
+        server.port,
+        username="alice",
+        password=secret,
+        authMechanism="SCRAM-SHA-256",
+        serverSelectionTimeoutMS=30000,
+        **MODE_OPTIONS,
+    )
     try:
         exc, seconds = elapsed(lambda: c.admin.command("ping"))
         assert isinstance(exc, OperationFailure) and exc.code == 18, repr(exc)
@@ -115,4 +124,3 @@ def test_hostile_scram_server_is_refused(server_kwargs, cause):
     finally:
         c.close()
         server.close()
-

@@ -5,6 +5,7 @@ The only fake in the suite: a small TCP server on 127.0.0.1 that speaks just eno
 raise the right :mod:`pymongo.errors` class, close the socket (the server sees EOF), and never hand a
 stale reply to a later operation.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,14 @@ _MODE_OPTIONS: dict[str, Any] = (
 
 HEADER = struct.Struct("<iiii")
 GOOD_HELLO = {
-    "ismaster": True, "helloOk": True, "maxBsonObjectSize": 16 * 1024 * 1024, "maxMessageSizeBytes": 48000000,
-    "maxWriteBatchSize": 100000, "maxWireVersion": 17, "minWireVersion": 0, "ok": 1.0,
+    "ismaster": True,
+    "helloOk": True,
+    "maxBsonObjectSize": 16 * 1024 * 1024,
+    "maxMessageSizeBytes": 48000000,
+    "maxWriteBatchSize": 100000,
+    "maxWireVersion": 17,
+    "minWireVersion": 0,
+    "ok": 1.0,
 }
 
 
@@ -102,8 +109,10 @@ class FakeServer:
                     self.eof.add(number)
                     return
                 if op == wire.OP_QUERY:
-                    out: bytes | None = op_reply(rid, {**self.hello, "connectionId": number + 1}
-                                                 if "connectionId" not in self.hello else self.hello)
+                    out: bytes | None = op_reply(
+                        rid,
+                        {**self.hello, "connectionId": number + 1} if "connectionId" not in self.hello else self.hello,
+                    )
                 else:
                     out = self.handler(number, requests, rid)
                     requests += 1
@@ -122,8 +131,14 @@ class FakeServer:
         return number in self.eof
 
     def client(self) -> MongoClient:
-        return MongoClient("127.0.0.1", self.port, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000,
-                           socketTimeoutMS=1000, **_MODE_OPTIONS)
+        return MongoClient(
+            "127.0.0.1",
+            self.port,
+            serverSelectionTimeoutMS=1000,
+            connectTimeoutMS=1000,
+            socketTimeoutMS=1000,
+            **_MODE_OPTIONS,
+        )
 
     def close(self) -> None:
         self.stopped = True
@@ -229,8 +244,12 @@ def test_a_good_checksum_is_accepted(serve):
 
 def test_a_server_error_with_strange_fields_is_an_operation_failure(serve):
     # Defect 9: a non-string errmsg gave AttributeError; an unhashable code a TypeError.
-    replies = [{"ok": 0.0, "errmsg": 5, "code": 2}, {"ok": 0.0, "errmsg": {"a": 1}}, {"ok": 0.0, "code": [1, 2]},
-               {"ok": 0.0, "errmsg": None, "code": "11000"}]
+    replies = [
+        {"ok": 0.0, "errmsg": 5, "code": 2},
+        {"ok": 0.0, "errmsg": {"a": 1}},
+        {"ok": 0.0, "code": [1, 2]},
+        {"ok": 0.0, "errmsg": None, "code": "11000"},
+    ]
 
     def handler(conn_no: int, req_no: int, rid: int) -> bytes:
         return op_msg(rid, replies[req_no] if req_no < len(replies) else {"ok": 1.0, "conn": conn_no})
@@ -247,9 +266,13 @@ def test_a_server_error_with_strange_fields_is_an_operation_failure(serve):
 
 @pytest.mark.parametrize(
     "reply",
-    [{"ok": 1.0, "n": 0, "writeErrors": "boom"}, {"ok": 1.0, "n": 0, "writeErrors": [5]},
-     {"ok": 1.0, "n": 1, "writeConcernError": "late"}, {"ok": 1.0, "n": 1, "writeConcernError": {"errInfo": 5}},
-     {"ok": 1.0, "n": 0, "writeErrors": [{"code": "x", "errmsg": 7}]}],
+    [
+        {"ok": 1.0, "n": 0, "writeErrors": "boom"},
+        {"ok": 1.0, "n": 0, "writeErrors": [5]},
+        {"ok": 1.0, "n": 1, "writeConcernError": "late"},
+        {"ok": 1.0, "n": 1, "writeConcernError": {"errInfo": 5}},
+        {"ok": 1.0, "n": 0, "writeErrors": [{"code": "x", "errmsg": 7}]},
+    ],
 )
 def test_malformed_write_errors_are_pymongo_errors(serve, reply):
     def handler(conn_no: int, req_no: int, rid: int) -> bytes:

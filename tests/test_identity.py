@@ -4,6 +4,7 @@ Patching is process-wide, so every gevent case runs in a fresh interpreter
 (helpers.run_child); the script prints JSON and the assertions live here.
 Those cases choose their own patching, so they run in the threads mode only.
 """
+
 from __future__ import annotations
 
 import json

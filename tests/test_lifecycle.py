@@ -7,6 +7,7 @@
 * close() from one thread does not break another thread's operation in
   flight; every later call raises InvalidOperation.
 """
+
 from __future__ import annotations
 
 import gc
@@ -202,4 +203,5 @@ def test_close_does_not_break_operations_in_flight(make_client, admin_client, db
     assert stats["pinned"] == 0 and stats["in_use"] == 0 and stats["idle"] == 0, stats
     # Every connection of the client is gone once its users are done.
     assert wait_until(lambda: server_connections(admin_client) - baseline == 0, 5), (
-        server_connections(admin_client) - baseline)
+        server_connections(admin_client) - baseline
+    )

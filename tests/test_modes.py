@@ -5,6 +5,7 @@ child process (tests/run_mode.py), sharing this session's server.  CI and tox
 start every mode themselves with tests/run_mode.py; there these tests are
 deselected (the ``spawns_modes`` marker), so nothing runs twice.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,11 @@ MODE_FILES = ["tests/test_greenlets.py", "tests/test_greenlet_kills.py", "tests/
 @pytest.mark.modes(THREADS)
 @pytest.mark.parametrize("child_mode", [PATCHED, UNPATCHED, MIXED])
 def test_mode_files_pass_in_a_child(mongodb_uri, child_mode):
-    proc = run_child(["tests/run_mode.py", child_mode, "-q", "-p", "no:cacheprovider", *MODE_FILES],
-                     timeout=900, env=child_env(MONGODB_URI=mongodb_uri))
+    proc = run_child(
+        ["tests/run_mode.py", child_mode, "-q", "-p", "no:cacheprovider", *MODE_FILES],
+        timeout=900,
+        env=child_env(MONGODB_URI=mongodb_uri),
+    )
     summary = proc.stdout.strip().splitlines()[-1]
     print("[%s] %s" % (child_mode, summary))
     # A child that selected nothing would pass while testing nothing.

@@ -1,4 +1,5 @@
 """Server checks against real servers: heartbeat connections (no authentication, same TLS), discovery scans."""
+
 from __future__ import annotations
 
 import socket
@@ -104,8 +105,11 @@ def _connections_created(server) -> int:
 def _app_connections(server, app: str) -> list[dict]:
     admin = server.pymongo_client(maxPoolSize=1)
     try:
-        return list(admin.admin.aggregate([{"$currentOp": {"allUsers": True, "idleConnections": True}},
-                                           {"$match": {"appName": app}}]))
+        return list(
+            admin.admin.aggregate(
+                [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app}}]
+            )
+        )
     finally:
         admin.close()
 
@@ -146,8 +150,9 @@ def test_heartbeat_connections_keep_tls(tls_server, test_certs, auth_users, secu
     # The server requires TLS: only a TLS hello can tell the monitor it is a
     # standalone (which a topology of several seeds then drops); a plain one
     # would leave it Unknown, with the error.
-    uri = scram_uri(tls_server, auth_users.alice, auth_users.password, host="localhost", tls="true",
-                    tlsCAFile=test_certs.ca)
+    uri = scram_uri(
+        tls_server, auth_users.alice, auth_users.password, host="localhost", tls="true", tlsCAFile=test_certs.ca
+    )
     sasl, created = _sasl_conversations(tls_server), _connections_created(tls_server)
     seeds = "@localhost:%d,localhost:1/" % tls_server.port
     client = secure_client(uri.replace("@localhost:%d/" % tls_server.port, seeds))

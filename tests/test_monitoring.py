@@ -1,4 +1,5 @@
 """Command monitoring through pymongo.monitoring: events, their fields, and what the server says it received."""
+
 from __future__ import annotations
 
 import datetime
@@ -214,11 +215,16 @@ def test_events_match_pymongos_for_the_same_operations(mongodb_uri, make_client,
         pm.close()
 
     def shape(rec: Recorder) -> list[tuple[str, str, str]]:
-        return [(type(e).__name__, e.command_name, e.database_name) for e in rec.events
-                if e.command_name in ("insert", "update", "find", "delete")]
+        return [
+            (type(e).__name__, e.command_name, e.database_name)
+            for e in rec.events
+            if e.command_name in ("insert", "update", "find", "delete")
+        ]
 
     assert shape(ours) == shape(theirs)
-    for mine, ref in zip(ours.of(monitoring.CommandStartedEvent), theirs.of(monitoring.CommandStartedEvent), strict=True):
+    for mine, ref in zip(
+        ours.of(monitoring.CommandStartedEvent), theirs.of(monitoring.CommandStartedEvent), strict=True
+    ):
         if mine.command_name in ("insert", "update", "find", "delete"):
             session_keys = {"lsid", "$clusterTime", "$readPreference", "txnNumber"}
             assert set(mine.command) == set(ref.command) - session_keys

@@ -3,6 +3,7 @@
 The options table is :mod:`mongo_requests.options`.  What an honoured option does is checked against
 the real server where the server can see it (a timeout of 0, the UUID representation, tz_aware).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +88,7 @@ def test_a_missing_tls_file_in_a_uri_is_a_configuration_error():
 
 @pytest.mark.parametrize(
     "query",
-    ["minPoolSize=3", "maxIdleTimeMS=5000",
-     "readConcernLevel=majority", "loadBalanced=true", "maxConnecting=3"],
+    ["minPoolSize=3", "maxIdleTimeMS=5000", "readConcernLevel=majority", "loadBalanced=true", "maxConnecting=3"],
 )
 def test_unsupported_uri_options_are_refused(query):
     with pytest.raises(ConfigurationError) as info:
@@ -108,8 +108,17 @@ def test_unsupported_keywords_are_refused(kwargs):
 
 @pytest.mark.parametrize(
     "query",
-    ["readPreference=primary", "minPoolSize=0", "maxIdleTimeMS=0", "retryWrites=true", "retryWrites=false",
-     "retryReads=false", "directConnection=true", "loadBalanced=false", "tls=false"],
+    [
+        "readPreference=primary",
+        "minPoolSize=0",
+        "maxIdleTimeMS=0",
+        "retryWrites=true",
+        "retryWrites=false",
+        "retryReads=false",
+        "directConnection=true",
+        "loadBalanced=false",
+        "tls=false",
+    ],
 )
 def test_options_that_describe_what_we_do_are_accepted(query):
     MongoClient("mongodb://%s/?%s" % (ADDR, query)).close()
@@ -130,8 +139,19 @@ def test_retry_options_are_validated_as_booleans(query):
 
 @pytest.mark.parametrize(
     "name",
-    ["auto_start_request", "use_greenlets", "tz_aware", "journal", "j", "fsync", "safe", "retryWrites",
-     "retryReads", "directConnection", "connect"],
+    [
+        "auto_start_request",
+        "use_greenlets",
+        "tz_aware",
+        "journal",
+        "j",
+        "fsync",
+        "safe",
+        "retryWrites",
+        "retryReads",
+        "directConnection",
+        "connect",
+    ],
 )
 @pytest.mark.parametrize("value", [5, "hi", 1.5, [True]])
 def test_boolean_options_refuse_non_booleans(name, value):
@@ -141,11 +161,25 @@ def test_boolean_options_refuse_non_booleans(name, value):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"maxPoolSize": "many"}, {"maxPoolSize": 0}, {"max_pool_size": -1}, {"max_pool_size": 2.5},
-     {"waitQueueTimeoutMS": 0}, {"connectTimeoutMS": float("nan")}, {"socketTimeoutMS": float("inf")},
-     {"serverSelectionTimeoutMS": None}, {"wTimeoutMS": -1}, {"w": -1}, {"w": 1.5}, {"appname": 5},
-     {"appname": "x" * 129}, {"document_class": 5}, {"document_class": list}, {"uuidRepresentation": "nope"},
-     {"uuidRepresentation": 99}],
+    [
+        {"maxPoolSize": "many"},
+        {"maxPoolSize": 0},
+        {"max_pool_size": -1},
+        {"max_pool_size": 2.5},
+        {"waitQueueTimeoutMS": 0},
+        {"connectTimeoutMS": float("nan")},
+        {"socketTimeoutMS": float("inf")},
+        {"serverSelectionTimeoutMS": None},
+        {"wTimeoutMS": -1},
+        {"w": -1},
+        {"w": 1.5},
+        {"appname": 5},
+        {"appname": "x" * 129},
+        {"document_class": 5},
+        {"document_class": list},
+        {"uuidRepresentation": "nope"},
+        {"uuidRepresentation": 99},
+    ],
 )
 def test_bad_values_and_types(kwargs):
     with pytest.raises((ConfigurationError, TypeError)):
@@ -178,17 +212,55 @@ def test_the_table_is_honest():
     honoured = {opt.name for opt in OPTIONS.values() if opt.refused is None}
     # What ClientOptions reads: anything honoured must be read by it or by the codec/write concern.
     assert honoured == {
-        "maxPoolSize", "auto_start_request", "use_greenlets", "w", "wTimeoutMS", "journal", "fsync", "safe",
-        "appname", "connectTimeoutMS", "socketTimeoutMS", "waitQueueTimeoutMS", "serverSelectionTimeoutMS",
-        "document_class", "tz_aware", "uuidRepresentation", "unicode_decode_error_handler", "tzinfo",
-        "type_registry", "datetime_conversion", "directConnection", "connect", "retryWrites", "retryReads",
-        "replicaSet", "readPreference", "readPreferenceTags", "maxStalenessSeconds", "heartbeatFrequencyMS",
+        "maxPoolSize",
+        "auto_start_request",
+        "use_greenlets",
+        "w",
+        "wTimeoutMS",
+        "journal",
+        "fsync",
+        "safe",
+        "appname",
+        "connectTimeoutMS",
+        "socketTimeoutMS",
+        "waitQueueTimeoutMS",
+        "serverSelectionTimeoutMS",
+        "document_class",
+        "tz_aware",
+        "uuidRepresentation",
+        "unicode_decode_error_handler",
+        "tzinfo",
+        "type_registry",
+        "datetime_conversion",
+        "directConnection",
+        "connect",
+        "retryWrites",
+        "retryReads",
+        "replicaSet",
+        "readPreference",
+        "readPreferenceTags",
+        "maxStalenessSeconds",
+        "heartbeatFrequencyMS",
         "localThresholdMS",
         # read by mongo_requests.handshake.setup_from_options, or by pymongo.uri_parser for SRV
-        "username", "password", "authSource", "authMechanism", "authMechanismProperties", "tls", "tlsCAFile",
-        "tlsCertificateKeyFile", "tlsCertificateKeyFilePassword", "tlsAllowInvalidCertificates",
-        "tlsAllowInvalidHostnames", "tlsInsecure", "tlsCRLFile", "compressors", "zlibCompressionLevel",
-        "srvServiceName", "srvMaxHosts", "speculativeAuthentication",
+        "username",
+        "password",
+        "authSource",
+        "authMechanism",
+        "authMechanismProperties",
+        "tls",
+        "tlsCAFile",
+        "tlsCertificateKeyFile",
+        "tlsCertificateKeyFilePassword",
+        "tlsAllowInvalidCertificates",
+        "tlsAllowInvalidHostnames",
+        "tlsInsecure",
+        "tlsCRLFile",
+        "compressors",
+        "zlibCompressionLevel",
+        "srvServiceName",
+        "srvMaxHosts",
+        "speculativeAuthentication",
         # read by mongo_requests.monitoring.Listeners.build
         "event_listeners",
     }
@@ -271,8 +343,12 @@ def test_tz_aware_in_a_uri_is_honoured(mongodb_uri, db):
 
 @pytest.mark.parametrize(
     "host",
-    ["a" * 64 + ".example.com", "mongodb://" + "b" * 64 + ".example.com/", "x..y",
-     "mongodb://%2Ftmp%2Fmongodb-27017.sock/"],  # a Unix socket would fail later, with an OSError of its own
+    [
+        "a" * 64 + ".example.com",
+        "mongodb://" + "b" * 64 + ".example.com/",
+        "x..y",
+        "mongodb://%2Ftmp%2Fmongodb-27017.sock/",
+    ],  # a Unix socket would fail later, with an OSError of its own
 )
 def test_bad_host_names_are_configuration_errors(host):
     with pytest.raises(ConfigurationError):

@@ -83,8 +83,10 @@ def test_error_indexes_count_across_syncs_and_bulks(client, db):
     coll.insert_one({"_id": "taken"})
     with client.start_request(pipeline=True) as req:
         coll.insert_one({"_id": 1})  # index 0
-        bulk = coll.bulk_write([InsertOne({"_id": 2}), InsertOne({"_id": "taken"}), UpdateOne(
-            {"_id": 2}, {"$set": {"x": 1}})], ordered=False)  # index 1
+        bulk = coll.bulk_write(
+            [InsertOne({"_id": 2}), InsertOne({"_id": "taken"}), UpdateOne({"_id": 2}, {"$set": {"x": 1}})],
+            ordered=False,
+        )  # index 1
         many = coll.insert_many([{"_id": 10}, {"_id": 11}])  # index 2
         with pytest.raises(PipelineError) as first:
             req.sync()
@@ -144,7 +146,7 @@ def test_large_documents_then_200000_tiny_writes_without_a_read(mode, make_clien
     elapsed = time.monotonic() - start
     large, tiny = done[0]
     assert [r.inserted_id for r in large] == ["big0", "big1", "big2", "big3"]
-    assert len(tiny) == 200_000 and all(r.deleted_count == 0 for r in tiny[:: 997])
+    assert len(tiny) == 200_000 and all(r.deleted_count == 0 for r in tiny[::997])
     assert sum(r.deleted_count for r in tiny) == 0
     assert c[db.name].flood.count_documents({}) == 4
     print("200,000 pipelined writes after 16 MB of documents: %.1f s" % elapsed)
@@ -308,7 +310,6 @@ def test_durability_j_true_survives_sigkill(mode):
     finally:
         server.stop()
         server.cleanup()
-
 
 
 def test_command_listeners_hear_pipelined_writes(make_client, db):

@@ -10,6 +10,7 @@ Faults and slow operations come from the ``failCommand`` fail point
 (mongod runs with ``enableTestCommands=1``), scoped to the client under test
 by ``appName`` and always switched off in a ``finally``.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,9 +101,7 @@ def test_pool_never_opens_more_than_max_pool_size(make_client, admin_client, db)
 
     # The server holds each find of this client for 50 ms, so 20 threads
     # really compete for the 5 sockets (60 finds take >= 0.6 s in all).
-    with fail_point(
-        admin_client, "alwaysOn", failCommands=["find"], blockConnection=True, blockTimeMS=50, appName=app
-    ):
+    with fail_point(admin_client, "alwaysOn", failCommands=["find"], blockConnection=True, blockTimeMS=50, appName=app):
         monitor = ConnMonitor(admin_client, baseline, pool=c.pool)
         monitor.start()
         try:

@@ -9,6 +9,7 @@ real sockets and servers is tested in test_pool.py and test_requests.py.
 After every scenario the slot invariant is checked: every slot is either
 free, checked out or pinned, and idle sockets sit only in free slots.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,11 @@ class FakeConnectPool(Pool):
     """A pool whose connect makes a socketpair instead of dialling a server."""
 
     def __init__(self, max_size: int = 1, wait_queue_timeout: float | None = None) -> None:
-        super().__init__(("fake", 1), PoolOptions(max_size=max_size, wait_queue_timeout=wait_queue_timeout),
-                         use_greenlets=USE_GREENLETS)
+        super().__init__(
+            ("fake", 1),
+            PoolOptions(max_size=max_size, wait_queue_timeout=wait_queue_timeout),
+            use_greenlets=USE_GREENLETS,
+        )
         self.peers: list = []
         self.connects = 0
 
@@ -152,6 +156,7 @@ def test_kill_racing_the_hand_off_passes_the_slot_on(pools):
     # give the slot (and the socket) back, or the pool shrinks for good.
     pool = pools(max_size=1)
     holder = pool.checkout()
+
     def hand_off_then_die(sleep, timeout):
         threading.Thread(target=pool.checkin, args=(holder,)).start()
         assert sleep(5)  # woken by the hand-off...
@@ -172,6 +177,7 @@ def test_kill_racing_the_hand_off_passes_the_slot_on(pools):
 def test_kill_while_queued_leaves_the_queue(pools):
     pool = pools(max_size=1)
     holder = pool.checkout()
+
     def die(sleep, timeout):
         raise _Killed
 

@@ -157,7 +157,11 @@ def test_update_one_fast_and_general_paths_agree(db):
         f.pop("upserted", None), g.pop("upserted", None)
         assert f == g
     assert coll.update_one({"_id": 99}, {"$inc": {"n": 1}}).raw_result == {
-        "n": 0, "nModified": 0, "ok": 1.0, "updatedExisting": False}
+        "n": 0,
+        "nModified": 0,
+        "ok": 1.0,
+        "updatedExisting": False,
+    }
     # A write error surfaces from the fast path as from the general one.
     for kwargs in ({}, {"comment": "c"}):
         with pytest.raises(WriteError) as info:

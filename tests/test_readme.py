@@ -20,6 +20,7 @@ checked rather than ignored:
 The gunicorn example uses fixed ports (mongod on 27017, the app on 8000), as
 a user following it would.  If either is taken, the test fails and says so.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -92,7 +93,7 @@ def adapt(command: str) -> str:
             assert importlib.util.find_spec(name), "README installs %r; it is not installed here" % name
             for dep in _requires(name, extra):
                 assert importlib.util.find_spec(dep), "%s needs %r; it is not installed here" % (requirement, dep)
-        command = command[m.end():]
+        command = command[m.end() :]
     assert "pip install" not in command, "an install this test does not know how to check:\n" + command
     return command.replace(".venv/bin/", BIN + "/")
 
@@ -162,7 +163,10 @@ def test_demo_command(repo_copy):
     proc = _run(adapt(demo), repo_copy, timeout=240)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, "exit %d\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
-        proc.returncode, proc.stdout, proc.stderr)
+        proc.returncode,
+        proc.stdout,
+        proc.stderr,
+    )
     assert "(throwaway mongod)" in proc.stdout, proc.stdout
     assert "OK: every visitor saw their own visit" in proc.stdout, proc.stdout
     assert elapsed < 120, "the demo took %.0fs" % elapsed
@@ -214,7 +218,9 @@ def test_gunicorn_readme_commands(repo_copy):
             except OSError:
                 pass
             assert server.poll() is None, "the serve commands exited (%s):\n%s" % (
-                server.returncode, open(log_path).read())
+                server.returncode,
+                open(log_path).read(),
+            )
             assert time.monotonic() < deadline, "the app did not answer within 90s:\n" + open(log_path).read()
             time.sleep(0.2)
 
@@ -235,8 +241,12 @@ def test_gunicorn_readme_commands(repo_copy):
                 snippet += "\nprint(count)"  # the read that must see the w=0 write
             snippet += "\nconnection.close()\n" if "Connection(" in snippet else "\nclient.close()\n"
             proc = subprocess.run(
-                [sys.executable, "-c", snippet], cwd=repo_copy, env=_env(repo_copy),
-                capture_output=True, text=True, timeout=60,
+                [sys.executable, "-c", snippet],
+                cwd=repo_copy,
+                env=_env(repo_copy),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert proc.returncode == 0, "README snippet failed:\n%s\n%s" % (snippet, proc.stderr)
             if "count = " in snippet:

@@ -6,6 +6,7 @@ bookkeeping alone.  The set is the session's (tests/conftest.py); tests that
 step down or kill a primary leave it healthy for the next (the fixture
 restarts what they killed).
 """
+
 from __future__ import annotations
 
 import time
@@ -90,7 +91,8 @@ def test_scans_leave_no_thread_behind(replica_set, make_rs_client):
 
 
 def test_not_primary_error_marks_the_server_unknown_and_the_next_operation_finds_the_new_primary(
-        replica_set, make_rs_client):
+    replica_set, make_rs_client
+):
     rs = replica_set
     client = make_rs_client(retryWrites=False)
     name = "np_" + unique_app()
@@ -249,12 +251,20 @@ def _failover_under_load(replica_set, make_rs_client, mode, request, fault):
         alive = mode.join(handles, 60)
     new = replica_set.wait_for_primary()
     found = set()
-    reply = raw_command(new.address, {"find": "c", "filter": {}, "projection": {"_id": 1}, "batchSize": 100000},
-                        db=name)
+    reply = raw_command(
+        new.address, {"find": "c", "filter": {}, "projection": {"_id": 1}, "batchSize": 100000}, db=name
+    )
     found.update(d["_id"] for d in reply["cursor"]["firstBatch"])
     lost = [k for k in acked if k not in found]
-    report(request, acknowledged=len(acked), lost=len(lost), errors_surfaced=len(errors),
-           longest_stall_s=round(stalls[0], 3), fault_s=round(fault_s, 3), errors=errors[:3])
+    report(
+        request,
+        acknowledged=len(acked),
+        lost=len(lost),
+        errors_surfaced=len(errors),
+        longest_stall_s=round(stalls[0], 3),
+        fault_s=round(fault_s, 3),
+        errors=errors[:3],
+    )
     try:
         assert alive == 0
         assert lost == [], lost[:5]
@@ -339,8 +349,9 @@ def test_read_preference_tags_and_with_options(replica_set, make_rs_client):
     target = rs.secondaries()[0]
     tag = raw_command(target.address, {"hello": 1})["tags"]["name"]
     # URI form: readPreferenceTags, and a maxStalenessSeconds that every fresh secondary meets.
-    tagged = make_rs_client("%s&readPreference=secondary&readPreferenceTags=name:%s&maxStalenessSeconds=90"
-                            % (rs.uri, tag))
+    tagged = make_rs_client(
+        "%s&readPreference=secondary&readPreferenceTags=name:%s&maxStalenessSeconds=90" % (rs.uri, tag)
+    )
     assert {_hello(tagged, tagged.read_preference)["me"] for _ in range(10)} == {"%s:%d" % target.address}
     # Keyword and with_options forms, on a database and on a collection.
     pref = Secondary([{"name": tag}])
@@ -370,8 +381,7 @@ def test_cursor_get_more_and_kill_go_to_the_member_that_holds_the_cursor(replica
     client = make_rs_client()
     name = "cur_" + unique_app()
     try:
-        client[name].get_collection("c", write_concern=WriteConcern(w=3)).insert_many(
-            [{"_id": i} for i in range(50)])
+        client[name].get_collection("c", write_concern=WriteConcern(w=3)).insert_many([{"_id": i} for i in range(50)])
         coll = client[name].get_collection("c", read_preference=Secondary())
         cursor = coll.find({}, batch_size=5).sort("_id")
         assert [d["_id"] for d in cursor] == list(range(50))  # 10 getMores, all on the cursor's member
@@ -380,8 +390,9 @@ def test_cursor_get_more_and_kill_go_to_the_member_that_holds_the_cursor(replica
         next(open_cursor)
         holder, cursor_id = open_cursor.address, open_cursor.cursor_id
         open_cursor.close()  # killCursors to the holder, which would otherwise keep it
-        reply = raw_command(holder, {"getMore": cursor_id, "collection": "c",
-                                     "$readPreference": {"mode": "secondary"}}, db=name)
+        reply = raw_command(
+            holder, {"getMore": cursor_id, "collection": "c", "$readPreference": {"mode": "secondary"}}, db=name
+        )
         assert reply["ok"] == 0 and reply["codeName"] == "CursorNotFound", reply
     finally:
         client.drop_database(name)

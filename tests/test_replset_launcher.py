@@ -4,6 +4,7 @@ They ask the members themselves (``hello``, ``replSetGetConfig``) with the
 launcher's raw OP_MSG client: the driver is not involved.  They share the
 session's set and leave it healthy (every member back, three members).
 """
+
 from __future__ import annotations
 
 import os
@@ -95,12 +96,16 @@ def _child_env() -> dict:
 
 
 def test_module_main_replset_prints_uri_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing", "--replset"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongo_requests.testing", "--replset"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(),
+    )
     try:
         uri = proc.stdout.readline().decode().strip()
         assert uri.startswith("mongodb://127.0.0.1:") and uri.endswith("/?replicaSet=rs0"), proc.stderr.read()
-        hosts = uri[len("mongodb://"):].split("/")[0].split(",")
+        hosts = uri[len("mongodb://") :].split("/")[0].split(",")
         assert len(hosts) == 3
         addresses = [(h.split(":")[0], int(h.split(":")[1])) for h in hosts]
         hellos = [raw_command(a, {"hello": 1}) for a in addresses]

@@ -9,6 +9,7 @@ name.  What a member did is asked of the member itself: ``hello``'s ``me``,
 ``connectionStatus`` on the very connection, and ``currentOp``'s
 ``effectiveUsers`` for every connection our client opened.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,12 @@ def _seed_uri(member, user: str, password: str, **options) -> str:
     """One member as the only seed, with quoted credentials and ``options``."""
     query = urllib.parse.urlencode({"replicaSet": SET_NAME, **options})
     return "mongodb://%s:%s@%s:%d/?%s" % (
-        urllib.parse.quote_plus(user), urllib.parse.quote_plus(password), member.host, member.port, query)
+        urllib.parse.quote_plus(user),
+        urllib.parse.quote_plus(password),
+        member.host,
+        member.port,
+        query,
+    )
 
 
 def _client(secure_client, rs, auth_users, test_certs, seed=None, password=None, **kwargs):
@@ -74,7 +80,8 @@ def test_every_member_authenticates_the_user(secure_replica_set, auth_users, tes
     name = unique_app("rsauth_db")
     # Acknowledged by every member, so that each one has the document.
     c[name].get_collection("c", write_concern=WriteConcern(w=len(rs.members), wtimeout=30000)).insert_one(
-        {"_id": 1, "x": "secret"})
+        {"_id": 1, "x": "secret"}
+    )
     try:
         primary = rs.primary()
         for member in rs.members:
@@ -124,8 +131,10 @@ def test_wrong_password_fails_fast_with_code_18(secure_replica_set, auth_users, 
 def test_plaintext_client_refused_by_every_member(secure_replica_set, auth_users, secure_client):
     rs = secure_replica_set
     for member in rs.members:
-        c = secure_client(_seed_uri(member, auth_users.alice, auth_users.password, directConnection="true"),
-                          serverSelectionTimeoutMS=500)
+        c = secure_client(
+            _seed_uri(member, auth_users.alice, auth_users.password, directConnection="true"),
+            serverSelectionTimeoutMS=500,
+        )
         exc, seconds = elapsed(lambda c=c: c.admin.command("ping"))
         assert isinstance(exc, (ServerSelectionTimeoutError, AutoReconnect)), (member.address, exc)
         assert seconds < 5
@@ -200,8 +209,12 @@ def test_module_main_secure_server_serves_then_cleans_up(secure_client, topology
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(testing.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing", *topology, "--auth", "--tls"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongo_requests.testing", *topology, "--auth", "--tls"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         uri = proc.stdout.readline().decode().strip()
         assert uri.startswith("mongodb://admin:") and "tls=true" in uri, proc.stderr.read()
@@ -210,7 +223,8 @@ def test_module_main_secure_server_serves_then_cleans_up(secure_client, topology
         assert os.path.isfile(ca)
         c = secure_client(uri)
         assert c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"] == [
-            {"user": "admin", "db": "admin"}]
+            {"user": "admin", "db": "admin"}
+        ]
         address = c.address
         c.close()
         proc.send_signal(signal.SIGTERM)

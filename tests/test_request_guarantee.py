@@ -11,6 +11,7 @@ must read its own write, on the connection the server saw it use before.
 A forked child's request survives too, on a fresh socket (the child has
 sent nothing on the inherited one).
 """
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ Faults come from the server's ``failCommand`` fail point (mongod runs with
 that the admin client is never affected, and always switched off in a
 ``finally``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -404,9 +405,7 @@ def test_network_error_on_pinned_socket_keeps_request_and_repins(make_client, ad
     with c.start_request():
         first = conn_id(c)
         assert c.pool.get_stats()["pinned"] == 1
-        with fail_point(
-            admin_client, {"times": 1}, failCommands=["find"], closeConnection=True, appName=app
-        ):
+        with fail_point(admin_client, {"times": 1}, failCommands=["find"], closeConnection=True, appName=app):
             with pytest.raises(AutoReconnect):
                 coll.find_one({"x": 1})
         assert c.in_request()

@@ -9,6 +9,7 @@ statements a retry found already applied (the ``txnNumber`` at work).
 The commands as sent (``lsid``, ``txnNumber``) are seen through command
 monitoring.
 """
+
 from __future__ import annotations
 
 import pytest

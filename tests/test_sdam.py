@@ -4,6 +4,7 @@ The cases follow the facts the MongoDB SDAM specification's test plan states
 (server types from hello replies, discovery, stale primaries, reconfigs,
 members of other sets), written here as this project's own small scenarios.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -34,13 +35,28 @@ def oid(n: int) -> ObjectId:
 
 
 def primary(hosts=("a:27017", "b:27017", "c:27017"), set_name="rs", wire=17, **extra):
-    return {"ok": 1, "isWritablePrimary": True, "hosts": list(hosts), "setName": set_name,
-            "minWireVersion": 0, "maxWireVersion": wire, **extra}
+    return {
+        "ok": 1,
+        "isWritablePrimary": True,
+        "hosts": list(hosts),
+        "setName": set_name,
+        "minWireVersion": 0,
+        "maxWireVersion": wire,
+        **extra,
+    }
 
 
 def secondary(hosts=("a:27017", "b:27017", "c:27017"), set_name="rs", **extra):
-    return {"ok": 1, "isWritablePrimary": False, "secondary": True, "hosts": list(hosts), "setName": set_name,
-            "minWireVersion": 0, "maxWireVersion": 17, **extra}
+    return {
+        "ok": 1,
+        "isWritablePrimary": False,
+        "secondary": True,
+        "hosts": list(hosts),
+        "setName": set_name,
+        "minWireVersion": 0,
+        "maxWireVersion": 17,
+        **extra,
+    }
 
 
 STANDALONE = {"ok": 1, "isWritablePrimary": True, "minWireVersion": 0, "maxWireVersion": 17}
@@ -61,18 +77,22 @@ def types(td: TopologyDescription) -> dict:
 
 # --- Parsing ---------------------------------------------------------------
 
-@pytest.mark.parametrize("hello, expected", [
-    ({"ok": 0}, ServerType.Unknown),
-    (STANDALONE, ServerType.Standalone),
-    (MONGOS, ServerType.Mongos),
-    (primary(), ServerType.RSPrimary),
-    ({"ok": 1, "ismaster": True, "setName": "rs", "hosts": []}, ServerType.RSPrimary),  # legacy field
-    (secondary(), ServerType.RSSecondary),
-    (secondary(hidden=True), ServerType.RSOther),
-    ({"ok": 1, "setName": "rs", "arbiterOnly": True}, ServerType.RSArbiter),
-    ({"ok": 1, "setName": "rs"}, ServerType.RSOther),  # e.g. a member in STARTUP2 or RECOVERING
-    ({"ok": 1, "isreplicaset": True}, ServerType.RSGhost),  # started with --replSet, not initiated
-])
+
+@pytest.mark.parametrize(
+    "hello, expected",
+    [
+        ({"ok": 0}, ServerType.Unknown),
+        (STANDALONE, ServerType.Standalone),
+        (MONGOS, ServerType.Mongos),
+        (primary(), ServerType.RSPrimary),
+        ({"ok": 1, "ismaster": True, "setName": "rs", "hosts": []}, ServerType.RSPrimary),  # legacy field
+        (secondary(), ServerType.RSSecondary),
+        (secondary(hidden=True), ServerType.RSOther),
+        ({"ok": 1, "setName": "rs", "arbiterOnly": True}, ServerType.RSArbiter),
+        ({"ok": 1, "setName": "rs"}, ServerType.RSOther),  # e.g. a member in STARTUP2 or RECOVERING
+        ({"ok": 1, "isreplicaset": True}, ServerType.RSGhost),  # started with --replSet, not initiated
+    ],
+)
 def test_server_type_from_hello(hello, expected):
     assert server_type(hello) is expected
 
@@ -90,9 +110,17 @@ def test_parse_address_lowercases_and_defaults_the_port():
 
 def test_description_fields_from_hello():
     write = datetime.datetime(2024, 1, 2, 3, 4, 5)
-    hello = secondary(hosts=["A:27017", "b:27017"], passives=["C:27017"], arbiters=["d:27017"], me="B:27017",
-                      primary="A:27017", tags={"dc": "ny"}, setVersion=3, logicalSessionTimeoutMinutes=30,
-                      lastWrite={"lastWriteDate": write})
+    hello = secondary(
+        hosts=["A:27017", "b:27017"],
+        passives=["C:27017"],
+        arbiters=["d:27017"],
+        me="B:27017",
+        primary="A:27017",
+        tags={"dc": "ny"},
+        setVersion=3,
+        logicalSessionTimeoutMinutes=30,
+        lastWrite={"lastWriteDate": write},
+    )
     sd = ServerDescription.from_hello(B, hello, round_trip_time=0.002, now=12.5)
     assert sd.type is ServerType.RSSecondary
     assert sd.hosts == {A, B} and sd.passives == {C} and sd.arbiters == {D}
@@ -114,6 +142,7 @@ def test_failed_hello_makes_an_unknown_description():
 
 # --- Initial state ---------------------------------------------------------
 
+
 def test_initial_topology_types():
     assert initial_topology([A]).type is TopologyType.Unknown
     assert initial_topology([A], direct_connection=True).type is TopologyType.Single
@@ -128,6 +157,7 @@ def test_initial_topology_types():
 
 
 # --- Discovery -------------------------------------------------------------
+
 
 def test_discover_the_set_from_one_seed_that_is_primary():
     td0 = initial_topology([A])
@@ -157,8 +187,19 @@ def test_secondary_with_unknown_topology_becomes_replica_set_no_primary():
 def test_passives_and_arbiters_are_members_too():
     td = feed(initial_topology([A]), A, primary(hosts=["a:27017"], passives=["b:27017"], arbiters=["c:27017"]))
     assert set(td.servers) == {A, B, C}
-    td = feed(td, C, {"ok": 1, "setName": "rs", "arbiterOnly": True, "hosts": ["a:27017"],
-                      "arbiters": ["c:27017"], "minWireVersion": 0, "maxWireVersion": 17})
+    td = feed(
+        td,
+        C,
+        {
+            "ok": 1,
+            "setName": "rs",
+            "arbiterOnly": True,
+            "hosts": ["a:27017"],
+            "arbiters": ["c:27017"],
+            "minWireVersion": 0,
+            "maxWireVersion": 17,
+        },
+    )
     assert td.servers[C].type is ServerType.RSArbiter and td.type is TopologyType.ReplicaSetWithPrimary
 
 
@@ -189,11 +230,13 @@ def test_standalone_or_mongos_in_a_replica_set_is_removed():
 
 
 def test_ghost_is_kept_and_changes_nothing():
-    td = feed(initial_topology([A, B]), A, {"ok": 1, "isreplicaset": True, "minWireVersion": 0,
-                                            "maxWireVersion": 17})
+    td = feed(initial_topology([A, B]), A, {"ok": 1, "isreplicaset": True, "minWireVersion": 0, "maxWireVersion": 17})
     assert td.type is TopologyType.Unknown and td.servers[A].type is ServerType.RSGhost
-    td = feed(feed(initial_topology([A, B]), B, primary(hosts=["a:27017", "b:27017"])), A,
-              {"ok": 1, "isreplicaset": True, "minWireVersion": 0, "maxWireVersion": 17})
+    td = feed(
+        feed(initial_topology([A, B]), B, primary(hosts=["a:27017", "b:27017"])),
+        A,
+        {"ok": 1, "isreplicaset": True, "minWireVersion": 0, "maxWireVersion": 17},
+    )
     assert td.type is TopologyType.ReplicaSetWithPrimary and td.servers[A].type is ServerType.RSGhost
 
 
@@ -203,6 +246,7 @@ def test_description_for_a_removed_server_is_ignored():
 
 
 # --- Set names -------------------------------------------------------------
+
 
 def test_member_of_another_set_is_dropped():
     td = feed(initial_topology([A, B], replica_set="rs"), B, secondary(set_name="other"))
@@ -239,6 +283,7 @@ def test_direct_connection_keeps_a_secondary_single():
 
 # --- "me" and canonical names ----------------------------------------------
 
+
 def test_secondary_known_under_another_name_is_replaced():
     td = feed(initial_topology([("alias", 27017)], replica_set="rs"), ("alias", 27017), secondary(me="b:27017"))
     assert ("alias", 27017) not in td.servers and set(td.servers) == {A, B, C}
@@ -259,6 +304,7 @@ def test_secondary_with_wrong_me_and_a_primary_known():
 
 # --- Reconfigs: the primary's hosts list is authoritative ------------------
 
+
 def test_reconfig_removing_a_member():
     td = feed(initial_topology([A]), A, primary())
     td = feed(td, C, secondary())
@@ -278,6 +324,7 @@ def test_secondaries_do_not_remove_members():
 
 
 # --- Stale primaries --------------------------------------------------------
+
 
 def test_new_primary_demotes_the_old_one():
     td = feed(initial_topology([A]), A, primary(setVersion=1, electionId=oid(1)))
@@ -348,6 +395,7 @@ def test_pre_6_0_primaries_without_election_ids_replace_each_other():
 
 # --- Errors and losing the primary -----------------------------------------
 
+
 def test_network_error_on_primary_leaves_no_primary():
     td = feed(initial_topology([A]), A, primary())
     td = fail(td, A)
@@ -379,6 +427,7 @@ def test_round_trip_time_is_kept_when_a_check_brings_none():
 
 
 # --- Derived values ---------------------------------------------------------
+
 
 def test_logical_session_timeout_is_the_minimum_over_data_bearing_members():
     td = feed(initial_topology([A]), A, primary(logicalSessionTimeoutMinutes=30))

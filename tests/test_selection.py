@@ -4,6 +4,7 @@ Cases follow the facts of the MongoDB Server Selection specification's test
 plan (modes per topology type, tag sets, the latency window, staleness),
 written as this project's own scenarios.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -31,8 +32,15 @@ EPOCH = datetime.datetime(2024, 1, 1)
 
 
 def hello(kind: str, tags=None, write_age: float | None = None, **extra) -> dict:
-    doc = {"ok": 1, "setName": "rs", "hosts": HOSTS, "minWireVersion": 0, "maxWireVersion": 17,
-           "tags": tags or {}, **extra}
+    doc = {
+        "ok": 1,
+        "setName": "rs",
+        "hosts": HOSTS,
+        "minWireVersion": 0,
+        "maxWireVersion": 17,
+        "tags": tags or {},
+        **extra,
+    }
     if kind == "primary":
         doc["isWritablePrimary"] = True
     elif kind == "secondary":
@@ -57,38 +65,47 @@ def addresses(servers) -> set:
     return {sd.address for sd in servers}
 
 
-FULL = topology((A, hello("primary", {"dc": "ny"}), 0.005), (B, hello("secondary", {"dc": "ny", "rack": "1"}), 0.005),
-                (C, hello("secondary", {"dc": "sf"}), 0.005))
+FULL = topology(
+    (A, hello("primary", {"dc": "ny"}), 0.005),
+    (B, hello("secondary", {"dc": "ny", "rack": "1"}), 0.005),
+    (C, hello("secondary", {"dc": "sf"}), 0.005),
+)
 NO_PRIMARY = topology((B, hello("secondary", {"dc": "ny"}), 0.005), (C, hello("secondary", {"dc": "sf"}), 0.005))
 
 
-@pytest.mark.parametrize("pref, expected", [
-    (Primary(), {A}),
-    (PrimaryPreferred(), {A}),
-    (PrimaryPreferred([{"dc": "sf"}]), {A}),  # tags never filter the primary out
-    (Secondary(), {B, C}),
-    (Secondary([{"dc": "sf"}]), {C}),
-    (Secondary([{"dc": "la"}, {"dc": "ny"}]), {B}),  # first matching tag set wins
-    (Secondary([{"dc": "la"}]), set()),
-    (Secondary([{"dc": "la"}, {}]), {B, C}),  # the empty set matches anyone
-    (Secondary([{"dc": "ny", "rack": "1"}]), {B}),
-    (SecondaryPreferred(), {B, C}),
-    (SecondaryPreferred([{"dc": "la"}]), {A}),  # falls back to the primary
-    (Nearest(), {A, B, C}),
-    (Nearest([{"dc": "ny"}]), {A, B}),
-])
+@pytest.mark.parametrize(
+    "pref, expected",
+    [
+        (Primary(), {A}),
+        (PrimaryPreferred(), {A}),
+        (PrimaryPreferred([{"dc": "sf"}]), {A}),  # tags never filter the primary out
+        (Secondary(), {B, C}),
+        (Secondary([{"dc": "sf"}]), {C}),
+        (Secondary([{"dc": "la"}, {"dc": "ny"}]), {B}),  # first matching tag set wins
+        (Secondary([{"dc": "la"}]), set()),
+        (Secondary([{"dc": "la"}, {}]), {B, C}),  # the empty set matches anyone
+        (Secondary([{"dc": "ny", "rack": "1"}]), {B}),
+        (SecondaryPreferred(), {B, C}),
+        (SecondaryPreferred([{"dc": "la"}]), {A}),  # falls back to the primary
+        (Nearest(), {A, B, C}),
+        (Nearest([{"dc": "ny"}]), {A, B}),
+    ],
+)
 def test_modes_with_a_primary(pref, expected):
     assert addresses(suitable_servers(FULL, pref)) == expected
 
 
-@pytest.mark.parametrize("pref, expected", [
-    (Primary(), set()),
-    (PrimaryPreferred(), {B, C}),
-    (PrimaryPreferred([{"dc": "sf"}]), {C}),
-    (Secondary(), {B, C}),
-    (SecondaryPreferred([{"dc": "la"}]), set()),
-    (Nearest([{"dc": "sf"}]), {C}),
-])
+@pytest.mark.parametrize(
+    "pref, expected",
+    [
+        (Primary(), set()),
+        (PrimaryPreferred(), {B, C}),
+        (PrimaryPreferred([{"dc": "sf"}]), {C}),
+        (Secondary(), {B, C}),
+        (SecondaryPreferred([{"dc": "la"}]), set()),
+        (Nearest([{"dc": "sf"}]), {C}),
+    ],
+)
 def test_modes_without_a_primary(pref, expected):
     assert NO_PRIMARY.type is TopologyType.ReplicaSetNoPrimary
     assert addresses(suitable_servers(NO_PRIMARY, pref)) == expected
@@ -133,6 +150,7 @@ def test_incompatible_server_makes_selection_fail():
 
 # --- Latency window --------------------------------------------------------
 
+
 def test_latency_window_keeps_servers_within_the_threshold_of_the_fastest():
     td = topology((A, hello("primary"), 0.030), (B, hello("secondary"), 0.010), (C, hello("secondary"), 0.026))
     nearest = suitable_servers(td, Nearest())
@@ -153,6 +171,7 @@ def test_random_choice_within_the_window():
 
 # --- Staleness -------------------------------------------------------------
 
+
 def test_max_staleness_must_be_measurable():
     validate_max_staleness(Secondary(max_staleness=90), 10.0)
     validate_max_staleness(Secondary(), 10.0)  # -1: no limit
@@ -164,8 +183,11 @@ def test_max_staleness_must_be_measurable():
 
 def test_staleness_relative_to_the_primary():
     # Checked at the same instant: staleness = primary's write - secondary's write + heartbeat.
-    td = topology((A, hello("primary", write_age=0), 0.001), (B, hello("secondary", write_age=50), 0.001),
-                  (C, hello("secondary", write_age=150), 0.001))
+    td = topology(
+        (A, hello("primary", write_age=0), 0.001),
+        (B, hello("secondary", write_age=50), 0.001),
+        (C, hello("secondary", write_age=150), 0.001),
+    )
     assert addresses(suitable_servers(td, Secondary(max_staleness=90), heartbeat_frequency=10)) == {B}
     assert addresses(suitable_servers(td, Secondary(max_staleness=90), heartbeat_frequency=45)) == set()
     assert addresses(suitable_servers(td, Secondary(max_staleness=200), heartbeat_frequency=10)) == {B, C}
@@ -189,14 +211,17 @@ def test_staleness_without_a_primary_uses_the_freshest_secondary():
 
 
 def test_staleness_filter_comes_before_tags():
-    td = topology((A, hello("primary", write_age=0), 0.001),
-                  (B, hello("secondary", {"dc": "ny"}, write_age=500), 0.001),
-                  (C, hello("secondary", {"dc": "sf"}, write_age=0), 0.001))
+    td = topology(
+        (A, hello("primary", write_age=0), 0.001),
+        (B, hello("secondary", {"dc": "ny"}, write_age=500), 0.001),
+        (C, hello("secondary", {"dc": "sf"}, write_age=0), 0.001),
+    )
     pref = Secondary([{"dc": "ny"}, {"dc": "sf"}], max_staleness=90)
     assert addresses(suitable_servers(td, pref)) == {C}
 
 
 # --- Error message ----------------------------------------------------------
+
 
 def test_selection_error_message_lists_each_member_with_type_and_error():
     td = FULL
@@ -212,19 +237,26 @@ def test_selection_error_message_lists_each_member_with_type_and_error():
 
 # --- Client options that feed selection ------------------------------------
 
+
 def test_read_preference_options_from_uri_and_keywords():
     from mongo_requests.options import ClientOptions
 
-    opts = ClientOptions.parse("mongodb://a,b/?replicaSet=rs&readPreference=secondaryPreferred"
-                               "&readPreferenceTags=dc:ny,rack:1&readPreferenceTags=&maxStalenessSeconds=120"
-                               "&localThresholdMS=30&heartbeatFrequencyMS=2000")
+    opts = ClientOptions.parse(
+        "mongodb://a,b/?replicaSet=rs&readPreference=secondaryPreferred"
+        "&readPreferenceTags=dc:ny,rack:1&readPreferenceTags=&maxStalenessSeconds=120"
+        "&localThresholdMS=30&heartbeatFrequencyMS=2000"
+    )
     pref = opts.read_preference
     assert pref.mode == 3 and pref.tag_sets == [{"dc": "ny", "rack": "1"}, {}] and pref.max_staleness == 120
     assert (opts.replica_set, opts.local_threshold, opts.heartbeat_frequency) == ("rs", 0.03, 2.0)
     kw = ClientOptions.parse("a", read_preference=Nearest(tag_sets=[{"dc": "sf"}]), retryWrites=False)
     assert kw.read_preference.mode == 4 and kw.read_preference.tag_sets == [{"dc": "sf"}] and not kw.retry_writes
     assert ClientOptions.parse("a").read_preference.mode == 0
-    for bad in ("readPreferenceTags=dc:ny", "readPreference=secondary&maxStalenessSeconds=30",
-                "heartbeatFrequencyMS=100", "readPreference=sideways"):
+    for bad in (
+        "readPreferenceTags=dc:ny",
+        "readPreference=secondary&maxStalenessSeconds=30",
+        "heartbeatFrequencyMS=100",
+        "readPreference=sideways",
+    ):
         with pytest.raises(ConfigurationError):
             ClientOptions.parse("mongodb://a/?" + bad)

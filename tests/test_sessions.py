@@ -1,4 +1,5 @@
 """Server session pool and retryability rules: pure, no server needed."""
+
 from __future__ import annotations
 
 import time

@@ -11,6 +11,7 @@ bounded in count and in time, and everything talks to 127.0.0.1 only.
 Figures (throughput, error latencies) are printed; ``-s`` or ``-rA`` shows
 them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,8 @@ def test_fail_point_close_connection_on_pinned_socket(make_client, admin_client)
             assert c.pool.pinned_socket() is None
             # ...and the server's side of it is gone.
             assert wait_until(lambda: first not in app_connection_ids(admin_client, app), timeout=5.0), (
-                app_connection_ids(admin_client, app))
+                app_connection_ids(admin_client, app)
+            )
             # The next operation, same request, works on a new connection.
             assert coll.find_one({"x": 1})["x"] == 1
             second = conn_id(c)
@@ -140,8 +142,9 @@ def test_fail_point_error_code_keeps_pinned_socket(make_client, admin_client, co
 def test_fail_point_block_connection_times_out_and_frees_the_slot(make_client, admin_client, in_request):
     app = unique_app("fp_block")
     wait_queue_s = 5.0
-    c = make_client(appname=app, socketTimeoutMS=300, max_pool_size=1, waitQueueTimeoutMS=wait_queue_s * 1000,
-                    retryReads=False)  # the timeout must reach the caller, not be retried
+    c = make_client(
+        appname=app, socketTimeoutMS=300, max_pool_size=1, waitQueueTimeoutMS=wait_queue_s * 1000, retryReads=False
+    )  # the timeout must reach the caller, not be retried
     dbname = unique_app("soak_fp")
     coll = c[dbname].things
     try:
@@ -152,8 +155,9 @@ def test_fail_point_block_connection_times_out_and_frees_the_slot(make_client, a
                 coll.find_one({"x": 1})
                 assert c.pool.request_state() is RequestState.PINNED
             before = c.pool.get_stats()
-            with fail_point(admin_client, {"times": 1}, failCommands=["find"], blockConnection=True,
-                            blockTimeMS=1500, appName=app):
+            with fail_point(
+                admin_client, {"times": 1}, failCommands=["find"], blockConnection=True, blockTimeMS=1500, appName=app
+            ):
                 t0 = time.monotonic()
                 with pytest.raises(NetworkTimeout) as info:
                     coll.find_one({"x": 1})
@@ -181,8 +185,7 @@ def test_fail_point_block_connection_times_out_and_frees_the_slot(make_client, a
             if in_request:
                 assert c.pool.request_state() is RequestState.PINNED
                 assert final["pinned"] == 1, final
-        report("block_connection", in_request=in_request, timeout_after_s="%.3f" % took,
-               next_op_s="%.3f" % took2)
+        report("block_connection", in_request=in_request, timeout_after_s="%.3f" % took, next_op_s="%.3f" % took2)
         final = c.pool.get_stats()
         assert final["in_use"] == 0 and final["pinned"] == 0 and final["open"] <= 1, final
     finally:
@@ -329,12 +332,22 @@ def test_bad_input_at_volume(make_client, admin_client):
 
         # Every valid document is stored (w=0 ones may land a little later).
         assert wait_until(lambda: coll.count_documents({}) == len(expected_ids), timeout=15), (
-            coll.count_documents({}), len(expected_ids))
+            coll.count_documents({}),
+            len(expected_ids),
+        )
         stored = {d["_id"] for d in coll.find({}, {"_id": 1})}
         assert stored == expected_ids, (len(stored ^ expected_ids), sorted(stored ^ expected_ids)[:5])
-        report("bad_input", ops=sum(done), valid=len(expected_ids), invalid=n_invalid,
-               in_request_ops=sum(in_request_ops), elapsed_s="%.1f" % elapsed,
-               ops_per_s="%.0f" % (sum(done) / elapsed), server_connections_over_baseline=connections,
-               stats=stats, outcomes=totals)
+        report(
+            "bad_input",
+            ops=sum(done),
+            valid=len(expected_ids),
+            invalid=n_invalid,
+            in_request_ops=sum(in_request_ops),
+            elapsed_s="%.1f" % elapsed,
+            ops_per_s="%.0f" % (sum(done) / elapsed),
+            server_connections_over_baseline=connections,
+            stats=stats,
+            outcomes=totals,
+        )
     finally:
         c.drop_database(dbname)

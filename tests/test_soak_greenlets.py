@@ -15,6 +15,7 @@ every loop is bounded in count and in time, and everything talks to
 ``-s`` or ``-rA`` shows them.  The soaks that need no greenlets are in
 tests/test_soak.py.
 """
+
 from __future__ import annotations
 
 import collections
@@ -93,9 +94,16 @@ CHURN_TRACED_ALLOWANCE = 256 * 1024
 CHURN_RSS_LIMIT = 32 * MiB
 
 
-
-def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: float,
-           warmup: int = CHURN_WARMUP, max_pool_size: int = CHURN_POOL) -> dict[str, Any]:
+def _churn(
+    admin,
+    uri: str,
+    dbname: str,
+    total: int,
+    batch: int,
+    deadline_s: float,
+    warmup: int = CHURN_WARMUP,
+    max_pool_size: int = CHURN_POOL,
+) -> dict[str, Any]:
     """``total`` greenlets, each starts a request, does one operation and dies
     without end_request.  Spawned ``batch`` at a time (joined), until ``total``
     or ``deadline_s`` of wall time, whichever comes first.
@@ -105,8 +113,13 @@ def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: flo
     what the remaining greenlets allocated and left alive: an upper bound on
     the growth.
     """
-    out: dict = {"target": total, "batch": batch, "deadline_s": deadline_s, "warmup": warmup,
-                 "max_pool_size": max_pool_size}
+    out: dict = {
+        "target": total,
+        "batch": batch,
+        "deadline_s": deadline_s,
+        "warmup": warmup,
+        "max_pool_size": max_pool_size,
+    }
     # Counted by appName on the server: the global count also moves with other
     # tests' clients closing their sockets late.
     appname = unique_app("churn")
@@ -207,7 +220,6 @@ def _churn(admin, uri: str, dbname: str, total: int, batch: int, deadline_s: flo
     return out
 
 
-
 def test_churn_greenlets_die_in_requests(mongodb_uri, admin_client):
     dbname = unique_app("soak_churn")
     t0 = time.monotonic()
@@ -236,25 +248,31 @@ def test_churn_greenlets_die_in_requests(mongodb_uri, admin_client):
         wall_s="%.1f" % wall,
     )
     if r["deadline_hit"]:
-        print("[soak] churn: the %ss deadline stopped the loop at %d of %d greenlets (%.0f/s)"
-              % (CHURN_DEADLINE_S, r["done"], r["target"], r["rate"]))
+        print(
+            "[soak] churn: the %ss deadline stopped the loop at %d of %d greenlets (%.0f/s)"
+            % (CHURN_DEADLINE_S, r["done"], r["target"], r["rate"])
+        )
     assert r["use_greenlets"], "auto-detection did not pick greenlets under patch_all()"
     assert "hung" not in r, "%d greenlets of a batch never finished" % r.get("hung", 0)
     assert r["errors"] == {}, r["first_errors"]
     assert r["done"] == r["target"] or r["deadline_hit"], r
     assert r.get("greenlets_after_warmup", 0) >= CHURN_MIN_AFTER_WARMUP, (
         "only %d greenlets after warm-up in %ss (%.0f/s): too slow to measure growth"
-        % (r.get("greenlets_after_warmup", 0), CHURN_DEADLINE_S, r["rate"]))
+        % (r.get("greenlets_after_warmup", 0), CHURN_DEADLINE_S, r["rate"])
+    )
 
     # Memory: nothing grows with the number of greenlets.
     n = r["greenlets_after_warmup"]
     traced_limit = CHURN_TRACED_ALLOWANCE + CHURN_TRACED_PER_GREENLET * n
     assert r["traced_growth"] < traced_limit, (
         "tracemalloc: +%d bytes over %d greenlets after warm-up (limit %d); top growth:\n%s"
-        % (r["traced_growth"], n, traced_limit, "\n".join(r["top_growth"])))
+        % (r["traced_growth"], n, traced_limit, "\n".join(r["top_growth"]))
+    )
     rss_growth = r["rss_growth"] - r["tracemalloc_self"]
-    assert rss_growth < CHURN_RSS_LIMIT, (
-        "RSS +%.1f MiB (tracemalloc's own %.1f MiB excluded)" % (rss_growth / MiB, r["tracemalloc_self"] / MiB))
+    assert rss_growth < CHURN_RSS_LIMIT, "RSS +%.1f MiB (tracemalloc's own %.1f MiB excluded)" % (
+        rss_growth / MiB,
+        r["tracemalloc_self"] / MiB,
+    )
 
     # The pool: every dead greenlet's socket came back, none is pinned.
     stats = r["stats"]
@@ -271,7 +289,8 @@ def test_churn_greenlets_die_in_requests(mongodb_uri, admin_client):
     assert r["conn_after"] - r["conn_baseline"] == r["pool_open_at_conn_after"], r
     assert r["conn_after_close"] == r["conn_baseline"], (
         "server connections %s after close(), baseline %d (readings %s)"
-        % (r["conn_after_close"], r["conn_baseline"], r["conn_after_close_series"]))
+        % (r["conn_after_close"], r["conn_baseline"], r["conn_after_close_series"])
+    )
 
 
 # -- 2. server restart under load ------------------------------------------------------
@@ -283,7 +302,6 @@ SOCKET_TIMEOUT_S = SOCKET_TIMEOUT_MS / 1000.0
 # by the kernel, so errors normally come in milliseconds), plus room for
 # scheduling 100 greenlets on a loaded machine.
 ERROR_LATENCY_LIMIT_S = SOCKET_TIMEOUT_S + 1.5
-
 
 
 def sock_key(sock) -> list | None:
@@ -538,7 +556,6 @@ def _restart_under_load(server: MongodServer, dbname: str, workers: int, timelin
     return out
 
 
-
 def test_server_restart_under_load():
     server = MongodServer()  # dedicated: the session's server is never killed
     server.start()
@@ -551,7 +568,7 @@ def test_server_restart_under_load():
         ids = [i for i, _t in r["acked"]]
         with mongo_requests.MongoClient(server.uri) as check:
             for start in range(0, len(ids), 5000):
-                chunk = ids[start:start + 5000]
+                chunk = ids[start : start + 5000]
                 found.update(d["_id"] for d in check[dbname].things.find({"_id": {"$in": chunk}}, {"_id": 1}))
     finally:
         server.cleanup()
@@ -569,7 +586,9 @@ def test_server_restart_under_load():
         if op[1] <= t_kill and (op[2] is None or op[2] >= t_kill)
     ]
     held_through_outage = [  # started during the outage, held in server selection, then succeeded
-        (rec["worker"], op) for rec in recs for op in rec["ops"]
+        (rec["worker"], op)
+        for rec in recs
+        for op in rec["ops"]
         if t_kill < op[1] < timeline["noticed"] and op[3] == "ok" and op[2] >= timeline["noticed"]
     ]
     acked_before_kill = [i for i, t in r["acked"] if t < t_kill]
@@ -607,8 +626,12 @@ def test_server_restart_under_load():
     for worker, err in errors:
         name, t_err, is_conn_failure, msg = err
         assert is_conn_failure, (worker, err)
-        assert 0 <= t_err - t_kill <= ERROR_LATENCY_LIMIT_S, (
-            "worker %d: %s %.3fs after the kill: %s" % (worker, name, t_err - t_kill, msg))
+        assert 0 <= t_err - t_kill <= ERROR_LATENCY_LIMIT_S, "worker %d: %s %.3fs after the kill: %s" % (
+            worker,
+            name,
+            t_err - t_kill,
+            msg,
+        )
     for worker, (name, _start, end, outcome) in inflight:
         assert end is not None, "worker %d: %s in flight at the kill never ended" % (worker, name)
         assert end - t_kill <= ERROR_LATENCY_LIMIT_S, (worker, name, end - t_kill, outcome)
@@ -650,7 +673,11 @@ def test_server_restart_under_load():
             assert rec["in_request_after_error"], rec["worker"]
             expected_state = RequestState.PINNED if rec["sock_after_error"] else RequestState.REQUEST_NO_SOCKET
             assert rec["state_after_error"] == expected_state.name, (
-                rec["worker"], rec["state_after_error"], rec["sock_after_error"], rec["error"])
+                rec["worker"],
+                rec["state_after_error"],
+                rec["sock_after_error"],
+                rec["error"],
+            )
     # The pool dropped the dead sockets: a reset, and nothing pinned or busy left.
     stats = r["stats"]
     assert stats.get("resets", 0) >= 1, stats
@@ -659,4 +686,8 @@ def test_server_restart_under_load():
     # Durability: every acknowledged j=True write is there after the restart.
     missing = [i for i in ids if i not in found]
     assert not missing, "%d of %d acknowledged inserts lost (%d acked before the kill), e.g. %s" % (
-        len(missing), len(ids), len(acked_before_kill), missing[:5])
+        len(missing),
+        len(ids),
+        len(acked_before_kill),
+        missing[:5],
+    )

@@ -1,4 +1,5 @@
 """SocketInfo against the real server: checksums, and the memory a socket keeps after a large reply."""
+
 from __future__ import annotations
 
 import gc

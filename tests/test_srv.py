@@ -26,6 +26,7 @@ env) the connecting tests instead check that asking for the hook is refused
 with a clear message; the refusal test still proves the SRV query reached
 our DNS server.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -128,9 +129,7 @@ def _needs_validator(make) -> bool:
 def test_srv_seed_list_txt_options_and_tls_by_default(dns_zone, tls_server, test_certs, auth_users, secure_client):
     # The URI names the database "appdb": without the TXT record's
     # authSource=admin the user would be looked up there and not found.
-    uri = "mongodb+srv://%s:%s@%s/appdb?tlsCAFile=%s" % (
-        auth_users.alice, auth_users.password, SRV_NAME, test_certs.ca
-    )
+    uri = "mongodb+srv://%s:%s@%s/appdb?tlsCAFile=%s" % (auth_users.alice, auth_users.password, SRV_NAME, test_certs.ca)
     if not _needs_validator(lambda: secure_client(uri, srv_host_validator=_only_localhost)):
         return
     before = auth_counters(tls_server, "SCRAM-SHA-256")
@@ -228,7 +227,10 @@ def test_srv_discovers_a_replica_set_with_tls_and_auth(
     rs = secure_replica_set
     dns_zone.clusters[SET_SRV_NAME] = ([m.port for m in rs.members], "replicaSet=%s&authSource=admin" % rs.name)
     uri = "mongodb+srv://%s:%s@%s/appdb?tlsCAFile=%s" % (
-        auth_users.alice, auth_users.password, SET_SRV_NAME, test_certs.ca
+        auth_users.alice,
+        auth_users.password,
+        SET_SRV_NAME,
+        test_certs.ca,
     )
     if not _needs_validator(lambda: secure_client(uri, srv_host_validator=_only_localhost)):
         return

@@ -3,6 +3,7 @@
 Each test starts its own server (they kill and restart them), so these tests
 do not use the shared session fixture.  No mocks, no skips.
 """
+
 from __future__ import annotations
 
 import os
@@ -118,8 +119,7 @@ def test_busy_picked_port_is_retried_once(monkeypatch):
         busy_port = busy.getsockname()[1]
         picks = iter([busy_port])
         real_free_port = testing._free_port
-        monkeypatch.setattr(testing, "_free_port",
-                            lambda: next(picks, None) or real_free_port())
+        monkeypatch.setattr(testing, "_free_port", lambda: next(picks, None) or real_free_port())
         with MongodServer() as server:
             assert server.port != busy_port
             assert server.command({"ping": 1})["ok"] == 1
@@ -131,8 +131,9 @@ def test_kill_then_start_keeps_port_and_data():
         server.start()
         port, dbpath, first_pid = server.port, server.dbpath, server.pid
         reply = server.command(
-            {"insert": "things", "documents": [{"_id": 1, "x": "kept"}],
-             "writeConcern": {"w": 1, "j": True}}, db="mr_testing")
+            {"insert": "things", "documents": [{"_id": 1, "x": "kept"}], "writeConcern": {"w": 1, "j": True}},
+            db="mr_testing",
+        )
         assert reply["ok"] == 1 and reply["n"] == 1
 
         server.kill()
@@ -164,8 +165,7 @@ def test_replica_set_primary_survives_kill():
     server = MongodServer(replset="rs0")
     try:
         server.start()
-        assert server.uri == (
-            f"mongodb://127.0.0.1:{server.port}/?replicaSet=rs0")
+        assert server.uri == (f"mongodb://127.0.0.1:{server.port}/?replicaSet=rs0")
         hello = server.command({"hello": 1})
         assert hello["setName"] == "rs0" and hello["isWritablePrimary"] is True
         assert hello["hosts"] == [f"127.0.0.1:{server.port}"]
@@ -183,19 +183,15 @@ def _child_env() -> dict:
     # Child interpreters must import the same mongo_requests as this one.
     package_root = os.path.dirname(os.path.dirname(testing.__file__))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return env
 
 
 def test_atexit_kills_abandoned_servers():
     # The child starts a server and exits without stopping it; mongod runs
     # in its own session, so only the atexit hook can take it down.
-    code = ("from mongo_requests.testing import MongodServer\n"
-            "s = MongodServer().start()\n"
-            "print(s.pid, s.dbpath)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=_child_env(),
-                         capture_output=True, text=True, timeout=60)
+    code = "from mongo_requests.testing import MongodServer\ns = MongodServer().start()\nprint(s.pid, s.dbpath)\n"
+    out = subprocess.run([sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     pid, dbpath = out.stdout.split()
     assert not _alive(int(pid))
@@ -204,9 +200,9 @@ def test_atexit_kills_abandoned_servers():
 
 def test_module_main_prints_uri_and_stops_on_sigterm():
     env = _child_env()
-    proc = subprocess.Popen([sys.executable, "-m", "mongo_requests.testing"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mongo_requests.testing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     try:
         uri = proc.stdout.readline().decode().strip()
         assert uri.startswith("mongodb://127.0.0.1:"), proc.stderr.read()

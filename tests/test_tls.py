@@ -5,6 +5,7 @@ plaintext refused, and requests under TLS and auth.
 The server certificate names ``localhost`` only, so ``localhost`` is the
 valid host name and ``127.0.0.1`` (the same server) is a hostname mismatch.
 """
+
 from __future__ import annotations
 
 import socket
@@ -28,9 +29,7 @@ from security_fixtures import CURRENT, MODE, auth_counters, elapsed, scram_uri
 
 def _tls_client(secure_client, tls_server, auth_users, host="localhost", **kwargs):
     kwargs.setdefault("tls", True)
-    return secure_client(
-        host, tls_server.port, username=auth_users.alice, password=auth_users.password, **kwargs
-    )
+    return secure_client(host, tls_server.port, username=auth_users.alice, password=auth_users.password, **kwargs)
 
 
 def _raw_socket(client):
@@ -67,8 +66,9 @@ def _refused(client) -> str:
 
 
 def test_untrusted_certificate_refused_with_its_cause(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca,
-                    serverSelectionTimeoutMS=30000)
+    c = _tls_client(
+        secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca, serverSelectionTimeoutMS=30000
+    )
     message = _refused(c)
     assert "certificate verification failed" in message
     assert "unable to get local issuer certificate" in message or "self-signed" in message or "self signed" in message
@@ -81,8 +81,9 @@ def test_system_cas_do_not_trust_the_test_ca(tls_server, auth_users, secure_clie
 
 
 def test_allow_invalid_certificates(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca,
-                    tlsAllowInvalidCertificates=True)
+    c = _tls_client(
+        secure_client, tls_server, auth_users, tlsCAFile=test_certs.other_ca, tlsAllowInvalidCertificates=True
+    )
     assert c.admin.command("ping")["ok"] == 1
     c2 = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsInsecure=True)
     assert c2.admin.command("ping")["ok"] == 1
@@ -93,36 +94,51 @@ def test_hostname_mismatch_refused_unless_allowed(tls_server, test_certs, auth_u
     message = _refused(c)
     assert "mismatch" in message
     assert "tlsAllowInvalidHostnames" in message
-    ok = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsCAFile=test_certs.ca,
-                     tlsAllowInvalidHostnames=True)
+    ok = _tls_client(
+        secure_client, tls_server, auth_users, host="127.0.0.1", tlsCAFile=test_certs.ca, tlsAllowInvalidHostnames=True
+    )
     assert ok.admin.command("ping")["ok"] == 1
 
 
 def test_allow_invalid_hostnames_still_verifies_the_chain(tls_server, test_certs, auth_users, secure_client):
     # tlsAllowInvalidHostnames skips the name check only: a certificate from
     # a CA we do not trust is still refused, with its cause.
-    c = _tls_client(secure_client, tls_server, auth_users, host="127.0.0.1", tlsCAFile=test_certs.other_ca,
-                    tlsAllowInvalidHostnames=True)
+    c = _tls_client(
+        secure_client,
+        tls_server,
+        auth_users,
+        host="127.0.0.1",
+        tlsCAFile=test_certs.other_ca,
+        tlsAllowInvalidHostnames=True,
+    )
     message = _refused(c)
     assert "certificate verification failed" in message and "mismatch" not in message
 
 
 def test_crl_revoking_the_server_certificate(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca,
-                    tlsCRLFile=test_certs.crl_revoking_server)
+    c = _tls_client(
+        secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, tlsCRLFile=test_certs.crl_revoking_server
+    )
     assert "revoked" in _refused(c)
 
 
 def test_uri_options(tls_server, test_certs, auth_users, secure_client):
-    uri = scram_uri(tls_server, auth_users.alice, auth_users.password, host="localhost", ssl="true",
-                    tlsCAFile=test_certs.ca)
+    uri = scram_uri(
+        tls_server, auth_users.alice, auth_users.password, host="localhost", ssl="true", tlsCAFile=test_certs.ca
+    )
     assert secure_client(uri).admin.command("ping")["ok"] == 1
 
 
 def test_x509_authentication(tls_server, test_certs, secure_client):
     before = auth_counters(tls_server, "MONGODB-X509")
-    c = secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
-                      tlsCertificateKeyFile=test_certs.client, authMechanism="MONGODB-X509")
+    c = secure_client(
+        "localhost",
+        tls_server.port,
+        tls=True,
+        tlsCAFile=test_certs.ca,
+        tlsCertificateKeyFile=test_certs.client,
+        authMechanism="MONGODB-X509",
+    )
     status = c.admin.command("connectionStatus")
     assert status["authInfo"]["authenticatedUsers"] == [{"user": test_certs.client_subject, "db": "$external"}]
     after = auth_counters(tls_server, "MONGODB-X509")
@@ -137,9 +153,15 @@ def test_x509_certificate_of_no_user_fails_fast(tls_server, test_certs, secure_c
     # attempt, failing at once with the server's own answer (mongod 6.0 says
     # code 11, UserNotFound, for X.509, where a wrong SCRAM password is 18);
     # and the pool keeps no socket.
-    c = secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
-                      tlsCertificateKeyFile=test_certs.stranger, authMechanism="MONGODB-X509",
-                      serverSelectionTimeoutMS=30000)
+    c = secure_client(
+        "localhost",
+        tls_server.port,
+        tls=True,
+        tlsCAFile=test_certs.ca,
+        tlsCertificateKeyFile=test_certs.stranger,
+        authMechanism="MONGODB-X509",
+        serverSelectionTimeoutMS=30000,
+    )
     before = auth_counters(tls_server, "MONGODB-X509")
     exc, seconds = elapsed(lambda: c.admin.command("ping"))
     assert isinstance(exc, OperationFailure) and exc.code == 11, repr(exc)
@@ -156,21 +178,38 @@ def test_x509_certificate_of_no_user_fails_fast(tls_server, test_certs, secure_c
 
 
 def test_x509_with_an_encrypted_key(tls_server, test_certs, secure_client):
-    c = secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
-                      tlsCertificateKeyFile=test_certs.client_encrypted,
-                      tlsCertificateKeyFilePassword=test_certs.client_password, authMechanism="MONGODB-X509")
+    c = secure_client(
+        "localhost",
+        tls_server.port,
+        tls=True,
+        tlsCAFile=test_certs.ca,
+        tlsCertificateKeyFile=test_certs.client_encrypted,
+        tlsCertificateKeyFilePassword=test_certs.client_password,
+        authMechanism="MONGODB-X509",
+    )
     users = c.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"]
     assert users == [{"user": test_certs.client_subject, "db": "$external"}]
     wrong = "not-" + test_certs.client_password
     with pytest.raises(ConfigurationError) as info:
-        secure_client("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
-                      tlsCertificateKeyFile=test_certs.client_encrypted, tlsCertificateKeyFilePassword=wrong)
+        secure_client(
+            "localhost",
+            tls_server.port,
+            tls=True,
+            tlsCAFile=test_certs.ca,
+            tlsCertificateKeyFile=test_certs.client_encrypted,
+            tlsCertificateKeyFilePassword=wrong,
+        )
     assert wrong not in str(info.value) and wrong not in repr(info.value.args)
 
 
 def test_plaintext_client_refused(tls_server, auth_users, secure_client):
-    c = secure_client("127.0.0.1", tls_server.port, username=auth_users.alice, password=auth_users.password,
-                      serverSelectionTimeoutMS=500)
+    c = secure_client(
+        "127.0.0.1",
+        tls_server.port,
+        username=auth_users.alice,
+        password=auth_users.password,
+        serverSelectionTimeoutMS=500,
+    )
     exc, seconds = elapsed(lambda: c.admin.command("ping"))
     assert isinstance(exc, (ServerSelectionTimeoutError, AutoReconnect)), exc
     assert seconds < 5
@@ -195,9 +234,16 @@ def test_tls_client_sends_no_plaintext_byte(secure_client, test_certs):
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300,
-                          connectTimeoutMS=300,
-                          username="u", password="p")
+        c = secure_client(
+            "localhost",
+            port,
+            tls=True,
+            tlsCAFile=test_certs.ca,
+            serverSelectionTimeoutMS=300,
+            connectTimeoutMS=300,
+            username="u",
+            password="p",
+        )
         with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
             c.admin.command("ping")
         server.join(5)
@@ -207,8 +253,9 @@ def test_tls_client_sends_no_plaintext_byte(secure_client, test_certs):
 
 
 def test_interrupted_tls_exchange_closes_the_socket(tls_server, test_certs, auth_users, secure_client):
-    c = _tls_client(secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, socketTimeoutMS=200,
-                    retryReads=False)  # one interrupted exchange, not a retried second one
+    c = _tls_client(
+        secure_client, tls_server, auth_users, tlsCAFile=test_certs.ca, socketTimeoutMS=200, retryReads=False
+    )  # one interrupted exchange, not a retried second one
     db = c.tls_interrupt
     db.c.drop()
     db.c.insert_one({"x": 1})
@@ -269,8 +316,15 @@ def test_tls_waits_yield_to_the_hub_in_greenlet_mode(tls_server, test_certs, aut
 
     import mongo_requests
 
-    c = mongo_requests.MongoClient("localhost", tls_server.port, tls=True, tlsCAFile=test_certs.ca,
-                                   username=auth_users.alice, password=auth_users.password, use_greenlets=True)
+    c = mongo_requests.MongoClient(
+        "localhost",
+        tls_server.port,
+        tls=True,
+        tlsCAFile=test_certs.ca,
+        username=auth_users.alice,
+        password=auth_users.password,
+        use_greenlets=True,
+    )
     try:
         c.admin.command("ping")  # connect (TLS handshake and SCRAM) first
         coll = c.tls_coop.c
@@ -350,7 +404,7 @@ def _tls_records_only(data: bytes) -> bool:
     while i < len(data):
         if len(data) - i < 5 or data[i] not in (20, 21, 22, 23, 24) or data[i + 1] != 3:
             return False
-        i += 5 + int.from_bytes(data[i + 3:i + 5], "big")
+        i += 5 + int.from_bytes(data[i + 3 : i + 5], "big")
     return i == len(data)
 
 
@@ -393,8 +447,16 @@ def test_tls_client_never_falls_back_to_plaintext(secure_client, test_certs):
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=1000,
-                          connectTimeoutMS=500, username="plaintext-user", password="plaintext-pw")
+        c = secure_client(
+            "localhost",
+            port,
+            tls=True,
+            tlsCAFile=test_certs.ca,
+            serverSelectionTimeoutMS=1000,
+            connectTimeoutMS=500,
+            username="plaintext-user",
+            password="plaintext-pw",
+        )
         with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
             c.admin.command("ping")
     finally:
@@ -433,8 +495,15 @@ def test_sni_names_the_host(secure_client, test_certs, extra):
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        c = secure_client("localhost", port, tls=True, tlsCAFile=test_certs.ca, serverSelectionTimeoutMS=300,
-                          connectTimeoutMS=2000, **extra)
+        c = secure_client(
+            "localhost",
+            port,
+            tls=True,
+            tlsCAFile=test_certs.ca,
+            serverSelectionTimeoutMS=300,
+            connectTimeoutMS=2000,
+            **extra,
+        )
         with pytest.raises((ServerSelectionTimeoutError, AutoReconnect)):
             c.admin.command("ping")
         server.join(5)

@@ -4,6 +4,7 @@ Every outcome is read back from the server: balances and transfer logs with
 a client outside the transaction, open transactions with ``$currentOp``
 (``idleSessions``), replication with fail points on the secondaries.
 """
+
 from __future__ import annotations
 
 import gc
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.usefixtures("watchdog")
 
 def _open_transactions(client, lsid: Any) -> list[dict]:
     """The server's idle sessions and operations of ``lsid`` that hold a transaction."""
-    ops = client.admin.aggregate([
-        {"$currentOp": {"idleSessions": True, "allUsers": True}},
-        {"$match": {"lsid.id": lsid["id"], "transaction": {"$exists": True}}},
-    ])
+    ops = client.admin.aggregate(
+        [
+            {"$currentOp": {"idleSessions": True, "allUsers": True}},
+            {"$match": {"lsid.id": lsid["id"], "transaction": {"$exists": True}}},
+        ]
+    )
     return list(ops)
 
 
@@ -96,8 +99,15 @@ def test_twenty_workers_move_money_with_write_conflicts(replica_set, make_rs_cli
     assert retries > 0  # the write conflicts happened, and were retried
     stats = pool_stats(client)
     assert_quiet(stats, 30)
-    report(request, transfers=len(committed), attempts=attempts[0], retries=retries, seconds=round(elapsed, 2),
-           transfers_per_s=round(len(committed) / elapsed, 1), sockets=stats["open"])
+    report(
+        request,
+        transfers=len(committed),
+        attempts=attempts[0],
+        retries=retries,
+        seconds=round(elapsed, 2),
+        transfers_per_s=round(len(committed) / elapsed, 1),
+        sockets=stats["open"],
+    )
     client.drop_database(name)
 
 
@@ -221,8 +231,9 @@ def test_transaction_options_and_unacknowledged_writes_refused(replica_set, make
         # An explicit session cannot send a w=0 write, in a transaction or not.
         with pytest.raises(ConfigurationError, match="unacknowledged"):
             coll.insert_one({"_id": 1}, session=s, w=0)
-        with s.start_transaction(read_concern=ReadConcern("snapshot"), write_concern=WriteConcern(w="majority"),
-                                 max_commit_time_ms=5000):
+        with s.start_transaction(
+            read_concern=ReadConcern("snapshot"), write_concern=WriteConcern(w="majority"), max_commit_time_ms=5000
+        ):
             with pytest.raises(InvalidOperation, match="unacknowledged"):
                 coll.insert_one({"_id": 2}, session=s, w=0)
             coll.insert_one({"_id": 3}, session=s)
@@ -254,8 +265,11 @@ def test_commit_retried_after_a_network_error(replica_set, make_rs_client, reque
     coll = client[name].c
     coll.insert_one({"_id": 0})
     primary = replica_set.primary()
-    fp = {"configureFailPoint": "failCommand", "mode": {"times": 1},
-          "data": {"failCommands": ["commitTransaction"], "closeConnection": True, "appName": app}}
+    fp = {
+        "configureFailPoint": "failCommand",
+        "mode": {"times": 1},
+        "data": {"failCommands": ["commitTransaction"], "closeConnection": True, "appName": app},
+    }
     assert raw_command(primary.address, fp)["ok"] == 1
     try:
         with client.start_session() as s:
@@ -282,8 +296,7 @@ def _set_replication(members: list, on: bool) -> None:
         assert reply["ok"] == 1, reply
 
 
-def test_causally_consistent_read_on_a_secondary_sees_the_sessions_write(replica_set, make_rs_client, mode,
-                                                                          request):
+def test_causally_consistent_read_on_a_secondary_sees_the_sessions_write(replica_set, make_rs_client, mode, request):
     rs = replica_set
     client = make_rs_client()
     name = unique_app("causal")

@@ -3,6 +3,7 @@
 wire.py is pure (bytes in, bytes or documents out), so these tests build the
 bytes themselves with :mod:`struct` and :mod:`bson` and need no server.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -206,8 +207,13 @@ def _message(doc=None, flags=0, response_to=7) -> bytes:
 
 @pytest.mark.parametrize(
     "data, crc",
-    [(b"", 0), (b"123456789", 0xE3069283), (b"\x00" * 32, 0x8A9136AA), (b"\xff" * 32, 0x62A8AB43),
-     (bytes(range(32)), 0x46DD794E)],
+    [
+        (b"", 0),
+        (b"123456789", 0xE3069283),
+        (b"\x00" * 32, 0x8A9136AA),
+        (b"\xff" * 32, 0x62A8AB43),
+        (bytes(range(32)), 0x46DD794E),
+    ],
 )
 def test_crc32c_known_values(data, crc):
     # The check value and the iSCSI test vectors of RFC 3720, appendix B.4.
