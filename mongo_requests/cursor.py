@@ -179,6 +179,11 @@ class _CursorBase:
     def _refresh(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    @property
+    def session(self) -> ClientSession | None:
+        """The explicit session (``session=``) this cursor was created with, else None, as in PyMongo."""
+        return self._session
+
     def __iter__(self: _C) -> _C:
         return self
 

@@ -55,6 +55,10 @@ def test_sessions_on_a_standalone(make_client, mode):
             other[coll.database.name].c.find_one({}, session=s)
         with pytest.raises(TypeError):
             coll.find_one({}, session="not a session")
+        # A cursor names its explicit session, as PyMongo's does; None without one.
+        assert coll.find(session=s).session is s
+        assert coll.aggregate([], session=s).session is s
+        assert coll.find().session is None and coll.aggregate([]).session is None
         # PyMongo 2's methods never took a session: refused, saying what to use.
         with pytest.raises(ConfigurationError, match="take no session"):
             coll.insert({"_id": 3}, session=s)
