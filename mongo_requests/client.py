@@ -638,7 +638,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
                     server.pool.checkin(sock)
             except PyMongoError:
                 pass  # the server is gone or frozen; its cursors time out there
-        end_sessions(self._topology, self._sessions.drain(), _CLOSE_TIMEOUT)
+        end_sessions(self._topology, self._sessions.drain(), _CLOSE_TIMEOUT, self._listeners)
         self._topology.close()
 
     disconnect = close  # PyMongo 2

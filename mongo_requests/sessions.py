@@ -139,8 +139,10 @@ class SessionPool:
             self._pid = pid
 
 
-def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float) -> None:
-    """Send ``endSessions`` for ``ids``, in batches, to the primary or else a secondary; ignore every error.
+def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float, listeners: Any = None) -> None:
+    """Send ``endSessions`` for ``ids``, in batches, to the primary or else a secondary; ignore every error
+
+    (the first failed batch ends the errand: the server forgets the rest by itself).
 
     Everything (selection, connect, every batch) ends within ``timeout``
     seconds: a frozen or unreachable set delays ``close()`` by that much at
@@ -150,6 +152,8 @@ def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float) 
     :param topology: the closing client's topology (not closed yet).
     :param ids: ``lsid`` documents from :meth:`SessionPool.drain`.
     :param timeout: seconds for the whole errand.
+    :param listeners: the client's command listeners (``monitoring.Listeners``), if any:
+        they see ``endSessions`` as PyMongo's do.
     """
     if not ids or topology.closed:
         return
@@ -167,7 +171,12 @@ def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float) 
             if document is not None:
                 cmd["$readPreference"] = document
             sock.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            sock.command("admin", cmd, check=False)
+            # Checked, so that a listener sees a failure as a failure; the
+            # error is dropped below (and later batches are not sent).
+            if listeners is not None:
+                listeners.command(sock, "admin", cmd)
+            else:
+                sock.command("admin", cmd)
     except PyMongoError:
         pass
     finally:
