@@ -140,9 +140,9 @@ class SessionPool:
 
 
 def end_sessions(topology: Topology, ids: list[dict[str, Any]], timeout: float, listeners: Any = None) -> None:
-    """Send ``endSessions`` for ``ids``, in batches, to the primary or else a secondary; ignore every error
+    """Send ``endSessions`` for ``ids``, in batches, to the primary or else a secondary; ignore every error.
 
-    (the first failed batch ends the errand: the server forgets the rest by itself).
+    The first failed batch ends the errand: the server forgets the rest by itself.
 
     Everything (selection, connect, every batch) ends within ``timeout``
     seconds: a frozen or unreachable set delays ``close()`` by that much at
