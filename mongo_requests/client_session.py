@@ -465,25 +465,18 @@ class SessionClient:
                 ct = _max_cluster_time(ct, session._cluster_time)
             if ct is not None:
                 cmd["$clusterTime"] = ct
+        in_transaction = session is not None and session._transaction is not None and session._transaction.active
         try:
             if session is None:
                 if gossip and "lsid" not in cmd and next(iter(cmd)) in _CURSOR_COMMANDS:
                     return self._implicit_cursor_command(
                         dbname, cmd, codec_options, sequences, check, read_preference, address, on_server
                     )
-                reply = self._command(
-                    dbname,
-                    cmd,
-                    codec_options,
-                    sequences,
-                    check,
-                    read_preference,
-                    address,
-                    on_server,
-                    retryable,
-                    _raw=True,
-                )
-            elif session._transaction is not None and session._transaction.active:
+            elif not in_transaction:
+                session._read_concern(cmd)
+                if "lsid" not in cmd:
+                    cmd["lsid"] = session._get_server_session().lsid
+            if in_transaction and session is not None:
                 from .transactions import run_in_transaction
 
                 client: Any = self  # the MongoClient this mixin is part of
@@ -491,9 +484,6 @@ class SessionClient:
                     client, session, dbname, cmd, codec_options, sequences, check, address, on_server
                 )
             else:
-                session._read_concern(cmd)
-                if "lsid" not in cmd:
-                    cmd["lsid"] = session._get_server_session().lsid
                 reply = self._command(
                     dbname,
                     cmd,
