@@ -447,6 +447,10 @@ class Bulk:
         session = current_session() if client._session_hooks else None
         if not acknowledged and session is not None:
             refuse_unacknowledged(concern.document)
+        if acknowledged and client._retry_writes and not client._topology.sessions_supported:
+            # A fresh client does not know yet whether it talks to a replica set: select first (cheap
+            # once known), so that its first bulk is retryable too.
+            client._topology.select_server(None, None, True)
         if acknowledged and (session is not None or client._retry_writes and client._topology.sessions_supported):
             # A session's batches go through _command too, which adds its fields.
             self._execute_retryable(concern, total)

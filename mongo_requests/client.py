@@ -381,6 +381,12 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             # find_one or ping pays for no more than before replica sets.
             # _checkout(), inline: the call and its tuple cost ~1,500 instructions per operation.
             server = topology.select_server(None, None, False)
+            if topology.sessions_supported and not _raw:
+                # A fresh client's first operation: this selection has just found a replica set (or
+                # mongos), so it takes the session path, where an acknowledged write is retryable.
+                return self._command(
+                    dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
+                )
             try:
                 sock = server.pool.checkout()
             except ConnectionFailure as exc:
