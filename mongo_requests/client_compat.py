@@ -43,6 +43,7 @@ class ClientCompat:
 
     _topology: Topology
     _options: Any
+    codec_options: Any
 
     def _command(self, dbname: str, cmd: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover - MongoClient's
@@ -158,6 +159,58 @@ class ClientCompat:
         except PyMongoError:
             return False
         return True
+
+    def fsync(self, **kwargs: Any) -> dict[str, Any]:
+        """PyMongo 2: flush pending writes to disk (``fsync``); ``lock=True`` also locks the server against writes."""
+        return self._command("admin", {"fsync": 1, **kwargs})
+
+    def unlock(self) -> dict[str, Any]:
+        """PyMongo 2: undo ``fsync(lock=True)`` (``fsyncUnlock``)."""
+        return self._command("admin", {"fsyncUnlock": 1})
+
+    def _writable_hello(self) -> dict[str, Any]:
+        """The latest ``hello`` of the server writes go to (selected, as PyMongo 2's properties connected first)."""
+        return self._topology.select_server(None, None, True).description or {}
+
+    @property
+    def max_bson_size(self) -> int:
+        """PyMongo 2: the primary's largest document (``maxBsonObjectSize``)."""
+        return int(self._writable_hello().get("maxBsonObjectSize", 16 * 1024 * 1024))
+
+    @property
+    def max_message_size(self) -> int:
+        """PyMongo 2: the primary's largest message (``maxMessageSizeBytes``)."""
+        return int(self._writable_hello().get("maxMessageSizeBytes", 48000000))
+
+    @property
+    def max_write_batch_size(self) -> int:
+        """PyMongo 2 and 3: the primary's largest write batch (``maxWriteBatchSize``)."""
+        return int(self._writable_hello().get("maxWriteBatchSize", 100000))
+
+    @property
+    def max_wire_version(self) -> int:
+        """PyMongo 2: the primary's ``maxWireVersion``."""
+        return int(self._writable_hello().get("maxWireVersion", 0))
+
+    @property
+    def min_wire_version(self) -> int:
+        """PyMongo 2: the primary's ``minWireVersion``."""
+        return int(self._writable_hello().get("minWireVersion", 0))
+
+    @property
+    def document_class(self) -> type:
+        """PyMongo 2: the class documents are decoded to (``codec_options.document_class``)."""
+        return self.codec_options.document_class  # type: ignore[no-any-return]
+
+    @property
+    def tz_aware(self) -> bool:
+        """PyMongo 2: whether decoded datetimes carry a timezone (``codec_options.tz_aware``)."""
+        return bool(self.codec_options.tz_aware)
+
+    copy_database = unsupported("copy_database", "the server's copydb command was removed in MongoDB 4.2")
+    close_cursor = unsupported("close_cursor", "close the cursor itself (cursor.close())")
+    kill_cursors = unsupported("kill_cursors", "close the cursor itself (cursor.close())")
+    set_cursor_manager = unsupported("set_cursor_manager", "cursors are killed when closed or collected")
 
     @property
     def is_locked(self) -> bool:

@@ -72,12 +72,27 @@ def test_connection_host_port_alive_and_is_locked(mongodb_uri, mode, admin_clien
         assert (conn.host, conn.port) == conn.address
         assert conn.alive() is True
         assert conn.is_locked is False
-        admin_client.admin.command("fsync", lock=True)
+        # PyMongo 2's fsync and unlock, checked by the server's own currentOp (is_locked).
+        assert conn.fsync()["ok"] == 1
+        assert conn.is_locked is False
+        conn.fsync(lock=True)
         try:
             assert conn.is_locked is True
+            assert conn.unlock()["ok"] == 1
         finally:
-            admin_client.admin.command("fsyncUnlock")
+            if conn.is_locked:
+                admin_client.admin.command("fsyncUnlock")
         assert conn.is_locked is False
+        # PyMongo 2's limits are the server's hello, not a database of that name.
+        hello = admin_client.admin.command("hello")
+        assert conn.max_bson_size == hello["maxBsonObjectSize"]
+        assert conn.max_message_size == hello["maxMessageSizeBytes"]
+        assert conn.max_write_batch_size == hello["maxWriteBatchSize"]
+        assert (conn.min_wire_version, conn.max_wire_version) == (hello["minWireVersion"], hello["maxWireVersion"])
+        assert conn.document_class is dict and conn.tz_aware is False
+        for name in ("copy_database", "close_cursor", "kill_cursors", "set_cursor_manager"):
+            with pytest.raises(NotImplementedError, match=name):
+                getattr(conn, name)
     finally:
         conn.close()
     assert mongo_requests.MongoClient("127.0.0.1:1", serverSelectionTimeoutMS=100).alive() is False
