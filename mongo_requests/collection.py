@@ -112,6 +112,14 @@ class Collection(WriteMethods):
         # find_one's encoded command around its filter, made on first use.
         self._find_one: precoded.FindOne | None = None
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A collection is not callable: the name was taken for a method that does not exist (as PyMongo says)."""
+        owner, _, method = self._name.rpartition(".")
+        raise TypeError(
+            "'Collection' object is not callable. If you meant to call the '%s' method on a '%s' object it is "
+            "failing because no such method exists." % (method, "Collection" if owner else "Database")
+        )
+
     # -- naming -------------------------------------------------------------
     @property
     def name(self) -> str:

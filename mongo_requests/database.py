@@ -47,7 +47,19 @@ _REMOVED = {
 }
 
 
+_INSTEAD = {
+    "add_user": "create users with db.command('createUser', name, pwd=password, roles=[...]) "
+    "(PyMongo 4 removed add_user too)",
+    "remove_user": "drop users with db.command('dropUser', name)",
+    "current_op": "use client.admin.aggregate([{'$currentOp': {}}])",
+    "system_js": "server-side JavaScript stored in system.js is deprecated by MongoDB; use $function in aggregate",
+    "add_son_manipulator": "SON manipulators were removed in PyMongo 4; transform documents in your own code",
+}
+
+
 def _removed(name: str) -> InvalidOperation:
+    if name in _INSTEAD:
+        return InvalidOperation("Database.%s is not provided by mongo_requests: %s" % (name, _INSTEAD[name]))
     return InvalidOperation("Database.%s() cannot work: %s" % (name, _REMOVED[name]))
 
 
@@ -144,7 +156,7 @@ class Database:
             raise AttributeError(
                 "Database has no attribute %r. To access the %s collection, use database[%r]." % (name, name, name)
             )
-        if name in _REMOVED:
+        if name in _REMOVED or name in _INSTEAD:
             raise _removed(name)
         # Cached like MongoClient.__getattr__ caches databases (see there).
         coll = self.__dict__[name] = self.get_collection(name)
@@ -224,6 +236,26 @@ class Database:
                 % (dbref.database, self._name)
             )
         return self[dbref.collection].find_one({"_id": dbref.id}, **kwargs)
+
+    # -- PyMongo 2's profiling helpers ------------------------------------------
+    def profiling_level(self) -> int:
+        """PyMongo 2: the database's profiling level (0 off, 1 slow operations only, 2 all)."""
+        return int(self.command("profile", -1)["was"])
+
+    def set_profiling_level(self, level: int, slow_ms: int | None = None) -> None:
+        """PyMongo 2: set the profiling level (0, 1 or 2), and optionally the slow threshold in milliseconds."""
+        if level.__class__ is not int or level not in (0, 1, 2):
+            raise ValueError("level must be 0 (off), 1 (slow operations only) or 2 (all), not %r" % (level,))
+        if slow_ms is not None and slow_ms.__class__ is not int:
+            raise TypeError("slow_ms must be an integer, not %s" % (type(slow_ms).__name__,))
+        cmd: dict[str, Any] = {"profile": level}
+        if slow_ms is not None:
+            cmd["slowms"] = slow_ms
+        self.command(cmd)
+
+    def profiling_info(self) -> list[Any]:
+        """PyMongo 2: the profiler's records (the ``system.profile`` collection)."""
+        return list(self["system.profile"].find())
 
     # -- PyMongo 2 calls whose server commands are gone -----------------------
     def eval(self, code: Any, *args: Any) -> Any:

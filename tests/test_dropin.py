@@ -381,3 +381,30 @@ def test_uri_read_preference_and_retry_writes_are_honoured(replica_set, make_rs_
         finally:
             direct.close()
     make_rs_client().drop_database(name)
+
+
+def test_pymongo2_profiling_helpers_and_what_is_not_provided(db):
+    assert db.profiling_level() == 0
+    db.set_profiling_level(2)
+    try:
+        assert db.profiling_level() == 2
+        db.things.find_one({"profiled": True})
+        # The profiler's own record of that find, read back through profiling_info().
+        finds = [p for p in db.profiling_info() if p.get("op") == "query" and p.get("ns") == db.things.full_name]
+        assert any(p["command"].get("filter") == {"profiled": True} for p in finds), finds
+        db.set_profiling_level(1, slow_ms=250)
+        assert db.command("profile", -1)["slowms"] == 250
+    finally:
+        db.set_profiling_level(0, slow_ms=100)
+    assert db.profiling_level() == 0
+    with pytest.raises(ValueError):
+        db.set_profiling_level(3)
+    with pytest.raises(TypeError):
+        db.set_profiling_level(1, slow_ms="250")
+    with pytest.raises(InvalidOperation, match="createUser"):
+        db.add_user("u", "p")
+    # A name that is no method is a collection, and calling it says so, as in PyMongo.
+    with pytest.raises(TypeError, match="'create_userx' method on a 'Database'"):
+        db.create_userx("u")
+    with pytest.raises(TypeError, match="'find_onee' method on a 'Collection'"):
+        db.things.find_onee({})
