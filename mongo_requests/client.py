@@ -28,6 +28,7 @@ from .errors import (
 )
 from .events import build as build_events
 from .identity import GreenletIdentity, ThreadIdentity
+from .legacy_options import LegacyOptions
 from .monitoring import Listeners
 from .options import ClientOptions
 from .pool import Pool, PoolOptions
@@ -117,7 +118,7 @@ class Request:
             pass  # the block's own exception is the one to see
 
 
-class MongoClient(ClientCompat, RetryableWrites, SessionClient):
+class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI

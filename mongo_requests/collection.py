@@ -30,6 +30,7 @@ from .errors import (
     check_command,
     raise_write_concern_error,
 )
+from .legacy_options import LegacyOptions
 from .read_options import check_read_options
 from .writes import WriteMethods
 
@@ -78,7 +79,7 @@ class ReturnDocument:
     AFTER = True
 
 
-class Collection(WriteMethods):
+class Collection(WriteMethods, LegacyOptions):
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
     def __init__(

@@ -14,6 +14,7 @@ from .client_session import in_session, with_session
 from .collection import Collection
 from .cursor import CommandCursor
 from .errors import CollectionInvalid, ConfigurationError, InvalidName, InvalidOperation
+from .legacy_options import LegacyOptions
 from .read_options import check_read_options
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def _removed(name: str) -> InvalidOperation:
     return InvalidOperation("Database.%s() cannot work: %s" % (name, _REMOVED[name]))
 
 
-class Database:
+class Database(LegacyOptions):
     """A database on the client's server.
 
     :param client: the :class:`~mongo_requests.client.MongoClient`.

@@ -408,3 +408,32 @@ def test_pymongo2_profiling_helpers_and_what_is_not_provided(db):
         db.create_userx("u")
     with pytest.raises(TypeError, match="'find_onee' method on a 'Collection'"):
         db.things.find_onee({})
+
+
+def test_pymongo2_option_names_read_todays_options(mongodb_uri, mode):
+    from bson.binary import UuidRepresentation
+    from pymongo.read_preferences import Secondary
+
+    conn = mongo_requests.Connection(mongodb_uri, **mode.client_options)  # PyMongo 2 defaults: w=0
+    client = mongo_requests.MongoClient(mongodb_uri, localThresholdMS=40, **mode.client_options)
+    try:
+        assert conn.safe is False and conn.test.safe is False and conn.test.c.safe is False
+        assert client.safe is True and client.test.c.safe is True
+        assert client.test.c.get_lasterror_options() == {}
+        w2 = client.test.c.with_options(write_concern=WriteConcern(w=2, wtimeout=10))
+        assert w2.get_lasterror_options() == {"w": 2, "wtimeout": 10}
+        assert client.slave_okay is False and client.test.c.tag_sets == [{}]
+        tagged = client.test.c.with_options(read_preference=Secondary([{"dc": "ny"}]))
+        assert tagged.slave_okay is True and tagged.tag_sets == [{"dc": "ny"}]
+        assert client.secondary_acceptable_latency_ms == client.test.c.secondary_acceptable_latency_ms == 40.0
+        assert client.test.c.uuid_subtype == UuidRepresentation.UNSPECIFIED
+        # Options are immutable: PyMongo 2's setters are refused, loudly.
+        with pytest.raises(AttributeError, match="with_options"):
+            client.test.c.safe = False
+        with pytest.raises(AttributeError, match="with_options"):
+            client.test.slave_okay = True
+        with pytest.raises(AttributeError, match="with_options"):
+            client.test.c.set_lasterror_options(w=2)
+    finally:
+        conn.close()
+        client.close()
