@@ -7,7 +7,7 @@ instructions, the same for the same binary and inputs whatever else the
 machine is doing.  They leave out the kernel and the server, so they measure
 exactly what a driver adds on top of the round trip.
 
-    python -m benchmarks.instructions [--uri URI] [--ops 2000]
+    python -m benchmarks.instructions [--uri URI] [--ops 2000] [--listeners]
 
 Each cell runs the client twice under callgrind, doing ``warm-up`` and then
 0 or ``--ops`` operations, and reports (difference / ops).  Needs
@@ -48,7 +48,13 @@ OPS = {
 """,
     "mongo_requests": """
 import mongo_requests
-c = mongo_requests.MongoClient(URI); db = c[DB]
+from pymongo import monitoring
+def _noop_listener(base):
+    names = [n for n in dir(base) if not n.startswith('_')]
+    return type('Noop', (base,), {n: (lambda self, event: None) for n in names})()
+listeners = {'command': [_noop_listener(monitoring.CommandListener)],
+             'pool': [_noop_listener(monitoring.ConnectionPoolListener)]}.get(LISTENER, [])
+c = mongo_requests.MongoClient(URI, event_listeners=listeners); db = c[DB]
 OPS = {
     'ping': lambda: c.admin.command('ping'),
     'find_one': lambda: db.reads.find_one({'_id': 500}),
@@ -79,9 +85,17 @@ for _ in range(N):
 DB = "mongo_requests_instr"
 
 
-def count(client: str, op: str, n: int, uri: str, address: tuple, request: bool = False) -> int:
-    """Total user-space instructions of one client process doing ``n`` ops."""
-    code = "URI=%r; ADDRESS=%r; DB=%r; OP=%r; N=%d; REQUEST=%r\n" % (uri, address, DB, op, n, request)
+def count(client: str, op: str, n: int, uri: str, address: tuple, request: bool = False, listener: str = "") -> int:
+    """Total user-space instructions of one client process doing ``n`` ops (``listener``: command, pool or none)."""
+    code = "URI=%r; ADDRESS=%r; DB=%r; OP=%r; N=%d; REQUEST=%r; LISTENER=%r\n" % (
+        uri,
+        address,
+        DB,
+        op,
+        n,
+        request,
+        listener,
+    )
     code += _SETUP[client] + _RUN
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(code)
@@ -100,14 +114,21 @@ def count(client: str, op: str, n: int, uri: str, address: tuple, request: bool 
     return int(match.group(1))
 
 
-def per_op(client: str, op: str, n: int, uri: str, address: tuple, request: bool = False) -> float:
-    return (count(client, op, n, uri, address, request) - count(client, op, 0, uri, address, request)) / n
+def per_op(client: str, op: str, n: int, uri: str, address: tuple, request: bool = False, listener: str = "") -> float:
+    return (
+        count(client, op, n, uri, address, request, listener) - count(client, op, 0, uri, address, request, listener)
+    ) / n
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__.split("\n")[0])
     parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"))
     parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument(
+        "--listeners",
+        action="store_true",
+        help="also count mongo_requests with a no-op command listener, and with a no-op pool listener",
+    )
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -148,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\nfind_one inside one request: {inside:,.0f} instructions per op, outside: {outside:,.0f} "
             f"(a request adds {inside - outside:+,.0f} per op)."
         )
+        if args.listeners:
+            print("\n## With a listener (pymongo.monitoring, no-op)\n")
+            print("| operation | no listener | command listener | pool listener |")
+            print("|---|---:|---:|---:|")
+            for op, _raw, mr, _pm in rows:
+                cmd = per_op("mongo_requests", op, args.ops, uri, address, listener="command")
+                pool = per_op("mongo_requests", op, args.ops, uri, address, listener="pool")
+                print("| %s | %s |" % (op, " | ".join(f"{x:,.0f}" for x in (mr, cmd, pool))))
         with MongoClient(uri) as seed:
             seed.drop_database(DB)
     finally:
