@@ -141,18 +141,27 @@ if sys.argv[2] == "gevent-patched":
 import mongo_requests
 options = {"use_greenlets": True} if sys.argv[2] == "gevent-unpatched" else {}
 client = mongo_requests.MongoClient(sys.argv[1], heartbeatFrequencyMS=500, **options)
-for i in range(20):
+for i in range(int(sys.argv[3])):
     client.exit_test.c.find_one()
     time.sleep(0.05)  # heartbeat intervals pass between operations: scans happen
 print(time.time(), flush=True)
 """
 
 
-def test_process_exits_within_a_second_of_its_last_operation(replica_set, mode):
-    proc = run_child(["-c", _EXIT_SCRIPT, replica_set.uri, mode.name], timeout=60)
+def _exit_delay(replica_set, mode, operations: int) -> float:
+    """Seconds from the child's last print to the end of the process, seen from here."""
+    proc = run_child(["-c", _EXIT_SCRIPT, replica_set.uri, mode.name, str(operations)], timeout=60)
     ended = time.time()
-    last_op = float(proc.stdout.strip().splitlines()[-1])
-    assert ended - last_op < 1.0, "exit took %.2fs after the last operation" % (ended - last_op)
+    return ended - float(proc.stdout.strip().splitlines()[-1])
+
+
+def test_process_exits_within_a_second_of_its_last_operation(replica_set, mode, request):
+    # The same process without a single operation (no scan, no socket, no monitor) measures what
+    # the interpreter's own teardown costs on this machine right now; the driver may add < 1 s.
+    baseline = _exit_delay(replica_set, mode, 0)
+    delay = _exit_delay(replica_set, mode, 20)
+    report(request, exit_s=round(delay, 3), baseline_exit_s=round(baseline, 3))
+    assert delay - baseline < 1.0, "exit took %.2fs after the last operation (%.2fs without any)" % (delay, baseline)
 
 
 def test_reconfig_removing_a_member_is_followed(replica_set, make_rs_client):
