@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import raw_arrays
 from .client_session import _CURRENT, ClientSession, bound, check_session
 from .errors import InvalidOperation
 
@@ -81,6 +82,17 @@ class _CursorBase:
         self._collection = collection
         self._client = collection.database.client
         self._codec: CodecOptions[Any] = collection.codec_options
+        # Raw documents (RawBSONDocument): the replies are decoded with their
+        # batch kept as the server's BSON array, and _buffer makes the
+        # documents from its bytes (mongo_requests.raw_arrays).  With command
+        # listeners, replies decode as before, so the events carry the same
+        # documents; _buffer takes either form.
+        self._raw = False
+        self._reply_codec = self._codec
+        if self._codec.document_class is not dict and raw_arrays.is_raw(self._codec):
+            self._raw = True
+            if self._client._listeners is None:
+                self._reply_codec = raw_arrays.reply_codec(self._codec) or self._codec
         self._batch: collections.deque[Any] = collections.deque()
         # [server cursor id, address of the server that holds it]; shared with the finalizer.
         self._state: list[Any] = [0, None]
@@ -91,7 +103,7 @@ class _CursorBase:
         self._killed = False
         self._batch_size = 0
         self._limit = 0
-        self._returned = 0
+        self._returned = 0  # documents handed out, counted only under a limit (the only reader)
         self._finalizer: weakref.finalize[[MongoClient, str, list[Any]], _CursorBase] | None = None
         self._comment: Any = None
         self._retrieved = 0
@@ -144,11 +156,16 @@ class _CursorBase:
 
     def _start_batch(self, reply: Mapping[str, Any]) -> None:
         cursor = reply["cursor"]
-        first = cursor.get("firstBatch", ())
-        self._retrieved += len(first)
-        self._batch.extend(first)
+        self._buffer(cursor.get("firstBatch", ()))
         self._ns = cursor.get("ns", self._ns)
         self._set_id(cursor.get("id", 0))
+
+    def _buffer(self, batch: Any) -> None:
+        """Buffer a reply's ``firstBatch`` or ``nextBatch``."""
+        if self._raw:
+            batch = raw_arrays.documents(batch, self._codec)
+        self._retrieved += len(batch)
+        self._batch.extend(batch)
 
     def _set_id(self, cursor_id: int) -> None:
         self._state[0] = cursor_id
@@ -170,10 +187,8 @@ class _CursorBase:
             cmd["comment"] = self._comment
         if self._max_await_time_ms is not None:
             cmd["maxTimeMS"] = self._max_await_time_ms
-        cursor = self._client._command(db, cmd, self._codec, address=self._state[1])["cursor"]
-        batch = cursor.get("nextBatch", ())
-        self._retrieved += len(batch)
-        self._batch.extend(batch)
+        cursor = self._client._command(db, cmd, self._reply_codec, address=self._state[1])["cursor"]
+        self._buffer(cursor.get("nextBatch", ()))
         self._set_id(cursor.get("id", 0))
 
     def _refresh(self) -> None:  # pragma: no cover - overridden
@@ -193,8 +208,8 @@ class _CursorBase:
             # Per document, the common case: a buffered document and no limit
             # to enforce (a non-empty buffer means the query has started).
             # Two attribute reads instead of eight: a find of 10,000
-            # documents spent about a fifth of its time here.
-            self._returned += 1
+            # documents spent about a fifth of its time here.  _returned
+            # is not counted: only a limit reads it.
             return batch.popleft()
         return self._next_slow()
 
@@ -223,6 +238,10 @@ class _CursorBase:
         if self._limit and self._returned >= self._limit:
             self.close()
             raise StopIteration
+        return self._take()
+
+    def _take(self) -> Any:
+        """The next buffered document, closing the cursor when it reaches the limit."""
         self._returned += 1
         doc = self._batch.popleft()
         if self._limit and self._returned >= self._limit and self._state[0]:
@@ -545,7 +564,7 @@ class Cursor(_CursorBase):
         reply = self._client._command(
             self._collection.database.name,
             self._find_command(),
-            self._codec,
+            self._reply_codec,
             read_preference=self._read_pref,
             on_server=self._at,
         )
