@@ -181,10 +181,10 @@ def _wrap_private(stream: bytes, codec_options: CodecOptions[Any]) -> list[Any]:
     """The documents of a stream as RawBSONDocuments made without ``__init__``: its slots set directly.
 
     Half the cost of calling the class (its ``__init__`` is Python code that
-    calls more Python code).  The checks ``__init__`` makes are made here
-    too: the length (also checked by ``_array_of_documents_to_buffer``) and
-    the final NUL.  A subclass of RawBSONDocument may have its own
-    ``__init__``, so it is called as usual.
+    calls more Python code).  The checks ``__init__`` makes hold here too:
+    the re-framing checked each length against the array, and the final NUL
+    is checked below.  A subclass of RawBSONDocument may have an
+    ``__init__`` of its own, so it is called as usual.
     """
     if codec_options.document_class is not RawBSONDocument:
         return _wrap_public(stream, codec_options)
@@ -195,17 +195,21 @@ def _wrap_private(stream: bytes, codec_options: CodecOptions[Any]) -> list[Any]:
     pos = 0
     end = len(stream)
     unpack = _unpack_int32
-    while pos < end:
-        size = unpack(stream, pos)[0]
-        last = pos + size - 1
-        if size < 5 or last >= end or stream[last]:
-            raise ProtocolError("could not decode a cursor batch: bad document length or terminator")
-        doc: Any = new(cls)
-        doc._RawBSONDocument__raw = stream[pos : last + 1]
-        doc._RawBSONDocument__inflated_doc = None
-        doc._RawBSONDocument__codec_options = codec_options
-        append(doc)
-        pos = last + 1
+    try:
+        while pos < end:
+            nxt = pos + unpack(stream, pos)[0]
+            doc: Any = new(cls)
+            doc._RawBSONDocument__raw = raw = stream[pos:nxt]
+            doc._RawBSONDocument__inflated_doc = None
+            doc._RawBSONDocument__codec_options = codec_options
+            if raw[-1]:
+                break
+            append(doc)
+            pos = nxt
+    except Exception as exc:  # struct.error or IndexError: a length that the re-framing should have refused
+        raise ProtocolError("could not decode a cursor batch: %s" % exc) from exc
+    if pos != end:
+        raise ProtocolError("could not decode a cursor batch: bad document length or terminator")
     return out
 
 

@@ -199,6 +199,8 @@ def test_raw_documents_match_decoded_ones(path, things):
     assert [bson.decode(bytes(d.raw)) for d in docs] == plain
     assert [d["d"]["l"] for d in docs] == [[i, str(i)] for i in range(25)]
     assert cursor.retrieved == 25
+    assert list(raw.find({"_id": -1})) == [] and raw.find_one({"_id": -1}) is None
+    assert raw_arrays.documents(raw_array([]), RAW) == []
     # limit and skip run through the slow path, one document at a time.
     assert [d["_id"] for d in raw.find({}, sort=[("_id", 1)], skip=5, limit=8, batch_size=3)] == list(range(5, 13))
     assert raw.find_one({"_id": 4})["s"] == "xxxx"
