@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bson.raw_bson import RawBSONDocument
+
 from . import raw_arrays
 from .client_session import _CURRENT, ClientSession, bound, check_session
 from .errors import InvalidOperation
@@ -34,6 +36,7 @@ ASCENDING = 1
 DESCENDING = -1
 
 _C = TypeVar("_C", bound="_CursorBase")
+_new = object.__new__
 
 
 def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
@@ -163,7 +166,7 @@ class _CursorBase:
     def _buffer(self, batch: Any) -> None:
         """Buffer a reply's ``firstBatch`` or ``nextBatch``."""
         if self._raw:
-            batch = raw_arrays.documents(batch, self._codec)
+            batch = raw_arrays.buffered(batch, self._codec)
         self._retrieved += len(batch)
         self._batch.extend(batch)
 
@@ -210,7 +213,17 @@ class _CursorBase:
             # Two attribute reads instead of eight: a find of 10,000
             # documents spent about a fifth of its time here.  _returned
             # is not counted: only a limit reads it.
-            return batch.popleft()
+            doc = batch.popleft()
+            if doc.__class__ is not bytes:
+                return doc
+            # A RawBSONDocument buffered as its bytes (raw_arrays.buffered),
+            # made as it is handed out so that it dies young: raw_arrays.make,
+            # inline, as a call per document costs as much again.
+            made: Any = _new(RawBSONDocument)
+            made._RawBSONDocument__raw = doc
+            made._RawBSONDocument__inflated_doc = None
+            made._RawBSONDocument__codec_options = self._codec
+            return made
         return self._next_slow()
 
     def _next_slow(self) -> Any:
@@ -246,6 +259,8 @@ class _CursorBase:
         doc = self._batch.popleft()
         if self._limit and self._returned >= self._limit and self._state[0]:
             self.close()
+        if doc.__class__ is bytes:
+            return raw_arrays.make(doc, self._codec)
         return doc
 
     next = __next__  # PyMongo 2

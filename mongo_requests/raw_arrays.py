@@ -35,7 +35,18 @@ from bson.errors import InvalidBSON
 from bson.raw_bson import DEFAULT_RAW_BSON_OPTIONS, RawBSONDocument
 from pymongo.errors import ProtocolError
 
-__all__ = ["RAW_ARRAY_CLASS", "reply_codec", "is_raw", "to_stream", "first_documents", "documents", "error_reply"]
+__all__ = [
+    "RAW_ARRAY_CLASS",
+    "PRIVATE",
+    "reply_codec",
+    "is_raw",
+    "to_stream",
+    "first_documents",
+    "buffered",
+    "documents",
+    "make",
+    "error_reply",
+]
 
 _INT32 = struct.Struct("<i")
 _unpack_int32 = _INT32.unpack_from
@@ -177,34 +188,45 @@ def _wrap_public(stream: bytes, codec_options: CodecOptions[Any]) -> list[Any]:
     return out
 
 
-def _wrap_private(stream: bytes, codec_options: CodecOptions[Any]) -> list[Any]:
-    """The documents of a stream as RawBSONDocuments made without ``__init__``: its slots set directly.
+def make(raw: bytes, codec_options: CodecOptions[Any]) -> Any:
+    """A RawBSONDocument of ``raw`` made without ``__init__``: its three slots set directly.
 
-    Half the cost of calling the class (its ``__init__`` is Python code that
-    calls more Python code).  The checks ``__init__`` makes hold here too:
-    the re-framing checked each length against the array, and the final NUL
-    is checked below.  A subclass of RawBSONDocument may have an
-    ``__init__`` of its own, so it is called as usual.
+    Half the cost of calling the class, whose ``__init__`` is Python code
+    that calls more Python code.  Its checks hold anyway: the re-framing
+    checked each length against the array and :func:`_split_private` each
+    final NUL.  ``Cursor.__next__`` does the same inline (a call per document
+    costs as much again); :func:`_private_ok` checks both against the class.
+    """
+    doc: Any = object.__new__(RawBSONDocument)
+    doc._RawBSONDocument__raw = raw
+    doc._RawBSONDocument__inflated_doc = None
+    doc._RawBSONDocument__codec_options = codec_options
+    return doc
+
+
+def _split_private(stream: bytes, codec_options: CodecOptions[Any]) -> list[Any]:
+    """The documents of a stream as their bytes, for the cursor to make each one as it hands it out.
+
+    Made one at a time, a document dies young (the loop that reads it drops
+    it), instead of going through the garbage collector's generations with
+    the whole batch, and bytes are not tracked by the collector at all.  A
+    subclass of RawBSONDocument may have an ``__init__`` of its own, so its
+    documents are made at once by calling it.
     """
     if codec_options.document_class is not RawBSONDocument:
         return _wrap_public(stream, codec_options)
     out: list[Any] = []
     append = out.append
-    new = object.__new__
-    cls = RawBSONDocument
     pos = 0
     end = len(stream)
     unpack = _unpack_int32
     try:
         while pos < end:
             nxt = pos + unpack(stream, pos)[0]
-            doc: Any = new(cls)
-            doc._RawBSONDocument__raw = raw = stream[pos:nxt]
-            doc._RawBSONDocument__inflated_doc = None
-            doc._RawBSONDocument__codec_options = codec_options
+            raw = stream[pos:nxt]
             if raw[-1]:
                 break
-            append(doc)
+            append(raw)
             pos = nxt
     except Exception as exc:  # struct.error or IndexError: a length that the re-framing should have refused
         raise ProtocolError("could not decode a cursor batch: %s" % exc) from exc
@@ -219,19 +241,31 @@ def _private_ok() -> bool:
         return False
     sample = bson.encode({"_id": 1, "a": [1, {"b": "c"}]})
     try:
-        mine = _wrap_private(sample, DEFAULT_RAW_BSON_OPTIONS)[0]
+        mine = make(sample, DEFAULT_RAW_BSON_OPTIONS)
         theirs = RawBSONDocument(sample)
         return bool(repr(mine) == repr(theirs) and dict(mine) == dict(theirs) and bytes(mine.raw) == sample)
     except Exception:
         return False
 
 
-# How raw documents are made from a stream: _wrap_public is the fallback (tests run both).
-_wrap = _wrap_private if _private_ok() else _wrap_public
+# What a cursor buffers for a batch of raw documents: their bytes (private
+# path: the cursor makes them with make() as it hands them out) or the
+# documents (public path, the fallback; tests run both).
+PRIVATE = _private_ok()
+_buffered = _split_private if PRIVATE else _wrap_public
 
 
-def documents(batch: Any, codec_options: CodecOptions[Any]) -> Any:
-    """A reply's batch as a list of documents of ``codec_options``' raw class, or ``batch`` when already decoded."""
+def buffered(batch: Any, codec_options: CodecOptions[Any]) -> Any:
+    """What a cursor buffers for a reply's batch of raw documents: documents, or (private path) their bytes.
+
+    A batch already decoded (a list: the public path, or a reply decoded
+    for command listeners) is handed back as it is.
+    """
     if not isinstance(batch, (bytes, memoryview)):
         return batch
-    return _wrap(_stream(batch), codec_options)
+    return _buffered(_stream(batch), codec_options)
+
+
+def documents(batch: Any, codec_options: CodecOptions[Any]) -> list[Any]:
+    """A reply's batch as documents of ``codec_options``' raw class (what a cursor hands out)."""
+    return [make(d, codec_options) if d.__class__ is bytes else d for d in buffered(batch, codec_options)]

@@ -49,7 +49,7 @@ def path(request, monkeypatch) -> str:
         monkeypatch.setattr(raw_arrays, "RAW_ARRAY_CLASS", None)
     elif request.param == "python":
         monkeypatch.setattr(raw_arrays, "_to_buffer", raw_arrays._py_to_buffer)
-        monkeypatch.setattr(raw_arrays, "_wrap", raw_arrays._wrap_public)
+        monkeypatch.setattr(raw_arrays, "_buffered", raw_arrays._wrap_public)
     return str(request.param)
 
 
@@ -79,7 +79,7 @@ def test_private_helpers_are_present_and_agree_with_the_public_api():
     # The default path must really be the fast one on the bson this suite runs with.
     assert raw_arrays.RAW_ARRAY_CLASS is not None
     assert raw_arrays._to_buffer is bson._array_of_documents_to_buffer
-    assert raw_arrays._wrap is raw_arrays._wrap_private and raw_arrays._private_ok()
+    assert raw_arrays.PRIVATE and raw_arrays._buffered is raw_arrays._split_private
 
 
 @pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 99, 100, 101, 1000, 1234])
@@ -113,9 +113,9 @@ def test_first_documents_cuts_a_stream():
     assert raw_arrays.first_documents(stream, 9) == (stream, 5)
 
 
-@pytest.mark.parametrize("wrap", ["_wrap_private", "_wrap_public"])
+@pytest.mark.parametrize("wrap", ["_split_private", "_wrap_public"])
 def test_documents_are_raw_documents_equal_to_the_class_made_ones(wrap, monkeypatch):
-    monkeypatch.setattr(raw_arrays, "_wrap", getattr(raw_arrays, wrap))
+    monkeypatch.setattr(raw_arrays, "_buffered", getattr(raw_arrays, wrap))
     docs = [{"_id": i, "a": [1, {"b": "c" * i}], "t": datetime.datetime(2021, 5, 1 + i)} for i in range(12)]
     array = raw_array(docs)
     made = raw_arrays.documents(array, DEFAULT_RAW_BSON_OPTIONS)
@@ -128,15 +128,16 @@ def test_documents_are_raw_documents_equal_to_the_class_made_ones(wrap, monkeypa
     assert raw_arrays.documents(array, aware)[3]["t"].tzinfo is not None
     assert repr(made[0]) == repr(RawBSONDocument(bson.encode(docs[0])))
     # A list (the public path's decoded batch) is handed back as it is.
-    assert raw_arrays.documents(made, DEFAULT_RAW_BSON_OPTIONS) is made
+    assert raw_arrays.buffered(made, DEFAULT_RAW_BSON_OPTIONS) is made
+    assert raw_arrays.documents(made, DEFAULT_RAW_BSON_OPTIONS) == made
 
 
 @pytest.mark.parametrize("to_buffer", ["private", "python"])
-@pytest.mark.parametrize("wrap", ["_wrap_private", "_wrap_public"])
+@pytest.mark.parametrize("wrap", ["_split_private", "_wrap_public"])
 def test_malformed_arrays_are_protocol_errors(to_buffer, wrap, monkeypatch):
     if to_buffer == "python":
         monkeypatch.setattr(raw_arrays, "_to_buffer", raw_arrays._py_to_buffer)
-    monkeypatch.setattr(raw_arrays, "_wrap", getattr(raw_arrays, wrap))
+    monkeypatch.setattr(raw_arrays, "_buffered", getattr(raw_arrays, wrap))
     good = raw_array([{"x": 1}, {"y": 2}])
     doc_at = 7  # the int32 length of the first document, after its type byte and key "0\0"
     bad = [
@@ -197,6 +198,7 @@ def test_raw_documents_match_decoded_ones(path, things):
     docs = list(cursor)
     assert [type(d) for d in docs] == [RawBSONDocument] * 25
     assert [bson.decode(bytes(d.raw)) for d in docs] == plain
+    assert [repr(d) for d in docs] == [repr(RawBSONDocument(bytes(d.raw), RAW)) for d in docs]
     assert [d["d"]["l"] for d in docs] == [[i, str(i)] for i in range(25)]
     assert cursor.retrieved == 25
     assert list(raw.find({"_id": -1})) == [] and raw.find_one({"_id": -1}) is None
@@ -219,6 +221,11 @@ def test_the_fast_path_is_taken_only_on_the_private_path(path, things, make_clie
     cursor = things.with_options(codec_options=RAW).find()
     reply_class = cursor._reply_codec.document_class
     assert reply_class is (RawBSONDocument if path == "public" else raw_arrays.RAW_ARRAY_CLASS)
+    first = next(cursor)
+    # On the private path the batch waits as bytes, and each document is made as it is handed out.
+    buffered = {type(d) for d in cursor._batch}
+    assert buffered == ({bytes} if path == "private" else {RawBSONDocument})
+    assert type(first) is RawBSONDocument and type(next(cursor)) is RawBSONDocument
     assert things.find()._reply_codec is things.codec_options  # dict documents: untouched
     # With command listeners, replies decode as before (the events carry the same documents).
     listened = make_client(event_listeners=[monitoring.CommandListener()])
