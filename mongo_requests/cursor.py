@@ -81,21 +81,23 @@ def _finalize(client: MongoClient, ns: str, state: list[Any]) -> None:
 class _CursorBase:
     """Batches, getMore, close: what every cursor shares."""
 
+    _raw_batches = False  # True for raw batch cursors (mongo_requests.raw_batches)
+
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
         self._client = collection.database.client
         self._codec: CodecOptions[Any] = collection.codec_options
-        # Raw documents (RawBSONDocument): the replies are decoded with their
-        # batch kept as the server's BSON array, and _buffer makes the
-        # documents from its bytes (mongo_requests.raw_arrays).  With command
-        # listeners, replies decode as before, so the events carry the same
-        # documents; _buffer takes either form.
+        # Raw documents (RawBSONDocument): the replies leave their batch
+        # undecoded (raw_arrays.reply_codec), and _buffer keeps each
+        # document's bytes for __next__ to make it.  With command listeners,
+        # replies decode as before, so the events carry the same documents;
+        # _buffer takes either form.
         self._raw = False
         self._reply_codec = self._codec
         if self._codec.document_class is not dict and raw_arrays.is_raw(self._codec):
             self._raw = True
-            if self._client._listeners is None:
-                self._reply_codec = raw_arrays.reply_codec(self._codec) or self._codec
+            if self._client._listeners is None and raw_arrays.SPLIT_REPLIES:
+                self._reply_codec = raw_arrays.reply_codec(self._codec, self._raw_batches)
         self._batch: collections.deque[Any] = collections.deque()
         # [server cursor id, address of the server that holds it]; shared with the finalizer.
         self._state: list[Any] = [0, None]

@@ -59,6 +59,7 @@ class RawBatchCursor(Cursor):
     def __init__(self, collection: Collection, *args: Any, **kwargs: Any) -> None:
         super().__init__(raw_collection(collection), *args, **kwargs)
 
+    _raw_batches = True
     _buffer = _buffer
     _take = _take_batch
     # Every next() starts, fetches and binds the cursor's session as Cursor's slow path does.
@@ -68,6 +69,7 @@ class RawBatchCursor(Cursor):
 class RawBatchCommandCursor(CommandCursor):
     """A command cursor (``aggregate_raw_batches``) whose ``next()`` returns a whole batch of raw BSON."""
 
+    _raw_batches = True
     _buffer = _buffer
     _take = _take_batch
     __next__ = next = CommandCursor._next_slow

@@ -77,9 +77,10 @@ _ids = itertools.count(1)
 # bson's C decoder without bson.decode's argument checks (run once per reply).
 _decode = getattr(bson, "_bson_to_dict", None) or bson.decode
 _MAX_ID = 0x7FFFFFFF
-# Replies of cursors of raw documents keep their arrays as bytes (mongo_requests.raw_arrays); not
-# an error's, whose errorLabels must be a list.  None without bson's private class: never matches.
-_RAW_ARRAYS = raw_arrays.RAW_ARRAY_CLASS
+# The document class of a raw cursor's codec options: its replies leave their batch undecoded
+# (mongo_requests.raw_arrays.unpack_reply).
+_RAW_REPLY = raw_arrays.RawReply
+_RAW_BATCH_REPLY = raw_arrays.RawBatchReply
 
 # Most replies on the hot path repeat byte for byte: ``{ok: 1.0}`` to a ping,
 # ``{n: 1, nModified: 1, ok: 1.0}`` to an update.  Decoding one costs ~7,000
@@ -205,13 +206,13 @@ def unpack_msg(
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 21 - doc_len))
     if doc_len <= _SMALL_REPLY and codec_options is DEFAULT_CODEC_OPTIONS:
         return _small_reply(bytes(message[21:end]))
+    cls = codec_options.document_class
+    if cls is _RAW_REPLY or cls is _RAW_BATCH_REPLY:
+        return raw_arrays.unpack_reply(message[21:end], codec_options)  # a raw cursor's: its batch left undecoded
     try:
-        reply: dict[str, Any] = _decode(message[21:end], codec_options)
+        return _decode(message[21:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
         raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
-    if reply.__class__ is _RAW_ARRAYS and reply.get("ok") != 1:
-        return raw_arrays.error_reply(message[21:end], codec_options)  # its errorLabels as a list
-    return reply
 
 
 def _small_reply(data: bytes) -> dict[str, Any]:
@@ -272,13 +273,13 @@ def _unpack(data: bytes | bytearray | memoryview, start: int, codec_options: Cod
     doc_len = _INT32.unpack_from(data, body)[0]
     if body + doc_len != end:
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - body - doc_len))
+    cls = codec_options.document_class
+    if cls is _RAW_REPLY or cls is _RAW_BATCH_REPLY:
+        return raw_arrays.unpack_reply(data[body:end], codec_options)
     try:
-        reply: dict[str, Any] = _decode(data[body:end], codec_options)
+        return _decode(data[body:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
         raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
-    if reply.__class__ is _RAW_ARRAYS and reply.get("ok") != 1:
-        return raw_arrays.error_reply(data[body:end], codec_options)
-    return reply
 
 
 def unpack_op_reply(data: bytes | bytearray | memoryview) -> dict[str, Any]:

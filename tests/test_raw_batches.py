@@ -18,7 +18,9 @@ import bson
 import pymongo
 import pytest
 from bson.codec_options import CodecOptions
-from bson.raw_bson import _RAW_ARRAY_BSON_OPTIONS, DEFAULT_RAW_BSON_OPTIONS, RawBSONDocument
+from bson.int64 import Int64
+from bson.raw_bson import DEFAULT_RAW_BSON_OPTIONS, RawBSONDocument
+from bson.regex import Regex
 from pymongo import CursorType, monitoring
 from pymongo.errors import OperationFailure, ProtocolError
 
@@ -30,8 +32,7 @@ RAW = CodecOptions(document_class=RawBSONDocument)
 
 def raw_array(docs: list[dict]) -> bytes:
     """The bytes of a BSON array of ``docs``, as a reply holds its batch."""
-    array: bytes = bson.decode(bson.encode({"a": docs}), _RAW_ARRAY_BSON_OPTIONS)["a"]
-    return array
+    return bson.encode({"a": docs})[7:-1]  # after the length, the type byte and "a\0"; before the final NUL
 
 
 def open_cursors(admin_client) -> int:
@@ -42,14 +43,14 @@ def get_more_total(admin_client) -> int:
     return admin_client.admin.command("serverStatus")["metrics"]["commands"]["getMore"]["total"]
 
 
-@pytest.fixture(params=["private", "public", "python"])
+@pytest.fixture(params=["private", "public", "decoded"])
 def path(request, monkeypatch) -> str:
-    """Which bson helpers the raw cursors use."""
+    """How raw cursors read their batches: bson's private helpers, the public API alone, or decoded replies."""
     if request.param == "public":
-        monkeypatch.setattr(raw_arrays, "RAW_ARRAY_CLASS", None)
-    elif request.param == "python":
         monkeypatch.setattr(raw_arrays, "_to_buffer", raw_arrays._py_to_buffer)
         monkeypatch.setattr(raw_arrays, "_buffered", raw_arrays._wrap_public)
+    elif request.param == "decoded":  # as with command listeners: the whole reply decoded
+        monkeypatch.setattr(raw_arrays, "SPLIT_REPLIES", False)
     return str(request.param)
 
 
@@ -77,7 +78,6 @@ def things(db):
 
 def test_private_helpers_are_present_and_agree_with_the_public_api():
     # The default path must really be the fast one on the bson this suite runs with.
-    assert raw_arrays.RAW_ARRAY_CLASS is not None
     assert raw_arrays._to_buffer is bson._array_of_documents_to_buffer
     assert raw_arrays.PRIVATE and raw_arrays._buffered is raw_arrays._split_private
 
@@ -158,10 +158,42 @@ def test_malformed_arrays_are_protocol_errors(to_buffer, wrap, monkeypatch):
         raw_arrays.documents(no_nul, DEFAULT_RAW_BSON_OPTIONS)
 
 
-def test_error_reply_decodes_arrays_as_lists():
-    data = bson.encode({"ok": 0.0, "errmsg": "boom", "code": 2, "errorLabels": ["A", "B"]})
-    assert bson.decode(data, _RAW_ARRAY_BSON_OPTIONS)["errorLabels"] == bson.encode({"0": "A", "1": "B"})
-    assert raw_arrays.error_reply(data, _RAW_ARRAY_BSON_OPTIONS)["errorLabels"] == ["A", "B"]
+def test_unpack_reply_leaves_the_batch_undecoded_and_decodes_the_rest():
+    docs = [{"_id": i, "v": "x" * i} for i in range(30)]
+    stream = b"".join(bson.encode(d) for d in docs)
+    for key in ("firstBatch", "nextBatch"):
+        # Elements before and after the batch, of the types a reply's envelope holds.
+        cursor = {"pbrt": {"t": 1}, key: docs, "id": Int64(77), "ns": "db.c", "partial": False}
+        body = bson.encode({"n": 1.5, "cursor": cursor, "ok": 1.0, "ts": bson.Timestamp(5, 1), "b": b"\x01\x02"})
+        for batches in (False, True):
+            reply = raw_arrays.unpack_reply(memoryview(bytearray(body)), raw_arrays.reply_codec(RAW, batches))
+            assert type(reply) is dict and reply["ok"] == 1.0 and reply["n"] == 1.5 and reply["b"] == b"\x01\x02"
+            assert reply["cursor"]["id"] == 77 and reply["cursor"]["ns"] == "db.c"
+            assert reply["cursor"]["pbrt"] == {"t": 1}
+            if batches:  # a raw batch cursor's: one stream
+                assert reply["cursor"][key] == raw_arrays.Batch(stream, 30)
+            else:  # raw documents: each one's bytes, cut from the receive buffer
+                assert reply["cursor"][key] == [bson.encode(d) for d in docs]
+                assert type(reply["cursor"][key]) is raw_arrays.Chunks
+    # An array whose keys are not 0, 1, 2... still gives its documents.
+    odd_keys = bson.encode({"cursor": {"firstBatch": {"aa": docs[0], "b": docs[1]}, "id": 0}, "ok": 1})
+    odd_keys = odd_keys.replace(b"\x03firstBatch", b"\x04firstBatch")
+    reply = raw_arrays.unpack_reply(odd_keys, raw_arrays.reply_codec(RAW))
+    assert reply["cursor"]["firstBatch"] == [bson.encode(docs[0]), bson.encode(docs[1])]
+    # An error reply, or anything but a cursor batch, is decoded as before: errorLabels is a list.
+    error = bson.encode({"ok": 0.0, "errmsg": "boom", "code": 2, "errorLabels": ["A", "B"]})
+    reply = raw_arrays.unpack_reply(error, raw_arrays.reply_codec(RAW))
+    assert type(reply) is RawBSONDocument and reply["errorLabels"] == ["A", "B"]
+    odd = bson.encode({"cursor": {"id": 0, "r": Regex("a"), "firstBatch": docs}, "ok": 1})
+    assert (
+        type(raw_arrays.unpack_reply(odd, raw_arrays.reply_codec(RAW))) is RawBSONDocument
+    )  # a type the walk does not skip
+    # A batch whose documents do not fit their array is a ProtocolError.
+    bad = bytearray(bson.encode({"cursor": {"firstBatch": docs, "id": 0}, "ok": 1}))
+    struct.pack_into("<i", bad, bad.index(bson.encode(docs[0])), 500)
+    for batches in (False, True):
+        with pytest.raises(ProtocolError):
+            raw_arrays.unpack_reply(bad, raw_arrays.reply_codec(RAW, batches))
 
 
 # -- against the server ---------------------------------------------------------------
@@ -220,7 +252,9 @@ def test_raw_documents_match_decoded_ones(path, things):
 def test_the_fast_path_is_taken_only_on_the_private_path(path, things, make_client):
     cursor = things.with_options(codec_options=RAW).find()
     reply_class = cursor._reply_codec.document_class
-    assert reply_class is (RawBSONDocument if path == "public" else raw_arrays.RAW_ARRAY_CLASS)
+    assert reply_class is (RawBSONDocument if path == "decoded" else raw_arrays.RawReply)
+    batches = things.find_raw_batches()._reply_codec.document_class
+    assert batches is (RawBSONDocument if path == "decoded" else raw_arrays.RawBatchReply)
     first = next(cursor)
     # On the private path the batch waits as bytes, and each document is made as it is handed out.
     buffered = {type(d) for d in cursor._batch}
