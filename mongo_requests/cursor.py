@@ -18,6 +18,9 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bson.raw_bson import RawBSONDocument
+
+from . import raw_arrays
 from .client_session import _CURRENT, ClientSession, bound, check_session
 from .errors import InvalidOperation
 
@@ -33,6 +36,7 @@ ASCENDING = 1
 DESCENDING = -1
 
 _C = TypeVar("_C", bound="_CursorBase")
+_new = object.__new__
 
 
 def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
@@ -77,10 +81,23 @@ def _finalize(client: MongoClient, ns: str, state: list[Any]) -> None:
 class _CursorBase:
     """Batches, getMore, close: what every cursor shares."""
 
+    _raw_batches = False  # True for raw batch cursors (mongo_requests.raw_batches)
+
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
         self._client = collection.database.client
         self._codec: CodecOptions[Any] = collection.codec_options
+        # Raw documents (RawBSONDocument): the replies leave their batch
+        # undecoded (raw_arrays.reply_codec), and _buffer keeps each
+        # document's bytes for __next__ to make it.  With command listeners,
+        # replies decode as before, so the events carry the same documents;
+        # _buffer takes either form.
+        self._raw = False
+        self._reply_codec = self._codec
+        if self._codec.document_class is not dict and raw_arrays.is_raw(self._codec):
+            self._raw = True
+            if self._client._listeners is None and raw_arrays.SPLIT_REPLIES:
+                self._reply_codec = raw_arrays.reply_codec(self._codec, self._raw_batches)
         self._batch: collections.deque[Any] = collections.deque()
         # [server cursor id, address of the server that holds it]; shared with the finalizer.
         self._state: list[Any] = [0, None]
@@ -91,7 +108,7 @@ class _CursorBase:
         self._killed = False
         self._batch_size = 0
         self._limit = 0
-        self._returned = 0
+        self._returned = 0  # documents handed out, counted only under a limit (the only reader)
         self._finalizer: weakref.finalize[[MongoClient, str, list[Any]], _CursorBase] | None = None
         self._comment: Any = None
         self._retrieved = 0
@@ -144,11 +161,16 @@ class _CursorBase:
 
     def _start_batch(self, reply: Mapping[str, Any]) -> None:
         cursor = reply["cursor"]
-        first = cursor.get("firstBatch", ())
-        self._retrieved += len(first)
-        self._batch.extend(first)
+        self._buffer(cursor.get("firstBatch", ()))
         self._ns = cursor.get("ns", self._ns)
         self._set_id(cursor.get("id", 0))
+
+    def _buffer(self, batch: Any) -> None:
+        """Buffer a reply's ``firstBatch`` or ``nextBatch``."""
+        if self._raw:
+            batch = raw_arrays.buffered(batch, self._codec)
+        self._retrieved += len(batch)
+        self._batch.extend(batch)
 
     def _set_id(self, cursor_id: int) -> None:
         self._state[0] = cursor_id
@@ -170,10 +192,8 @@ class _CursorBase:
             cmd["comment"] = self._comment
         if self._max_await_time_ms is not None:
             cmd["maxTimeMS"] = self._max_await_time_ms
-        cursor = self._client._command(db, cmd, self._codec, address=self._state[1])["cursor"]
-        batch = cursor.get("nextBatch", ())
-        self._retrieved += len(batch)
-        self._batch.extend(batch)
+        cursor = self._client._command(db, cmd, self._reply_codec, address=self._state[1])["cursor"]
+        self._buffer(cursor.get("nextBatch", ()))
         self._set_id(cursor.get("id", 0))
 
     def _refresh(self) -> None:  # pragma: no cover - overridden
@@ -193,9 +213,19 @@ class _CursorBase:
             # Per document, the common case: a buffered document and no limit
             # to enforce (a non-empty buffer means the query has started).
             # Two attribute reads instead of eight: a find of 10,000
-            # documents spent about a fifth of its time here.
-            self._returned += 1
-            return batch.popleft()
+            # documents spent about a fifth of its time here.  _returned
+            # is not counted: only a limit reads it.
+            doc = batch.popleft()
+            if doc.__class__ is not bytes:
+                return doc
+            # A RawBSONDocument buffered as its bytes (raw_arrays.buffered),
+            # made as it is handed out so that it dies young: raw_arrays.make,
+            # inline, as a call per document costs as much again.
+            made: Any = _new(RawBSONDocument)
+            made._RawBSONDocument__raw = doc
+            made._RawBSONDocument__inflated_doc = None
+            made._RawBSONDocument__codec_options = self._codec
+            return made
         return self._next_slow()
 
     def _next_slow(self) -> Any:
@@ -223,10 +253,16 @@ class _CursorBase:
         if self._limit and self._returned >= self._limit:
             self.close()
             raise StopIteration
+        return self._take()
+
+    def _take(self) -> Any:
+        """The next buffered document, closing the cursor when it reaches the limit."""
         self._returned += 1
         doc = self._batch.popleft()
         if self._limit and self._returned >= self._limit and self._state[0]:
             self.close()
+        if doc.__class__ is bytes:
+            return raw_arrays.make(doc, self._codec)
         return doc
 
     next = __next__  # PyMongo 2
@@ -545,7 +581,7 @@ class Cursor(_CursorBase):
         reply = self._client._command(
             self._collection.database.name,
             self._find_command(),
-            self._codec,
+            self._reply_codec,
             read_preference=self._read_pref,
             on_server=self._at,
         )

@@ -2,8 +2,11 @@
 
 Each ``next()`` returns one batch as the concatenated BSON documents the
 server sent (decode with :func:`bson.decode_all`), as PyMongo's raw batch
-cursors do.  The documents are decoded no further than
-:class:`~bson.raw_bson.RawBSONDocument`, which keeps each one's bytes.
+cursors do.  The documents are not decoded at all: the reply keeps its batch
+as the BSON array the server sent, which is re-framed as a stream of
+documents (:mod:`mongo_requests.raw_arrays`).  Batches are buffered as
+``(bytes, number of documents)``, so ``retrieved`` and ``limit`` count
+documents, as for any cursor.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
 
+from . import raw_arrays
 from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
@@ -25,16 +29,28 @@ def raw_collection(collection: Collection) -> Collection:
     return collection.with_options(codec_options=collection.codec_options.with_options(document_class=RawBSONDocument))
 
 
+def _buffer(cursor: Any, batch: Any) -> None:
+    """Buffer a reply's batch as one stream of documents (nothing for an empty one)."""
+    stream, count = raw_arrays.to_stream(batch)
+    cursor._retrieved += count
+    if count:
+        cursor._batch.append((stream, count))
+
+
 def _take_batch(cursor: Any) -> bytes:
     """Pop the whole buffered batch (at most what the limit leaves) as one bytes object."""
-    docs = list(cursor._batch)
+    parts = list(cursor._batch)
     cursor._batch.clear()
-    if cursor._limit:
-        docs = docs[: max(cursor._limit - cursor._returned, 0)]
-    cursor._returned += len(docs)
+    stream = parts[0][0] if len(parts) == 1 else b"".join(part[0] for part in parts)
+    count = sum(part[1] for part in parts)
+    if cursor._limit and count > cursor._limit - cursor._returned:
+        # The server keeps to the find's limit; this only guards the contract.
+        stream, count = raw_arrays.first_documents(stream, max(cursor._limit - cursor._returned, 0))
+    cursor._returned += count
     if cursor._limit and cursor._returned >= cursor._limit and cursor._state[0]:
         cursor.close()
-    return b"".join(bytes(doc.raw) for doc in docs)
+    result: bytes = stream
+    return result
 
 
 class RawBatchCursor(Cursor):
@@ -43,34 +59,17 @@ class RawBatchCursor(Cursor):
     def __init__(self, collection: Collection, *args: Any, **kwargs: Any) -> None:
         super().__init__(raw_collection(collection), *args, **kwargs)
 
-    def __next__(self) -> bytes:
-        if not self._started:
-            if self._killed:
-                raise StopIteration
-            self._started = True
-            self._refresh()
-        while not self._batch:
-            if not self._state[0] or self._killed:
-                raise StopIteration
-            self._get_more()
-            if self._tailable and not self._batch:
-                raise StopIteration
-        if self._limit and self._returned >= self._limit:
-            self.close()
-            raise StopIteration
-        return _take_batch(self)
-
-    next = __next__
+    _raw_batches = True
+    _buffer = _buffer
+    _take = _take_batch
+    # Every next() starts, fetches and binds the cursor's session as Cursor's slow path does.
+    __next__ = next = Cursor._next_slow
 
 
 class RawBatchCommandCursor(CommandCursor):
     """A command cursor (``aggregate_raw_batches``) whose ``next()`` returns a whole batch of raw BSON."""
 
-    def __next__(self) -> bytes:
-        while not self._batch:
-            if not self._state[0] or self._killed:
-                raise StopIteration
-            self._get_more()
-        return _take_batch(self)
-
-    next = __next__
+    _raw_batches = True
+    _buffer = _buffer
+    _take = _take_batch
+    __next__ = next = CommandCursor._next_slow

@@ -29,6 +29,8 @@ import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.errors import ProtocolError
 
+from . import raw_arrays
+
 __all__ = [
     "OP_MSG",
     "OP_QUERY",
@@ -75,6 +77,10 @@ _ids = itertools.count(1)
 # bson's C decoder without bson.decode's argument checks (run once per reply).
 _decode = getattr(bson, "_bson_to_dict", None) or bson.decode
 _MAX_ID = 0x7FFFFFFF
+# The document class of a raw cursor's codec options: its replies leave their batch undecoded
+# (mongo_requests.raw_arrays.unpack_reply).
+_RAW_REPLY = raw_arrays.RawReply
+_RAW_BATCH_REPLY = raw_arrays.RawBatchReply
 
 # Most replies on the hot path repeat byte for byte: ``{ok: 1.0}`` to a ping,
 # ``{n: 1, nModified: 1, ok: 1.0}`` to an update.  Decoding one costs ~7,000
@@ -200,6 +206,9 @@ def unpack_msg(
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 21 - doc_len))
     if doc_len <= _SMALL_REPLY and codec_options is DEFAULT_CODEC_OPTIONS:
         return _small_reply(bytes(message[21:end]))
+    cls = codec_options.document_class
+    if cls is _RAW_REPLY or cls is _RAW_BATCH_REPLY:
+        return raw_arrays.unpack_reply(message[21:end], codec_options)  # a raw cursor's: its batch left undecoded
     try:
         return _decode(message[21:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
@@ -264,6 +273,9 @@ def _unpack(data: bytes | bytearray | memoryview, start: int, codec_options: Cod
     doc_len = _INT32.unpack_from(data, body)[0]
     if body + doc_len != end:
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - body - doc_len))
+    cls = codec_options.document_class
+    if cls is _RAW_REPLY or cls is _RAW_BATCH_REPLY:
+        return raw_arrays.unpack_reply(data[body:end], codec_options)
     try:
         return _decode(data[body:end], codec_options)
     except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
