@@ -380,7 +380,9 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             # The hot path (a primary or standalone operation), inline: a
             # find_one or ping pays for no more than before replica sets.
             # _checkout(), inline: the call and its tuple cost ~1,500 instructions per operation.
-            server = topology.select_server(None, None, False)
+            server = topology.lone_writable  # select_server()'s answer for a known lone server, without the call
+            if server is None:
+                server = topology.select_server(None, None, False)
             try:
                 sock = server.pool.checkout()
             except ConnectionFailure as exc:
