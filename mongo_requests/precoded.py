@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import bson
-from bson.codec_options import CodecOptions
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
-__all__ = ["encode", "fields", "doc_element", "ping_body", "FindOne", "WriteOne"]
+__all__ = ["encode", "encoding_options", "fields", "doc_element", "ping_body", "FindOne", "WriteOne", "UpdateOne"]
 
 _INT32 = struct.Struct("<i")
 _pack_int32 = _INT32.pack
@@ -40,6 +40,51 @@ def _public_encode(doc: Any, check_keys: bool, codec_options: CodecOptions[Any])
 
 
 encode = _private_encode if _private_encode is not None else _public_encode
+
+
+class _EncodingDocument(dict):  # type: ignore[type-arg]
+    """The document class of the codec options documents are encoded with (never instantiated).
+
+    bson's C encoder looks up ``_type_marker`` on the options' document class
+    on every call.  On plain ``dict`` the lookup fails and formats an
+    AttributeError first: about 2,200 instructions, a third of a small
+    filter's encoding.  Encoding uses the document class for nothing else
+    (decoding builds documents of it), so the bytes are the same.
+    """
+
+    _type_marker = 0  # bson's marker for no special document class (RawBSONDocument's is 101)
+
+
+# The last options converted, and their encoding twin, as one tuple (replaced
+# whole, so threads never see a mismatched pair); older pairs by id.
+_last_options: tuple[CodecOptions[Any], CodecOptions[Any]] = (
+    DEFAULT_CODEC_OPTIONS,
+    DEFAULT_CODEC_OPTIONS.with_options(document_class=_EncodingDocument),
+)
+_options_by_id: dict[int, tuple[CodecOptions[Any], CodecOptions[Any]]] = {}
+
+
+def encoding_options(codec_options: CodecOptions[Any]) -> CodecOptions[Any]:
+    """``codec_options`` for encoding only: the same bytes, without the encoder's failed lookup.
+
+    Hot callers test ``_last_options[0] is codec_options`` first and call this only on a miss.
+    """
+    global _last_options
+    pair = _last_options
+    if pair[0] is codec_options:
+        return pair[1]
+    pair = _options_by_id.get(id(codec_options))  # type: ignore[assignment]
+    if pair is None or pair[0] is not codec_options:
+        if codec_options.__class__ is not CodecOptions or codec_options.document_class is not dict:
+            # A subclass (JSONOptions) or another document class: as given.
+            pair = (codec_options, codec_options)
+        else:
+            pair = (codec_options, codec_options.with_options(document_class=_EncodingDocument))
+        if len(_options_by_id) >= 64:
+            _options_by_id.clear()  # options made per call must not pin memory
+        _options_by_id[id(codec_options)] = pair
+    _last_options = pair
+    return pair[1]
 
 
 def fields(doc: Mapping[str, Any]) -> bytes:
@@ -63,21 +108,55 @@ def ping_body(name: str, dbname: str) -> bytes:
 
 
 class FindOne:
-    """``{"find": coll, "filter": ..., "limit": 1, "singleBatch": True, "$db": db}`` around an encoded filter."""
+    """``{"find": coll, "filter": ..., "limit": 1, "singleBatch": True, "$db": db}`` around an encoded filter.
 
-    __slots__ = ("_head", "_tail")
+    With ``client`` (a collection's primary ``find_one``), :meth:`run` also
+    sends it: the names, client and codec options are read here, from a
+    plain slotted object, because every attribute of a Collection or
+    MongoClient is an unspecialized lookup (their ``__getattr__`` keeps
+    CPython from specializing it), about 300 instructions each.
+    """
 
-    def __init__(self, dbname: str, coll: str) -> None:
+    __slots__ = ("_head", "_tail", "client", "dbname", "name", "codec_options", "_encoding")
+
+    def __init__(
+        self, dbname: str, coll: str, client: Any = None, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
+    ) -> None:
         self._head = fields({"find": coll}) + doc_element("filter")
         self._tail = fields({"limit": 1, "singleBatch": True, "$db": dbname}) + b"\x00"
+        self.client = client
+        self.dbname = dbname
+        self.name = coll
+        self.codec_options = codec_options
+        self._encoding = encoding_options(codec_options)
 
     def body(self, filter: Mapping[str, Any] | None, codec_options: CodecOptions[Any]) -> bytes:
         """The command's body for ``filter`` (None or empty: ``{}``)."""
-        value = encode(filter, False, codec_options) if filter else _EMPTY
+        if filter:
+            pair = _last_options  # encoding_options(), its common case inline
+            value = encode(filter, False, pair[1] if pair[0] is codec_options else encoding_options(codec_options))
+        else:
+            value = _EMPTY
         # _document(), inline: a call costs as much as encoding a small filter's fields.
         head = self._head
         tail = self._tail
         return _pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail
+
+    def run(self, filter: Mapping[str, Any] | None) -> Any:
+        """``find_one(filter)`` on the primary: the first matching document, or None."""
+        # body(), inline (one call less per find_one).
+        value = encode(filter, False, self._encoding) if filter else _EMPTY
+        head = self._head
+        tail = self._tail
+        codec_options = self.codec_options
+        reply = self.client._command(
+            self.dbname,
+            {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True},
+            codec_options,
+            body=_pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail,
+        )
+        batch = reply["cursor"]["firstBatch"]
+        return batch[0] if batch else None
 
 
 class WriteOne:
@@ -97,7 +176,8 @@ class WriteOne:
     def body(self, statement: Mapping[str, Any], codec_options: CodecOptions[Any]) -> bytes:
         """The command's body for one statement."""
         # The array [statement]: one embedded document, named "0".
-        stmt = encode(statement, False, codec_options)
+        pair = _last_options  # encoding_options(), its common case inline
+        stmt = encode(statement, False, pair[1] if pair[0] is codec_options else encoding_options(codec_options))
         head = self._head
         tail = self._tail
         # The document and its array, framed around the statement in one join.
@@ -112,3 +192,42 @@ class WriteOne:
                 tail,
             )
         )
+
+
+class UpdateOne(WriteOne):
+    """The ``update`` of one statement, bound like a primary :class:`FindOne`: :meth:`run` also sends it."""
+
+    __slots__ = ("client", "dbname", "name", "codec_options", "_encoding")
+
+    def __init__(self, client: Any, dbname: str, coll: str, codec_options: CodecOptions[Any]) -> None:
+        super().__init__(dbname, coll, "update", "updates")
+        self.client = client
+        self.dbname = dbname
+        self.name = coll
+        self.codec_options = codec_options
+        self._encoding = encoding_options(codec_options)
+
+    def run(self, statement: dict[str, Any]) -> dict[str, Any]:
+        """Send the update with the default write concern; the server's reply (not checked here)."""
+        # body(), inline (one call less per update_one).
+        stmt = encode(statement, False, self._encoding)
+        head = self._head
+        tail = self._tail
+        codec_options = self.codec_options
+        reply: dict[str, Any] = self.client._command(
+            self.dbname,
+            {"update": self.name, "ordered": True, "updates": [statement]},
+            codec_options,
+            body=b"".join(
+                (
+                    _pack_int32(4 + len(head) + 8 + len(stmt) + len(tail)),
+                    head,
+                    _pack_int32(8 + len(stmt)),
+                    b"\x030\x00",
+                    stmt,
+                    b"\x00",
+                    tail,
+                )
+            ),
+        )
+        return reply

@@ -19,7 +19,7 @@ from typing import Any
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
-from . import wire
+from . import precoded, wire
 from ._version import __version__
 from .errors import (
     AutoReconnect,
@@ -317,7 +317,9 @@ class SocketInfo:
     def _body(self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any]) -> bytes:
         """The command's BSON body, with ``$db``, checked against the server's size limit."""
         cmd["$db"] = dbname
-        body: bytes = _encode(cmd, False, codec_options)
+        pair = precoded._last_options  # precoded.encoding_options(), its common case inline
+        opts = pair[1] if pair[0] is codec_options else precoded.encoding_options(codec_options)
+        body: bytes = _encode(cmd, False, opts)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise _too_large(len(body), self.max_bson_size)
         return body
