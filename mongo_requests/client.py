@@ -347,6 +347,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         retryable: bool | None = None,
         _raw: bool = False,
         body: bytes | None = None,
+        unpack: Callable[[memoryview], Any] | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
@@ -358,6 +359,9 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             None: judged from ``cmd``.
         :param body: ``cmd`` with ``$db``, already encoded (:mod:`mongo_requests.precoded`);
             only the hot path sends it, every other path encodes ``cmd``.
+        :param unpack: the hot path's shortcut decoding of the reply (see
+            :meth:`SocketInfo.command`): when it applies, its result is
+            returned instead of the reply; every other path ignores it.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
@@ -393,7 +397,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             try:
                 if self._listeners is not None:
                     return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
-                return sock.command(dbname, cmd, codec_options, sequences, check, body)
+                return sock.command(dbname, cmd, codec_options, sequences, check, body, unpack)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
                     topology.handle_error(server, exc, sock)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import platform
 import socket as _stdsocket
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
@@ -263,6 +263,7 @@ class SocketInfo:
         sequences: Sequence[bytes] = (),
         check: bool = True,
         body: bytes | None = None,
+        unpack: Callable[[memoryview], Any] | None = None,
     ) -> dict[str, Any]:
         """Run ``cmd`` on database ``dbname`` and return the reply document.
 
@@ -272,6 +273,11 @@ class SocketInfo:
             friends for ``ok: 0``.
         :param body: ``cmd`` with ``$db`` already BSON-encoded (by
             :mod:`mongo_requests.precoded`), sent instead of encoding ``cmd``.
+        :param unpack: given the whole OP_MSG reply, a shortcut decoding of
+            it (``precoded.FindOne.first_batch``): what it returns is returned
+            instead of the reply, unless it is None (then the reply is decoded
+            and checked as usual).  A subclass (compression, pipelines)
+            ignores it.
         """
         rid = next(_ids)  # wire.next_request_id(), inline (one call less); ids wrap before they overflow int32
         if rid >= _MAX_ID:
@@ -295,6 +301,10 @@ class SocketInfo:
         try:
             if op != wire.OP_MSG:
                 raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
+            if unpack is not None:
+                shortcut = unpack(message)
+                if shortcut is not None:
+                    return cast("dict[str, Any]", shortcut)
             reply = wire.unpack_msg(message, codec_options)
         except BaseException:
             self.close()
