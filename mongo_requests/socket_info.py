@@ -38,6 +38,7 @@ _encode = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts:
 
 _ids = wire._ids
 _pack_prefix = wire._MSG_PREFIX.pack
+_unpack_header = wire.HEADER.unpack_from
 _MAX_ID = wire._MAX_ID
 # OP_MSG arrived with MongoDB 3.6, wire version 6.
 MIN_WIRE_VERSION = 6
@@ -296,7 +297,22 @@ class SocketInfo:
             if check and reply.get("ok") != 1:
                 check_command(reply, self.max_wire_version)
             return reply
-        op, message = self._roundtrip_raw(msg, rid)
+        # _roundtrip_raw(), its common case inline (the whole reply in the
+        # first read): one call less on every command.
+        view = self._view
+        try:
+            self._sendall(msg)
+            got = self._recv_into(view)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        length = response_to = -1
+        if got >= 16:
+            length, _rid, response_to, op = _unpack_header(view, 0)
+        if got == length and response_to == rid:
+            message = view[:length]
+        else:
+            op, message = self._read_reply(got, rid)
         # roundtrip(), inline: one call less on every command.
         try:
             if op != wire.OP_MSG:
@@ -370,9 +386,17 @@ class SocketInfo:
         """
         try:
             self._sendall(msg)
+            got = self._recv_into(self._view)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        return self._read_reply(got, request_id)
+
+    def _read_reply(self, got: int, request_id: int) -> tuple[int, memoryview]:
+        """:meth:`_roundtrip_raw` after the first read, which put ``got`` bytes in the buffer."""
+        try:
             view = self._view
             recv_into = self._recv_into
-            got = recv_into(view)
             if not got:
                 raise EOFError
             while got < 16:
