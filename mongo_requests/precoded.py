@@ -165,8 +165,8 @@ class FindOne:
         else (no document, an error, $clusterTime...) returns None, and the
         caller decodes the whole reply.
         """
-        data = bytes(message[16:])  # flagBits, the section's kind byte, the body
-        n = len(data)
+        data = bytes(message)
+        n = len(data) - 16  # after the header: flagBits, the section's kind byte, the body
         prefix = self._prefixes.get(n)
         if prefix is None:
             tail_size = len(self._reply_tail)
@@ -178,9 +178,9 @@ class FindOne:
                 self._prefixes.clear()  # sizes vary with the documents: keep a few
             self._prefixes[n] = prefix
         tail = self._reply_tail
-        if data.startswith(prefix) and data.endswith(tail):
+        if data.startswith(prefix, 16) and data.endswith(tail):
             try:
-                return [_decode(data[40 : n - len(tail)], self.codec_options)]
+                return [_decode(data[56 : len(data) - len(tail)], self.codec_options)]
             except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
                 raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
         return None
