@@ -124,7 +124,18 @@ class FindOne:
     CPython from specializing it), about 300 instructions each.
     """
 
-    __slots__ = ("_head", "_tail", "client", "dbname", "name", "codec_options", "_encoding", "_reply_tail", "_prefixes")
+    __slots__ = (
+        "_head",
+        "_tail",
+        "client",
+        "dbname",
+        "name",
+        "codec_options",
+        "_encoding",
+        "_reply_tail",
+        "_prefixes",
+        "_command",
+    )
 
     def __init__(
         self, dbname: str, coll: str, client: Any = None, codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
@@ -132,6 +143,8 @@ class FindOne:
         self._head = fields({"find": coll}) + doc_element("filter")
         self._tail = fields({"limit": 1, "singleBatch": True, "$db": dbname}) + b"\x00"
         self.client = client
+        # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
+        self._command: Any = client._command if client is not None else None
         self.dbname = dbname
         self.name = coll
         self.codec_options = codec_options
@@ -204,7 +217,7 @@ class FindOne:
         head = self._head
         tail = self._tail
         codec_options = self.codec_options
-        reply = self.client._command(
+        reply = self._command(
             self.dbname,
             {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True},
             codec_options,
@@ -254,11 +267,13 @@ class WriteOne:
 class UpdateOne(WriteOne):
     """The ``update`` of one statement, bound like a primary :class:`FindOne`: :meth:`run` also sends it."""
 
-    __slots__ = ("client", "dbname", "name", "codec_options", "_encoding")
+    __slots__ = ("client", "dbname", "name", "codec_options", "_encoding", "_command")
 
     def __init__(self, client: Any, dbname: str, coll: str, codec_options: CodecOptions[Any]) -> None:
         super().__init__(dbname, coll, "update", "updates")
         self.client = client
+        # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
+        self._command: Any = client._command if client is not None else None
         self.dbname = dbname
         self.name = coll
         self.codec_options = codec_options
@@ -271,7 +286,7 @@ class UpdateOne(WriteOne):
         head = self._head
         tail = self._tail
         codec_options = self.codec_options
-        reply: dict[str, Any] = self.client._command(
+        reply: dict[str, Any] = self._command(
             self.dbname,
             {"update": self.name, "ordered": True, "updates": [statement]},
             codec_options,
