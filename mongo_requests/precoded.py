@@ -22,7 +22,6 @@ from typing import Any
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from pymongo.errors import ProtocolError
 
 __all__ = ["encode", "encoding_options", "fields", "doc_element", "ping_body", "FindOne", "WriteOne", "UpdateOne"]
 
@@ -175,8 +174,8 @@ class FindOne:
         (flag bits 0, one body section, the lengths the reply's size
         implies, cursor id 0, our namespace, ok: 1.0), and bson decodes the
         document only, which it checks to the byte as always.  Anything
-        else (no document, an error, $clusterTime...) returns None, and the
-        caller decodes the whole reply.
+        else (no document, an error, $clusterTime...), or bytes bson
+        refuses, returns None, and the caller decodes the whole reply.
         """
         data = bytes(message)
         n = len(data) - 16  # after the header: flagBits, the section's kind byte, the body
@@ -194,8 +193,11 @@ class FindOne:
         if data.startswith(prefix, 16) and data.endswith(tail):
             try:
                 return [_decode(data[56 : len(data) - len(tail)], self.codec_options)]
-            except Exception as exc:  # bson raises InvalidBSON, which is not a ProtocolError
-                raise ProtocolError("could not decode OP_MSG reply: %s" % exc) from exc
+            except Exception:
+                # Not one document after all (say, two whose bytes fit the
+                # frame): the full decoding judges, and raises ProtocolError
+                # for bytes that are bad.
+                return None
         return None
 
     def body(self, filter: Mapping[str, Any] | None, codec_options: CodecOptions[Any]) -> bytes:
