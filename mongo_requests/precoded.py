@@ -12,6 +12,13 @@ command gives (tests compare the two), so the server sees the same command.
 
 Only the hot path uses these bodies; listeners, retryable writes and
 read preferences still get (and encode) the command dict.
+
+Three more shortcuts live here, each checked against the general path by
+tests/test_hot_path.py: :func:`encoding_options` (the same bytes without the
+encoder's failed ``_type_marker`` lookup), :class:`FindOne` and
+:class:`UpdateOne` bound to a collection (its names, client and options read
+from a slotted object), and :meth:`FindOne.first_batch` (a ``find_one``
+reply of the usual shape decoded from its document only).
 """
 
 from __future__ import annotations
