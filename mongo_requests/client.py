@@ -117,6 +117,24 @@ class Request:
             pass  # the block's own exception is the one to see
 
 
+class _Hot:
+    """What ``_command``'s hot path reads, in one slotted object.
+
+    Every MongoClient attribute is an unspecialized lookup (the class's
+    ``__getattr__`` keeps CPython from specializing it), about 300
+    instructions each; these are read once per command.  ``session_hooks``
+    mirrors ``_session_hooks`` (set together in ``start_session``).
+    """
+
+    __slots__ = ("topology", "kill_queue", "listeners", "session_hooks")
+
+    def __init__(self, topology: Topology, kill_queue: collections.deque[Any], listeners: Listeners | None) -> None:
+        self.topology = topology
+        self.kill_queue = kill_queue
+        self.listeners = listeners
+        self.session_hooks = False
+
+
 class MongoClient(ClientCompat, RetryableWrites, SessionClient):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
@@ -196,6 +214,7 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             sdam_events=sdam_events,
         )
         self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
+        self._hot: _Hot = _Hot(self._topology, self._kill_queue, self._listeners)
         self._sessions = SessionPool()
         self._init_session_state()
         self._retry_writes = opts.retry_writes
@@ -369,8 +388,9 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
         application has started a session, the command goes through
         :meth:`_session_command` first (cluster time, the bound session's fields).
         """
-        topology = self._topology
-        if (topology.sessions_supported or self._session_hooks) and not _raw:
+        hot = self._hot
+        topology = hot.topology
+        if (topology.sessions_supported or hot.session_hooks) and not _raw:
             return self._session_command(
                 dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
             )
@@ -392,11 +412,12 @@ class MongoClient(ClientCompat, RetryableWrites, SessionClient):
             except ConnectionFailure as exc:
                 topology.handle_error(server, exc)
                 raise
-            if self._kill_queue:
+            if hot.kill_queue:
                 self._kill_before(server, sock)
             try:
-                if self._listeners is not None:
-                    return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
+                listeners = hot.listeners
+                if listeners is not None:
+                    return listeners.command(sock, dbname, cmd, codec_options, sequences, check)
                 return sock.command(dbname, cmd, codec_options, sequences, check, body, unpack)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
