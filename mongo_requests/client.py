@@ -118,6 +118,24 @@ class Request:
             pass  # the block's own exception is the one to see
 
 
+class _Hot:
+    """What ``_command``'s hot path reads, in one slotted object.
+
+    Every MongoClient attribute is an unspecialized lookup (the class's
+    ``__getattr__`` keeps CPython from specializing it), about 300
+    instructions each; these are read once per command.  ``session_hooks``
+    mirrors ``_session_hooks`` (set together in ``start_session``).
+    """
+
+    __slots__ = ("topology", "kill_queue", "listeners", "session_hooks")
+
+    def __init__(self, topology: Topology, kill_queue: collections.deque[Any], listeners: Listeners | None) -> None:
+        self.topology = topology
+        self.kill_queue = kill_queue
+        self.listeners = listeners
+        self.session_hooks = False
+
+
 class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
@@ -197,6 +215,7 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
             sdam_events=sdam_events,
         )
         self._kill_queue: collections.deque[tuple[str, int, Any]] = collections.deque()
+        self._hot: _Hot = _Hot(self._topology, self._kill_queue, self._listeners)
         self._sessions = SessionPool()
         self._init_session_state()
         self._retry_writes = opts.retry_writes
@@ -348,6 +367,7 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
         retryable: bool | None = None,
         _raw: bool = False,
         body: bytes | None = None,
+        unpack: Callable[[memoryview], Any] | None = None,
     ) -> dict[str, Any]:
         """Run one command on a socket from the pool, and give the socket back.
 
@@ -359,6 +379,9 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
             None: judged from ``cmd``.
         :param body: ``cmd`` with ``$db``, already encoded (:mod:`mongo_requests.precoded`);
             only the hot path sends it, every other path encodes ``cmd``.
+        :param unpack: the hot path's shortcut decoding of the reply (see
+            :meth:`SocketInfo.command`): when it applies, its result is
+            returned instead of the reply; every other path ignores it.
 
         Acknowledged single-document writes are retried once on a replica set
         (``retryWrites``), reads once anywhere (``retryReads``); see
@@ -366,8 +389,9 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
         application has started a session, the command goes through
         :meth:`_session_command` first (cluster time, the bound session's fields).
         """
-        topology = self._topology
-        if (topology.sessions_supported or self._session_hooks) and not _raw:
+        hot = self._hot
+        topology = hot.topology
+        if (topology.sessions_supported or hot.session_hooks) and not _raw:
             return self._session_command(
                 dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
             )
@@ -381,24 +405,27 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
             # The hot path (a primary or standalone operation), inline: a
             # find_one or ping pays for no more than before replica sets.
             # _checkout(), inline: the call and its tuple cost ~1,500 instructions per operation.
-            server = topology.select_server(None, None, False)
-            if topology.sessions_supported and not _raw:
-                # A fresh client's first operation: this selection has just found a replica set (or
-                # mongos), so it takes the session path, where an acknowledged write is retryable.
-                return self._command(
-                    dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
-                )
+            server = topology.lone_writable  # select_server()'s answer for a known lone server, without the call
+            if server is None:
+                server = topology.select_server(None, None, False)
+                if topology.sessions_supported and not _raw:
+                    # A fresh client's first operation: this selection has just found a replica set (or
+                    # mongos), so it takes the session path, where an acknowledged write is retryable.
+                    return self._command(
+                        dbname, cmd, codec_options, sequences, check, read_preference, address, on_server, retryable
+                    )
             try:
                 sock = server.pool.checkout()
             except ConnectionFailure as exc:
                 topology.handle_error(server, exc)
                 raise
-            if self._kill_queue:
+            if hot.kill_queue:
                 self._kill_before(server, sock)
             try:
-                if self._listeners is not None:
-                    return self._listeners.command(sock, dbname, cmd, codec_options, sequences, check)
-                return sock.command(dbname, cmd, codec_options, sequences, check, body)
+                listeners = hot.listeners
+                if listeners is not None:
+                    return listeners.command(sock, dbname, cmd, codec_options, sequences, check)
+                return sock.command(dbname, cmd, codec_options, sequences, check, body, unpack)
             except PyMongoError as exc:
                 if isinstance(exc, ConnectionFailure):
                     topology.handle_error(server, exc, sock)

@@ -381,6 +381,7 @@ class SessionClient:
     _sessions: SessionPool
     # False until the first start_session: the standalone hot path's one check.
     _session_hooks: bool = False
+    _hot: Any
     _cluster_time: Mapping[str, Any] | None = None
     # Server sessions of open cursors outside explicit sessions, by cursor id.
     _cursor_sessions: dict[int, ServerSession]
@@ -427,6 +428,7 @@ class SessionClient:
         if self._topology.closed:
             raise InvalidOperation("Cannot use MongoClient after close")
         self._session_hooks = True
+        self._hot.session_hooks = True  # what the client's hot path reads
         return ClientSession(self, opts)  # type: ignore[arg-type]
 
     def watch(self, pipeline: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> ChangeStream:

@@ -110,7 +110,7 @@ class Collection(WriteMethods, LegacyOptions):
         self.read_preference: Any = read_preference or database.read_preference
         # What reads pass down: None for primary, so the hot path skips read-preference work.
         self._read_pref: Any = self.read_preference if self.read_preference.mode else None
-        # find_one's encoded command around its filter, made on first use.
+        # find_one's encoded command around its filter, and what sends it, made on first use (primary reads only).
         self._find_one: precoded.FindOne | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -219,15 +219,14 @@ class Collection(WriteMethods, LegacyOptions):
                 return doc
             return None
         # The hot path: one find with singleBatch, no Cursor object.
-        cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
+        finder = self._find_one
+        if finder is not None:
+            return finder.run(filter)
         if self._read_pref is None:
-            finder = self._find_one
-            if finder is None:
-                finder = self._find_one = precoded.FindOne(self._db_name, self._name)
-            body = finder.body(filter, self.codec_options)
-            reply = self._client._command(self._db_name, cmd, self.codec_options, body=body)
-        else:
-            reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
+            finder = self._find_one = precoded.FindOne(self._db_name, self._name, self._client, self.codec_options)
+            return finder.run(filter)
+        cmd = {"find": self._name, "filter": filter or {}, "limit": 1, "singleBatch": True}
+        reply = self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)
         batch = reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
 

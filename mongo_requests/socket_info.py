@@ -13,13 +13,13 @@ from __future__ import annotations
 import platform
 import socket as _stdsocket
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
-from . import wire
+from . import precoded, wire
 from ._version import __version__
 from .errors import (
     AutoReconnect,
@@ -38,6 +38,7 @@ _encode = getattr(bson, "_dict_to_bson", None) or (lambda doc, check_keys, opts:
 
 _ids = wire._ids
 _pack_prefix = wire._MSG_PREFIX.pack
+_unpack_header = wire.HEADER.unpack_from
 _MAX_ID = wire._MAX_ID
 # OP_MSG arrived with MongoDB 3.6, wire version 6.
 MIN_WIRE_VERSION = 6
@@ -263,6 +264,7 @@ class SocketInfo:
         sequences: Sequence[bytes] = (),
         check: bool = True,
         body: bytes | None = None,
+        unpack: Callable[[memoryview], Any] | None = None,
     ) -> dict[str, Any]:
         """Run ``cmd`` on database ``dbname`` and return the reply document.
 
@@ -272,6 +274,11 @@ class SocketInfo:
             friends for ``ok: 0``.
         :param body: ``cmd`` with ``$db`` already BSON-encoded (by
             :mod:`mongo_requests.precoded`), sent instead of encoding ``cmd``.
+        :param unpack: given the whole OP_MSG reply, a shortcut decoding of
+            it (``precoded.FindOne.first_batch``): what it returns is returned
+            instead of the reply, unless it is None (then the reply is decoded
+            and checked as usual).  A subclass (compression, pipelines)
+            ignores it.
         """
         rid = next(_ids)  # wire.next_request_id(), inline (one call less); ids wrap before they overflow int32
         if rid >= _MAX_ID:
@@ -290,11 +297,30 @@ class SocketInfo:
             if check and reply.get("ok") != 1:
                 check_command(reply, self.max_wire_version)
             return reply
-        op, message = self._roundtrip_raw(msg, rid)
+        # _roundtrip_raw(), its common case inline (the whole reply in the
+        # first read): one call less on every command.
+        view = self._view
+        try:
+            self._sendall(msg)
+            got = self._recv_into(view)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        length = response_to = -1
+        if got >= 16:
+            length, _rid, response_to, op = _unpack_header(view, 0)
+        if got == length and response_to == rid:
+            message = view[:length]
+        else:
+            op, message = self._read_reply(got, rid)
         # roundtrip(), inline: one call less on every command.
         try:
             if op != wire.OP_MSG:
                 raise ProtocolError("%s:%d: expected an OP_MSG reply, got opcode %d" % (self.address + (op,)))
+            if unpack is not None:
+                shortcut = unpack(message)
+                if shortcut is not None:
+                    return cast("dict[str, Any]", shortcut)
             reply = wire.unpack_msg(message, codec_options)
         except BaseException:
             self.close()
@@ -317,7 +343,9 @@ class SocketInfo:
     def _body(self, dbname: str, cmd: dict[str, Any], codec_options: CodecOptions[Any]) -> bytes:
         """The command's BSON body, with ``$db``, checked against the server's size limit."""
         cmd["$db"] = dbname
-        body: bytes = _encode(cmd, False, codec_options)
+        pair = precoded._last_options  # precoded.encoding_options(), its common case inline
+        opts = pair[1] if pair[0] is codec_options else precoded.encoding_options(codec_options)
+        body: bytes = _encode(cmd, False, opts)
         if len(body) > self.max_bson_size + _COMMAND_OVERHEAD:
             raise _too_large(len(body), self.max_bson_size)
         return body
@@ -358,9 +386,17 @@ class SocketInfo:
         """
         try:
             self._sendall(msg)
+            got = self._recv_into(self._view)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        return self._read_reply(got, request_id)
+
+    def _read_reply(self, got: int, request_id: int) -> tuple[int, memoryview]:
+        """:meth:`_roundtrip_raw` after the first read, which put ``got`` bytes in the buffer."""
+        try:
             view = self._view
             recv_into = self._recv_into
-            got = recv_into(view)
             if not got:
                 raise EOFError
             while got < 16:

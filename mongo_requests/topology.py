@@ -159,6 +159,10 @@ class Topology:
         self._last_scan = -1e9
         self._next_scan = 0.0  # monotonic time the next scan is due; 0: stale
         self._writable: Server | None = None  # fast path for primary selection
+        #: The lone server when it is known and writable (a standalone, or a
+        #: direct connection): ``select_server()``'s answer, read without the
+        #: call by the client's hot path.  None otherwise: then select.
+        self.lone_writable: Server | None = None
         self.sessions_supported = False
         self.direct_member = False
         self.closed = False
@@ -314,6 +318,7 @@ class Topology:
             # The lone seed was a replica set member (or a mongos): monitor from now on.
             self._pool_checks = False
             self._next_scan = 0.0
+        self.lone_writable = writable if self._pool_checks else None
         if old.type is not td.type:
             log.info("topology is now %s", td.type.name)
 
@@ -598,6 +603,7 @@ class Topology:
     def close(self) -> None:
         """Close every pool and heartbeat connection; the topology refuses further use."""
         was_closed, self.closed = self.closed, True
+        self.lone_writable = None
         with self._lock:
             servers = list(self._servers.values())
         for server in servers:

@@ -205,7 +205,11 @@ def unpack_msg(
     if 21 + doc_len != end:
         raise ProtocolError("OP_MSG reply has %d unexpected trailing bytes" % (end - 21 - doc_len))
     if doc_len <= _SMALL_REPLY and codec_options is DEFAULT_CODEC_OPTIONS:
-        return _small_reply(bytes(message[21:end]))
+        data = bytes(message[21:end])
+        doc = _small_replies.get(data)  # _small_reply()'s common case inline: one call less per write
+        if doc is not None:
+            return doc.copy()
+        return _small_reply(data)
     cls = codec_options.document_class
     if cls is _RAW_REPLY or cls is _RAW_BATCH_REPLY:
         return raw_arrays.unpack_reply(message[21:end], codec_options)  # a raw cursor's: its batch left undecoded

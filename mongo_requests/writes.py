@@ -27,6 +27,7 @@ from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
 from .client_session import in_session, with_session
 from .errors import check_command, check_write, raise_write_concern_error
+from .hot_results import new_update_result
 from .pipeline import OPEN as _OPEN_PIPELINES
 
 if TYPE_CHECKING:
@@ -252,22 +253,6 @@ class WriteMethods:
         check_write(reply)
         return _update_result(reply, legacy)
 
-    def _update_fast(self, stmt: dict[str, Any]) -> dict[str, Any] | None:
-        """One update statement, acknowledged with the default write concern and no option (see update_one)."""
-        writer = self._writers.get(UPDATE)
-        if writer is None:
-            writer = self._writers[UPDATE] = _precoded.WriteOne(self._db_name, self._name, "update", "updates")
-        client = self._client
-        reply = client._command(
-            self._db_name,
-            {"update": self._name, "ordered": True, "updates": [stmt]},
-            self.codec_options,
-            body=writer.body(stmt, self.codec_options),
-        )
-        if reply.get("ok") != 1 or "writeErrors" in reply or "writeConcernError" in reply:
-            check_write(reply)
-        return _update_result(reply)
-
     def update_one(
         self,
         filter: Mapping[str, Any],
@@ -303,7 +288,13 @@ class WriteMethods:
                 comment,
                 **wc,
             )
-        _bulk.check_update(update)
+        if update.__class__ is dict and update:
+            # check_update(), its common case inline: a dict of $ operators.
+            first = next(iter(update))
+            if first.__class__ is not str or first[:1] != "$":
+                _bulk.check_update(update)  # raises, as for any other update
+        else:
+            _bulk.check_update(update)
         if upsert.__class__ is not bool:
             _check_bool("upsert", upsert)
         if (
@@ -320,17 +311,32 @@ class WriteMethods:
             and comment is None
         ):
             # The hot path: no option, the default acknowledged write concern
-            # (sent as nothing), a dict filter.  The same statement, command
-            # and checks as the general path below, without its five calls.
-            return UpdateResult(self._update_fast({"q": filter, "u": update, "multi": False, "upsert": upsert}), True)
+            # (sent as nothing), a dict filter.  The same statement, command,
+            # checks and result as the general path below, without its calls.
+            writer = self._writers.get(UPDATE)
+            if writer.__class__ is not _precoded.UpdateOne:
+                writer = self._writers[UPDATE] = _precoded.UpdateOne(
+                    self._client, self._db_name, self._name, self.codec_options
+                )
+            reply = writer.run({"q": filter, "u": update, "multi": False, "upsert": upsert})
+            if reply.get("ok") != 1 or "writeErrors" in reply or "writeConcernError" in reply:
+                check_write(reply)
+            # _update_result(), inline.
+            upserted = reply.get("upserted")
+            if upserted:
+                reply["upserted"] = upserted[0]["_id"]
+                reply["updatedExisting"] = False
+            else:
+                reply["updatedExisting"] = bool(reply.get("n"))
+            return new_update_result(reply)
         concern = self._resolve_wc(**wc) if wc else self._concern
         if collation is not None:
             collation = _bulk._collation(collation)
         stmt = _bulk.update_statement(filter, update, False, upsert, collation, array_filters, hint, sort)
         if _OPEN_PIPELINES and concern.acknowledged and self._client._pipelining():
             return self._pipelined_update(stmt, concern, bypass_document_validation, comment, let)
-        reply = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
-        return UpdateResult(reply, concern.acknowledged)
+        general = self._update_one_statement(stmt, concern, bypass_document_validation, comment, let)
+        return UpdateResult(general, concern.acknowledged)
 
     @with_session
     def update_many(
