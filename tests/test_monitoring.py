@@ -246,6 +246,7 @@ def test_opentelemetry_pymongo_instrumentation_sees_our_commands(make_client, db
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentor = PymongoInstrumentor()
+    before = list(monitoring._LISTENERS.command_listeners)
     instrumentor.instrument(tracer_provider=provider)
     try:
         client = make_client()  # created after instrument(): it picks up the global listener
@@ -253,6 +254,9 @@ def test_opentelemetry_pymongo_instrumentation_sees_our_commands(make_client, db
         assert client[db.name].otel.find_one({"_id": 1}) == {"_id": 1}
     finally:
         instrumentor.uninstrument()
+        # uninstrument() only silences its listener: pymongo.monitoring has no unregister, so the
+        # listener would stay registered and every later client of this process would carry it.
+        monitoring._LISTENERS.command_listeners[:] = before
     spans = exporter.get_finished_spans()
     names = [s.name for s in spans]
     assert any("insert" in n for n in names) and any("find" in n for n in names), names
