@@ -19,7 +19,7 @@ import time
 import pytest
 from pymongo.errors import InvalidOperation
 
-from helpers import wait_until
+from helpers import PATCHED, UNPATCHED, wait_until
 from mongo_requests import Pool, PoolOptions, PoolTimeoutError, RequestState
 from mongo_requests.socket_info import SocketInfo
 
@@ -126,6 +126,20 @@ def test_waiter_outcomes_are_settled_once():
         assert info.value is err
     finally:
         pool.close()
+
+
+@pytest.mark.modes(PATCHED, UNPATCHED)
+def test_greenlet_waiter_drops_a_wake_up_that_comes_too_late(pools, mode):
+    # A greenlet's wake-up is a callback in its hub.  Handed a slot before it
+    # ever slept, the waiter returns at once; the callback still runs later,
+    # while the greenlet is busy elsewhere, and must not switch into it.
+    pool = pools(max_size=1)
+    w = pool.identity.waiter()
+    assert w.set("sock") is True
+    assert w.wait(None) == (True, "sock")
+    t0 = time.monotonic()
+    mode.gevent.sleep(0.05)  # the hub runs the stale callback during this sleep
+    assert time.monotonic() - t0 >= 0.045  # not cut short by a stray switch
 
 
 class _Killed(BaseException):
