@@ -326,7 +326,9 @@ class _GreenletWaiter(_Waiter):
         timer = None
         if timeout is not None:
             timer = loop.timer(max(timeout, 0.0))
-            timer.start(self._expire)
+            # update=True: count from now, not from the loop's cached time,
+            # which is stale when this greenlet ran a while (gevent.Timeout does the same).
+            timer.start(self._expire, update=True)
         # Published before the flags are read: a waker in another thread
         # sets _woken and then looks for the watcher, so one of us sees the other.
         self._watcher = watcher

@@ -220,6 +220,24 @@ def test_wait_queue_timeout(pools):
     pool.checkin(holder)
 
 
+def test_wait_queue_timeout_counts_from_the_wait_not_from_the_last_loop_turn(pools):
+    # Under gevent a timer counts from the loop's cached time, stale when the
+    # caller kept the CPU since the hub last ran: the wait then expired early.
+    pool = pools(max_size=1, wait_queue_timeout=0.1)
+    holder = pool.checkout()
+    shortest = 1.0
+    for _ in range(3):
+        busy_until = time.monotonic() + 0.05
+        while time.monotonic() < busy_until:
+            pass
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeoutError):
+            pool.checkout()
+        shortest = min(shortest, time.monotonic() - t0)
+    assert shortest >= 0.095, shortest
+    pool.checkin(holder)
+
+
 def test_close_fails_waiters_and_frees_slots_as_users_finish(pools):
     pool = pools(max_size=1)
     holder = pool.checkout()
