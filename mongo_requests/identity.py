@@ -290,8 +290,8 @@ class _GreenletWaiter(_Waiter):
 
     The bare hub protocol that ``gevent.queue`` uses, rather than a
     ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
-    no link list to build and walk (a third of the cost of a wait, measured
-    in benchmarks/README.md's scaling section).  While it sleeps, the
+    no link list to build and walk (benchmarks/README.md's scaling section
+    measures what that saves per wait).  While it sleeps, the
     waiter keeps an async watcher started in its own hub:
 
     - it keeps that hub's loop running, so a greenlet alone in its thread
@@ -385,7 +385,6 @@ class GreenletIdentity:
         try:
             import gevent
             import gevent.local
-            import gevent.lock
             import gevent.socket
             import gevent.ssl
             import greenlet
