@@ -24,7 +24,13 @@ is the same everywhere and only the client side changes:
 - ``pymongo, pool 50``;
 - ``mongo_requests, pool 10``: as few sockets as the smallest point has
   greenlets, so every point has the same number of requests in flight at the
-  server and only the number of waiting greenlets grows.
+  server and only the number of waiting greenlets grows;
+- ``gevent + raw sockets, FIFO hand-off``: the raw sockets again, but a
+  released connection goes to the longest waiter, through a hub callback, as
+  mongo_requests' pool does (``gevent.queue.Queue`` lets the releaser take it
+  back at once); the floor for a fair pool;
+- ``gevent alone, no I/O``: every "op" is a ``gevent.sleep(0)``: what a
+  greenlet switch through the hub costs at each greenlet count.
 
 Besides ops/s it prints CPU microseconds per op (this process only) and the
 per-greenlet fixed costs measured with no I/O: spawning and joining a
@@ -34,6 +40,7 @@ greenlet, and a first ``start_request()``/``end_request()`` in a fresh greenlet.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import subprocess
 import sys
@@ -47,6 +54,8 @@ VARIANTS = (
     "mongo_requests, request per iteration",
     "pymongo, pool 50",
     "mongo_requests, pool 10",
+    "gevent + raw sockets, FIFO hand-off",
+    "gevent alone, no I/O",
 )
 
 
@@ -81,6 +90,38 @@ def child(uri: str, variant: str, greenlets: int, iterations: int) -> dict[str, 
             op()
             op()
             op()
+    elif variant == "gevent + raw sockets, FIFO hand-off":
+        msg = encode_msg({"find": spec.C_GEVENT, "filter": shared, "limit": 1, "singleBatch": True}, spec.DB)
+        idle = [RawConnection(_address(uri)) for _ in range(50)]
+        waiting: collections.deque[Any] = collections.deque()
+        hub = gevent.get_hub()
+        getcurrent = gevent.getcurrent
+
+        def op() -> None:
+            if idle and not waiting:
+                conn = idle.pop()
+            else:
+                waiting.append(getcurrent())
+                conn = hub.switch()
+            try:
+                conn.roundtrip(msg)
+            finally:
+                if waiting:
+                    hub.loop.run_callback(waiting.popleft().switch, conn)
+                else:
+                    idle.append(conn)
+
+        def iteration() -> None:
+            op()
+            op()
+            op()
+    elif variant == "gevent alone, no I/O":
+        sleep = gevent.sleep
+
+        def iteration() -> None:
+            sleep(0)
+            sleep(0)
+            sleep(0)
     else:
         if variant.startswith("pymongo"):
             import pymongo

@@ -52,6 +52,10 @@ def _original(module: str, name: str) -> Any:
     return getattr(__import__(module), name)
 
 
+# The OS thread's id, even under patch_all (where ``_thread.get_ident`` names the greenlet).
+_get_ident: Callable[[], int] = _original("_thread", "get_ident")
+
+
 def gevent_patched(module: str = "threading") -> bool:
     """True when gevent has monkey-patched ``module`` in this process.
 
@@ -282,19 +286,86 @@ _reinit_pid: int | None = None
 
 
 class _GreenletWaiter(_Waiter):
-    """A waiter for greenlets: a gevent semaphore, so the wait yields to the hub."""
+    """A waiter for greenlets: the waiting greenlet switches to its hub, and the wake-up switches back.
 
-    __slots__ = ("_sem",)
+    The bare hub protocol that ``gevent.queue`` uses, rather than a
+    ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
+    no link list to build and walk (benchmarks/README.md's scaling section
+    measures what that saves per wait).  While it sleeps, the
+    waiter keeps an async watcher started in its own hub:
 
-    def __init__(self, sem_factory: Callable[[int], Any], settle_lock: Any) -> None:
+    - it keeps that hub's loop running, so a greenlet alone in its thread
+      (mixed mode, or real threads with ``use_greenlets=True``) waits for a
+      wake-up from another thread instead of getting ``LoopExit``;
+    - ``send()`` is how another thread wakes it (the one loop call that is
+      safe from any thread).  A releaser in the same thread schedules a
+      plain callback instead, which runs before the loop next polls.
+
+    ``_resume`` switches only while the waiter is still sleeping, so a
+    wake-up that arrives after a timeout or a kill is dropped, and never
+    switches into the greenlet while it is busy elsewhere.
+    """
+
+    __slots__ = ("_hub", "_thread", "_owner", "_glet", "_watcher", "_woken", "_expired")
+
+    def __init__(self, hub: Any, owner: Any, settle_lock: Any) -> None:
         super().__init__(settle_lock)
-        self._sem = sem_factory(0)
+        self._hub = hub  # the waiting greenlet's hub: its thread's
+        self._thread = _get_ident()
+        self._owner = owner  # the waiting greenlet
+        self._glet: Any = None  # the owner while it sleeps, else None
+        self._watcher: Any = None
+        self._woken = False
+        self._expired = False
 
     def _sleep(self, timeout: float | None) -> bool:
-        return bool(self._sem.acquire(True, None if timeout is None else max(timeout, 0.0)))
+        hub = self._hub
+        loop = hub.loop
+        watcher = loop.async_()
+        watcher.start(self._resume)
+        timer = None
+        if timeout is not None:
+            timer = loop.timer(max(timeout, 0.0))
+            # update=True: count from now, not from the loop's cached time,
+            # which is stale when this greenlet ran a while (gevent.Timeout does the same).
+            timer.start(self._expire, update=True)
+        # Published before the flags are read: a waker in another thread
+        # sets _woken and then looks for the watcher, so one of us sees the other.
+        self._watcher = watcher
+        self._glet = self._owner
+        try:
+            # Only _resume switches back here; the loop guards against
+            # anything else that might switch into a sleeping greenlet.
+            while not (self._woken or self._expired):
+                hub.switch()
+            return self._woken
+        finally:
+            self._glet = None
+            # Stopped, not closed: a waker in another thread may still hold
+            # it, and send() on a stopped watcher is harmless.
+            watcher.stop()
+            if timer is not None:
+                timer.close()
+
+    def _expire(self) -> None:
+        """Timer callback, in the waiter's hub: the timeout is up."""
+        self._expired = True
+        self._resume()
+
+    def _resume(self) -> None:
+        """Callback in the waiter's hub: switch to the waiter if it is still sleeping."""
+        glet = self._glet
+        if glet is not None:
+            glet.switch()
 
     def _wake(self) -> None:
-        self._sem.release()
+        self._woken = True
+        if _get_ident() == self._thread:
+            self._hub.loop.run_callback(self._resume)
+            return
+        watcher = self._watcher
+        if watcher is not None:  # else it has not slept yet, and will see _woken
+            watcher.send()
 
 
 class GreenletIdentity:
@@ -314,7 +385,6 @@ class GreenletIdentity:
         try:
             import gevent
             import gevent.local
-            import gevent.lock
             import gevent.socket
             import gevent.ssl
             import greenlet
@@ -324,7 +394,6 @@ class GreenletIdentity:
         self._getcurrent = greenlet.getcurrent
         self._Greenlet = gevent.Greenlet
         self._local_cls = gevent.local.local
-        self._sem = gevent.lock.Semaphore
         self._get_hub = gevent.get_hub
         self.socket = gevent.socket
         # TLS sockets that wait on the hub, patched or not.
@@ -362,11 +431,10 @@ class GreenletIdentity:
     def waiter(self) -> _GreenletWaiter:
         """A one-shot waiter for the pool's wait queue.
 
-        A ``gevent.lock.Semaphore`` can be released from another thread's hub
-        (or a plain thread), which mixed mode needs; ``gevent.event.Event``
-        cannot.
+        Its wake-up may come from another thread's hub (or a plain thread),
+        which mixed mode needs: see :class:`_GreenletWaiter`.
         """
-        return _GreenletWaiter(self._sem, real_lock())
+        return _GreenletWaiter(self._get_hub(), self._getcurrent(), _allocate_lock())
 
     def after_fork(self) -> None:
         """In a forked child: make gevent's hub usable again.
@@ -478,9 +546,18 @@ def notify_when_threading_patched(watcher: Any) -> None:
 # The unpatched lock and poll, for the pool's tiny critical sections and the
 # idle-socket check.  Neither ever waits for long, so the real ones are right
 # even under gevent (and they are much cheaper than gevent's).
+#
+# The lock constructor is looked up once, here: each wait for a pool slot
+# makes a lock, and ``gevent.monkey.get_original`` costs about 4 us a call
+# against 0.16 us for the cached function.  The original never changes: if
+# gevent patches ``_thread`` after this import, the function kept here is
+# still the unpatched one, and if it patched before, ``_original`` finds it.
+_allocate_lock: Callable[[], Any] = _original("_thread", "allocate_lock")
+
+
 def real_lock() -> Any:
     """Return a new unpatched ``_thread`` lock."""
-    return _original("_thread", "allocate_lock")()
+    return _allocate_lock()
 
 
 def real_poll() -> Any | None:

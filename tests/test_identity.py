@@ -139,6 +139,49 @@ def test_use_greenlets_true_without_gevent_is_a_configuration_error(mongodb_uri)
     assert out["error"] and "gevent" in out["error"]
 
 
+@pytest.mark.modes(THREADS)
+@pytest.mark.parametrize("imported_before_patch", [True, False])
+def test_real_lock_stays_unpatched_under_patch_all(imported_before_patch):
+    """real_lock() (looked up once, at import) is the OS lock under patch_all, whichever came first.
+
+    The pool's critical sections and each waiter's settle lock rely on it: a
+    real lock never yields to the hub, so a blocked acquire stalls every
+    greenlet of the thread, where gevent's lock would let them run.
+    """
+    out = run_script(
+        """
+        import json, time
+        if %r:
+            from mongo_requests import identity
+        from gevent import monkey; monkey.patch_all()
+        import _thread, gevent
+        from mongo_requests import identity
+        original = type(monkey.get_original("_thread", "allocate_lock")())
+        lock = identity.real_lock()
+        settle = identity.GreenletIdentity().waiter()._settle
+        lock.acquire()
+        ran = []
+        gevent.spawn(ran.append, 1)
+        t0 = time.perf_counter()
+        got = lock.acquire(True, 0.2)
+        blocked = time.perf_counter() - t0
+        ran_while_blocked = list(ran)
+        gevent.sleep(0)
+        print(json.dumps(dict(
+            patched=monkey.is_module_patched("_thread") and type(_thread.allocate_lock()) is not original,
+            lock_is_original=type(lock) is original, settle_is_original=type(settle) is original,
+            got=got, blocked=blocked, ran_while_blocked=ran_while_blocked, ran_after=ran)))
+        """
+        % imported_before_patch,
+        "",
+    )
+    assert out["patched"]  # gevent's lock is what _thread now gives: the check below means something
+    assert out["lock_is_original"] and out["settle_is_original"]
+    # Behaviour, not just type: the timed acquire blocked the thread without a switch to the hub.
+    assert out["got"] is False and out["blocked"] >= 0.15
+    assert out["ran_while_blocked"] == [] and out["ran_after"] == [1]
+
+
 def test_auto_without_gevent_uses_threads(mode):
     if mode.name == PATCHED:
         assert choose_identity(None).kind == "greenlet"  # under tests/run_mode.py gevent-patched

@@ -19,7 +19,7 @@ import time
 import pytest
 from pymongo.errors import InvalidOperation
 
-from helpers import wait_until
+from helpers import PATCHED, UNPATCHED, wait_until
 from mongo_requests import Pool, PoolOptions, PoolTimeoutError, RequestState
 from mongo_requests.socket_info import SocketInfo
 
@@ -128,6 +128,20 @@ def test_waiter_outcomes_are_settled_once():
         pool.close()
 
 
+@pytest.mark.modes(PATCHED, UNPATCHED)
+def test_greenlet_waiter_drops_a_wake_up_that_comes_too_late(pools, mode):
+    # A greenlet's wake-up is a callback in its hub.  Handed a slot before it
+    # ever slept, the waiter returns at once; the callback still runs later,
+    # while the greenlet is busy elsewhere, and must not switch into it.
+    pool = pools(max_size=1)
+    w = pool.identity.waiter()
+    assert w.set("sock") is True
+    assert w.wait(None) == (True, "sock")
+    t0 = time.monotonic()
+    mode.gevent.sleep(0.05)  # the hub runs the stale callback during this sleep
+    assert time.monotonic() - t0 >= 0.045  # not cut short by a stray switch
+
+
 class _Killed(BaseException):
     """Stands in for GreenletExit / gevent.Timeout / KeyboardInterrupt."""
 
@@ -203,6 +217,24 @@ def test_wait_queue_timeout(pools):
     assert 0.09 <= time.monotonic() - t0 < 1.0
     stats = check_slots(pool)
     assert stats["wait_timeouts"] == 1 and stats["waiting"] == 0
+    pool.checkin(holder)
+
+
+def test_wait_queue_timeout_counts_from_the_wait_not_from_the_last_loop_turn(pools):
+    # Under gevent a timer counts from the loop's cached time, stale when the
+    # caller kept the CPU since the hub last ran: the wait then expired early.
+    pool = pools(max_size=1, wait_queue_timeout=0.1)
+    holder = pool.checkout()
+    shortest = 1.0
+    for _ in range(3):
+        busy_until = time.monotonic() + 0.05
+        while time.monotonic() < busy_until:
+            pass
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeoutError):
+            pool.checkout()
+        shortest = min(shortest, time.monotonic() - t0)
+    assert shortest >= 0.095, shortest
     pool.checkin(holder)
 
 
