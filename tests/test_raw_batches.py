@@ -24,8 +24,8 @@ from bson.regex import Regex
 from pymongo import CursorType, monitoring
 from pymongo.errors import OperationFailure, ProtocolError
 
+from helpers import fail_point
 from mongo_requests import raw_arrays
-from tests.helpers import fail_point
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 
