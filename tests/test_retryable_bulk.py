@@ -177,8 +177,11 @@ def test_single_writes_are_retried_and_applied_once(rs_setup, call):
     assert _retried_statements(primary) - before == 1
 
 
-@pytest.mark.parametrize("uri_kind", ["replicaSet", "seed list"])
-def test_the_first_write_of_a_fresh_client_is_retryable(replica_set, make_rs_client, uri_kind):
+@pytest.mark.parametrize(
+    "uri_kind, operation",
+    [("replicaSet", "insert_one"), ("seed list", "insert_one"), ("replicaSet", "insert_many")],
+)
+def test_the_first_write_of_a_fresh_client_is_retryable(replica_set, make_rs_client, uri_kind, operation):
     """Before its first hello a client does not know it talks to a set; its first write is retryable all the same."""
     primary = replica_set.primary()
     admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
@@ -189,26 +192,17 @@ def test_the_first_write_of_a_fresh_client_is_retryable(replica_set, make_rs_cli
     uri = "mongodb://%s/" % hosts
     if uri_kind == "replicaSet":
         uri = "mongodb://%s:%d/?replicaSet=%s" % (primary.address + (replica_set.name,))
+    docs = [{"_id": i} for i in range(3 if operation == "insert_many" else 1)]
     with fail_point(admin, {"times": 1}, failCommands=["insert"], closeConnection=True, appName=app):
         client = make_rs_client(uri, appname=app, event_listeners=[listener])
-        client.retry_bulk[name].insert_one({"_id": 1})  # the client's very first operation
-    assert _docs(primary.address, client.retry_bulk[name]) == [{"_id": 1}]
+        coll = client.retry_bulk[name]
+        # The client's very first operation: insert_one goes through _command, insert_many through a Bulk.
+        if operation == "insert_one":
+            coll.insert_one(docs[0])
+        else:
+            coll.insert_many(docs)
+    assert _docs(primary.address, coll) == docs
     inserts = [c for c in listener.calls if c[0] == "insert"]
     # Sent with an lsid and a txnNumber, and retried with the same ones.
-    assert len(inserts) == 2 and inserts[0] == inserts[1] and inserts[0][1] and inserts[0][2] is not None
-    client.retry_bulk.drop_collection(name)
-
-
-def test_the_first_insert_many_of_a_fresh_client_is_retryable(replica_set, make_rs_client):
-    primary = replica_set.primary()
-    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
-    name = "first_" + unique_app()
-    app = unique_app("firstmany")
-    listener = _Commands()
-    with fail_point(admin, {"times": 1}, failCommands=["insert"], closeConnection=True, appName=app):
-        client = make_rs_client(appname=app, event_listeners=[listener])
-        client.retry_bulk[name].insert_many([{"_id": i} for i in range(3)])  # the client's very first operation
-    assert _docs(primary.address, client.retry_bulk[name]) == [{"_id": i} for i in range(3)]
-    inserts = [c for c in listener.calls if c[0] == "insert"]
     assert len(inserts) == 2 and inserts[0] == inserts[1] and inserts[0][1] and inserts[0][2] is not None
     client.retry_bulk.drop_collection(name)
