@@ -161,11 +161,17 @@ def _tail(path: str, n: int) -> str:
     return "\n".join(lines[-n:])
 
 
-# Servers whose process may still run, and temporary dbpaths not yet
-# removed: the atexit hook kills and deletes them, so that a crashed or
-# interrupted test run leaves no mongod (nor its files) behind.
-_LIVE: set[MongodServer] = set()
-_TEMP_DIRS: set[str] = set()
+# Every mongod process started here and not yet known dead (reaped), and
+# every temporary directory not yet removed, each with the pid of the
+# process that made it: the atexit hook kills and deletes them, so that a
+# crashed or interrupted test run leaves no mongod (nor its files) behind.
+# A forked child owns nothing in them, and it may be a copy of the whole
+# test process: gevent's Popen forks in Python, and an at-fork hook that
+# switches greenlets (OpenTelemetry's starts a thread) runs the parent's
+# other greenlets in the child before it execs.  Such copies launched
+# mongods nobody tracked: see MongodServer._own.
+_PROCS: dict[subprocess.Popen[bytes], int] = {}
+_TEMP_DIRS: dict[str, int] = {}
 
 
 class MongodServer:
@@ -205,6 +211,7 @@ class MongodServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._started_once = False
+        self._owner = os.getpid()
 
     host = property(lambda self: HOST, doc="Always ``'127.0.0.1'``.")
     port = property(lambda self: self._port, doc="Port (None before start).")
@@ -232,7 +239,12 @@ class MongodServer:
     @property
     def running(self) -> bool:
         """True while the mongod process is alive."""
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is None:
+            return False
+        if self._proc.poll() is None:
+            return True
+        _PROCS.pop(self._proc, None)  # reaped: known dead
+        return False
 
     @property
     def log_path(self) -> str:
@@ -276,11 +288,12 @@ class MongodServer:
 
         :raises MongodStartError: if mongod exits or times out while starting.
         """
+        self._own("start", MongodStartError)
         if self.running:
             return self
         if self._dbpath is None:
             self._dbpath = tempfile.mkdtemp(prefix="mongo_requests-")
-            _TEMP_DIRS.add(self._dbpath)
+            _TEMP_DIRS[self._dbpath] = os.getpid()
         os.makedirs(self._dbpath, exist_ok=True)
         # Only a port we picked ourselves, on the very first start, may be
         # changed: after kill() clients expect the server back where it was.
@@ -297,7 +310,22 @@ class MongodServer:
         self._started_once = True
         return self
 
+    def _own(self, action: str, error: type[RuntimeError] = RuntimeError) -> None:
+        """Refuse ``action`` in a forked child: this server, its process and its files are the parent's."""
+        if os.getpid() != self._owner:
+            raise error(
+                "cannot %s the mongod of port %s from pid %d: it belongs to pid %d, and this is a forked child"
+                % (action, self._port, os.getpid(), self._owner)
+            )
+
     def _launch(self) -> None:
+        self._own("start", MongodStartError)
+        # A relaunch must not orphan the previous process: alive, it would
+        # hold the port and dbpath, and only this object knows its pid.
+        if self._proc is not None:
+            if self.running:
+                self._proc.kill()
+            self._wait()
         argv = self._argv()
         # mongod reports bad options on stderr before its log exists, so
         # stderr goes to a file whose tail ends up in MongodStartError.
@@ -306,13 +334,14 @@ class MongodServer:
         # A new session keeps a terminal's Ctrl-C away from mongod, so that
         # our own stop() can shut it down cleanly instead.
         try:
+            self._own("start", MongodStartError)  # again: the wait above may have switched greenlets
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True
             )
         except OSError as exc:  # e.g. not executable, wrong architecture
             self._close()
             raise MongodStartError("cannot run %s: %s" % (shlex.join(argv), exc)) from exc
-        _LIVE.add(self)
+        _PROCS[self._proc] = os.getpid()
         deadline = time.monotonic() + self.startup_timeout
         self._poll(argv, deadline, "answer hello", {"hello": 1}, lambda reply: reply.get("ok"))
         if self.replset:
@@ -363,9 +392,10 @@ class MongodServer:
 
     def _fail(self, argv: list[str], reason: str) -> None:
         assert self._proc is not None
+        self._own("kill")
         if self.running:
             self._proc.kill()
-        code = self._proc.wait()
+        code = self._wait()
         self._close()
         assert self._dbpath is not None
         stderr = _tail(os.path.join(self._dbpath, "mongod.stderr"), 30)
@@ -374,11 +404,17 @@ class MongodServer:
             % (reason, shlex.join(argv), code, self.log_path, self.log_tail(30), stderr)
         )
 
+    def _wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to end; once it has, it is known dead and tracked no more."""
+        assert self._proc is not None
+        code = self._proc.wait(timeout)
+        _PROCS.pop(self._proc, None)
+        return code
+
     def _close(self) -> None:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        _LIVE.discard(self)
 
     def stop(self, timeout: float = 30) -> int | None:
         """Shut down cleanly (SIGTERM), SIGKILL after ``timeout`` seconds.
@@ -387,31 +423,34 @@ class MongodServer:
         """
         if self._proc is None:
             return None
+        self._own("stop")
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(timeout)
+                self._wait(timeout)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
-        code = self._proc.wait()
+        code = self._wait()
         self._close()
         return code
 
     def kill(self) -> None:
         """SIGKILL mongod at once, keeping the dbpath for a later start()."""
         if self._proc is not None:
+            self._own("kill")
             if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.wait()
+            self._wait()
         self._close()
 
     def cleanup(self) -> None:
         """Stop if needed, then delete the dbpath if this object created it."""
+        self._own("clean up")
         if self.running:
             self.stop()
         if self._owns_dbpath and self._dbpath:
             shutil.rmtree(self._dbpath, ignore_errors=True)
-            _TEMP_DIRS.discard(self._dbpath)
+            _TEMP_DIRS.pop(self._dbpath, None)
             self._dbpath = None
 
     def __enter__(self) -> MongodServer:
@@ -424,13 +463,23 @@ class MongodServer:
 
 @atexit.register
 def _kill_leftovers() -> None:
-    for server in list(_LIVE):
+    # Only what this very process made: a forked child that exits normally
+    # must not take its parent's servers (nor their files) with it.
+    me = os.getpid()
+    for proc, owner in list(_PROCS.items()):
+        if owner != me:
+            continue
         try:
-            server.kill()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            del _PROCS[proc]
         except Exception:  # best effort while the interpreter shuts down
             pass
-    for path in list(_TEMP_DIRS):
-        shutil.rmtree(path, ignore_errors=True)
+    for path, owner in list(_TEMP_DIRS.items()):
+        if owner == me:
+            shutil.rmtree(path, ignore_errors=True)
+            del _TEMP_DIRS[path]
 
 
 def main(argv: list[str] | None = None) -> int:

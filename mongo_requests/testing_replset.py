@@ -103,7 +103,7 @@ class ReplicaSet:
     def _write_key_file(self) -> str:
         """The members' shared secret, made now and readable by its owner only (mongod insists)."""
         self._secret_dir = tempfile.mkdtemp(prefix="mongo_requests-keyfile-")
-        _TEMP_DIRS.add(self._secret_dir)
+        _TEMP_DIRS[self._secret_dir] = os.getpid()
         path = os.path.join(self._secret_dir, "keyfile")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -233,7 +233,7 @@ class ReplicaSet:
             member.cleanup()
         if self._secret_dir is not None:
             shutil.rmtree(self._secret_dir, ignore_errors=True)
-            _TEMP_DIRS.discard(self._secret_dir)
+            _TEMP_DIRS.pop(self._secret_dir, None)
 
     def __enter__(self) -> ReplicaSet:
         return self.start()

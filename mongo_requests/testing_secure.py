@@ -57,7 +57,7 @@ class TestCertificates:
         from cryptography.hazmat.primitives import hashes, serialization
 
         self.dir = tempfile.mkdtemp(prefix="mongo_requests-certs-")
-        _TEMP_DIRS.add(self.dir)
+        _TEMP_DIRS[self.dir] = os.getpid()
         ca = trustme.CA(organization_name=_TEST_ORG)
         # X.509 users must differ from the server's certificate in O, OU or
         # DC, or mongod takes them for cluster members: so OU differs.
@@ -119,7 +119,7 @@ class TestCertificates:
     def cleanup(self) -> None:
         """Delete the files."""
         shutil.rmtree(self.dir, ignore_errors=True)
-        _TEMP_DIRS.discard(self.dir)
+        _TEMP_DIRS.pop(self.dir, None)
 
 
 class SecureMongodServer(MongodServer):
