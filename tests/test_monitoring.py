@@ -243,7 +243,10 @@ def test_opentelemetry_pymongo_instrumentation_sees_our_commands(make_client, db
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    # Not shut down at exit: that atexit entry would keep the provider alive for the rest of the session, and
+    # with it the at-fork hook it registers, which starts a thread in every forked child (under gevent that
+    # runs the parent's greenlets in gevent's Popen child before it execs).  Unreferenced, the hook is inert.
+    provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentor = PymongoInstrumentor()
     before = list(monitoring._LISTENERS.command_listeners)
@@ -258,6 +261,7 @@ def test_opentelemetry_pymongo_instrumentation_sees_our_commands(make_client, db
         # listener would stay registered and every later client of this process would carry it.
         monitoring._LISTENERS.command_listeners[:] = before
     spans = exporter.get_finished_spans()
+    provider.shutdown()
     names = [s.name for s in spans]
     assert any("insert" in n for n in names) and any("find" in n for n in names), names
     insert_span = next(s for s in spans if "insert" in s.name)
