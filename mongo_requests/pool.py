@@ -322,7 +322,33 @@ class Pool(PoolReport):
         one, waiting up to ``wait_queue_timeout`` for a free slot.
         """
         if not self._requests_seen and not self.opts.auto_start_request:
-            return self._acquire()  # no caller has had a request on this pool: nothing caller-local to read
+            # No caller has had a request on this pool: nothing caller-local
+            # to read.  _acquire()'s common case, inline (one call less per
+            # operation, ~1,000 instructions): the newest idle socket, fresh
+            # enough to skip the liveness poll, nobody queued before us.
+            # Anything else (a stale socket, a wait, a fork, re-homing under
+            # gevent) takes _acquire(), which sorts it out.
+            lock = self._lock
+            lock.acquire()
+            idle = self._idle
+            if idle and self._available > 0 and not self._waiters and self._rehome is None and not self.closed:
+                sock = idle[-1]
+                if (
+                    sock.generation == self.generation
+                    and not sock.closed
+                    and time.monotonic() - sock.last_checkin < _CHECK_IDLE_AFTER
+                    and self.pid == _pid
+                ):
+                    idle.pop()
+                    self._available -= 1
+                    self._in_use += 1
+                    lock.release()
+                    if self._dead:
+                        self._reap()
+                    self._counters["checkouts"] += 1
+                    return sock
+            lock.release()
+            return self._acquire()
         req = self._local.req
         if req is None:
             if not self.opts.auto_start_request:
@@ -333,16 +359,16 @@ class Pool(PoolReport):
                 return self._acquire()
             req.depth = 1
             self._counters["requests_started"] += 1
-        sock: SocketInfo | None = req.sock
-        if sock is not None:
+        pinned: SocketInfo | None = req.sock
+        if pinned is not None:
             # The hot path of a request: no lock, no slot.  An older
             # generation does not matter here (the request guarantee).
-            if not sock.closed and not self.closed:
-                return sock
+            if not pinned.closed and not self.closed:
+                return pinned
             # Closed under us: by a fork (the child closed the parent's
             # sockets) or by an error whose checkin never came.  Or the pool
             # is closed: free the socket now; _acquire raises.
-            self._drop_pin(req, sock)
+            self._drop_pin(req, pinned)
         sock = self._acquire()
         sock.request = req
         req.sock = sock
