@@ -45,7 +45,8 @@ the pinned socket; this module talks to :class:`~mongo_requests.socket_info.Sock
 only.  While attached, the socket's class is a subclass (made by
 :func:`_piped_class`) whose round trip syncs first, so no other code path can
 read a reply meant for a pipelined write, and sockets without a pipeline pay
-nothing.
+nothing.  A write call's handle and its lazy result are in
+:mod:`mongo_requests.pipeline_results`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.errors import AutoReconnect, OperationFailure, ProtocolError, PyMongoError
 
 from . import compression, wire
-from .errors import check_write
+from .pipeline_results import _Op, lazy_result
 from .socket_info import SocketInfo
 
 __all__ = ["Pipeline", "PipelineError", "lazy_result"]
@@ -95,116 +96,6 @@ class PipelineError(OperationFailure):
         )
         details = {"errors": [{"index": i, "code": getattr(e, "code", None), "errmsg": str(e)} for i, e in errors]}
         super().__init__(msg, getattr(first, "code", None), details)
-
-
-class _Op:
-    """One write call in a pipeline: its replies (one per message sent), then its result or error."""
-
-    __slots__ = ("pipeline", "index", "remaining", "sealed", "replies", "finish", "build", "done", "value", "error")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        finish: Callable[[list[dict[str, Any]]], Any] | None,
-        build: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> None:
-        self.pipeline = pipeline
-        # Either finish(replies) for a write of several messages, or build(reply)
-        # for a single one, whose reply is checked as the synchronous path checks it.
-        self.build = build
-        self.index = pipeline.count
-        pipeline.count += 1
-        self.remaining = 0
-        self.sealed = False  # every message of the call is sent
-        self.replies: list[dict[str, Any]] = []
-        self.finish = finish
-        self.done = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def add_reply(self, reply: dict[str, Any]) -> None:
-        self.replies.append(reply)
-        self.remaining -= 1
-        if not self.remaining and self.sealed:
-            self._complete()
-
-    def seal(self) -> None:
-        """Every message of the call is sent: it completes with its last reply."""
-        self.sealed = True
-        if not self.remaining and not self.done:
-            self._complete()
-
-    def _complete(self) -> None:
-        self.done = True
-        try:
-            if self.build is not None:
-                reply = self.replies[0]
-                check_write(reply)
-                self.value = self.build(reply)
-            else:
-                self.value = self.finish(self.replies)  # type: ignore[misc]
-        except PyMongoError as exc:
-            self.error = exc
-            self.pipeline.errors.append((self.index, exc))
-        self.replies = []
-
-    def lose(self, exc: BaseException) -> None:
-        self.done = True
-        self.error = exc
-
-    def result(self) -> Any:
-        """The write's pymongo result, reading replies up to it first; raises the write's own error."""
-        if not self.done:
-            self.pipeline.resolve(self)
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-# -- lazy results -----------------------------------------------------------------
-_lazy_classes: dict[type, type] = {}
-
-
-def _delegate(name: str) -> property:
-    def get(self: Any) -> Any:
-        return getattr(self._op.result(), name)
-
-    return property(get, doc="Resolved at the first touch (reads the pipeline's replies up to this write).")
-
-
-def _lazy_class(base: type) -> type:
-    """A subclass of a :mod:`pymongo.results` class whose every property resolves the write first."""
-    cls = _lazy_classes.get(base)
-    if cls is None:
-        names = {n for klass in base.__mro__ for n, v in vars(klass).items() if isinstance(v, property)}
-        ns: dict[str, Any] = {name: _delegate(name) for name in names}
-        ns["__slots__"] = ("_op",)
-        ns["__init__"] = _lazy_init
-        ns["__repr__"] = _lazy_repr
-        ns["__eq__"] = lambda self, other: self._op.result() == other
-        ns["__ne__"] = lambda self, other: self._op.result() != other
-        ns["__hash__"] = None
-        ns["__doc__"] = "A :class:`%s.%s` that resolves at the pipeline's next sync." % (base.__module__, base.__name__)
-        cls = _lazy_classes[base] = type("Pipelined" + base.__name__, (base,), ns)
-    return cls
-
-
-def _lazy_init(self: Any, op: _Op) -> None:
-    self._op = op
-
-
-def _lazy_repr(self: Any) -> str:
-    op = self._op
-    if not op.done:
-        return "<%s index=%d pending>" % (type(self).__name__, op.index)
-    if op.error is not None:
-        return "<%s index=%d failed: %s>" % (type(self).__name__, op.index, op.error)
-    return repr(op.value)
-
-
-def lazy_result(base: type, op: _Op) -> Any:
-    """An instance of the lazy subclass of ``base`` (an UpdateResult, ...) for ``op``."""
-    return _lazy_class(base)(op)
 
 
 # -- the socket while a pipeline is attached ---------------------------------------

@@ -20,21 +20,11 @@ a heartbeat connection (a standalone costs exactly what it did before
 replica sets: it is known until a network error, then re-checked by
 connecting).  If it is a replica set member, the set is discovered from it.
 
-**Errors** (:meth:`Topology.handle_error`, the one place that interprets
-them): a network error marks the server Unknown and resets its pool; "not
-writable primary", "node is recovering" and shutdown errors (by code, or by
-message when there is none) mark it Unknown and make the next selection
-re-check, and shutdown also resets the pool; a timeout on an established
-socket, a full pool, or an ordinary command error changes nothing.
+**Errors**: :meth:`Topology.handle_error`, the one place that interprets
+them, lives in :mod:`mongo_requests.topology_errors`.
 
-**Requests across members.**  A caller's request spans every member it uses:
-it pins one socket per member (each pool keeps the caller's pin), joining
-the pool of a member discovered after the request began on first use.
-Writes and primary reads go to the primary's pool, and so to the request's
-socket there; a secondary read in a request goes to the member the request's
-first secondary read used, as long as it stays suitable, so reads in a
-request never go back in time.  When the primary changes, the next
-operation simply selects the new primary and pins a socket there.
+**Requests across members** (:mod:`mongo_requests.topology_requests`): a
+caller's request pins one socket per member it uses.
 """
 
 from __future__ import annotations
@@ -51,10 +41,6 @@ from .errors import (
     AutoReconnect,
     ConfigurationError,
     InvalidOperation,
-    NetworkTimeout,
-    NotPrimaryError,
-    OperationFailure,
-    PyMongoError,
     ServerSelectionTimeoutError,
 )
 from .events import MonitoredPool
@@ -69,10 +55,10 @@ from .sdam import (
     TopologyType,
     apply,
     initial_topology,
-    is_shutdown,
-    is_state_change,
 )
 from .socket_info import SocketInfo
+from .topology_errors import TopologyErrors
+from .topology_requests import TopologyRequests
 
 if TYPE_CHECKING:
     from .events import PoolEvents, SdamEvents
@@ -108,7 +94,7 @@ class Server:
         return "<Server %s:%d %s>" % (self.address[0], self.address[1], "known" if self.known else "unknown")
 
 
-class Topology:
+class Topology(TopologyRequests, TopologyErrors):
     """The servers behind one client.
 
     :param seeds: ``(host, port)`` pairs from the URI.
@@ -494,111 +480,6 @@ class Topology:
             sdam.heartbeat_succeeded(server.address, time.monotonic() - start, sock.hello)
         self._apply(ServerDescription.from_hello(server.address, sock.hello, None, time.monotonic()))
 
-    # -- requests -----------------------------------------------------------
-    def start_request(self) -> None:
-        """Begin (or nest) the caller's request on every member, present and future."""
-        local = self._local
-        local.depth += 1
-        if local.depth == 1:
-            local.pools = set()
-            local.secondary = None
-            for server in self.servers:
-                self._join_request(server)
-
-    def _join_request(self, server: Server) -> None:
-        pools = self._local.pools
-        if server.pool not in pools:
-            pools.add(server.pool)
-            server.pool.start_request()
-
-    def end_request(self) -> None:
-        """End one level of the caller's request; the outermost end unpins on every member."""
-        local = self._local
-        if local.depth == 0:
-            if self._pool_options.auto_start_request:
-                # Requests the pools began by themselves, on first use.
-                _end_all([server.pool for server in self.servers])
-            return
-        local.depth -= 1
-        if local.depth:
-            return
-        pools, local.pools, local.secondary = local.pools, None, None
-        _end_all(pools or ())
-
-    def in_request(self) -> bool:
-        """True when the caller is inside a request (its own, or with ``auto_start_request`` one a pool began)."""
-        if self._local.depth:
-            return True
-        return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
-
-    # -- errors -------------------------------------------------------------
-    def handle_error(self, server: Server, error: BaseException, sock: SocketInfo | None = None) -> None:
-        """Decide what ``error`` means for ``server``, and have its pool act on it.
-
-        The one error handler.  Every failure of a connect, a handshake or an
-        operation is reported here; nothing else interprets errors.
-
-        :param server: the server the operation went to.
-        :param error: what was raised.
-        :param sock: the socket it was raised on, or None when there was no
-            socket yet (a connect or handshake failure).
-
-        * An error from a socket of an older generation is stale: the pool
-          was reset since that socket was made, so it changes nothing.
-        * "Not writable primary" and "node is recovering" (by code, or by
-          message without one) mark the server Unknown and the topology
-          stale; shutdown codes also reset the pool.  Other sockets stay: a
-          stepped-down primary keeps its connections since MongoDB 4.2.
-        * A network error (:class:`~pymongo.errors.AutoReconnect`: refused,
-          reset, closed by the server) marks the server Unknown and resets
-          its pool.  A timeout does the same only while connecting; on an
-          established socket it says the server is slow, not gone, and only
-          that socket (which closed itself) is lost.
-        * Anything else (a wait-queue timeout, a command error, a malformed
-          reply, a kill mid-message) leaves the server and the pool alone.
-
-        A pool reset never takes a healthy socket from a request (see
-        :mod:`mongo_requests.pool`).
-        """
-        pool = server.pool
-        if sock is not None and sock.generation != pool.generation:
-            return
-        if isinstance(error, (NotPrimaryError, OperationFailure)):
-            details = error.details if isinstance(error.details, dict) else {}
-            code = details.get("code")
-            if is_state_change(code, str(details.get("errmsg", error))):
-                version = details.get("topologyVersion")
-                current = self._td.servers.get(server.address)
-                if current is not None and _error_is_stale(current.topology_version, version):
-                    return  # we already know a state as new as the error's
-                self.mark_unknown(server, error, version)
-                if is_shutdown(code):
-                    pool.reset("%s on %s" % (type(error).__name__, sock if sock is not None else "connect"))
-                return
-        if not isinstance(error, AutoReconnect) or isinstance(error, NotPrimaryError):
-            return
-        if sock is not None and isinstance(error, NetworkTimeout):
-            return
-        self.mark_unknown(server, error)
-        pool.reset("%s on %s" % (type(error).__name__, sock if sock is not None else "connect"))
-
-    def mark_unknown(self, server: Server, error: BaseException, topology_version: Any = None) -> None:
-        """The server must prove itself again before use; the next selection re-checks.
-
-        :param topology_version: the ``topologyVersion`` of the error reply: a
-            later ``hello`` from before the state change it reports is ignored.
-        """
-        self._next_scan = 0.0
-        if self._servers.get(server.address) is server:
-            sd = ServerDescription.unknown(server.address, error, time.monotonic(), topology_version)
-            with self._lock:
-                self._errors.append(sd)
-                self._install(apply(self._td, sd))
-            if self._sdam is not None:
-                self._publish_changes()
-        server.known = False
-        server.last_error = error
-
     # -- life cycle ---------------------------------------------------------
     def close(self) -> None:
         """Close every pool and heartbeat connection; the topology refuses further use."""
@@ -614,22 +495,3 @@ class Topology:
         self._writable = None
         if self._sdam is not None and not was_closed:
             self._sdam.closed(self._td)
-
-
-def _error_is_stale(current: Any, version: Any) -> bool:
-    """An error whose ``topologyVersion`` is not newer than what the server already told us."""
-    if current is None or version is None or current.get("processId") != version.get("processId"):
-        return False
-    return bool(version.get("counter", 0) <= current.get("counter", 0))
-
-
-def _end_all(pools: Any) -> None:
-    """End the caller's request on every pool, then raise the first error (a pipeline's, at its sync point)."""
-    error: BaseException | None = None
-    for pool in pools:
-        try:
-            pool.end_request()
-        except PyMongoError as exc:
-            error = error or exc
-    if error is not None:
-        raise error
