@@ -22,14 +22,10 @@ from . import precoded
 from .bulk import _collation, check_mapping, check_replacement, check_update
 from .client_session import with_session
 from .cursor import CommandCursor, Cursor, index_spec
-from .errors import (
-    ConfigurationError,
-    InvalidName,
-    InvalidOperation,
-    OperationFailure,
-    check_command,
-    raise_write_concern_error,
-)
+from .cursor_options import _command_options
+from .errors import InvalidName, check_command, raise_write_concern_error
+from .indexes import IndexMethods
+from .legacy_commands import LegacyCommands
 from .legacy_options import LegacyOptions
 from .read_options import check_read_options
 from .writes import WriteMethods
@@ -41,21 +37,6 @@ if TYPE_CHECKING:
     from .database import Database
 
 __all__ = ["Collection", "ReturnDocument"]
-
-
-def _command_options(cmd: dict[str, Any], kwargs: dict[str, Any]) -> None:
-    """Add PyMongo's command keywords to ``cmd``: hint and collation converted, None values left out."""
-    for py, server in (("max_time_ms", "maxTimeMS"), ("allow_disk_use", "allowDiskUse")):
-        if py in kwargs:
-            kwargs[server] = kwargs.pop(py)
-    for key, value in kwargs.items():
-        if value is None:
-            continue
-        if key == "hint" and not isinstance(value, str):
-            value = index_spec(value)
-        elif key == "collation":
-            value = _collation(value)
-        cmd[key] = value
 
 
 class _Unsupported(AttributeError, NotImplementedError):
@@ -79,7 +60,7 @@ class ReturnDocument:
     AFTER = True
 
 
-class Collection(WriteMethods, LegacyOptions):
+class Collection(WriteMethods, IndexMethods, LegacyCommands, LegacyOptions):
     """A collection in a :class:`~mongo_requests.database.Database`."""
 
     def __init__(
@@ -453,74 +434,7 @@ class Collection(WriteMethods, LegacyOptions):
             filter, remove=True, new=False, fields=projection, sort=sort, hint=hint, let=let, comment=comment, **kwargs
         )
 
-    # -- indexes and housekeeping -------------------------------------------
-    @with_session
-    def create_index(self, keys: Any, **kwargs: Any) -> str:
-        """Create an index; returns its name.
-
-        Index options (``unique``, ``expireAfterSeconds``, ``partialFilterExpression``...)
-        go into the index document; ``comment``, ``maxTimeMS`` and ``commitQuorum``
-        into the command, as in PyMongo.
-        """
-        command_level = ("comment", "maxTimeMS", "commitQuorum")
-        cmd_options: dict[str, Any] = {k: kwargs.pop(k) for k in command_level if k in kwargs}
-        if "max_time_ms" in kwargs:
-            cmd_options["maxTimeMS"] = kwargs.pop("max_time_ms")
-        spec = index_spec(keys)
-        name = kwargs.pop("name", None) or "_".join("%s_%s" % (k, v) for k, v in spec.items())
-        index: dict[str, Any] = {"key": spec, "name": name}
-        index.update(kwargs)
-        self._create_indexes([index], cmd_options)
-        return name
-
-    def _create_indexes(self, indexes: list[dict[str, Any]], cmd_options: dict[str, Any]) -> None:
-        cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": indexes}
-        cmd.update({k: v for k, v in cmd_options.items() if v is not None})
-        self._client._command(self._db_name, cmd, self.codec_options)
-
-    @with_session
-    def create_indexes(self, indexes: list[Any], comment: Any = None, **kwargs: Any) -> list[str]:
-        """Create several :class:`~pymongo.operations.IndexModel` indexes in one command; returns their names."""
-        if not isinstance(indexes, list):
-            raise TypeError("indexes must be a list")
-        documents = []
-        for model in indexes:
-            document = getattr(model, "document", None)
-            if not isinstance(document, Mapping):
-                raise TypeError("%r is not an instance of pymongo.operations.IndexModel" % (model,))
-            documents.append(dict(document))
-        if "max_time_ms" in kwargs:
-            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
-        self._create_indexes(documents, dict(kwargs, comment=comment))
-        return [d["name"] for d in documents]
-
-    def ensure_index(self, key_or_list: Any, cache_for: int = 300, **kwargs: Any) -> str:
-        """PyMongo 2's ensure_index: creates the index every time (``createIndexes`` is idempotent).
-
-        ``cache_for`` (and its old alias ``ttl``) set how long PyMongo 2 skipped
-        the call client-side; there is no such cache here, so they change nothing.
-        For an index that expires documents use ``expireAfterSeconds``.
-        """
-        kwargs.pop("ttl", None)
-        if "drop_dups" in kwargs or "dropDups" in kwargs:
-            raise ConfigurationError("dropDups was removed in MongoDB 3.0")
-        return self.create_index(key_or_list, **kwargs)
-
-    @with_session
-    def drop_index(self, index_or_name: Any) -> None:
-        """Drop one index, by name or by key spec."""
-        name = index_or_name
-        if not isinstance(name, str):
-            name = "_".join("%s_%s" % (k, v) for k, v in index_spec(index_or_name).items())
-        self._client._command(self._db_name, {"dropIndexes": self._name, "index": name})
-
-    @with_session
-    def drop_indexes(self) -> None:
-        """Drop every index but ``_id``'s; a missing collection is not an error (as in PyMongo)."""
-        reply = self._client._command(self._db_name, {"dropIndexes": self._name, "index": "*"}, check=False)
-        if reply.get("ok") != 1 and reply.get("code") != 26:
-            check_command(reply)
-
+    # -- housekeeping -------------------------------------------------------
     @with_session
     def rename(self, new_name: str, **kwargs: Any) -> dict[str, Any]:
         """Rename this collection (``dropTarget=True`` replaces an existing one)."""
@@ -550,111 +464,8 @@ class Collection(WriteMethods, LegacyOptions):
         return {}
 
     @with_session
-    def list_indexes(self) -> CommandCursor:
-        """A cursor over the index documents."""
-        try:
-            reply = self._client._command(self._db_name, {"listIndexes": self._name, "cursor": {}})
-        except OperationFailure as exc:
-            if exc.code != 26:  # NamespaceNotFound: no collection, no indexes
-                raise
-            reply = {"cursor": {"id": 0, "firstBatch": [], "ns": self.full_name}}
-        return CommandCursor(self, reply)
-
-    @with_session
-    def index_information(self) -> dict[str, Any]:
-        """``{name: {'key': [(field, direction), ...], ...}}`` as in PyMongo."""
-        info = {}
-        for index in self.list_indexes():
-            index = dict(index)
-            name = index.pop("name")
-            index["key"] = list(index["key"].items())
-            index.pop("v", None)
-            info[name] = index
-        return info
-
-    @with_session
     def drop(self) -> None:
         """Drop the collection; a collection that does not exist is not an error."""
         reply = self._client._command(self._db_name, {"drop": self._name}, check=False)
         if reply.get("ok") != 1 and reply.get("code") != 26:
             check_command(reply)
-
-    # -- PyMongo 2 ------------------------------------------------------------
-    def find_and_modify(
-        self,
-        query: Mapping[str, Any] | None = None,
-        update: Any = None,
-        upsert: bool = False,
-        sort: Any = None,
-        full_response: bool = False,
-        manipulate: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """PyMongo 2's find_and_modify (``remove=``, ``new=``, ``fields=`` as keywords)."""
-        if update is None and not kwargs.get("remove"):
-            raise ValueError("Must either update or remove")
-        if update is not None and kwargs.get("remove"):
-            raise ValueError("Can't do both update and remove")
-        return self._find_and_modify(
-            query or {}, full_response, update=update, upsert=upsert or None, sort=sort, **kwargs
-        )
-
-    @with_session
-    def count(self, filter: Mapping[str, Any] | None = None, **kwargs: Any) -> int:
-        """PyMongo 2/3's count, through the ``count`` command.
-
-        ``skip``, ``limit``, ``hint``, ``maxTimeMS`` and ``collation`` are
-        honoured, as in PyMongo 3; another keyword goes into the command.
-        """
-        cmd: dict[str, Any] = {"count": self._name, "query": {} if filter is None else filter}
-        check_mapping(cmd["query"], "filter")
-        if "max_time_ms" in kwargs:
-            kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
-        if kwargs.get("hint") is not None and not isinstance(kwargs["hint"], str):
-            kwargs["hint"] = index_spec(kwargs["hint"])
-        if kwargs.get("collation") is not None:
-            kwargs["collation"] = _collation(kwargs["collation"])
-        for key in ("skip", "limit"):
-            if key in kwargs and (not isinstance(kwargs[key], int) or isinstance(kwargs[key], bool)):
-                raise TypeError("%s must be an integer" % (key,))
-        cmd.update({k: v for k, v in kwargs.items() if v is not None})
-        return int(self._client._command(self._db_name, cmd, self.codec_options, read_preference=self._read_pref)["n"])
-
-    def map_reduce(self, map: Any, reduce: Any, out: Any, full_response: bool = False, **kwargs: Any) -> Any:
-        """Run ``mapReduce`` (which MongoDB 6 still has, deprecated) into ``out``; returns the output collection.
-
-        ``out`` is a collection name or a document (``{"replace": ...}``,
-        ``{"merge": ..., "db": ...}``); ``full_response=True`` returns the reply.
-        """
-        if not isinstance(out, (str, Mapping)):
-            raise TypeError("'out' must be an instance of str or a mapping")
-        if isinstance(out, Mapping) and out.get("inline"):
-            raise ValueError("use inline_map_reduce for inline output")
-        reply = self._map_reduce(map, reduce, out, kwargs)
-        if full_response:
-            return reply
-        target = reply.get("result", out)
-        if isinstance(target, Mapping):
-            db = self._database.client[target.get("db", self._db_name)]
-            return db[target["collection"]]
-        return self._database[target]
-
-    def inline_map_reduce(self, map: Any, reduce: Any, full_response: bool = False, **kwargs: Any) -> Any:
-        """Run ``mapReduce`` with inline output; returns the result documents (or the reply)."""
-        reply = self._map_reduce(map, reduce, {"inline": 1}, kwargs)
-        return reply if full_response else reply.get("results")
-
-    def _map_reduce(self, map: Any, reduce: Any, out: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        cmd: dict[str, Any] = {"mapReduce": self._name, "map": map, "reduce": reduce, "out": out}
-        _command_options(cmd, kwargs)
-        inline = isinstance(out, Mapping) and out.get("inline")
-        if self._concern.document and self._concern.acknowledged and not inline:
-            cmd["writeConcern"] = self._concern.document
-        return self._client._command(self._db_name, cmd, self.codec_options)
-
-    def group(self, *args: Any, **kwargs: Any) -> Any:
-        """PyMongo 2's group: the server's ``group`` command was removed in MongoDB 4.2."""
-        raise InvalidOperation(
-            "Collection.group() cannot work: the server's group command was removed in "
-            "MongoDB 4.2; use aggregate() with a $group stage"
-        )

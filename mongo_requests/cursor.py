@@ -22,7 +22,7 @@ from bson.raw_bson import RawBSONDocument
 
 from . import raw_arrays
 from .client_session import _CURRENT, ClientSession, bound, check_session
-from .errors import InvalidOperation
+from .cursor_options import ASCENDING, DESCENDING, CursorOptions, _collation_doc, index_spec
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -32,44 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Cursor", "CommandCursor", "ASCENDING", "DESCENDING", "index_spec"]
 
-ASCENDING = 1
-DESCENDING = -1
-
 _C = TypeVar("_C", bound="_CursorBase")
 _new = object.__new__
-
-
-def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
-    """Normalise a sort or index spec: 'a', ('a', -1), [('a', 1), ...] or a mapping."""
-    if isinstance(key_or_list, str):
-        return {key_or_list: ASCENDING if direction is None else direction}
-    if direction is not None:
-        raise TypeError("direction may only be given with a single key name")
-    if isinstance(key_or_list, Mapping):
-        return dict(key_or_list)
-    if isinstance(key_or_list, (list, tuple)):
-        spec: dict[str, Any] = {}
-        for item in key_or_list:
-            if isinstance(item, str):
-                spec[item] = ASCENDING
-            elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
-                spec[item[0]] = item[1]
-            else:
-                raise TypeError("sort and index keys must be (key, direction) pairs, not %r" % (item,))
-        return spec
-    raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
-
-
-def _collation_doc(value: Any) -> Any:
-    """A ``pymongo.collation.Collation`` or a mapping as the server's document; None stays None."""
-    if value is None:
-        return None
-    document = getattr(value, "document", None)
-    if document is not None:
-        return document
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError("collation must be a dict or an instance of pymongo.collation.Collation")
 
 
 def _finalize(client: MongoClient, ns: str, state: list[Any]) -> None:
@@ -104,10 +68,10 @@ class _CursorBase:
         # A read's non-primary read preference (None: primary), from the collection.
         self._read_pref: Any = collection._read_pref
         self._ns = collection.full_name
-        self._started = False
+        self._started: bool = False
         self._killed = False
-        self._batch_size = 0
-        self._limit = 0
+        self._batch_size: int = 0
+        self._limit: int = 0
         self._returned = 0  # documents handed out, counted only under a limit (the only reader)
         self._finalizer: weakref.finalize[[MongoClient, str, list[Any]], _CursorBase] | None = None
         self._comment: Any = None
@@ -327,7 +291,7 @@ class CommandCursor(_CursorBase):
         return self
 
 
-class Cursor(_CursorBase):
+class Cursor(_CursorBase, CursorOptions):
     """The result of :meth:`Collection.find`: chain modifiers, then iterate.
 
     Modifiers (``sort``, ``skip``, ``limit``, ``batch_size`` ...) return the
@@ -407,65 +371,6 @@ class Cursor(_CursorBase):
         if sort is not None:
             self.sort(sort)
 
-    def _check_unstarted(self) -> None:
-        if self._started:
-            raise InvalidOperation("cannot set options after executing query")
-
-    def sort(self, key_or_list: Any, direction: Any = None) -> Cursor:
-        """Sort by a key (``sort('a', -1)``) or a list of (key, direction) pairs."""
-        self._check_unstarted()
-        self._sort = index_spec(key_or_list, direction)
-        return self
-
-    def skip(self, skip: int) -> Cursor:
-        """Skip the first ``skip`` documents."""
-        if not isinstance(skip, int) or isinstance(skip, bool):
-            raise TypeError("skip must be an integer")
-        if skip < 0:
-            raise ValueError("skip must be >= 0")
-        self._check_unstarted()
-        self._skip = skip
-        return self
-
-    def limit(self, limit: int) -> Cursor:
-        """Return at most ``limit`` documents (0: no limit; negative: one batch)."""
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise TypeError("limit must be an integer")
-        self._check_unstarted()
-        self._single_batch = limit < 0
-        self._limit = abs(limit)
-        return self
-
-    def batch_size(self, batch_size: int) -> Cursor:
-        """Ask the server for batches of ``batch_size`` documents (0: its default)."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError("batch_size must be an integer")
-        if batch_size < 0:
-            raise ValueError("batch_size must be >= 0")
-        # Like the other modifiers (and PyMongo): once the query has run, a
-        # new batch size would silently apply to the getMores only.
-        self._check_unstarted()
-        self._batch_size = batch_size
-        return self
-
-    def hint(self, index: Any) -> Cursor:
-        """Force the use of an index (a name or a key spec)."""
-        self._check_unstarted()
-        self._hint = index
-        return self
-
-    def max_time_ms(self, max_time_ms: int | None) -> Cursor:
-        """Server-side time limit for the query."""
-        self._check_unstarted()
-        self._max_time_ms = max_time_ms
-        return self
-
-    def comment(self, comment: Any) -> Cursor:
-        """Attach a comment (shown in the server's logs and profiler)."""
-        self._check_unstarted()
-        self._comment = comment
-        return self
-
     def __getitem__(self, index: int | slice) -> Any:
         """``cursor[i]``: the i-th document (a query of its own); ``cursor[a:b]``: this cursor, skipped and limited."""
         self._check_unstarted()
@@ -495,43 +400,6 @@ class Cursor(_CursorBase):
                 return doc
             raise IndexError("no such item for Cursor instance")
         raise TypeError("index %r cannot be applied to Cursor instances" % (index,))
-
-    def where(self, code: str) -> Cursor:
-        """Add a ``$where`` JavaScript predicate to the filter."""
-        self._check_unstarted()
-        self._filter = dict(self._filter, **{"$where": code})
-        return self
-
-    def max_await_time_ms(self, max_await_time_ms: int | None) -> Cursor:
-        """How long a TAILABLE_AWAIT getMore waits for new documents."""
-        self._check_unstarted()
-        if self._await_data:
-            self._max_await_time_ms = max_await_time_ms
-        return self
-
-    def collation(self, collation: Any) -> Cursor:
-        """Compare strings by these rules (a ``pymongo.collation.Collation`` or a dict)."""
-        self._check_unstarted()
-        self._collation = _collation_doc(collation)
-        return self
-
-    def min(self, spec: Any) -> Cursor:
-        """The lower bound of the index range (needs a hint)."""
-        self._check_unstarted()
-        self._min = index_spec(spec)
-        return self
-
-    def max(self, spec: Any) -> Cursor:
-        """The upper bound of the index range (needs a hint)."""
-        self._check_unstarted()
-        self._max = index_spec(spec)
-        return self
-
-    def allow_disk_use(self, allow_disk_use: bool) -> Cursor:
-        """Let a blocking sort spill to disk."""
-        self._check_unstarted()
-        self._allow_disk_use = bool(allow_disk_use)
-        return self
 
     def _find_command(self) -> dict[str, Any]:
         cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
