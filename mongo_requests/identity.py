@@ -26,6 +26,7 @@ thread-locals are being torn down when a thread's vigil dies.
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
@@ -139,18 +140,22 @@ class _Waiter:
 
     def set(self, sock: Any) -> bool:
         """Hand the waiter a slot (and ``sock``, or None to connect); False if it gave up."""
-        self.sock = sock
-        if not self._settle_as(self._SET):
-            self.sock = None
-            return False
+        # _settle_as(), inline: a hand-off is on every checkout of a saturated pool.
+        with self._settle:
+            if self._outcome != 0:  # _PENDING
+                return False
+            self._outcome = 1  # _SET
+            self.sock = sock
         self._wake()
         return True
 
     def fail(self, error: BaseException) -> bool:
         """Wake the waiter with ``error`` (it holds no slot); False if it gave up."""
-        self.error = error
-        if not self._settle_as(self._FAILED):
-            return False
+        with self._settle:
+            if self._outcome != self._PENDING:
+                return False
+            self._outcome = self._FAILED
+            self.error = error
         self._wake()
         return True
 
@@ -240,9 +245,9 @@ class ThreadIdentity:
         """Run ``callback()`` once, after the current thread has ended."""
         self._vigils.watch(callback)
 
-    def waiter(self) -> _ThreadWaiter:
-        """A one-shot waiter for the pool's wait queue."""
-        return _ThreadWaiter(self._lock_factory, real_lock())
+    def waiter(self, settle_lock: Any = None) -> _ThreadWaiter:
+        """A one-shot waiter for the pool's wait queue (``settle_lock``: the pool's lock, else a new one)."""
+        return _ThreadWaiter(self._lock_factory, real_lock() if settle_lock is None else settle_lock)
 
     # Threads can share plain sockets freely: nothing to re-home.
     rehome = None
@@ -285,53 +290,104 @@ class ThreadIdentity:
 _reinit_pid: int | None = None
 
 
+class _HubWakeups:
+    """A hub's one async watcher for its sleeping waiters, shared by all of them.
+
+    It is started while any waiter of the hub sleeps (``sleepers`` counts
+    them; ``_GreenletWaiter._sleep`` starts and stops it), and stopped, not
+    closed, after: a waker in another thread may still call ``send()``,
+    which is harmless on a stopped watcher.  It does two jobs:
+
+    - it keeps the hub's loop running, so a greenlet alone in its thread
+      (mixed mode, or real threads with ``use_greenlets=True``) waits for a
+      wake-up from another thread instead of getting ``LoopExit``;
+    - another thread wakes a waiter by queueing it in ``pending`` and calling
+      ``send()`` (the one loop call that is safe from any thread); the
+      callback then resumes every queued waiter in the hub.
+
+    One watcher per hub instead of one per wait: making, starting and
+    stopping a watcher cost ~2,600 instructions, paid on every checkout of a
+    saturated pool, while a hub with thousands of waiters keeps this one
+    started throughout.
+    """
+
+    __slots__ = ("hub", "watcher", "sleepers", "pending")
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.watcher = hub.loop.async_()
+        self.sleepers = 0
+        self.pending: collections.deque[_GreenletWaiter] = collections.deque()
+
+    def _drain(self) -> None:
+        """Watcher callback, in the hub: resume the waiters other threads woke."""
+        pending = self.pending
+        while pending:
+            pending.popleft()._resume()
+
+
+# Each thread's hub's _HubWakeups (one hub per thread), in a real thread-local.
+_wakeups = _original("_thread", "_local")()
+
+
+def _hub_wakeups(hub: Any) -> _HubWakeups:
+    """The calling thread's hub's :class:`_HubWakeups` (a new one for a new hub, as after a fork)."""
+    wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
+    if wakeups is None or wakeups.hub is not hub:
+        wakeups = _wakeups.current = _HubWakeups(hub)
+    return wakeups
+
+
 class _GreenletWaiter(_Waiter):
     """A waiter for greenlets: the waiting greenlet switches to its hub, and the wake-up switches back.
 
     The bare hub protocol that ``gevent.queue`` uses, rather than a
     ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
     no link list to build and walk (benchmarks/README.md's scaling section
-    measures what that saves per wait).  While it sleeps, the
-    waiter keeps an async watcher started in its own hub:
-
-    - it keeps that hub's loop running, so a greenlet alone in its thread
-      (mixed mode, or real threads with ``use_greenlets=True``) waits for a
-      wake-up from another thread instead of getting ``LoopExit``;
-    - ``send()`` is how another thread wakes it (the one loop call that is
-      safe from any thread).  A releaser in the same thread schedules a
-      plain callback instead, which runs before the loop next polls.
+    measures what that saves per wait).  A releaser in the waiter's thread
+    schedules a plain callback, which runs before the loop next polls; one
+    in another thread goes through the hub's :class:`_HubWakeups`.
 
     ``_resume`` switches only while the waiter is still sleeping, so a
     wake-up that arrives after a timeout or a kill is dropped, and never
     switches into the greenlet while it is busy elsewhere.
     """
 
-    __slots__ = ("_hub", "_thread", "_owner", "_glet", "_watcher", "_woken", "_expired")
+    __slots__ = ("_hub", "_thread", "_owner", "_glet", "_wakeups", "_woken", "_expired")
 
     def __init__(self, hub: Any, owner: Any, settle_lock: Any) -> None:
-        super().__init__(settle_lock)
+        # _Waiter.__init__, inline (one call less per wait).
+        self._settle = settle_lock
+        self._outcome = 0  # _PENDING
+        self.sock: Any = None
+        self.error: BaseException | None = None
         self._hub = hub  # the waiting greenlet's hub: its thread's
         self._thread = _get_ident()
         self._owner = owner  # the waiting greenlet
         self._glet: Any = None  # the owner while it sleeps, else None
-        self._watcher: Any = None
+        # _hub_wakeups(hub), inline (one call less per wait).
+        wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
+        if wakeups is None or wakeups.hub is not hub:
+            wakeups = _hub_wakeups(hub)
+        self._wakeups = wakeups
         self._woken = False
         self._expired = False
 
     def _sleep(self, timeout: float | None) -> bool:
         hub = self._hub
-        loop = hub.loop
-        watcher = loop.async_()
-        watcher.start(self._resume)
+        wakeups = self._wakeups
+        # wakeups.enter(), inline: this runs once per wait.
+        if not wakeups.sleepers:
+            wakeups.watcher.start(wakeups._drain)
+        wakeups.sleepers += 1
         timer = None
         if timeout is not None:
-            timer = loop.timer(max(timeout, 0.0))
+            timer = hub.loop.timer(max(timeout, 0.0))
             # update=True: count from now, not from the loop's cached time,
             # which is stale when this greenlet ran a while (gevent.Timeout does the same).
             timer.start(self._expire, update=True)
         # Published before the flags are read: a waker in another thread
-        # sets _woken and then looks for the watcher, so one of us sees the other.
-        self._watcher = watcher
+        # sets _woken and then queues us, so one of us sees the other.
         self._glet = self._owner
         try:
             # Only _resume switches back here; the loop guards against
@@ -341,9 +397,10 @@ class _GreenletWaiter(_Waiter):
             return self._woken
         finally:
             self._glet = None
-            # Stopped, not closed: a waker in another thread may still hold
-            # it, and send() on a stopped watcher is harmless.
-            watcher.stop()
+            # wakeups.leave(), inline.
+            wakeups.sleepers -= 1
+            if not wakeups.sleepers:
+                wakeups.watcher.stop()  # stopped, not closed: see _HubWakeups
             if timer is not None:
                 timer.close()
 
@@ -363,9 +420,11 @@ class _GreenletWaiter(_Waiter):
         if _get_ident() == self._thread:
             self._hub.loop.run_callback(self._resume)
             return
-        watcher = self._watcher
-        if watcher is not None:  # else it has not slept yet, and will see _woken
-            watcher.send()
+        # Another thread: queue the waiter for its hub's watcher.  If it has
+        # not slept yet it sees _woken first, and the queued entry is a no-op.
+        wakeups = self._wakeups
+        wakeups.pending.append(self)
+        wakeups.watcher.send()
 
 
 class GreenletIdentity:
@@ -428,13 +487,15 @@ class GreenletIdentity:
             return
         _watch_ref(current, callback, self._refs)
 
-    def waiter(self) -> _GreenletWaiter:
-        """A one-shot waiter for the pool's wait queue.
+    def waiter(self, settle_lock: Any = None) -> _GreenletWaiter:
+        """A one-shot waiter for the pool's wait queue (``settle_lock``: the pool's lock, else a new one).
 
         Its wake-up may come from another thread's hub (or a plain thread),
         which mixed mode needs: see :class:`_GreenletWaiter`.
         """
-        return _GreenletWaiter(self._get_hub(), self._getcurrent(), _allocate_lock())
+        return _GreenletWaiter(
+            self._get_hub(), self._getcurrent(), _allocate_lock() if settle_lock is None else settle_lock
+        )
 
     def after_fork(self) -> None:
         """In a forked child: make gevent's hub usable again.

@@ -501,7 +501,9 @@ class Pool(PoolReport):
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.0)
             timeout = left if timeout is None else min(timeout, left)
-        waiter = self.identity.waiter()
+        # Its outcome is settled under the pool's own lock (never held while
+        # settling): one lock less to make per wait.
+        waiter = self.identity.waiter(self._lock)
         # The guard by hand, as in _acquire: this runs once per checkout
         # when the pool is saturated (every one, with 10,000 greenlets).
         lock = self._lock

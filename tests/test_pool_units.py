@@ -19,7 +19,7 @@ import time
 import pytest
 from pymongo.errors import InvalidOperation
 
-from helpers import PATCHED, UNPATCHED, wait_until
+from helpers import MIXED, PATCHED, UNPATCHED, wait_until
 from mongo_requests import Pool, PoolOptions, PoolTimeoutError, RequestState
 from mongo_requests.socket_info import SocketInfo
 
@@ -29,11 +29,13 @@ USE_GREENLETS = True if os.environ.get("MONGO_REQUESTS_TEST_MODE") == "gevent-un
 class FakeConnectPool(Pool):
     """A pool whose connect makes a socketpair instead of dialling a server."""
 
-    def __init__(self, max_size: int = 1, wait_queue_timeout: float | None = None) -> None:
+    def __init__(
+        self, max_size: int = 1, wait_queue_timeout: float | None = None, use_greenlets: bool | None = USE_GREENLETS
+    ) -> None:
         super().__init__(
             ("fake", 1),
             PoolOptions(max_size=max_size, wait_queue_timeout=wait_queue_timeout),
-            use_greenlets=USE_GREENLETS,
+            use_greenlets=use_greenlets,
         )
         self.peers: list = []
         self.connects = 0
@@ -142,6 +144,35 @@ def test_greenlet_waiter_drops_a_wake_up_that_comes_too_late(pools, mode):
     assert time.monotonic() - t0 >= 0.045  # not cut short by a stray switch
 
 
+@pytest.mark.modes(UNPATCHED, MIXED)
+def test_a_greenlet_alone_in_its_thread_is_woken_by_another_thread(pools):
+    # A real thread's main greenlet waits for the slot another thread holds.
+    # Nothing else runs in its hub, so only the hub's wake-up watcher keeps
+    # its loop alive (else: LoopExit), and the release, made in the other
+    # thread, must reach it through that watcher.  Twice: the watcher is
+    # stopped when its last sleeper wakes, and must start again.
+    pool = pools(max_size=1, use_greenlets=True)
+    for _ in range(2):
+        holder = pool.checkout()
+        got: list = []
+
+        def wait_in_another_thread(got: list) -> None:
+            try:
+                got.append(pool.checkout())
+            except BaseException as exc:  # LoopExit is a BaseException subclass in some gevent versions
+                got.append(exc)
+
+        t = threading.Thread(target=wait_in_another_thread, args=(got,), daemon=True)
+        t.start()
+        assert wait_until(lambda: pool.get_stats()["waiting"] == 1, 5)
+        assert got == []  # still waiting, not failed
+        pool.checkin(holder)
+        t.join(5)
+        assert got == [holder]
+        pool.checkin(holder)
+    assert check_slots(pool)["idle"] == 1
+
+
 class _Killed(BaseException):
     """Stands in for GreenletExit / gevent.Timeout / KeyboardInterrupt."""
 
@@ -150,8 +181,8 @@ def waiter_factory(pool: Pool, sleep_hook):
     """The identity's waiters, with ``sleep_hook(real_sleep, timeout)`` in place of their wait."""
     real_waiter = pool.identity.waiter
 
-    def make():
-        w = real_waiter()
+    def make(*args):
+        w = real_waiter(*args)
 
         class Hooked(type(w)):  # same slots, so the instance can switch class
             __slots__ = ()
