@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
 from . import spec
-from .concurrency import Monitor, add_common_args, members, reset_collection, result, rss_bytes
+from .concurrency import Monitor, add_common_args, members, reset_collection, result, rss_bytes, task_key
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, replset: bool) -> tuple[int, int, list[str], float, int]:
+async def run(args: argparse.Namespace, replset: bool) -> tuple[int, int, list[str], float, int, float]:
     """(ops, stale reads, errors, seconds, RSS before the tasks start)."""
     kwargs: dict[str, Any] = {} if replset else {"directConnection": True}
     client: Any = AsyncMongoClient(args.uri, maxPoolSize=args.pool_size, appname=args.appname, **kwargs)
@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace, replset: bool) -> tuple[int, int, list[s
     errors: list[str] = []
 
     async def worker(index: int) -> None:
-        key = {"_id": "g%d" % index}
+        key = {"_id": task_key(index)}
         expected = 0
         for _ in range(args.iterations):
             try:
@@ -68,21 +68,23 @@ async def run(args: argparse.Namespace, replset: bool) -> tuple[int, int, list[s
 
     rss_before = rss_bytes()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     await asyncio.gather(*(worker(i) for i in range(args.greenlets)))
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     await client.close()
-    return ops[0], stale[0], errors, elapsed, rss_before
+    return ops[0], stale[0], errors, elapsed, rss_before, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     addresses, replset = members(args.uri)
     monitor = Monitor(addresses, args.appname, args.interval)
-    reset_collection(monitor.primary())
+    reset_collection(monitor.primary(), args.greenlets if args.preinsert else 0)
     monitor.start()
-    ops, stale, errors, elapsed, rss_before = asyncio.run(run(args, replset))
+    ops, stale, errors, elapsed, rss_before, cpu = asyncio.run(run(args, replset))
     monitor.stop()
-    out = result(args, "pymongo-async", "asyncio", monitor, ops, elapsed, stale, errors, rss_before)
+    out = result(args, "pymongo-async", "asyncio", monitor, ops, elapsed, stale, errors, rss_before, cpu=cpu)
     monitor.close()
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

@@ -46,6 +46,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=20, help="iterations per task (default 20)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between connection samples")
     parser.add_argument("--appname", default="mr-bench", help="appName of the client under test")
+    parser.add_argument(
+        "--preinsert",
+        action="store_true",
+        help="insert every task's counter document before timing, so each upsert updates (the scaling workload)",
+    )
 
 
 def members(uri: str) -> tuple[list[tuple[str, int]], bool]:
@@ -129,19 +134,28 @@ class Monitor:
             conn.close()
 
 
-def reset_collection(primary: RawConnection) -> None:
-    """A fresh gevent collection with its shared document, made over the monitor's connection."""
+def reset_collection(primary: RawConnection, keys: int = 0) -> None:
+    """A fresh gevent collection with its shared document, made over the monitor's connection.
+
+    :param keys: also insert the first ``keys`` tasks' documents (``n: 0``),
+        so that every ``$inc`` upsert of the run updates a document and none
+        inserts one.
+    """
     primary.command({"drop": spec.C_GEVENT}, spec.DB)  # ok: 0 if missing is fine
-    reply = primary.command(
-        {
-            "insert": spec.C_GEVENT,
-            "documents": [{"_id": spec.GEVENT_SHARED_ID, "v": 1}],
-            "writeConcern": {"w": "majority"},
-        },
-        spec.DB,
-    )
-    if reply.get("ok") != 1:
-        raise RuntimeError("could not seed the gevent collection: %r" % (reply,))
+    docs: list[dict[str, Any]] = [{"_id": spec.GEVENT_SHARED_ID, "v": 1}]
+    docs += [{"_id": task_key(i), "n": 0} for i in range(keys)]
+    for start in range(0, len(docs), 10_000):
+        reply = primary.command(
+            {"insert": spec.C_GEVENT, "documents": docs[start : start + 10_000], "writeConcern": {"w": "majority"}},
+            spec.DB,
+        )
+        if reply.get("ok") != 1 or reply.get("writeErrors"):
+            raise RuntimeError("could not seed the gevent collection: %r" % (reply,))
+
+
+def task_key(index: int) -> str:
+    """The ``_id`` of task ``index``'s counter document."""
+    return "g%d" % index
 
 
 def result(
@@ -155,6 +169,7 @@ def result(
     errors: list[str],
     rss_before: int,
     extra: dict[str, Any] | None = None,
+    cpu: float | None = None,
 ) -> dict[str, Any]:
     """The JSON object a runner prints."""
     peak_rss = max([max_rss_bytes()] + monitor.rss)
@@ -167,6 +182,7 @@ def result(
         "iterations": args.iterations,
         "ops": ops,
         "seconds": elapsed,
+        "client_cpu_s": cpu,
         "ops_per_s": ops / elapsed if elapsed else 0.0,
         "peak_connections": max(monitor.totals),
         "peak_connections_per_member": {h: max(v) for h, v in monitor.per_member.items()},

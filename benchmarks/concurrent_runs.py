@@ -36,7 +36,7 @@ class Config(NamedTuple):
     auto_start_request: bool = False
     note: str = ""
 
-    def command(self, uri: str, pool_size: int, greenlets: int, iterations: int) -> list[str]:
+    def command(self, uri: str, pool_size: int, greenlets: int, iterations: int, preinsert: bool = False) -> list[str]:
         cmd = [sys.executable, "-m", "benchmarks.%s_bench" % self.runner, uri]
         if self.runner == "gevent":
             cmd.append(self.driver)
@@ -54,6 +54,8 @@ class Config(NamedTuple):
         ]
         if self.auto_start_request:
             cmd.append("--auto-start-request")
+        if preinsert:
+            cmd.append("--preinsert")
         return cmd
 
 
@@ -105,11 +107,17 @@ SCALING_POOL_SIZE = 50
 SCALING_TASK_ITERATIONS = 30_000  # greenlet-iterations per point (3 ops each); 3,000 with --quick (at least 1 each)
 
 
-def run_one(cfg: Config, uri: str, pool_size: int, greenlets: int, iterations: int) -> tuple[Any, str | None]:
+def run_one(
+    cfg: Config, uri: str, pool_size: int, greenlets: int, iterations: int, preinsert: bool = False
+) -> tuple[Any, str | None]:
     """(the run's JSON object, None) or (None, what went wrong)."""
     try:
         proc = subprocess.run(
-            cfg.command(uri, pool_size, greenlets, iterations), cwd=ROOT, capture_output=True, text=True, timeout=900
+            cfg.command(uri, pool_size, greenlets, iterations, preinsert),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
     except subprocess.TimeoutExpired:
         return None, "timed out after 900 s"
@@ -136,6 +144,10 @@ def summarize(cfg: Config, runs: list[dict[str, Any]], run_errors: list[str]) ->
             h: max(r["peak_connections_per_member"].get(h, 0) for r in runs) for h in hosts
         },
         "memory_per_task_bytes_median": report.median([x["memory_per_task_bytes"] for x in runs]),
+        # This process's CPU per op (user + system): less disturbed by a busy machine than ops/s.
+        "client_cpu_us_per_op_median": report.median(
+            [x["client_cpu_s"] * 1e6 / x["ops"] for x in runs if x.get("client_cpu_s") is not None and x["ops"]]
+        ),
         "stale_reads": sum(x["stale_reads"] for x in runs),
         "errors": sum(x["errors"] for x in runs) + len(run_errors),
         "run_errors": run_errors,
@@ -151,6 +163,7 @@ def run_configs(
     iterations: int,
     progress: Any,
     what: str,
+    preinsert: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every configuration once per repetition, interleaved, each in a fresh subprocess."""
     runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in configs}
@@ -158,7 +171,7 @@ def run_configs(
     for rep in range(reps):
         for cfg in configs:
             progress.step("%s rep %d/%d %s" % (what, rep + 1, reps, cfg.label))
-            run, error = run_one(cfg, uri, pool_size, greenlets, iterations)
+            run, error = run_one(cfg, uri, pool_size, greenlets, iterations, preinsert)
             if error is not None:
                 errors[cfg.label].append(error)
             else:
@@ -208,6 +221,10 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
                 iterations,
                 progress,
                 "scaling %d greenlets" % greenlets,
+                # Every task's counter exists before timing, so the server does
+                # the same work at every point (an update per upsert); else
+                # 10,000 greenlets insert 10,000 documents that 10 do not.
+                preinsert=True,
             ),
         }
     curves: dict[str, dict[str, Any]] = {}
@@ -222,6 +239,9 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
             ],
             "memory_per_greenlet_bytes": [
                 points[str(g)]["configs"][cfg.label]["memory_per_task_bytes_median"] for g in SCALING_GREENLETS
+            ],
+            "client_cpu_us_per_op": [
+                points[str(g)]["configs"][cfg.label].get("client_cpu_us_per_op_median") for g in SCALING_GREENLETS
             ],
             # Throughput lost from the fewest to the most greenlets (issue 13's target: <= 5%).
             "drop": (1 - last / first) if first and last else None,

@@ -44,7 +44,7 @@ import gevent  # noqa: E402
 from pymongo.write_concern import WriteConcern  # noqa: E402
 
 from . import spec  # noqa: E402
-from .concurrency import Monitor, add_common_args, members, reset_collection, result, rss_bytes  # noqa: E402
+from .concurrency import Monitor, add_common_args, members, reset_collection, result, rss_bytes, task_key  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     monitor = Monitor(addresses, args.appname, args.interval)
     # Fresh collection, set up over the monitor's connection so the client
     # under test starts with an empty pool.
-    reset_collection(monitor.primary())
+    reset_collection(monitor.primary(), args.greenlets if args.preinsert else 0)
 
     client, start_request = make_client(args, replset)
     # w=1 explicitly: on a replica set the implicit default is w="majority" since MongoDB 5.0.
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
 
     def worker(index: int) -> None:
-        key = {"_id": "g%d" % index}
+        key = {"_id": task_key(index)}
         expected = 0
         for _ in range(args.iterations):
             try:
@@ -118,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     monitor.start()
     rss_before = rss_bytes()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     greenlets = [gevent.spawn(worker, i) for i in range(args.greenlets)]
     gevent.joinall(greenlets)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     monitor.stop()
 
     pool_stats = client.pool.get_stats() if args.driver == "mongo_requests" else None
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         errors,
         rss_before,
         {"auto_start_request": args.auto_start_request, "pool_stats": pool_stats},
+        cpu=cpu,
     )
     monitor.close()
     json.dump(out, sys.stdout)
