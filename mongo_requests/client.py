@@ -1,9 +1,14 @@
-"""MongoClient, the legacy Connection, and requests.
+"""MongoClient, the legacy Connection, and running commands.
 
 The client parses options, owns the topology, and runs commands: it asks the
 topology for a server, the server's pool for a socket, and the socket for the
 round trip.  It knows nothing about bytes or greenlets; requests are the
-pool's business, and the client only forwards ``start_request`` and friends.
+pool's business, and the client only forwards ``start_request`` and friends
+(:mod:`mongo_requests.client_request`, whose :class:`Request` is re-exported
+here).  Its other halves are mixins: database access
+(:mod:`mongo_requests.client_databases`), the queue of cursors to kill
+(:mod:`mongo_requests.client_cursors`), sessions, retries and PyMongo's
+spellings.
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ from typing import Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
-from . import pipeline as _pipeline
 from .client_compat import ClientCompat
-from .client_session import SessionClient, current_session, refuse_unacknowledged, with_session
-from .database import Database
+from .client_cursors import ClientCursors
+from .client_databases import ClientDatabases
+from .client_request import ClientRequests, Request
+from .client_session import SessionClient, refuse_unacknowledged
 from .errors import (
-    ConfigurationError,
     ConnectionFailure,
-    InvalidName,
     OperationFailure,
     PyMongoError,
 )
@@ -51,73 +55,6 @@ _CLOSE_TIMEOUT = 1.0
 _DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 
 
-def _kill_cursors_command(ns: str, cursor_ids: list[int]) -> tuple[str, dict[str, Any]]:
-    """The one builder of killCursors: ``(database name, command)`` for cursors of ``ns``."""
-    db, _, coll = ns.partition(".")
-    return db, {"killCursors": coll, "cursors": cursor_ids}
-
-
-class Request:
-    """A request returned by :meth:`MongoClient.start_request`.
-
-    Ends the request on :meth:`end`, or at the end of a ``with`` block.
-    Ending it twice is harmless: the second call does nothing, so a
-    ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
-    """
-
-    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on")
-
-    def __init__(self, client: MongoClient, pipeline: bool = False, turned_on: bool = False) -> None:
-        self._client = client
-        self._ended = False
-        self._pipeline = pipeline
-        # This request began pipelining (it was not nested in a pipelining one).
-        self._turned_on = turned_on
-
-    def end(self) -> None:
-        """End this request (once).  Ending a pipelining request is a sync point."""
-        if self._ended:
-            return
-        self._ended = True
-        error = None
-        if self._pipeline:
-            client = self._client
-            _pipeline.OPEN.discard(self)
-            try:
-                client._sync_pipelines()
-            except PyMongoError as exc:
-                error = exc
-            finally:
-                if self._turned_on:
-                    # Nested in a plain request: the rest of it does not pipeline.
-                    for server in client._topology.servers:
-                        server.pool.set_pipelined(False)
-        self._client.end_request()
-        if error is not None:
-            raise error
-
-    def sync(self) -> None:
-        """A sync point: read every pipelined reply; raise :class:`~mongo_requests.PipelineError`
-        for failed writes, or :class:`~pymongo.errors.AutoReconnect` naming the unknown ones."""
-        self._client._sync_pipelines()
-
-    def __enter__(self) -> Request:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is None:
-            self.end()
-            return
-        if not isinstance(exc, Exception):
-            # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt): no I/O
-            # now; a socket with unread replies is closed instead.
-            self._client._abandon_pipelines()
-        try:
-            self.end()
-        except PyMongoError:
-            pass  # the block's own exception is the one to see
-
-
 class _Hot:
     """What ``_command``'s hot path reads, in one slotted object.
 
@@ -136,7 +73,9 @@ class _Hot:
         self.session_hooks = False
 
 
-class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
+class MongoClient(
+    ClientRequests, ClientDatabases, ClientCursors, ClientCompat, LegacyOptions, RetryableWrites, SessionClient
+):
     """A client for one MongoDB server, with PyMongo 2-style requests.
 
     :param host: a hostname, ``host:port``, or a ``mongodb://`` URI
@@ -254,66 +193,6 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
         if self._topology.single:
             return self._topology.servers[0].pool
         return self._topology.select_server(for_write=True).pool
-
-    # -- requests -----------------------------------------------------------
-    def start_request(self, pipeline: bool = False) -> Request:
-        """Pin one socket to the calling thread or greenlet until the request ends.
-
-        Operations inside a request run on one socket, so the server applies
-        them in order: an unacknowledged (``w=0``) write is visible to the
-        next read.  Requests nest; only the outermost end unpins.  Use the
-        returned :class:`Request` as a context manager, or call ``.end()``.
-
-        :param pipeline: pipeline the acknowledged writes: each returns at
-            once with a result that resolves at the next sync point (a read,
-            a command, :meth:`Request.sync`, leaving the request); failed
-            writes raise :class:`~mongo_requests.PipelineError` there.  See
-            :mod:`mongo_requests.pipeline`.
-        """
-        if not isinstance(pipeline, bool):
-            raise TypeError("pipeline must be True or False")
-        self._topology.start_request()
-        turned_on = False
-        if pipeline:
-            # Every member's pool the request joined: writes go to the primary's.
-            for server in self._topology.servers:
-                turned_on = server.pool.set_pipelined(True) or turned_on
-        request = Request(self, pipeline, turned_on)
-        if pipeline:
-            _pipeline.OPEN.add(request)
-        return request
-
-    def end_request(self) -> None:
-        """End one level of the caller's request (the outermost returns its socket on every member)."""
-        self._topology.end_request()
-
-    def in_request(self) -> bool:
-        """True when the calling thread or greenlet is inside a request."""
-        return self._topology.in_request()
-
-    def _pipelining(self) -> Any:
-        """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
-
-        Asked only while some pipeline is open in the process (``pipeline.OPEN``).
-        A write bound to a session is never pipelined: it must carry the
-        session's ``lsid`` (and a transaction's ``txnNumber``), so it takes the
-        ordinary path, which reads the pipeline's earlier replies first.
-        """
-        if current_session() is not None:
-            return None
-        for server in self._topology.servers:
-            pipeline = server.pool.pipelined()
-            if pipeline is not None:
-                return pipeline
-        return None
-
-    def _sync_pipelines(self) -> None:
-        for server in self._topology.servers:
-            server.pool.sync_pipeline()
-
-    def _abandon_pipelines(self) -> None:
-        for server in self._topology.servers:
-            server.pool.abandon_pipeline()
 
     # -- running commands ---------------------------------------------------
     def _checkout(
@@ -533,111 +412,6 @@ class MongoClient(ClientCompat, LegacyOptions, RetryableWrites, SessionClient):
     def _socket(self) -> _SocketContext:
         """``with client._socket() as sock:`` for multi-message operations."""
         return _SocketContext(self)
-
-    def _queue_kill(self, ns: str, cursor_id: int, address: tuple[str, int] | None = None) -> None:
-        """Called from cursor finalizers: kill the cursor on the next operation on its server.
-
-        A finalizer can run inside the garbage collector, anywhere, so it must
-        not do network I/O or take locks; the next operation on this client
-        (or :meth:`close`) sends the queued killCursors.
-        """
-        self._kill_queue.append((ns, cursor_id, address))
-        if self._cursor_sessions:
-            self._forget_cursor(cursor_id)
-
-    def _kill_cursors(self, sock: SocketInfo, acknowledged: bool = False) -> None:
-        """Send the queued killCursors of ``sock``'s server on ``sock``.
-
-        Unacknowledged before an operation: the server applies one socket's
-        messages in order, so they are done before the operation's reply.
-        Acknowledged from :meth:`close`, which has no operation after them.
-        Kills for another member of a replica set wait for an operation there.
-        """
-        by_ns: dict[str, list[int]] = {}
-        others = []
-        while self._kill_queue:
-            try:
-                ns, cid, address = self._kill_queue.popleft()
-            except IndexError:
-                break
-            if address is None or address == sock.address:
-                by_ns.setdefault(ns, []).append(cid)
-            else:
-                others.append((ns, cid, address))
-        self._kill_queue.extend(others)
-        for ns, ids in by_ns.items():
-            db, cmd = _kill_cursors_command(ns, ids)
-            if acknowledged:
-                sock.command(db, cmd, check=False)
-            else:
-                sock.send_command(db, cmd)
-
-    def _kill_cursor_now(self, ns: str, cursor_id: int, address: tuple[str, int] | None = None) -> None:
-        """Kill one server cursor at once (``Cursor.close``), on its server; errors are the caller's."""
-        db, cmd = _kill_cursors_command(ns, [cursor_id])
-        self._command(db, cmd, check=False, address=address)
-
-    # -- databases ----------------------------------------------------------
-    def get_database(self, name: str | None = None, **kwargs: Any) -> Database:
-        """Return a :class:`~mongo_requests.database.Database` (the URI's by default)."""
-        if name is None:
-            name = self._default_dbname
-            if name is None:
-                raise ConfigurationError("No default database name defined or provided.")
-        return Database(self, name, **kwargs)
-
-    def get_default_database(self) -> Database:
-        """The database named in the URI."""
-        return self.get_database(None)
-
-    def __getattr__(self, name: str) -> Database:
-        if name.startswith("_"):
-            raise AttributeError(
-                "MongoClient has no attribute %r. To access the %s database, use client[%r]." % (name, name, name)
-            )
-        # PyMongo 2 code writes client.db.coll.find_one(...) in its loops.
-        # Databases are immutable, so keep this one in the instance dict:
-        # the next client.db is a plain attribute hit instead of a failed
-        # lookup, an AttributeError and a new Database (about 14k
-        # instructions).  Only names spelled in code come here; client[name]
-        # is not cached.
-        db = self.__dict__[name] = self.get_database(name)
-        return db
-
-    def __getitem__(self, name: str) -> Database:
-        return self.get_database(name)
-
-    @property
-    def admin(self) -> Database:
-        """The ``admin`` database."""
-        # Databases are immutable: one is enough (``client.admin.command('ping')`` is a common loop).
-        try:
-            return self.__dict__["_admin"]  # type: ignore[no-any-return]
-        except KeyError:
-            db = self.__dict__["_admin"] = self.get_database("admin")
-            return db
-
-    def server_info(self) -> dict[str, Any]:
-        """The server's ``buildInfo``."""
-        return self._command("admin", {"buildInfo": 1})
-
-    @with_session
-    def list_database_names(self) -> list[str]:
-        """Names of every database on the server."""
-        reply = self._command("admin", {"listDatabases": 1, "nameOnly": True})
-        return [d["name"] for d in reply["databases"]]
-
-    database_names = list_database_names  # the PyMongo 2 name
-
-    @with_session
-    def drop_database(self, name_or_database: Any) -> None:
-        """Drop a database, given by name or as a Database."""
-        name = getattr(name_or_database, "name", name_or_database)
-        if not isinstance(name, str):
-            raise TypeError("name_or_database must be a str or a Database")
-        if not name or any(c in name for c in ' ./\\"$\x00'):
-            raise InvalidName("invalid database name %r" % (name,))
-        self._command(name, {"dropDatabase": 1})
 
     # -- lifecycle ----------------------------------------------------------
     def close(self) -> None:

@@ -7,6 +7,10 @@ the same code.  Options are sent only when given, as PyMongo 4 sends them;
 an unknown keyword is a TypeError.  Every write also takes ``w=``,
 ``safe=`` (PyMongo 2's ``safe=False`` is ``w=0``), ``j=``, ``wtimeout=`` or
 ``write_concern=``.
+
+PyMongo 2's ``insert``/``update``/``remove``/``save`` are in
+:mod:`mongo_requests.writes_legacy`, and the sending of pipelined writes in
+:mod:`mongo_requests.writes_pipelined`; :class:`WriteMethods` inherits both.
 """
 
 from __future__ import annotations
@@ -15,20 +19,20 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import ConfigurationError, DuplicateKeyError, InvalidOperation, OperationFailure
+from pymongo.errors import ConfigurationError
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
-from . import pipeline as _pipeline
 from . import precoded as _precoded
-from . import wire
 from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
 from .client_session import in_session, with_session
-from .errors import check_command, check_write, raise_write_concern_error
+from .errors import check_write
 from .hot_results import new_update_result
 from .pipeline import OPEN as _OPEN_PIPELINES
+from .writes_legacy import LegacyWrites
+from .writes_pipelined import PipelinedWrites
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -73,23 +77,12 @@ def _update_result(reply: dict[str, Any] | None, legacy: bool = False) -> dict[s
     return reply
 
 
-def _raise_legacy(result: Mapping[str, Any]) -> None:
-    """PyMongo 2 raised OperationFailure (not BulkWriteError) for batch inserts."""
-    errors = result.get("writeErrors")
-    if errors:
-        err = errors[0]
-        cls = DuplicateKeyError if err.get("code") in (11000, 11001, 12582) else OperationFailure
-        raise cls(err.get("errmsg", "write error"), err.get("code"), err)
-    if result.get("writeConcernErrors"):
-        raise_write_concern_error(result["writeConcernErrors"][0])
-
-
 def _check_bool(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, bool):
         raise TypeError("%s must be True or False" % (name,))
 
 
-class WriteMethods:
+class WriteMethods(PipelinedWrites, LegacyWrites):
     """The write half of :class:`~mongo_requests.collection.Collection`."""
 
     _client: MongoClient
@@ -514,31 +507,7 @@ class WriteMethods:
         """PyMongo 2's unordered bulk builder."""
         return BulkOperationBuilder(self, False, bypass_document_validation)  # type: ignore[arg-type]
 
-    # -- pipelines (start_request(pipeline=True); see mongo_requests.pipeline) -------
-    def _pipelined(
-        self,
-        kind: int,
-        statement: bytes | dict[str, Any],
-        concern: _Concern,
-        bypass: bool | None,
-        comment: Any,
-        let: Any,
-        build: Any,
-        result_class: type,
-    ) -> Any:
-        """Send one write in the caller's pipeline; its lazy result (checked as :func:`run_one` checks)."""
-        client = self._client
-        cmd, seq = _bulk.one_statement(self, kind, statement, concern, bypass, comment, let)  # type: ignore[arg-type]
-        # The write server's socket (a replica set's primary), pinned by the request.
-        with client._socket() as sock:
-            pipeline = sock.pipeline
-            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
-                raise InvalidOperation("this request's socket has no pipeline")
-            op = pipeline.new_op(None, build)
-            pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
-        op.seal()
-        return _pipeline.lazy_result(result_class, op)
-
+    # -- pipelines (start_request(pipeline=True); sent by writes_pipelined; see mongo_requests.pipeline) --
     def _pipelined_update(
         self, stmt: dict[str, Any], concern: _Concern, bypass: bool | None, comment: Any, let: Any
     ) -> UpdateResult:
@@ -561,126 +530,3 @@ class WriteMethods:
         return self._pipelined(  # type: ignore[no-any-return]
             DELETE, stmt, concern, None, comment, let, lambda reply: DeleteResult(reply, True), DeleteResult
         )
-
-    def _pipelined_bulk(self, batch: Bulk, concern: _Concern, build: Any, result_class: type) -> Any:
-        """Send a bulk's commands into the caller's pipeline; its lazy result (BulkWriteError when touched).
-
-        The commands do not wait for each other, so an ordered bulk's later
-        commands run even after a write error in an earlier one (they are
-        counted in the result); within one command ``ordered`` holds.
-        """
-        if batch.executed:
-            raise InvalidOperation("Bulk operations can only be executed once.")
-        batch.executed = True
-        client = self._client
-        with client._socket() as sock:
-            pipeline = sock.pipeline
-            if pipeline is None or not pipeline.user:  # pragma: no cover - the pool attaches it at pin time
-                raise InvalidOperation("this request's socket has no pipeline")
-            batches = batch._batches(sock.max_message_size - _bulk._MESSAGE_OVERHEAD, sock.max_write_batch_size)
-
-            def merged(replies: list[dict[str, Any]]) -> Any:
-                total = _bulk._new_result()
-                for (kind, indexes), reply in zip(batches, replies, strict=True):
-                    if reply.get("ok") != 1:
-                        check_command(reply)
-                    batch._merge(total, kind, indexes, reply)
-                if total["writeErrors"]:
-                    total["writeErrors"].sort(key=lambda error: error["index"])
-                _bulk.raise_bulk_errors(total)
-                return build(total)
-
-            op = pipeline.new_op(merged)
-            for kind, indexes in batches:
-                cmd = _bulk.write_command(
-                    self,  # type: ignore[arg-type]
-                    kind,
-                    concern,
-                    batch.ordered,
-                    batch.bypass,
-                    batch.comment,
-                    batch.let,
-                )
-                seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], [batch.ops[i][2] for i in indexes]),)
-                pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
-            op.seal()
-        return _pipeline.lazy_result(result_class, op)
-
-    # -- PyMongo 2 ------------------------------------------------------------
-    def insert(
-        self,
-        doc_or_docs: Any,
-        manipulate: bool = True,
-        safe: bool | None = None,
-        check_keys: bool = True,
-        continue_on_error: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """PyMongo 2's insert: one document or a list; returns the ``_id`` (or the list of them)."""
-        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
-        single = isinstance(doc_or_docs, (Mapping, RawBSONDocument))
-        docs = [doc_or_docs] if single else list(doc_or_docs) if isinstance(doc_or_docs, Iterable) else None
-        if not docs:
-            if docs is None:
-                check_mapping(doc_or_docs)
-            raise InvalidOperation("cannot do an empty bulk insert")
-        batch = Bulk(self, not continue_on_error, legacy_check=check_keys)  # type: ignore[arg-type]
-        for doc in docs:
-            batch.add_insert(doc)
-        result = batch.execute(concern)
-        _raise_legacy(result)
-        ids = [d.get("_id") for d in docs]
-        return ids[0] if single else ids
-
-    def update(
-        self,
-        spec: Mapping[str, Any],
-        document: Mapping[str, Any],
-        upsert: bool = False,
-        manipulate: bool = False,
-        safe: bool | None = None,
-        multi: bool = False,
-        check_keys: bool = True,
-        **kwargs: Any,
-    ) -> dict[str, Any] | None:
-        """PyMongo 2's update: ``$`` operators, or a whole replacement document.
-
-        Returns the server's answer (``n``, ``updatedExisting``, ``upserted``)
-        for acknowledged writes, None for ``safe=False`` / ``w=0``.
-        """
-        check_mapping(spec, "spec")
-        check_mapping(document, "document")
-        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
-        first = next(iter(document), None)
-        if not (isinstance(first, str) and first.startswith("$")):
-            if multi:
-                raise InvalidOperation("multi=True only works with $ operators")
-            if check_keys:
-                _bulk.check_keys_legacy(document)
-        stmt = _bulk.update_statement(spec, document, bool(multi), bool(upsert))
-        return self._update_one_statement(stmt, concern, None, None, None, legacy=True)
-
-    def remove(
-        self, spec_or_id: Any = None, safe: bool | None = None, multi: bool = True, **kwargs: Any
-    ) -> dict[str, Any] | None:
-        """PyMongo 2's remove: every match (or the first, with ``multi=False``)."""
-        if spec_or_id is None:
-            spec_or_id = {}
-        elif not isinstance(spec_or_id, Mapping):
-            spec_or_id = {"_id": spec_or_id}
-        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
-        return self._delete(_bulk.delete_statement(spec_or_id, 0 if multi else 1), concern, legacy=True)
-
-    def save(
-        self, to_save: Any, manipulate: bool = True, safe: bool | None = None, check_keys: bool = True, **kwargs: Any
-    ) -> Any:
-        """PyMongo 2's save: insert a new document, or replace the one with its ``_id``."""
-        check_mapping(to_save, "to_save")
-        if "_id" not in to_save:
-            return self.insert(to_save, manipulate, safe, check_keys, **kwargs)
-        concern = self._resolve_wc(safe=safe, _legacy=True, **kwargs)
-        if check_keys:
-            _bulk.check_keys_legacy(to_save)
-        stmt = _bulk.update_statement({"_id": to_save["_id"]}, to_save, False, True)
-        self._update_one_statement(stmt, concern, None, None, None, legacy=True)
-        return to_save["_id"]

@@ -1,0 +1,148 @@
+"""Requests on the client: ``start_request``, ``end_request``, ``in_request`` and :class:`Request`.
+
+:class:`~mongo_requests.MongoClient` inherits :class:`ClientRequests`.  The
+client only forwards requests to the topology, whose pools pin the sockets;
+this module owns what the caller holds (the :class:`Request`, ending it once,
+a pipelining request's sync points) and which pool's pipeline a write joins.
+``Request`` is re-exported by :mod:`mongo_requests.client`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import pipeline as _pipeline
+from .client_session import current_session
+from .errors import PyMongoError
+
+if TYPE_CHECKING:
+    from .client import MongoClient
+    from .topology import Topology
+
+__all__ = ["ClientRequests", "Request"]
+
+
+class Request:
+    """A request returned by :meth:`MongoClient.start_request`.
+
+    Ends the request on :meth:`end`, or at the end of a ``with`` block.
+    Ending it twice is harmless: the second call does nothing, so a
+    ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
+    """
+
+    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on")
+
+    def __init__(self, client: MongoClient, pipeline: bool = False, turned_on: bool = False) -> None:
+        self._client = client
+        self._ended = False
+        self._pipeline = pipeline
+        # This request began pipelining (it was not nested in a pipelining one).
+        self._turned_on = turned_on
+
+    def end(self) -> None:
+        """End this request (once).  Ending a pipelining request is a sync point."""
+        if self._ended:
+            return
+        self._ended = True
+        error = None
+        if self._pipeline:
+            client = self._client
+            _pipeline.OPEN.discard(self)
+            try:
+                client._sync_pipelines()
+            except PyMongoError as exc:
+                error = exc
+            finally:
+                if self._turned_on:
+                    # Nested in a plain request: the rest of it does not pipeline.
+                    for server in client._topology.servers:
+                        server.pool.set_pipelined(False)
+        self._client.end_request()
+        if error is not None:
+            raise error
+
+    def sync(self) -> None:
+        """A sync point: read every pipelined reply; raise :class:`~mongo_requests.PipelineError`
+        for failed writes, or :class:`~pymongo.errors.AutoReconnect` naming the unknown ones."""
+        self._client._sync_pipelines()
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.end()
+            return
+        if not isinstance(exc, Exception):
+            # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt): no I/O
+            # now; a socket with unread replies is closed instead.
+            self._client._abandon_pipelines()
+        try:
+            self.end()
+        except PyMongoError:
+            pass  # the block's own exception is the one to see
+
+
+class ClientRequests:
+    """The request half of :class:`~mongo_requests.MongoClient`; needs ``_topology``."""
+
+    _topology: Topology
+
+    def start_request(self, pipeline: bool = False) -> Request:
+        """Pin one socket to the calling thread or greenlet until the request ends.
+
+        Operations inside a request run on one socket, so the server applies
+        them in order: an unacknowledged (``w=0``) write is visible to the
+        next read.  Requests nest; only the outermost end unpins.  Use the
+        returned :class:`Request` as a context manager, or call ``.end()``.
+
+        :param pipeline: pipeline the acknowledged writes: each returns at
+            once with a result that resolves at the next sync point (a read,
+            a command, :meth:`Request.sync`, leaving the request); failed
+            writes raise :class:`~mongo_requests.PipelineError` there.  See
+            :mod:`mongo_requests.pipeline`.
+        """
+        if not isinstance(pipeline, bool):
+            raise TypeError("pipeline must be True or False")
+        self._topology.start_request()
+        turned_on = False
+        if pipeline:
+            # Every member's pool the request joined: writes go to the primary's.
+            for server in self._topology.servers:
+                turned_on = server.pool.set_pipelined(True) or turned_on
+        request = Request(self, pipeline, turned_on)  # type: ignore[arg-type]
+        if pipeline:
+            _pipeline.OPEN.add(request)
+        return request
+
+    def end_request(self) -> None:
+        """End one level of the caller's request (the outermost returns its socket on every member)."""
+        self._topology.end_request()
+
+    def in_request(self) -> bool:
+        """True when the calling thread or greenlet is inside a request."""
+        return self._topology.in_request()
+
+    def _pipelining(self) -> Any:
+        """The caller's :class:`~mongo_requests.pipeline.Pipeline` if its request pipelines writes, else None.
+
+        Asked only while some pipeline is open in the process (``pipeline.OPEN``).
+        A write bound to a session is never pipelined: it must carry the
+        session's ``lsid`` (and a transaction's ``txnNumber``), so it takes the
+        ordinary path, which reads the pipeline's earlier replies first.
+        """
+        if current_session() is not None:
+            return None
+        for server in self._topology.servers:
+            pipeline = server.pool.pipelined()
+            if pipeline is not None:
+                return pipeline
+        return None
+
+    def _sync_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.sync_pipeline()
+
+    def _abandon_pipelines(self) -> None:
+        for server in self._topology.servers:
+            server.pool.abandon_pipeline()
