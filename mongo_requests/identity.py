@@ -15,7 +15,7 @@ A *request* pins a socket to its caller, so the pool needs three things from
     gevent's, so a wait for a pool slot or for the network yields to the hub
     instead of blocking it, even when nothing has been monkey-patched.  A
     waiter also carries the wait-queue hand-off protocol (``set``, ``fail``,
-    ``wait``, ``abandon``: see :class:`_Waiter`), so the pool's queue has one
+    ``wait``, ``abandon``: see :mod:`mongo_requests.waiters`), so the pool's queue has one
     place that settles who gets a slot.
 
 Death callbacks are written defensively: they hold only what they need (the
@@ -26,15 +26,15 @@ thread-locals are being torn down when a thread's vigil dies.
 
 from __future__ import annotations
 
-import collections
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ConfigurationError
+from .originals import _allocate_lock, _original, gevent_patched, real_lock, real_poll
+from .waiters import _GreenletWaiter, _ThreadWaiter
 
 __all__ = [
     "ThreadIdentity",
@@ -42,30 +42,9 @@ __all__ = [
     "choose_identity",
     "gevent_patched",
     "notify_when_threading_patched",
+    "real_lock",
+    "real_poll",
 ]
-
-
-def _original(module: str, name: str) -> Any:
-    """Return the unpatched ``module.name``, even after gevent's patch_all."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched(module):
-        return monkey.get_original(module, name)
-    return getattr(__import__(module), name)
-
-
-# The OS thread's id, even under patch_all (where ``_thread.get_ident`` names the greenlet).
-_get_ident: Callable[[], int] = _original("_thread", "get_ident")
-
-
-def gevent_patched(module: str = "threading") -> bool:
-    """True when gevent has monkey-patched ``module`` in this process.
-
-    Looks in ``sys.modules`` rather than importing gevent: a process that never
-    imported gevent cannot have been patched by it, and we must not pay for
-    (or require) the import.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey is not None and monkey.is_module_patched(module))
 
 
 class _Vigil:
@@ -105,113 +84,6 @@ class _ThreadVigils:
         except AttributeError:
             self._tl.items = [vigil]
         _watch_ref(vigil, callback, self.refs)
-
-
-class _Waiter:
-    """One caller queued for a pool slot: ``set()``, ``fail()`` and ``wait()`` settle the race.
-
-    Exactly one outcome wins, under the waiter's own tiny lock: a releaser
-    hands over a slot (``set``), the pool fails the waiter (``fail``, on
-    close), or the waiter gives up (its timeout expires, or it is killed).
-    ``set`` and ``fail`` return False when the waiter already gave up, so the
-    releaser passes the slot to the next waiter instead; a waiter killed just
-    after being handed a slot learns so from ``wait`` and passes it on.  This
-    is psycopg_pool's ``WaitingClient`` protocol.  Subclasses supply the
-    wake-up primitive that suits the caller (``_sleep``/``_wake``).
-    """
-
-    __slots__ = ("_settle", "_outcome", "sock", "error")
-
-    _PENDING, _SET, _FAILED, _GAVE_UP = 0, 1, 2, 3
-
-    def __init__(self, settle_lock: Any) -> None:
-        self._settle = settle_lock
-        self._outcome = self._PENDING
-        self.sock: Any = None
-        self.error: BaseException | None = None
-
-    def _settle_as(self, outcome: int) -> bool:
-        """Move from pending to ``outcome``; False if something else won first."""
-        with self._settle:
-            if self._outcome != self._PENDING:
-                return False
-            self._outcome = outcome
-            return True
-
-    def set(self, sock: Any) -> bool:
-        """Hand the waiter a slot (and ``sock``, or None to connect); False if it gave up."""
-        # _settle_as(), inline: a hand-off is on every checkout of a saturated pool.
-        with self._settle:
-            if self._outcome != 0:  # _PENDING
-                return False
-            self._outcome = 1  # _SET
-            self.sock = sock
-        self._wake()
-        return True
-
-    def fail(self, error: BaseException) -> bool:
-        """Wake the waiter with ``error`` (it holds no slot); False if it gave up."""
-        with self._settle:
-            if self._outcome != self._PENDING:
-                return False
-            self._outcome = self._FAILED
-            self.error = error
-        self._wake()
-        return True
-
-    def wait(self, timeout: float | None) -> tuple[bool, Any]:
-        """Wait for the outcome: ``(True, sock)`` with a slot, ``(False, None)`` on timeout.
-
-        Raises the ``fail()`` error.  If the wait itself is interrupted (a
-        kill, a ``gevent.Timeout``), the caller must call :meth:`abandon`.
-        """
-        woken = self._sleep(timeout)
-        if not woken and self._settle_as(self._GAVE_UP):
-            return False, None
-        # Woken, or lost the race to set()/fail() just as the timeout expired.
-        if self._outcome == self._FAILED:
-            raise self.error  # type: ignore[misc]
-        return True, self.sock
-
-    def abandon(self) -> tuple[bool, Any]:
-        """The waiter was interrupted: give up, or report the slot it was handed.
-
-        Returns ``(True, sock)`` when a slot had already been handed over (the
-        caller must pass it on), else ``(False, None)``.
-        """
-        if self._settle_as(self._GAVE_UP):
-            return False, None
-        return (self._outcome == self._SET), self.sock
-
-    def _sleep(self, timeout: float | None) -> bool:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _wake(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-class _ThreadWaiter(_Waiter):
-    """A waiter for threads: a lock taken at birth, released by the wake-up.
-
-    ``_sleep`` acquires it again (blocking until ``_wake`` releases it, or
-    the timeout).  Plain locks may be released by another thread, which is
-    all a hand-off needs.
-    """
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock_factory: Callable[[], Any], settle_lock: Any) -> None:
-        super().__init__(settle_lock)
-        self._lock = lock_factory()
-        self._lock.acquire()
-
-    def _sleep(self, timeout: float | None) -> bool:
-        if timeout is None:
-            return bool(self._lock.acquire())
-        return bool(self._lock.acquire(True, max(timeout, 0.0)))
-
-    def _wake(self) -> None:
-        self._lock.release()
 
 
 class ThreadIdentity:
@@ -288,143 +160,6 @@ class ThreadIdentity:
 
 
 _reinit_pid: int | None = None
-
-
-class _HubWakeups:
-    """A hub's one async watcher for its sleeping waiters, shared by all of them.
-
-    It is started while any waiter of the hub sleeps (``sleepers`` counts
-    them; ``_GreenletWaiter._sleep`` starts and stops it), and stopped, not
-    closed, after: a waker in another thread may still call ``send()``,
-    which is harmless on a stopped watcher.  It does two jobs:
-
-    - it keeps the hub's loop running, so a greenlet alone in its thread
-      (mixed mode, or real threads with ``use_greenlets=True``) waits for a
-      wake-up from another thread instead of getting ``LoopExit``;
-    - another thread wakes a waiter by queueing it in ``pending`` and calling
-      ``send()`` (the one loop call that is safe from any thread); the
-      callback then resumes every queued waiter in the hub.
-
-    One watcher per hub instead of one per wait: making, starting and
-    stopping a watcher cost ~2,600 instructions, paid on every checkout of a
-    saturated pool, while a hub with thousands of waiters keeps this one
-    started throughout.
-    """
-
-    __slots__ = ("hub", "watcher", "sleepers", "pending")
-
-    def __init__(self, hub: Any) -> None:
-        self.hub = hub
-        self.watcher = hub.loop.async_()
-        self.sleepers = 0
-        self.pending: collections.deque[_GreenletWaiter] = collections.deque()
-
-    def _drain(self) -> None:
-        """Watcher callback, in the hub: resume the waiters other threads woke."""
-        pending = self.pending
-        while pending:
-            pending.popleft()._resume()
-
-
-# Each thread's hub's _HubWakeups (one hub per thread), in a real thread-local.
-_wakeups = _original("_thread", "_local")()
-
-
-def _hub_wakeups(hub: Any) -> _HubWakeups:
-    """The calling thread's hub's :class:`_HubWakeups` (a new one for a new hub, as after a fork)."""
-    wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
-    if wakeups is None or wakeups.hub is not hub:
-        wakeups = _wakeups.current = _HubWakeups(hub)
-    return wakeups
-
-
-class _GreenletWaiter(_Waiter):
-    """A waiter for greenlets: the waiting greenlet switches to its hub, and the wake-up switches back.
-
-    The bare hub protocol that ``gevent.queue`` uses, rather than a
-    ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
-    no link list to build and walk (benchmarks/README.md's scaling section
-    measures what that saves per wait).  A releaser in the waiter's thread
-    schedules a plain callback, which runs before the loop next polls; one
-    in another thread goes through the hub's :class:`_HubWakeups`.
-
-    ``_resume`` switches only while the waiter is still sleeping, so a
-    wake-up that arrives after a timeout or a kill is dropped, and never
-    switches into the greenlet while it is busy elsewhere.
-    """
-
-    __slots__ = ("_hub", "_thread", "_owner", "_glet", "_wakeups", "_woken", "_expired")
-
-    def __init__(self, hub: Any, owner: Any, settle_lock: Any) -> None:
-        # _Waiter.__init__, inline (one call less per wait).
-        self._settle = settle_lock
-        self._outcome = 0  # _PENDING
-        self.sock: Any = None
-        self.error: BaseException | None = None
-        self._hub = hub  # the waiting greenlet's hub: its thread's
-        self._thread = _get_ident()
-        self._owner = owner  # the waiting greenlet
-        self._glet: Any = None  # the owner while it sleeps, else None
-        # _hub_wakeups(hub), inline (one call less per wait).
-        wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
-        if wakeups is None or wakeups.hub is not hub:
-            wakeups = _hub_wakeups(hub)
-        self._wakeups = wakeups
-        self._woken = False
-        self._expired = False
-
-    def _sleep(self, timeout: float | None) -> bool:
-        hub = self._hub
-        wakeups = self._wakeups
-        # wakeups.enter(), inline: this runs once per wait.
-        if not wakeups.sleepers:
-            wakeups.watcher.start(wakeups._drain)
-        wakeups.sleepers += 1
-        timer = None
-        if timeout is not None:
-            timer = hub.loop.timer(max(timeout, 0.0))
-            # update=True: count from now, not from the loop's cached time,
-            # which is stale when this greenlet ran a while (gevent.Timeout does the same).
-            timer.start(self._expire, update=True)
-        # Published before the flags are read: a waker in another thread
-        # sets _woken and then queues us, so one of us sees the other.
-        self._glet = self._owner
-        try:
-            # Only _resume switches back here; the loop guards against
-            # anything else that might switch into a sleeping greenlet.
-            while not (self._woken or self._expired):
-                hub.switch()
-            return self._woken
-        finally:
-            self._glet = None
-            # wakeups.leave(), inline.
-            wakeups.sleepers -= 1
-            if not wakeups.sleepers:
-                wakeups.watcher.stop()  # stopped, not closed: see _HubWakeups
-            if timer is not None:
-                timer.close()
-
-    def _expire(self) -> None:
-        """Timer callback, in the waiter's hub: the timeout is up."""
-        self._expired = True
-        self._resume()
-
-    def _resume(self) -> None:
-        """Callback in the waiter's hub: switch to the waiter if it is still sleeping."""
-        glet = self._glet
-        if glet is not None:
-            glet.switch()
-
-    def _wake(self) -> None:
-        self._woken = True
-        if _get_ident() == self._thread:
-            self._hub.loop.run_callback(self._resume)
-            return
-        # Another thread: queue the waiter for its hub's watcher.  If it has
-        # not slept yet it sees _woken first, and the queued entry is a no-op.
-        wakeups = self._wakeups
-        wakeups.pending.append(self)
-        wakeups.watcher.send()
 
 
 class GreenletIdentity:
@@ -608,22 +343,3 @@ def notify_when_threading_patched(watcher: Any) -> None:
 # idle-socket check.  Neither ever waits for long, so the real ones are right
 # even under gevent (and they are much cheaper than gevent's).
 #
-# The lock constructor is looked up once, here: each wait for a pool slot
-# makes a lock, and ``gevent.monkey.get_original`` costs about 4 us a call
-# against 0.16 us for the cached function.  The original never changes: if
-# gevent patches ``_thread`` after this import, the function kept here is
-# still the unpatched one, and if it patched before, ``_original`` finds it.
-_allocate_lock: Callable[[], Any] = _original("_thread", "allocate_lock")
-
-
-def real_lock() -> Any:
-    """Return a new unpatched ``_thread`` lock."""
-    return _allocate_lock()
-
-
-def real_poll() -> Any | None:
-    """Return the unpatched ``select.poll`` constructor, or None on platforms without it."""
-    try:
-        return _original("select", "poll")
-    except (AttributeError, KeyError):
-        return None
