@@ -121,8 +121,9 @@ class ThreadIdentity:
         """A one-shot waiter for the pool's wait queue (``settle_lock``: the pool's lock, else a new one)."""
         return _ThreadWaiter(self._lock_factory, real_lock() if settle_lock is None else settle_lock)
 
-    # Threads can share plain sockets freely: nothing to re-home.
+    # Threads can share plain sockets freely: nothing to re-home, and no hub.
     rehome = None
+    current_hub: Callable[[], Any] | None = None
 
     @staticmethod
     def fan_out(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -189,6 +190,9 @@ class GreenletIdentity:
         self._Greenlet = gevent.Greenlet
         self._local_cls = gevent.local.local
         self._get_hub = gevent.get_hub
+        # The calling thread's hub: the pool compares it with the hub its
+        # sockets were made in, to skip rehome() while there is only one.
+        self.current_hub = gevent.get_hub
         self.socket = gevent.socket
         # TLS sockets that wait on the hub, patched or not.
         self.ssl = gevent.ssl

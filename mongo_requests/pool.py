@@ -73,6 +73,7 @@ log = logging.getLogger("mongo_requests")
 # Idle sockets older than this get an aliveness check before reuse.  A
 # fresh one is almost never dead, and the check costs a system call.
 _CHECK_IDLE_AFTER = 1.0
+_NO_HUB = object()  # Pool._home_hub before any socket was made
 
 
 class _Guard:
@@ -182,6 +183,11 @@ class Pool(PoolReport):
         self.identity = identity
         self._socket_module = identity.socket
         self._rehome = identity.rehome
+        # Greenlets: the hub whose thread made (or re-homed) every socket of
+        # this pool, so checkout may skip rehome() while it is the caller's
+        # hub; _NO_HUB until the first connect, None once a second hub has.
+        self._current_hub: Any = identity.current_hub  # None for threads: read only when _rehome is set
+        self._home_hub: Any = _NO_HUB
         # Caller-private storage; the class attribute makes a missing record
         # cost a plain attribute miss instead of an AttributeError.
         self._local = type("_RequestLocal", (identity.local_base(),), {"req": None})()
@@ -325,13 +331,20 @@ class Pool(PoolReport):
             # No caller has had a request on this pool: nothing caller-local
             # to read.  _acquire()'s common case, inline (one call less per
             # operation, ~1,000 instructions): the newest idle socket, fresh
-            # enough to skip the liveness poll, nobody queued before us.
-            # Anything else (a stale socket, a wait, a fork, re-homing under
-            # gevent) takes _acquire(), which sorts it out.
+            # enough to skip the liveness poll, nobody queued before us, and
+            # (greenlets) made in the caller's hub.  Anything else (a stale
+            # socket, a wait, a fork, sockets of several hubs) takes
+            # _acquire(), which sorts it out.
             lock = self._lock
             lock.acquire()
             idle = self._idle
-            if idle and self._available > 0 and not self._waiters and self._rehome is None and not self.closed:
+            if (
+                idle
+                and self._available > 0
+                and not self._waiters
+                and not self.closed
+                and (self._rehome is None or self._home_hub is self._current_hub())
+            ):
                 sock = idle[-1]
                 if (
                     sock.generation == self.generation
@@ -472,7 +485,7 @@ class Pool(PoolReport):
                     and not sock.closed
                     and (time.monotonic() - sock.last_checkin < _CHECK_IDLE_AFTER or sock.is_alive(self._poll))
                 ):
-                    if self._rehome is not None:
+                    if self._rehome is not None and self._home_hub is not self._current_hub():
                         raw = self._rehome(sock.sock)
                         if raw is None:  # a TLS socket of another thread's hub cannot move here
                             self._close_socket(sock)
@@ -480,6 +493,7 @@ class Pool(PoolReport):
                             continue
                         if raw is not sock.sock:
                             sock.rebind(raw)
+                            self._note_hub()
                     self._counters["checkouts"] += 1
                     return sock
                 self._close_socket(sock)
@@ -623,9 +637,24 @@ class Pool(PoolReport):
             self.identity.ssl,
         )
         sock = SocketInfo.connect(*args) if self._events is None else self._events.connect(*args)
+        if self._rehome is not None:
+            self._note_hub()
         self.hello = sock.hello
         self._counters["created"] += 1
         return sock
+
+    def _note_hub(self) -> None:
+        """A socket was made or re-homed in the caller's hub (greenlets): keep ``_home_hub`` true.
+
+        Called before the socket can reach the idle list, so a caller that
+        reads ``_home_hub`` and then pops a socket never misses its hub.
+        """
+        hub = self._current_hub()
+        with self._guard:
+            if self._home_hub is _NO_HUB:
+                self._home_hub = hub
+            elif self._home_hub is not hub:
+                self._home_hub = None  # several hubs: rehome() judges every checkout
 
     def _close_socket(self, sock: SocketInfo) -> None:
         if not sock.closed:  # count each socket once (a fork closes them early)
