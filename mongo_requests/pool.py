@@ -343,6 +343,7 @@ class Pool(PoolReport):
                 and self._available > 0
                 and not self._waiters
                 and not self.closed
+                and self._events is None  # a MonitoredPool publishes each checkout from _acquire
                 and (self._rehome is None or self._home_hub is self._current_hub())
             ):
                 sock = idle[-1]
