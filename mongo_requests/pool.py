@@ -1,7 +1,12 @@
 """The sockets to one server: cap, wait queue, checkout/checkin, request pins.
 
-Invariants (every method below keeps them; the tests check them against the
-server's own connection count):
+:class:`Pool` is assembled from this module's slot rules (checkout, checkin,
+the wait queue, connect, fork) and two mixins: a caller's request record in
+:mod:`mongo_requests.pool_requests`, and dead callers, resets and close in
+:mod:`mongo_requests.pool_lifecycle`.
+
+Invariants (every method of the three keeps them; the tests check them
+against the server's own connection count):
 
 * open sockets = idle + checked out + pinned, and never more than
   ``max_size``.  Each open socket holds one *slot*; ``_available`` counts the
@@ -30,25 +35,18 @@ server's own connection count):
   ``handle_error`` does, and calls :meth:`Pool.reset`.
 
 The request state machine is drawn in :class:`~mongo_requests.pool_state.RequestState`.
-
-Death of a caller is reported by the identity's ``watch`` callback, which may
-run at awkward moments (a thread's teardown, a weakref callback during garbage
-collection).  So it never blocks on the lock: it queues the record in
-``_dead`` and reaps only if it can take the lock at once.  Whoever holds the
-lock reaps the queue after releasing it, so no record waits for long.
+How the death of a caller is reported, without blocking on the lock, is in
+:mod:`mongo_requests.pool_lifecycle`.
 """
 
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import time
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidOperation
 from .identity import (
     GreenletIdentity,
     ThreadIdentity,
@@ -59,16 +57,16 @@ from .identity import (
     real_poll,
 )
 from .pipeline import Pipeline, w0_acknowledged
+from .pool_lifecycle import PoolLifecycle, _closed_error
 from .pool_report import PoolReport
-from .pool_state import _NO_REQUEST, PoolOptions, RequestState, _Request
+from .pool_requests import PoolRequests
+from .pool_state import PoolOptions, RequestState, _Request
 from .socket_info import SocketInfo
 
 if TYPE_CHECKING:
     from .events import PoolEvents
 
 __all__ = ["Pool", "PoolOptions", "RequestState"]
-
-log = logging.getLogger("mongo_requests")
 
 # Idle sockets older than this get an aliveness check before reuse.  A
 # fresh one is almost never dead, and the check costs a system call.
@@ -101,17 +99,6 @@ class _Guard:
             self.pool._reap()
 
 
-def _reaper(pool_ref: weakref.ref[Pool], req: _Request) -> Callable[[], None]:
-    """Build a death callback that holds the pool only weakly."""
-
-    def on_death() -> None:
-        pool = pool_ref()
-        if pool is not None:
-            pool._caller_died(req)
-
-    return on_death
-
-
 # Every pool, so a forked child can reset them all (see _after_fork).
 _all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 # This process's pid, refreshed in a forked child by the at-fork hook, so the
@@ -119,11 +106,7 @@ _all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _pid = os.getpid()
 
 
-def _closed_error() -> InvalidOperation:
-    return InvalidOperation("Cannot use MongoClient after close")
-
-
-class Pool(PoolReport):
+class Pool(PoolRequests, PoolLifecycle, PoolReport):
     """A capped pool of :class:`SocketInfo` to one server, request-aware.
 
     :param address: ``(host, port)``.
@@ -203,121 +186,6 @@ class Pool(PoolReport):
         if self.identity.kind == "thread":
             self._set_identity(choose_identity(None))
             self._reset("gevent patched threading")
-
-    # -- requests -----------------------------------------------------------
-    def _record(self) -> _Request:
-        """The caller's request record, created (and watched) on first use."""
-        req: _Request | None = self._local.req
-        if req is None:
-            req = _Request()
-            self._requests_seen = True
-            self._local.req = req
-            # Watched once per caller and pool, for the caller's whole life:
-            # a caller that starts and ends many requests registers one vigil.
-            self.identity.watch(_reaper(self._self_ref, req))
-        return req
-
-    def start_request(self) -> None:
-        """Begin (or nest) a request for the calling thread or greenlet."""
-        req = self._record()
-        req.depth += 1
-        if req.depth == 1:
-            self._counters["requests_started"] += 1
-
-    def set_pipelined(self, on: bool) -> bool:
-        """Turn pipelining of the caller's (begun) request on or off; True when it was off and is now on.
-
-        It stays on until the outermost end, or until the pipelining request
-        that turned it on ends.  See :mod:`mongo_requests.pipeline`.
-        """
-        req = self._record()
-        pl = req.pipeline
-        if not on:
-            if pl is not None:
-                pl.user = False
-            return False
-        if not req.depth or (pl is not None and pl.user):
-            return False
-        if pl is None:
-            pl = req.pipeline = Pipeline(True)
-        pl.user = True
-        if req.sock is not None and pl.sock is not req.sock:
-            pl.attach(req.sock)
-        return True
-
-    def end_request(self) -> None:
-        """End one level of request; the outermost end unpins the socket.
-
-        The socket goes back to the idle sockets, or is closed if the pool
-        was reset or closed while the request held it.
-        """
-        req = self._local.req
-        if req is None or req.depth == 0:
-            return
-        req.depth -= 1
-        if req.depth:
-            return
-        sock = req.sock
-        pipeline, req.pipeline = req.pipeline, None
-        error = None
-        try:
-            if pipeline is not None:
-                # Leaving is a sync point: read every reply before the socket goes back.
-                error = pipeline.finish()
-        finally:
-            req.sock = None
-            self._counters["requests_ended"] += 1
-            if sock is not None and self._unpin(sock):
-                if self._events is not None:
-                    self._events.checked_in(sock)
-                self._release(sock)
-        if error is not None:
-            raise error
-
-    def pipelined(self) -> Pipeline | None:
-        """The caller's pipeline when its request pipelines its acknowledged writes, else None."""
-        req = self._local.req
-        if req is None or not req.depth:
-            return None
-        pipeline: Pipeline | None = req.pipeline
-        return pipeline if pipeline is not None and pipeline.user else None
-
-    def sync_pipeline(self) -> None:
-        """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""
-        req = self._local.req
-        if req is not None and req.pipeline is not None:
-            req.pipeline.sync()
-
-    def abandon_pipeline(self) -> None:
-        """The caller is being killed: close its pinned socket if pipelined replies are unread."""
-        req = self._local.req
-        if req is not None and req.pipeline is not None:
-            req.pipeline.abandon()
-
-    def in_request(self) -> bool:
-        """True when the caller is inside a request with this pool."""
-        req = self._local.req
-        return req is not None and req.depth > 0
-
-    def request_state(self) -> RequestState:
-        """The caller's :class:`RequestState` with this pool."""
-        req = self._local.req
-        return _NO_REQUEST if req is None else req.state
-
-    def pinned_socket(self) -> SocketInfo | None:
-        """The socket pinned to the caller, if any (for diagnostics and tests)."""
-        req = self._local.req
-        return None if req is None else req.sock
-
-    def discard_pin(self) -> None:
-        """Close the caller's pinned socket, if any; its request stays open.
-
-        The topology calls this when a closed client is used again, so the
-        owner's next call frees the socket that ``close()`` left it.
-        """
-        req = self._local.req
-        if req is not None and req.sock is not None:
-            self._drop_pin(req, req.sock)
 
     # -- checkout / checkin -------------------------------------------------
     def checkout(self) -> SocketInfo:
@@ -664,70 +532,7 @@ class Pool(PoolReport):
             if self._events is not None:
                 self._events.closing(self, sock)
 
-    # -- dead callers -------------------------------------------------------
-    def _caller_died(self, req: _Request) -> None:
-        """Death callback: queue the record, reap now if the lock is free."""
-        if req.depth == 0 and req.sock is None:
-            return
-        self._dead.append(req)
-        self._reap()
-
-    def _reap(self) -> None:
-        """Return the sockets of dead callers (never blocks on the lock)."""
-        while self._dead:
-            if not self._lock.acquire(False):
-                return  # the holder reaps when it releases (see _Guard)
-            socks = []
-            pipelines = []
-            try:
-                while self._dead:
-                    req = self._dead.popleft()
-                    sock, req.sock, req.depth = req.sock, None, 0
-                    if sock is not None and sock in self._pinned:
-                        self._pinned.discard(sock)
-                        sock.request = None
-                        socks.append(sock)
-                    if req.pipeline is not None:
-                        pipelines.append(req.pipeline)
-                        req.pipeline = None
-                self._in_use += len(socks)  # pinned -> checked out, for _release
-            finally:
-                self._lock.release()
-            for pipeline in pipelines:
-                # Unread replies must not reach the socket's next owner: abandon()
-                # closes the socket then (no I/O; outside the lock, as it may
-                # call command listeners), before _release sees it.
-                pipeline.abandon()
-            self._counters["reclaimed"] += len(socks)
-            for sock in socks:
-                if self._events is not None:
-                    self._events.checked_in(sock)
-                self._release(sock)
-            # Loop: a record queued while we held the lock found it busy.
-
-    # -- generation, fork, close --------------------------------------------
-    def _reset(self, why: str) -> None:
-        """Bump the generation and close idle sockets: they are suspect now."""
-        with self._guard:
-            self.generation += 1
-            idle = list(self._idle)
-            self._idle.clear()
-            self._counters["resets"] += 1
-        log.info("pool %s:%d reset (%s)", self.address[0], self.address[1], why)
-        if self._events is not None:
-            self._events.pool_cleared(self.address)
-        for sock in idle:
-            self._close_socket(sock)
-
-    def reset(self, why: str = "reset requested") -> None:
-        """Discard every socket: idle ones now, checked-out ones when given back.
-
-        A socket pinned by a request stays with it while it is healthy (a
-        ``w=0`` write may still be queued on it), and is closed when the
-        request ends.  The topology's error handler calls this.
-        """
-        self._reset(why)
-
+    # -- fork ---------------------------------------------------------------
     def _after_fork(self) -> None:
         """In a forked child: forget every socket the parent opened.
 
@@ -762,29 +567,6 @@ class Pool(PoolReport):
                 req.sock = None
             sock.request = None
             sock.close()
-
-    def close(self) -> None:
-        """Close the pool: idle sockets now, others when their users are done.
-
-        An operation in flight on another caller's socket completes; the
-        socket is closed when it is given back, or, if pinned, when its
-        request ends, its owner dies, or its owner calls again (and gets
-        :class:`~pymongo.errors.InvalidOperation`).  Callers queued for a
-        slot are woken with InvalidOperation.
-        """
-        with self._guard:
-            self.closed = True
-            self.generation += 1
-            idle = list(self._idle)
-            self._idle.clear()
-            waiters = list(self._waiters)
-            self._waiters.clear()
-        for sock in idle:
-            self._close_socket(sock)
-        for waiter in waiters:
-            waiter.fail(_closed_error())
-        if self._events is not None:
-            self._events.pool_closed(self.address)
 
 
 def _after_fork_in_child() -> None:
