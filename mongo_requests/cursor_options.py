@@ -45,16 +45,9 @@ def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
     raise TypeError("sort and index specs must be a str, a list of (key, direction) pairs, or a mapping")
 
 
-def _collation_doc(value: Any) -> Any:
-    """A ``pymongo.collation.Collation`` or a mapping as the server's document; None stays None."""
-    if value is None:
-        return None
-    document = getattr(value, "document", None)
-    if document is not None:
-        return document
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError("collation must be a dict or an instance of pymongo.collation.Collation")
+# A ``pymongo.collation.Collation`` or a mapping as the server's document; None stays None.
+# One function for cursors and write statements (bulk's).
+_collation_doc = _collation
 
 
 def _command_options(cmd: dict[str, Any], kwargs: dict[str, Any]) -> None:
