@@ -342,8 +342,18 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
             if self._dead:
                 self._reap()
         else:
-            lock.release()
-            sock = self._wait_for_slot(deadline)
+            # Queue under the same hold of the lock that found no slot free,
+            # so no slot can come free unseen in between (and nothing to re-check).
+            try:
+                # Its outcome is settled under this lock (never held while settling).
+                waiter = self.identity.waiter(lock)
+                self._waiters.append(waiter)
+                self._counters["waits"] += 1
+            finally:
+                lock.release()
+            if self._dead:
+                self._reap()
+            sock = self._wait_in_queue(waiter, deadline)
         # We hold a slot from here on: any failure must give it back.
         try:
             if self.closed:
@@ -378,33 +388,12 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         with self._guard:
             return self._idle.pop() if self._idle else None
 
-    def _wait_for_slot(self, deadline: float | None) -> SocketInfo | None:
-        """Queue for a slot (FIFO); returns the handed-over idle socket or None."""
+    def _wait_in_queue(self, waiter: Any, deadline: float | None) -> SocketInfo | None:
+        """Wait, queued (FIFO) by _acquire, for a slot; returns the handed-over idle socket or None."""
         timeout = self.opts.wait_queue_timeout
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.0)
             timeout = left if timeout is None else min(timeout, left)
-        # Its outcome is settled under the pool's own lock (never held while
-        # settling): one lock less to make per wait.
-        waiter = self.identity.waiter(self._lock)
-        # The guard by hand, as in _acquire: this runs once per checkout
-        # when the pool is saturated (every one, with 10,000 greenlets).
-        lock = self._lock
-        lock.acquire()
-        # Re-check: a slot may have come free since we looked.
-        if self._available > 0 and not self._waiters:
-            self._available -= 1
-            self._in_use += 1
-            sock = self._idle.pop() if self._idle else None
-            lock.release()
-            if self._dead:
-                self._reap()
-            return sock
-        self._waiters.append(waiter)
-        self._counters["waits"] += 1
-        lock.release()
-        if self._dead:
-            self._reap()
         try:
             handed, sock = waiter.wait(timeout)
         except BaseException as exc:
