@@ -105,6 +105,16 @@ def mongodb_uri(_mongodb_session) -> str:
     return _mongodb_session[1]
 
 
+@pytest.fixture
+def pm(mongodb_uri):
+    """PyMongo 4's own client on the same server: the reference the drop-in tests compare with."""
+    import pymongo
+
+    c = pymongo.MongoClient(mongodb_uri, directConnection=True)
+    yield c
+    c.close()
+
+
 @pytest.fixture(scope="session")
 def mongod(_mongodb_session) -> MongodServer | None:
     """The session's :class:`MongodServer`, or None with ``MONGODB_URI``.

@@ -204,6 +204,15 @@ def _tail(data: str | bytes | None, n: int) -> str:
 # ---------------------------------------------------------------------------
 # The one connection monitor
 # ---------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists (a zombie counts until it is reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def server_connections(admin_client: mongo_requests.MongoClient) -> int:
     """The server's count of open connections (``serverStatus().connections.current``)."""
     status = admin_client.admin.command(

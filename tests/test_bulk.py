@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pymongo
 import pytest
 from pymongo.errors import BulkWriteError, DuplicateKeyError, InvalidOperation, WriteError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.results import BulkWriteResult
 from pymongo.write_concern import WriteConcern
-
-
-@pytest.fixture
-def pm(mongodb_uri):
-    """PyMongo 4's own client on the same server: the reference."""
-    c = pymongo.MongoClient(mongodb_uri, directConnection=True)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -36,13 +36,6 @@ class Recorder(monitoring.CommandListener):
         return [e for e in self.started_events if e.command_name == name][-1].command
 
 
-@pytest.fixture
-def pm(mongodb_uri):
-    c = pymongo.MongoClient(mongodb_uri, directConnection=True)
-    yield c
-    c.close()
-
-
 def test_client_read_preference_is_not_a_database(client, pm):
     assert client.read_preference == ReadPreference.PRIMARY == pm.read_preference
     assert client.read_preference.mode == 0

@@ -15,7 +15,6 @@ import datetime
 import struct
 
 import bson
-import pymongo
 import pytest
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
@@ -52,14 +51,6 @@ def path(request, monkeypatch) -> str:
     elif request.param == "decoded":  # as with command listeners: the whole reply decoded
         monkeypatch.setattr(raw_arrays, "SPLIT_REPLIES", False)
     return str(request.param)
-
-
-@pytest.fixture
-def pm(mongodb_uri):
-    """PyMongo's own client on the same server: the reference."""
-    c = pymongo.MongoClient(mongodb_uri, directConnection=True)
-    yield c
-    c.close()
 
 
 @pytest.fixture

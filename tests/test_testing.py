@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import mongo_requests.testing as testing
+from helpers import pid_alive
 from mongo_requests.testing import MongodNotFound, MongodServer, MongodStartError, find_mongod, raw_command
 
 # mongo_requests.testing manages mongod processes and speaks raw sockets; no
@@ -22,14 +23,6 @@ from mongo_requests.testing import MongodNotFound, MongodServer, MongodStartErro
 pytestmark = pytest.mark.modes("threads")
 
 WHEEL_SUFFIX = os.path.join("fiftyone", "db", "bin", "mongod")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_find_mongod_returns_an_executable():
@@ -66,7 +59,7 @@ def test_start_hello_and_clean_stop():
         assert server.address == ("127.0.0.1", server.port)
         assert server.uri == f"mongodb://127.0.0.1:{server.port}/"
         pid, dbpath = server.pid, server.dbpath
-        assert _alive(pid) and os.path.isdir(dbpath)
+        assert pid_alive(pid) and os.path.isdir(dbpath)
         hello = raw_command(server.address, {"hello": 1})
         assert hello["ok"] == 1 and hello["isWritablePrimary"] is True
         build = server.command({"buildInfo": 1})
@@ -75,7 +68,7 @@ def test_start_hello_and_clean_stop():
         assert build["versionArray"][0] >= 6
         assert "Waiting for connections" in server.log_tail(200)
     # __exit__ shut mongod down and removed the temporary dbpath.
-    assert server.pid is None and not _alive(pid)
+    assert server.pid is None and not pid_alive(pid)
     assert not os.path.exists(dbpath)
 
 
@@ -137,7 +130,7 @@ def test_kill_then_start_keeps_port_and_data():
         assert reply["ok"] == 1 and reply["n"] == 1
 
         server.kill()
-        assert server.pid is None and not _alive(first_pid)
+        assert server.pid is None and not pid_alive(first_pid)
         assert os.path.isdir(dbpath)
         with pytest.raises(OSError):
             raw_command(server.address, {"ping": 1}, timeout=2)
@@ -194,7 +187,7 @@ def test_atexit_kills_abandoned_servers():
     out = subprocess.run([sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     pid, dbpath = out.stdout.split()
-    assert not _alive(int(pid))
+    assert not pid_alive(int(pid))
     assert not os.path.exists(dbpath)
 
 

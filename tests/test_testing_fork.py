@@ -15,7 +15,7 @@ import secrets
 import time
 
 import mongo_requests.testing as testing
-from helpers import child_env, run_child
+from helpers import child_env, pid_alive, run_child
 from mongo_requests.testing import MongodServer, raw_command
 
 _LAUNCH_THREE = """
@@ -41,14 +41,6 @@ for server in servers:
     server.stop()
     server.cleanup()
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _tagged(tag: str) -> list[int]:
@@ -86,7 +78,7 @@ def test_members_started_at_once_leave_no_mongod_behind(mode):
     )
     assert out.returncode == 0, out.stderr[-5000:]
     pids = [int(p) for p in out.stdout.split()]
-    assert len(set(pids)) == 3 and not any(_alive(pid) for pid in pids), out.stdout
+    assert len(set(pids)) == 3 and not any(pid_alive(pid) for pid in pids), out.stdout
 
 
 def test_a_relaunch_kills_the_earlier_process_first():
@@ -100,12 +92,12 @@ def test_a_relaunch_kills_the_earlier_process_first():
         server._launch()
         second = server.pid
         assert second is not None and second != first
-        assert not _alive(first)
+        assert not pid_alive(first)
         assert raw_command(server.address, {"ping": 1})["ok"] == 1
         assert server.stop() == 0
     finally:
         server.cleanup()
-    assert not _alive(second)
+    assert not pid_alive(second)
 
 
 def test_a_forked_child_leaves_the_parents_servers_alone():
@@ -130,5 +122,5 @@ def test_a_forked_child_leaves_the_parents_servers_alone():
             os._exit(code)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert server.pid == pid and _alive(pid) and os.path.isdir(dbpath)
+        assert server.pid == pid and pid_alive(pid) and os.path.isdir(dbpath)
         assert raw_command(server.address, {"ping": 1})["ok"] == 1
