@@ -27,6 +27,7 @@ class PoolReport:
     generation: int
     _guard: Any
     _counters: collections.Counter[str]
+    _checkouts: int
     _idle: collections.deque[SocketInfo]
     _in_use: int
     _pinned: set[SocketInfo]
@@ -36,6 +37,8 @@ class PoolReport:
         """Counters since the last :meth:`pop_stats`, plus the current gauges."""
         with self._guard:
             stats = dict(self._counters)
+            if self._checkouts:
+                stats["checkouts"] = self._checkouts
             stats.update(
                 idle=len(self._idle),
                 in_use=self._in_use,
@@ -52,6 +55,7 @@ class PoolReport:
         stats = self.get_stats()
         with self._guard:
             self._counters.clear()
+            self._checkouts = 0
         return stats
 
     def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
