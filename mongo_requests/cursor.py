@@ -491,8 +491,13 @@ class Cursor(_CursorBase, CursorOptions):
         return self
 
     def clone(self) -> Cursor:
-        """An unstarted copy with the same options."""
-        other = Cursor(self._collection, self._filter, self._projection, self._skip, 0, self._sort, self._batch_size)
+        """An unstarted copy with the same options, of the same class (a raw-batch cursor's clone is one too)."""
+        # Cursor.__init__ on a bare instance of our class: a subclass's own
+        # __init__ would wrap the collection again (RawBatchCursor's raw_collection).
+        other = Cursor.__new__(type(self))
+        Cursor.__init__(
+            other, self._collection, self._filter, self._projection, self._skip, 0, self._sort, self._batch_size
+        )
         other._limit, other._single_batch = self._limit, self._single_batch
         other._hint, other._max_time_ms, other._comment = self._hint, self._max_time_ms, self._comment
         other._no_cursor_timeout, other._allow_disk_use = self._no_cursor_timeout, self._allow_disk_use

@@ -214,6 +214,17 @@ def test_raw_batches_limit_skip_and_the_servers_limit(path, things, admin_client
     assert [[d["_id"] for d in bson.decode_all(b)] for b in single] == [[0, 1, 2]]
 
 
+def test_a_clone_of_a_raw_batch_cursor_gives_raw_batches_too(path, things):
+    cursor = things.find_raw_batches({"_id": {"$gte": 5}}, batch_size=4, sort=[("_id", 1)]).limit(9)
+    first = list(cursor)
+    clone = cursor.clone()
+    assert type(clone) is type(cursor)
+    again = list(clone)
+    assert again == first and all(type(b) is bytes for b in again)
+    assert [d["_id"] for b in again for d in bson.decode_all(b)] == list(range(5, 14))
+    assert [len(bson.decode_all(b)) for b in again] == [4, 4, 1]
+
+
 def test_raw_documents_match_decoded_ones(path, things):
     raw = things.with_options(codec_options=RAW)
     plain = list(things.find({}, sort=[("_id", 1)]))
