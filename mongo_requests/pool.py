@@ -48,6 +48,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .identity import (
+    CALLS,
     GreenletIdentity,
     ThreadIdentity,
     choose_identity,
@@ -176,9 +177,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # hub; _NO_HUB until the first connect, None once a second hub has.
         self._current_hub: Any = identity.current_hub  # None for threads: read only when _rehome is set
         self._home_hub: Any = _NO_HUB
-        # Caller-private storage; the class attribute makes a missing record
-        # cost a plain attribute miss instead of an AttributeError.
-        self._local = type("_RequestLocal", (identity.local_base(),), {"req": None})()
+        # What carries the caller's request records (the greenlet, or a
+        # thread-local): see identity.calls().  A C callable, read in checkout.
+        self._caller = identity.current
 
     def _threading_patched(self) -> None:
         """gevent just patched ``threading``: auto mode switches to greenlets.
@@ -186,7 +187,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         Sockets made so far are blocking stdlib sockets that would stall the
         hub, and request state belongs to threads that are now greenlets, so
         both are dropped: a reset closes the idle sockets and makes the rest
-        stale, and a fresh caller-local store starts empty.
+        stale, and the greenlets' own record stores start with no record of this pool.
         """
         if self.identity.kind == "thread":
             self._set_identity(choose_identity(None))
@@ -237,7 +238,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                     return sock
             lock.release()
             return self._acquire()
-        req = self._local.req
+        # self._req(), inline: the caller's record, one attribute of the greenlet (or thread-local).
+        calls = getattr(self._caller(), CALLS, None)
+        req = None if calls is None else calls.get(self._self_ref)
         if req is None:
             if not self.opts.auto_start_request:
                 return self._acquire()
