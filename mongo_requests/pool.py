@@ -157,6 +157,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # The checkout counter apart: an int attribute costs the hot path ~150
         # instructions less than a Counter item.  get_stats() reports it.
         self._checkouts = 0
+        # Likewise the counters of a request's start, pin and end and of a wait:
+        # several per request on a busy pool (see _INT_COUNTERS in pool_report).
+        self._requests_started = self._requests_ended = self._pins = self._waits = 0
         # Set (never cleared) before any caller's first request record: until
         # then checkout skips the caller-local read (~500 instructions).
         # auto_start_request: every caller has one from its first operation.
@@ -249,7 +252,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
             if not self.opts.auto_start_request:
                 return self._acquire()
             req.depth = 1
-            self._counters["requests_started"] += 1
+            self._requests_started += 1
         pinned: SocketInfo | None = req.sock
         if pinned is not None:
             # The hot path of a request: no lock, no slot.  An older
@@ -266,7 +269,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         with self._guard:
             self._in_use -= 1
             self._pinned.add(sock)
-        self._counters["pins"] += 1
+        self._pins += 1
         if req.pipeline is not None or w0_acknowledged(sock):
             # A pipelining request, or any request on a mongos (its w=0 writes
             # go acknowledged): the pipeline owns the socket's unread replies.
@@ -357,7 +360,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                 # Its outcome is settled under this lock (never held while settling).
                 waiter = self.identity.waiter(lock)
                 self._waiters.append(waiter)
-                self._counters["waits"] += 1
+                self._waits += 1
             finally:
                 lock.release()
             if self._dead:
@@ -545,7 +548,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         self.pid = _pid
         self.generation += 1
         self._counters.clear()  # the parent's counts are not the child's
-        self._checkouts = 0
+        self._clear_int_counters()
         self.identity.after_fork()
         if self._auto_identity and self.identity.kind != ("greenlet" if gevent_patched("threading") else "thread"):
             # gunicorn patches in the worker, after the fork: decide afresh

@@ -1,11 +1,11 @@
 """A caller's request with one pool: its record, begin and end, its pipeline, and what it pins.
 
 :class:`~mongo_requests.pool.Pool` inherits :class:`PoolRequests`.  The record (``_Request``) lives in the
-caller's record store (``identity.calls()``, shared with the topology and the other pools); only its
-caller changes it while alive, so these methods take the pool's
-lock only through the slot rules they call in :mod:`mongo_requests.pool` (``_unpin``, ``_release``,
-``_drop_pin``).  Pinning itself is :meth:`~mongo_requests.pool.Pool.checkout`'s (the hot path stays there);
-the sockets of callers that died without ending their requests are :mod:`mongo_requests.pool_lifecycle`'s.
+caller's record store (``identity.calls()``, shared with the topology and every other pool); only its caller
+changes it while alive, so these methods take the pool's lock only through the slot rules they call in
+:mod:`mongo_requests.pool` (``_unpin``, ``_release``, ``_drop_pin``).  Pinning itself is
+:meth:`~mongo_requests.pool.Pool.checkout`'s (the hot path stays there); the sockets of callers that died
+without ending their requests are :mod:`mongo_requests.pool_lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class PoolRequests:
     _self_ref: weakref.ref[Pool]
     _requests_seen: bool
     _counters: collections.Counter[str]
+    _requests_started: int
+    _requests_ended: int
     _events: PoolEvents | None
 
     if TYPE_CHECKING:  # Pool's slot rules, in mongo_requests.pool
@@ -68,7 +70,7 @@ class PoolRequests:
         req = self._record()
         req.depth += 1
         if req.depth == 1:
-            self._counters["requests_started"] += 1
+            self._requests_started += 1
 
     def set_pipelined(self, on: bool) -> bool:
         """Turn pipelining of the caller's (begun) request on or off; True when it was off and is now on.
@@ -112,7 +114,7 @@ class PoolRequests:
                 error = pipeline.finish()
         finally:
             req.sock = None
-            self._counters["requests_ended"] += 1
+            self._requests_ended += 1
             if sock is not None and self._unpin(sock):
                 if self._events is not None:
                     self._events.checked_in(sock)
