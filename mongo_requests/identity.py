@@ -42,8 +42,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ConfigurationError
-from .originals import _allocate_lock, _original, gevent_patched, real_lock, real_poll
-from .waiters import _GreenletWaiter, _ThreadWaiter
+from .originals import _original, gevent_patched, real_lock, real_poll
+from .waiters import _GreenletWaiter, _ThreadWaiter, use_gevent
 
 __all__ = [
     "ThreadIdentity",
@@ -259,6 +259,7 @@ class GreenletIdentity:
         self._Greenlet = gevent.Greenlet
         self._local_cls = gevent.local.local
         self._get_hub = gevent.get_hub
+        use_gevent(gevent.get_hub, greenlet.getcurrent)
         # The calling thread's hub: the pool compares it with the hub its
         # sockets were made in, to skip rehome() while there is only one.
         self.current_hub = gevent.get_hub
@@ -309,15 +310,11 @@ class GreenletIdentity:
             self._watch(current, _callers_death(calls))
         return calls
 
-    def waiter(self, settle_lock: Any = None) -> _GreenletWaiter:
-        """A one-shot waiter for the pool's wait queue (``settle_lock``: the pool's lock, else a new one).
-
-        Its wake-up may come from another thread's hub (or a plain thread),
-        which mixed mode needs: see :class:`_GreenletWaiter`.
-        """
-        return _GreenletWaiter(
-            self._get_hub(), self._getcurrent(), _allocate_lock() if settle_lock is None else settle_lock
-        )
+    #: ``waiter(settle_lock=None)``: a one-shot waiter for the pool's wait queue
+    #: (``settle_lock``: the pool's lock, else a new one).  The class itself, so
+    #: making one is one call.  Its wake-up may come from another thread's hub
+    #: (or a plain thread), which mixed mode needs: see :class:`_GreenletWaiter`.
+    waiter = _GreenletWaiter
 
     def after_fork(self) -> None:
         """In a forked child: make gevent's hub usable again.
