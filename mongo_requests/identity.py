@@ -114,27 +114,32 @@ def _thread_vigils(local_cls: type) -> _ThreadVigils:
 CALLS = "_mongo_requests_calls"
 
 
-def _callers_death(calls: dict[weakref.ref[Any], Any]) -> Callable[[], None]:
-    """The death callback of one caller: each live owner reclaims what its record holds."""
+class CallerRecords(dict[weakref.ref[Any], Any]):
+    """One caller's request records: ``{weakref to owner: record}``, and its death callback.
 
-    def on_death() -> None:
-        for owner_ref, record in list(calls.items()):
+    A dict subclass so that the death callback is a bound method: one object
+    per caller for the garbage collector to track, where a closure and
+    rawlink's wrapper made five (10,000 greenlets keep them all alive).
+    """
+
+    __slots__ = ()
+
+    def caller_died(self, *_: Any) -> None:
+        """Death watch (any arguments ignored: rawlink passes the greenlet): each live owner reclaims its record."""
+        for owner_ref, record in list(self.items()):
             owner = owner_ref()
             if owner is not None:
                 owner._caller_died(record)
 
-    return on_death
+    def add(self, owner_ref: weakref.ref[Any], record: Any) -> None:
+        """File ``record`` under ``owner_ref``, dropping the records of freed owners.
 
-
-def add_record(calls: dict[weakref.ref[Any], Any], owner_ref: weakref.ref[Any], record: Any) -> None:
-    """File ``record`` in a caller's ``calls`` under ``owner_ref``, dropping the records of freed owners.
-
-    A long-lived caller (a main thread) that uses many short-lived clients
-    keeps one small record per live owner this way, not one per client ever used.
-    """
-    for dead in [ref for ref in calls if ref() is None]:
-        del calls[dead]
-    calls[owner_ref] = record
+        A long-lived caller (a main thread) that uses many short-lived clients
+        keeps one small record per live owner this way, not one per client ever used.
+        """
+        for dead in [ref for ref in self if ref() is None]:
+            del self[dead]
+        self[owner_ref] = record
 
 
 class ThreadIdentity:
@@ -171,14 +176,14 @@ class ThreadIdentity:
         """Run ``callback()`` once, after the current thread has ended."""
         self._vigils.watch(callback)
 
-    def calls(self) -> dict[weakref.ref[Any], Any]:
+    def calls(self) -> CallerRecords:
         """The calling thread's request records, made (and its death watched) on first use."""
         tl = self._vigils.tl
-        calls: dict[weakref.ref[Any], Any] | None = getattr(tl, CALLS, None)
+        calls: CallerRecords | None = getattr(tl, CALLS, None)
         if calls is None:
-            calls = {}
+            calls = CallerRecords()
             setattr(tl, CALLS, calls)
-            self._vigils.watch(_callers_death(calls))
+            self._vigils.watch(calls.caller_died)
         return calls
 
     def waiter(self, settle_lock: Any = None) -> _ThreadWaiter:
@@ -300,14 +305,17 @@ class GreenletIdentity:
             return
         _watch_ref(current, callback, _raw_greenlet_refs)
 
-    def calls(self) -> dict[weakref.ref[Any], Any]:
+    def calls(self) -> CallerRecords:
         """The calling greenlet's request records, made (and its death watched) on first use."""
         current = self._getcurrent()
-        calls: dict[weakref.ref[Any], Any] | None = getattr(current, CALLS, None)
+        calls: CallerRecords | None = getattr(current, CALLS, None)
         if calls is None:
-            calls = {}
+            calls = CallerRecords()
             setattr(current, CALLS, calls)
-            self._watch(current, _callers_death(calls))
+            if isinstance(current, self._Greenlet):
+                current.rawlink(calls.caller_died)  # called with the greenlet: no wrapper needed
+            else:
+                self._watch(current, calls.caller_died)
         return calls
 
     #: ``waiter(settle_lock=None)``: a one-shot waiter for the pool's wait queue

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .identity import CALLS, add_record
+from .identity import CALLS
 from .pipeline import Pipeline
 from .pool_state import _NO_REQUEST, RequestState, _Request
 
@@ -62,7 +62,7 @@ class PoolRequests:
             # The caller's death is watched once, when its record store is
             # made (by this pool or any other owner), for the caller's whole
             # life: the watch calls _caller_died with this record.
-            add_record(self.identity.calls(), self._self_ref, req)
+            self.identity.calls().add(self._self_ref, req)
         return req
 
     def start_request(self) -> None:

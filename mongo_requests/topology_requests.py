@@ -11,8 +11,8 @@ used, as long as it stays suitable, so reads in a request never go back in
 time.  When the primary changes, the next operation simply selects the new
 primary and pins a socket there.
 
-The caller's request state is a :class:`_TopologyRequest` (``depth``,
-``pools``, ``secondary``) in the caller's record store, the one its pools'
+The caller's request state is a :class:`_TopologyRequest` (the pools it
+joined, ``depth``, ``secondary``) in the caller's record store, the one its pools'
 records share (:meth:`~mongo_requests.identity.GreenletIdentity.calls`); the
 pins themselves are the pools'.
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import PyMongoError
-from .identity import CALLS, add_record
+from .identity import CALLS
 
 if TYPE_CHECKING:
     from .identity import GreenletIdentity, ThreadIdentity
@@ -34,14 +34,18 @@ if TYPE_CHECKING:
 __all__ = ["TopologyRequests"]
 
 
-class _TopologyRequest:
-    """One caller's request across the members; only its caller mutates it."""
+class _TopologyRequest(set["Pool"]):
+    """One caller's request across the members: the set of pools whose request it began, its depth and secondary.
 
-    __slots__ = ("depth", "pools", "secondary")
+    A set itself rather than a record holding one: one object less per caller
+    for the garbage collector to track.  Only its caller mutates it.
+    """
+
+    __slots__ = ("depth", "secondary")
 
     def __init__(self) -> None:
+        super().__init__()
         self.depth = 0
-        self.pools: set[Pool] = set()  # the pools whose request this one began
         self.secondary: Any = None  # the member of the request's secondary reads
 
 
@@ -68,7 +72,7 @@ class TopologyRequests:
         req = self._request()
         if req is None:
             req = _TopologyRequest()
-            add_record(self.identity.calls(), self._self_ref, req)
+            self.identity.calls().add(self._self_ref, req)
         req.depth += 1
         if req.depth == 1:
             req.secondary = None
@@ -76,9 +80,8 @@ class TopologyRequests:
                 self._join_request(req, server)
 
     def _join_request(self, req: _TopologyRequest, server: Server) -> None:
-        pools = req.pools
-        if server.pool not in pools:
-            pools.add(server.pool)
+        if server.pool not in req:
+            req.add(server.pool)
             server.pool.start_request()
 
     def end_request(self) -> None:
@@ -92,8 +95,8 @@ class TopologyRequests:
         req.depth -= 1
         if req.depth:
             return
-        pools = list(req.pools)
-        req.pools.clear()
+        pools = list(req)
+        req.clear()
         req.secondary = None
         _end_all(pools)
 
