@@ -108,7 +108,10 @@ class TopologyRequests:
         return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
 
     def _caller_died(self, req: _TopologyRequest) -> None:
-        """Death watch (identity): nothing to reclaim here, each pool reclaims its own pin."""
+        """Death watch (identity): each pool reclaims its own pin; drop the dead caller's hold on the pools."""
+        req.clear()
+        req.depth = 0
+        req.secondary = None
 
 
 def _end_all(pools: Any) -> None:

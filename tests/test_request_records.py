@@ -55,6 +55,14 @@ def test_a_caller_that_dies_in_requests_with_two_clients_frees_both_sockets(mode
         stats = client.pool.get_stats()
         assert stats["reclaimed"] == workers and stats["created"] == 1, stats
         assert stats["open"] == stats["idle"] == 1, stats
+    if mode.green:
+        # A dead greenlet object may stay referenced (here, by handles): its records hold nothing any more.
+        for handle in handles:
+            records = getattr(handle, CALLS)
+            assert len(records) == 4  # a's and b's topology and pool
+            for record in records.values():
+                assert record.depth == 0 and not getattr(record, "sock", None), record
+                assert not isinstance(record, set) or not record  # a topology's: no pools held
 
 
 @pytest.mark.modes(*ALL_MODES)
