@@ -48,6 +48,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .identity import (
+    CALLS,
     GreenletIdentity,
     ThreadIdentity,
     choose_identity,
@@ -156,6 +157,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # The checkout counter apart: an int attribute costs the hot path ~150
         # instructions less than a Counter item.  get_stats() reports it.
         self._checkouts = 0
+        # Likewise the counters of a request's start, pin and end and of a wait:
+        # several per request on a busy pool (see _INT_COUNTERS in pool_report).
+        self._requests_started = self._requests_ended = self._pins = self._waits = 0
         # Set (never cleared) before any caller's first request record: until
         # then checkout skips the caller-local read (~500 instructions).
         # auto_start_request: every caller has one from its first operation.
@@ -176,9 +180,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # hub; _NO_HUB until the first connect, None once a second hub has.
         self._current_hub: Any = identity.current_hub  # None for threads: read only when _rehome is set
         self._home_hub: Any = _NO_HUB
-        # Caller-private storage; the class attribute makes a missing record
-        # cost a plain attribute miss instead of an AttributeError.
-        self._local = type("_RequestLocal", (identity.local_base(),), {"req": None})()
+        # What carries the caller's request records (the greenlet, or a
+        # thread-local): see identity.calls().  A C callable, read in checkout.
+        self._caller = identity.current
 
     def _threading_patched(self) -> None:
         """gevent just patched ``threading``: auto mode switches to greenlets.
@@ -186,7 +190,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         Sockets made so far are blocking stdlib sockets that would stall the
         hub, and request state belongs to threads that are now greenlets, so
         both are dropped: a reset closes the idle sockets and makes the rest
-        stale, and a fresh caller-local store starts empty.
+        stale, and the greenlets' own record stores start with no record of this pool.
         """
         if self.identity.kind == "thread":
             self._set_identity(choose_identity(None))
@@ -237,7 +241,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                     return sock
             lock.release()
             return self._acquire()
-        req = self._local.req
+        # self._req(), inline: the caller's record, one attribute of the greenlet (or thread-local).
+        calls = getattr(self._caller(), CALLS, None)
+        req = None if calls is None else calls.get(self._self_ref)
         if req is None:
             if not self.opts.auto_start_request:
                 return self._acquire()
@@ -246,7 +252,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
             if not self.opts.auto_start_request:
                 return self._acquire()
             req.depth = 1
-            self._counters["requests_started"] += 1
+            self._requests_started += 1
         pinned: SocketInfo | None = req.sock
         if pinned is not None:
             # The hot path of a request: no lock, no slot.  An older
@@ -260,10 +266,15 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         sock = self._acquire()
         sock.request = req
         req.sock = sock
-        with self._guard:
-            self._in_use -= 1
-            self._pinned.add(sock)
-        self._counters["pins"] += 1
+        # The guard by hand, as in _acquire (once per request: two calls less).
+        lock = self._lock
+        lock.acquire()
+        self._in_use -= 1
+        self._pinned.add(sock)
+        lock.release()
+        if self._dead:
+            self._reap()
+        self._pins += 1
         if req.pipeline is not None or w0_acknowledged(sock):
             # A pipelining request, or any request on a mongos (its w=0 writes
             # go acknowledged): the pipeline owns the socket's unread replies.
@@ -354,7 +365,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                 # Its outcome is settled under this lock (never held while settling).
                 waiter = self.identity.waiter(lock)
                 self._waiters.append(waiter)
-                self._counters["waits"] += 1
+                self._waits += 1
             finally:
                 lock.release()
             if self._dead:
@@ -476,12 +487,17 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         reset by a fork since it was pinned): then there is nothing to release.
         """
         sock.request = None
-        with self._guard:
-            if sock not in self._pinned:
-                return False
+        # The guard by hand, as in _acquire (once per request: two calls less).
+        lock = self._lock
+        lock.acquire()
+        pinned = sock in self._pinned
+        if pinned:
             self._pinned.discard(sock)
             self._in_use += 1
-            return True
+        lock.release()
+        if self._dead:
+            self._reap()
+        return pinned
 
     def _connect(self, deadline: float | None = None) -> SocketInfo:
         """Open a new socket (outside the lock; the caller holds a slot)."""
@@ -542,7 +558,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         self.pid = _pid
         self.generation += 1
         self._counters.clear()  # the parent's counts are not the child's
-        self._checkouts = 0
+        self._clear_int_counters()
         self.identity.after_fork()
         if self._auto_identity and self.identity.kind != ("greenlet" if gevent_patched("threading") else "thread"):
             # gunicorn patches in the worker, after the fork: decide afresh

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PoolReport"]
 
+# Counters kept as int attributes (``_<name>``) rather than ``_counters`` items, for
+# the hot paths: ``+= 1`` on an attribute costs ~550 instructions, on a Counter item
+# ~1,900.  get_stats() reports them under these names, like the Counter's (only once nonzero).
+_INT_COUNTERS = ("checkouts", "requests_started", "requests_ended", "pins", "waits")
+
 
 class PoolReport:
     """Base of :class:`~mongo_requests.pool.Pool`: stats, repr and the timeout message."""
@@ -37,8 +42,10 @@ class PoolReport:
         """Counters since the last :meth:`pop_stats`, plus the current gauges."""
         with self._guard:
             stats = dict(self._counters)
-            if self._checkouts:
-                stats["checkouts"] = self._checkouts
+            for name in _INT_COUNTERS:
+                value = getattr(self, "_" + name)
+                if value:
+                    stats[name] = value
             stats.update(
                 idle=len(self._idle),
                 in_use=self._in_use,
@@ -55,8 +62,13 @@ class PoolReport:
         stats = self.get_stats()
         with self._guard:
             self._counters.clear()
-            self._checkouts = 0
+            self._clear_int_counters()
         return stats
+
+    def _clear_int_counters(self) -> None:
+        """Zero the int-attribute counters (``_INT_COUNTERS``); the caller holds the guard, or is alone (a fork)."""
+        for name in _INT_COUNTERS:
+            setattr(self, "_" + name, 0)
 
     def _timeout_error(self, timeout: float | None) -> PoolTimeoutError:
         """The error for a caller that waited ``timeout`` for a slot, saying who holds them."""

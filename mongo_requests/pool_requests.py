@@ -1,10 +1,11 @@
 """A caller's request with one pool: its record, begin and end, its pipeline, and what it pins.
 
 :class:`~mongo_requests.pool.Pool` inherits :class:`PoolRequests`.  The record (``_Request``) lives in the
-pool's caller-private ``_local``; only its caller changes it while alive, so these methods take the pool's
-lock only through the slot rules they call in :mod:`mongo_requests.pool` (``_unpin``, ``_release``,
-``_drop_pin``).  Pinning itself is :meth:`~mongo_requests.pool.Pool.checkout`'s (the hot path stays there);
-the sockets of callers that died without ending their requests are :mod:`mongo_requests.pool_lifecycle`'s.
+caller's record store (``identity.calls()``, shared with the topology and every other pool); only its caller
+changes it while alive, so these methods take the pool's lock only through the slot rules they call in
+:mod:`mongo_requests.pool` (``_unpin``, ``_release``, ``_drop_pin``).  Pinning itself is
+:meth:`~mongo_requests.pool.Pool.checkout`'s (the hot path stays there); the sockets of callers that died
+without ending their requests are :mod:`mongo_requests.pool_lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .identity import CALLS
 from .pipeline import Pipeline
 from .pool_state import _NO_REQUEST, RequestState, _Request
 
@@ -26,26 +28,17 @@ if TYPE_CHECKING:
 __all__ = ["PoolRequests"]
 
 
-def _reaper(pool_ref: weakref.ref[Pool], req: _Request) -> Callable[[], None]:
-    """Build a death callback that holds the pool only weakly."""
-
-    def on_death() -> None:
-        pool = pool_ref()
-        if pool is not None:
-            pool._caller_died(req)
-
-    return on_death
-
-
 class PoolRequests:
     """Request records for :class:`~mongo_requests.pool.Pool`: start, end, pipelining, the caller's pin."""
 
     # Set by Pool.__init__; declared here for the type checker only.
     identity: ThreadIdentity | GreenletIdentity
-    _local: Any
+    _caller: Callable[[], Any]
     _self_ref: weakref.ref[Pool]
     _requests_seen: bool
     _counters: collections.Counter[str]
+    _requests_started: int
+    _requests_ended: int
     _events: PoolEvents | None
 
     if TYPE_CHECKING:  # Pool's slot rules, in mongo_requests.pool
@@ -55,16 +48,21 @@ class PoolRequests:
         def _drop_pin(self, req: _Request, sock: SocketInfo) -> None: ...
 
     # -- requests -----------------------------------------------------------
+    def _req(self) -> _Request | None:
+        """The caller's request record with this pool, if it has one (checkout inlines this)."""
+        calls = getattr(self._caller(), CALLS, None)
+        return None if calls is None else calls.get(self._self_ref)
+
     def _record(self) -> _Request:
-        """The caller's request record, created (and watched) on first use."""
-        req: _Request | None = self._local.req
+        """The caller's request record, created on first use."""
+        req = self._req()
         if req is None:
             req = _Request()
             self._requests_seen = True
-            self._local.req = req
-            # Watched once per caller and pool, for the caller's whole life:
-            # a caller that starts and ends many requests registers one vigil.
-            self.identity.watch(_reaper(self._self_ref, req))
+            # The caller's death is watched once, when its record store is
+            # made (by this pool or any other owner), for the caller's whole
+            # life: the watch calls _caller_died with this record.
+            self.identity.calls().add(self._self_ref, req)
         return req
 
     def start_request(self) -> None:
@@ -72,7 +70,7 @@ class PoolRequests:
         req = self._record()
         req.depth += 1
         if req.depth == 1:
-            self._counters["requests_started"] += 1
+            self._requests_started += 1
 
     def set_pipelined(self, on: bool) -> bool:
         """Turn pipelining of the caller's (begun) request on or off; True when it was off and is now on.
@@ -101,7 +99,7 @@ class PoolRequests:
         The socket goes back to the idle sockets, or is closed if the pool
         was reset or closed while the request held it.
         """
-        req = self._local.req
+        req = self._req()
         if req is None or req.depth == 0:
             return
         req.depth -= 1
@@ -116,7 +114,7 @@ class PoolRequests:
                 error = pipeline.finish()
         finally:
             req.sock = None
-            self._counters["requests_ended"] += 1
+            self._requests_ended += 1
             if sock is not None and self._unpin(sock):
                 if self._events is not None:
                     self._events.checked_in(sock)
@@ -126,7 +124,7 @@ class PoolRequests:
 
     def pipelined(self) -> Pipeline | None:
         """The caller's pipeline when its request pipelines its acknowledged writes, else None."""
-        req = self._local.req
+        req = self._req()
         if req is None or not req.depth:
             return None
         pipeline: Pipeline | None = req.pipeline
@@ -134,29 +132,29 @@ class PoolRequests:
 
     def sync_pipeline(self) -> None:
         """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""
-        req = self._local.req
+        req = self._req()
         if req is not None and req.pipeline is not None:
             req.pipeline.sync()
 
     def abandon_pipeline(self) -> None:
         """The caller is being killed: close its pinned socket if pipelined replies are unread."""
-        req = self._local.req
+        req = self._req()
         if req is not None and req.pipeline is not None:
             req.pipeline.abandon()
 
     def in_request(self) -> bool:
         """True when the caller is inside a request with this pool."""
-        req = self._local.req
+        req = self._req()
         return req is not None and req.depth > 0
 
     def request_state(self) -> RequestState:
         """The caller's :class:`RequestState` with this pool."""
-        req = self._local.req
+        req = self._req()
         return _NO_REQUEST if req is None else req.state
 
     def pinned_socket(self) -> SocketInfo | None:
         """The socket pinned to the caller, if any (for diagnostics and tests)."""
-        req = self._local.req
+        req = self._req()
         return None if req is None else req.sock
 
     def discard_pin(self) -> None:
@@ -165,6 +163,6 @@ class PoolRequests:
         The topology calls this when a closed client is used again, so the
         owner's next call frees the socket that ``close()`` left it.
         """
-        req = self._local.req
+        req = self._req()
         if req is not None and req.sock is not None:
             self._drop_pin(req, req.sock)

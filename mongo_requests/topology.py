@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pymongo.read_preferences import ReadPreference
@@ -152,6 +153,7 @@ class Topology(TopologyRequests, TopologyErrors):
         self.sessions_supported = False
         self.direct_member = False
         self.closed = False
+        self._self_ref = weakref.ref(self)  # the key of the topology's record in each caller's store
         self._set_identity(choose_identity(use_greenlets))
         if use_greenlets is None:
             notify_when_threading_patched(self)
@@ -163,7 +165,8 @@ class Topology(TopologyRequests, TopologyErrors):
     # -- identity -----------------------------------------------------------
     def _set_identity(self, identity: Any) -> None:
         self.identity = identity
-        self._local = type("_TopologyLocal", (identity.local_base(),), {"depth": 0, "pools": None, "secondary": None})()
+        # What carries the caller's request records: see topology_requests.
+        self._caller = identity.current
 
     def _threading_patched(self) -> None:
         """gevent patched ``threading``: follow the pools to greenlet identity."""
@@ -238,8 +241,9 @@ class Topology(TopologyRequests, TopologyErrors):
             if self.closed:
                 raise InvalidOperation("Cannot use MongoClient after close")
             raise AutoReconnect("server %s:%d is no longer part of the topology" % address)
-        if self._local.depth:
-            self._join_request(server)
+        req = self._request()
+        if req is not None and req.depth:
+            self._join_request(req, server)
         return server
 
     def server_at(self, address: Address) -> Server | None:
@@ -334,8 +338,9 @@ class Topology(TopologyRequests, TopologyErrors):
                     # A lone server: its pool joined the caller's request in start_request.
                     return server
                 if time.monotonic() < self._next_scan:
-                    if self._local.depth:
-                        self._join_request(server)
+                    req = self._request()
+                    if req is not None and req.depth:
+                        self._join_request(req, server)
                     return server
         return self._select(PRIMARY if read_preference is None else read_preference, for_write, timeout, once)
 
@@ -366,8 +371,9 @@ class Topology(TopologyRequests, TopologyErrors):
                 self._scan(deadline)
             server = self._pick(read_preference, for_write)
             if server is not None:
-                if self._local.depth:
-                    self._join_request(server)
+                req = self._request()
+                if req is not None and req.depth:
+                    self._join_request(req, server)
                 return server
             if self.closed:
                 raise InvalidOperation("Cannot use MongoClient after close")
@@ -385,19 +391,21 @@ class Topology(TopologyRequests, TopologyErrors):
 
     def _pick(self, read_preference: _ServerMode, for_write: bool) -> Server | None:
         td = self._td
-        local = self._local
-        sticky = local.depth and not for_write and read_preference.mode != 0
-        if sticky and local.secondary is not None:
+        # The caller's request record when this is a read its request keeps on one secondary.
+        sticky = None if for_write or read_preference.mode == 0 else self._request()
+        if sticky is not None and not sticky.depth:
+            sticky = None
+        if sticky is not None and sticky.secondary is not None:
             # A request's secondary reads stay on one member while it is suitable.
             suitable = selection.suitable_servers(td, read_preference, False, self.heartbeat_frequency)
             for candidate in suitable:
-                if candidate.address == local.secondary:
+                if candidate.address == sticky.secondary:
                     return self._servers.get(candidate.address)
         sd = selection.select(td, read_preference, for_write, self.local_threshold, self.heartbeat_frequency)
         if sd is None:
             return None
-        if sticky and sd.type is not ServerType.RSPrimary:
-            local.secondary = sd.address
+        if sticky is not None and sd.type is not ServerType.RSPrimary:
+            sticky.secondary = sd.address
         return self._servers.get(sd.address)
 
     def _scan_due(self) -> bool:

@@ -11,68 +11,107 @@ used, as long as it stays suitable, so reads in a request never go back in
 time.  When the primary changes, the next operation simply selects the new
 primary and pins a socket there.
 
-The caller's request state lives in the topology's caller-private ``_local``
-(``depth``, ``pools``, ``secondary``); the pins themselves are the pools'.
+The caller's request state is a :class:`_TopologyRequest` (the pools it
+joined, ``depth``, ``secondary``) in the caller's record store, the one its pools'
+records share (:meth:`~mongo_requests.identity.GreenletIdentity.calls`); the
+pins themselves are the pools'.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import PyMongoError
+from .identity import CALLS
 
 if TYPE_CHECKING:
-    from .pool import PoolOptions
-    from .topology import Server
+    from .identity import GreenletIdentity, ThreadIdentity
+    from .pool import Pool, PoolOptions
+    from .topology import Server, Topology
 
 __all__ = ["TopologyRequests"]
+
+
+class _TopologyRequest(set["Pool"]):
+    """One caller's request across the members: the set of pools whose request it began, its depth and secondary.
+
+    A set itself rather than a record holding one: one object less per caller
+    for the garbage collector to track.  Only its caller mutates it.
+    """
+
+    __slots__ = ("depth", "secondary")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.secondary: Any = None  # the member of the request's secondary reads
 
 
 class TopologyRequests:
     """``start_request``, ``end_request`` and ``in_request`` for :class:`~mongo_requests.topology.Topology`."""
 
-    _local: Any
+    # Set by Topology.__init__; declared here for the type checker only.
+    identity: ThreadIdentity | GreenletIdentity
+    _caller: Callable[[], Any]
+    _self_ref: weakref.ref[Topology]
     _pool_options: PoolOptions
 
     @property
     def servers(self) -> list[Server]:  # pragma: no cover - Topology's
         raise NotImplementedError
 
+    def _request(self) -> _TopologyRequest | None:
+        """The caller's request record with this topology, if it ever had a request."""
+        calls = getattr(self._caller(), CALLS, None)
+        return None if calls is None else calls.get(self._self_ref)
+
     def start_request(self) -> None:
         """Begin (or nest) the caller's request on every member, present and future."""
-        local = self._local
-        local.depth += 1
-        if local.depth == 1:
-            local.pools = set()
-            local.secondary = None
+        req = self._request()
+        if req is None:
+            req = _TopologyRequest()
+            self.identity.calls().add(self._self_ref, req)
+        req.depth += 1
+        if req.depth == 1:
+            req.secondary = None
             for server in self.servers:
-                self._join_request(server)
+                self._join_request(req, server)
 
-    def _join_request(self, server: Server) -> None:
-        pools = self._local.pools
-        if server.pool not in pools:
-            pools.add(server.pool)
+    def _join_request(self, req: _TopologyRequest, server: Server) -> None:
+        if server.pool not in req:
+            req.add(server.pool)
             server.pool.start_request()
 
     def end_request(self) -> None:
         """End one level of the caller's request; the outermost end unpins on every member."""
-        local = self._local
-        if local.depth == 0:
+        req = self._request()
+        if req is None or req.depth == 0:
             if self._pool_options.auto_start_request:
                 # Requests the pools began by themselves, on first use.
                 _end_all([server.pool for server in self.servers])
             return
-        local.depth -= 1
-        if local.depth:
+        req.depth -= 1
+        if req.depth:
             return
-        pools, local.pools, local.secondary = local.pools, None, None
-        _end_all(pools or ())
+        pools = list(req)
+        req.clear()
+        req.secondary = None
+        _end_all(pools)
 
     def in_request(self) -> bool:
         """True when the caller is inside a request (its own, or with ``auto_start_request`` one a pool began)."""
-        if self._local.depth:
+        req = self._request()
+        if req is not None and req.depth:
             return True
         return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
+
+    def _caller_died(self, req: _TopologyRequest) -> None:
+        """Death watch (identity): each pool reclaims its own pin; drop the dead caller's hold on the pools."""
+        req.clear()
+        req.depth = 0
+        req.secondary = None
 
 
 def _end_all(pools: Any) -> None:

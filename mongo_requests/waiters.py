@@ -14,7 +14,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-from .originals import _get_ident, _original
+from .originals import _allocate_lock, _get_ident, _original
 
 
 class _Waiter:
@@ -163,6 +163,17 @@ class _HubWakeups:
 # Each thread's hub's _HubWakeups (one hub per thread), in a real thread-local.
 _wakeups = _original("_thread", "_local")()
 
+# gevent's get_hub and greenlet's getcurrent, set by use_gevent() (from the
+# greenlet identity): importing this module must not import gevent.
+_get_hub: Callable[[], Any] | None = None
+_getcurrent: Callable[[], Any] | None = None
+
+
+def use_gevent(get_hub: Callable[[], Any], getcurrent: Callable[[], Any]) -> None:
+    """Give :class:`_GreenletWaiter` gevent's ``get_hub`` and greenlet's ``getcurrent``."""
+    global _get_hub, _getcurrent
+    _get_hub, _getcurrent = get_hub, getcurrent
+
 
 def _hub_wakeups(hub: Any) -> _HubWakeups:
     """The calling thread's hub's :class:`_HubWakeups` (a new one for a new hub, as after a fork)."""
@@ -175,6 +186,8 @@ def _hub_wakeups(hub: Any) -> _HubWakeups:
 class _GreenletWaiter(_Waiter):
     """A waiter for greenlets: the waiting greenlet switches to its hub, and the wake-up switches back.
 
+    ``_GreenletWaiter(settle_lock)`` waits in the calling greenlet's hub (the
+    identity hands out the class itself as ``waiter``: one call makes one).
     The bare hub protocol that ``gevent.queue`` uses, rather than a
     ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
     no link list to build and walk (benchmarks/README.md's scaling section
@@ -185,21 +198,27 @@ class _GreenletWaiter(_Waiter):
     ``_resume`` switches only while the waiter is still sleeping, so a
     wake-up that arrives after a timeout or a kill is dropped, and never
     switches into the greenlet while it is busy elsewhere.
+
+    Every saturated checkout makes, sleeps on and wakes one of these, so the
+    base class's steps are inlined into ``__init__``, ``wait`` and ``set``:
+    four Python calls less per wait (``_Waiter.__init__``, ``_sleep``,
+    ``_wake``, and ``identity.waiter()``), with the same protocol.
     """
 
     __slots__ = ("_hub", "_thread", "_owner", "_glet", "_wakeups", "_woken", "_expired")
 
-    def __init__(self, hub: Any, owner: Any, settle_lock: Any) -> None:
-        # _Waiter.__init__, inline (one call less per wait).
-        self._settle = settle_lock
+    def __init__(self, settle_lock: Any = None) -> None:
+        """Wait in the calling greenlet's hub; ``settle_lock``: the pool's lock, else a new one."""
+        # _Waiter.__init__, inline.
+        self._settle = _allocate_lock() if settle_lock is None else settle_lock
         self._outcome = 0  # _PENDING
         self.sock: Any = None
         self.error: BaseException | None = None
-        self._hub = hub  # the waiting greenlet's hub: its thread's
+        hub = self._hub = _get_hub()  # type: ignore[misc]  # the waiting greenlet's hub: its thread's
         self._thread = _get_ident()
-        self._owner = owner  # the waiting greenlet
+        self._owner = _getcurrent()  # type: ignore[misc]  # the waiting greenlet
         self._glet: Any = None  # the owner while it sleeps, else None
-        # _hub_wakeups(hub), inline (one call less per wait).
+        # _hub_wakeups(hub), inline.
         wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
         if wakeups is None or wakeups.hub is not hub:
             wakeups = _hub_wakeups(hub)
@@ -207,10 +226,11 @@ class _GreenletWaiter(_Waiter):
         self._woken = False
         self._expired = False
 
-    def _sleep(self, timeout: float | None) -> bool:
+    def wait(self, timeout: float | None) -> tuple[bool, Any]:
+        """:meth:`_Waiter.wait`, with the sleep inline."""
         hub = self._hub
         wakeups = self._wakeups
-        # wakeups.enter(), inline: this runs once per wait.
+        # wakeups.enter(), inline.
         if not wakeups.sleepers:
             wakeups.watcher.start(wakeups._drain)
         wakeups.sleepers += 1
@@ -228,7 +248,6 @@ class _GreenletWaiter(_Waiter):
             # anything else that might switch into a sleeping greenlet.
             while not (self._woken or self._expired):
                 hub.switch()
-            return self._woken
         finally:
             self._glet = None
             # wakeups.leave(), inline.
@@ -237,6 +256,30 @@ class _GreenletWaiter(_Waiter):
                 wakeups.watcher.stop()  # stopped, not closed: see _HubWakeups
             if timer is not None:
                 timer.close()
+        if not self._woken and self._settle_as(self._GAVE_UP):
+            return False, None
+        # Woken, or lost the race to set()/fail() just as the timeout expired.
+        if self._outcome == 2:  # _FAILED
+            raise self.error  # type: ignore[misc]
+        return True, self.sock
+
+    def set(self, sock: Any) -> bool:
+        """:meth:`_Waiter.set`, with the wake-up inline."""
+        with self._settle:
+            if self._outcome != 0:  # _PENDING
+                return False
+            self._outcome = 1  # _SET
+            self.sock = sock
+        # _wake(), inline.
+        self._woken = True
+        if _get_ident() == self._thread:
+            self._hub.loop.run_callback(self._resume)
+            return True
+        # Another thread: see _wake.
+        wakeups = self._wakeups
+        wakeups.pending.append(self)
+        wakeups.watcher.send()
+        return True
 
     def _expire(self) -> None:
         """Timer callback, in the waiter's hub: the timeout is up."""

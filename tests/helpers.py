@@ -446,15 +446,24 @@ def fail_point(admin_client: mongo_requests.MongoClient, mode: Any, **data: Any)
 # ---------------------------------------------------------------------------
 # Waits and threads
 # ---------------------------------------------------------------------------
-def wait_until(predicate: Callable[[], Any], timeout: float = 2.0, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 2.0,
+    interval: float = 0.01,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass.
+
+    ``sleep=mode.sleep`` lets gevent's hub run between polls in the unpatched
+    mode (a death callback of a finished greenlet runs in the hub).
+    """
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval)
+        sleep(interval)
 
 
 def run_threads(target: Callable[..., Any], count: int, *args: Any, join_timeout: float = 30.0) -> list:

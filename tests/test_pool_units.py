@@ -177,8 +177,8 @@ class _Killed(BaseException):
     """Stands in for GreenletExit / gevent.Timeout / KeyboardInterrupt."""
 
 
-def waiter_factory(pool: Pool, sleep_hook):
-    """The identity's waiters, with ``sleep_hook(real_sleep, timeout)`` in place of their wait."""
+def waiter_factory(pool: Pool, wait_hook):
+    """The identity's waiters, with ``wait_hook(real_wait, timeout)`` in place of their wait."""
     real_waiter = pool.identity.waiter
 
     def make(*args):
@@ -187,8 +187,8 @@ def waiter_factory(pool: Pool, sleep_hook):
         class Hooked(type(w)):  # same slots, so the instance can switch class
             __slots__ = ()
 
-            def _sleep(self, timeout):
-                return sleep_hook(super()._sleep, timeout)
+            def wait(self, timeout):
+                return wait_hook(super().wait, timeout)
 
         w.__class__ = Hooked
         return w
@@ -202,9 +202,9 @@ def test_kill_racing_the_hand_off_passes_the_slot_on(pools):
     pool = pools(max_size=1)
     holder = pool.checkout()
 
-    def hand_off_then_die(sleep, timeout):
+    def hand_off_then_die(wait, timeout):
         threading.Thread(target=pool.checkin, args=(holder,)).start()
-        assert sleep(5)  # woken by the hand-off...
+        assert wait(5) == (True, holder)  # woken by the hand-off...
         raise _Killed  # ...and killed before returning
 
     doomed_waiter = waiter_factory(pool, hand_off_then_die)
@@ -223,7 +223,7 @@ def test_kill_while_queued_leaves_the_queue(pools):
     pool = pools(max_size=1)
     holder = pool.checkout()
 
-    def die(sleep, timeout):
+    def die(wait, timeout):
         raise _Killed
 
     killed_waiter = waiter_factory(pool, die)
