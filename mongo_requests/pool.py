@@ -160,9 +160,8 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # Likewise the counters of a request's start, pin and end and of a wait:
         # several per request on a busy pool (see _INT_COUNTERS in pool_report).
         self._requests_started = self._requests_ended = self._pins = self._waits = 0
-        # Set (never cleared) before any caller's first request record: until
-        # then checkout skips the caller-local read (~500 instructions).
-        # auto_start_request: every caller has one from its first operation.
+        # Set (never cleared) before any caller's first request record (at once with auto_start_request):
+        # until then checkout skips looking for the caller's record.
         self._requests_seen = self.opts.auto_start_request
         _all_pools.add(self)
         self._events = events
@@ -295,12 +294,14 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         """Give back a socket from :meth:`checkout` (pinned ones stay pinned)."""
         if sock.request is None:
             if not sock.closed and sock.generation == self.generation and not self.closed:
-                # _release()'s common case, inline (one call less per operation):
-                # a healthy socket back to the idle list, nobody waiting.
+                # _release()'s two common cases, inline (one call less per
+                # operation): a healthy socket back to the idle list, or, on a
+                # saturated pool, to the longest waiter (FIFO).
                 sock.last_checkin = _monotonic()
                 lock = self._lock
                 lock.acquire()
-                if not self._waiters:
+                waiters = self._waiters
+                if not waiters:
                     self._in_use -= 1
                     self._idle.append(sock)
                     self._available += 1
@@ -308,7 +309,14 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                     if self._dead:
                         self._reap()
                     return
+                waiter = waiters.popleft()
                 lock.release()
+                # The slot moves to the waiter (in_use unchanged), outside the lock, which it settles
+                # under; if it gave up just now, _release passes the socket on.
+                if waiter.set(sock):
+                    if self._dead:
+                        self._reap()
+                    return
             self._release(sock)
         elif sock.closed:
             # The owner has just seen the error that closed its pinned socket
