@@ -623,9 +623,25 @@ def test_server_restart_under_load():
     assert len(acked_before_kill) > 0
 
     # In-flight operations fail (or finish) within the socket timeout + margin.
+    # One exception, a race a loaded machine makes likely: a pinned worker
+    # whose next operation began after another worker's error had marked the
+    # server Unknown is held in server selection through the outage, then
+    # runs on its pinned socket, which the kill closed: it must fail then
+    # (its request's w=0 writes may be lost, so it must hear of it), promptly
+    # after the restart.
     for worker, err in errors:
         name, t_err, is_conn_failure, msg = err
         assert is_conn_failure, (worker, err)
+        failed_op = [op for op in recs[worker]["ops"] if op[3].startswith("CF:")][-1]
+        if failed_op[1] > t_kill and recs[worker]["kind"] == "pinned":
+            since = t_err - timeline["restarted"]
+            assert since <= ERROR_LATENCY_LIMIT_S, "worker %d: held %s failed %.3fs after the restart: %s" % (
+                worker,
+                failed_op[0],
+                since,
+                msg,
+            )
+            continue
         assert 0 <= t_err - t_kill <= ERROR_LATENCY_LIMIT_S, "worker %d: %s %.3fs after the kill: %s" % (
             worker,
             name,
