@@ -124,6 +124,12 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         ``_events``.
     """
 
+    # Class-level, not per pool: the unpatched select.poll for the liveness check.  CPython 3.11
+    # keeps an instance's attributes in its class's shared-key table only up to about 30 names (29
+    # here do, 30 do not); past that every attribute read in checkout and checkin loses its
+    # specialization (~1,200 instructions per find_one).  tests/test_hot_path.py counts them.
+    _poll = real_poll()
+
     def __init__(
         self,
         address: tuple[str, int],
@@ -137,7 +143,6 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         self._set_identity(choose_identity(use_greenlets))
         if self._auto_identity:
             notify_when_threading_patched(self)
-        self._poll = real_poll()
         self._lock = real_lock()
         self._guard = _Guard(self._lock, self)
         self._idle: collections.deque[SocketInfo] = collections.deque()
@@ -154,11 +159,9 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         # reads limits and roles from it.
         self.hello: dict[str, Any] | None = None
         self._counters: collections.Counter[str] = collections.Counter()
-        # The checkout counter apart: an int attribute costs the hot path ~150
-        # instructions less than a Counter item.  get_stats() reports it.
+        # The hot paths' counters are int attributes, not Counter items (~1,400 instructions
+        # less per increment); get_stats() reports them (_INT_COUNTERS in pool_report).
         self._checkouts = 0
-        # Likewise the counters of a request's start, pin and end and of a wait:
-        # several per request on a busy pool (see _INT_COUNTERS in pool_report).
         self._requests_started = self._requests_ended = self._pins = self._waits = 0
         # Set (never cleared) before any caller's first request record (at once with auto_start_request):
         # until then checkout skips looking for the caller's record.
@@ -172,7 +175,6 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
     def _set_identity(self, identity: ThreadIdentity | GreenletIdentity) -> None:
         """Adopt a caller identity: its storage, socket module and re-homing."""
         self.identity = identity
-        self._socket_module = identity.socket
         self._rehome = identity.rehome
         # Greenlets: the hub whose thread made (or re-homed) every socket of
         # this pool, so checkout may skip rehome() while it is the caller's
@@ -204,16 +206,13 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         one, waiting up to ``wait_queue_timeout`` for a free slot.
         """
         if not self._requests_seen:
-            # No caller has had a request on this pool (and auto_start_request
-            # is off): nothing caller-local to read.  _acquire()'s common case,
-            # inline (one call less per operation, ~1,000 instructions): the
-            # newest idle socket, fresh enough to skip the liveness poll,
-            # nobody queued before us, and (greenlets) made in the caller's
-            # hub.  Anything else (a stale socket, a wait, sockets of several
-            # hubs) takes _acquire(), which sorts it out.  Not checked here,
-            # because they cannot fail with an idle socket at hand: a free slot
-            # (each idle socket is counted in _available), and a fork (the
-            # at-fork hook has emptied every pool in the child).
+            # No caller has had a request on this pool (and auto_start_request is off): nothing
+            # caller-local to read.  _acquire()'s common case, inline (one call less per operation,
+            # ~1,000 instructions): the newest idle socket, fresh enough to skip the liveness poll,
+            # nobody queued before us, and (greenlets) made in the caller's hub.  Anything else (a
+            # stale socket, a wait, sockets of several hubs) takes _acquire().  Not checked here, as
+            # they cannot fail with an idle socket at hand: a free slot (each idle socket is counted
+            # in _available), and a fork (the at-fork hook has emptied every pool in the child).
             lock = self._lock
             lock.acquire()
             idle = self._idle
@@ -516,7 +515,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
             timeout = left if timeout is None else min(timeout, left)
         args = (
             self.address,
-            self._socket_module,
+            self.identity.socket,
             timeout,
             opts.socket_timeout,
             self.generation,

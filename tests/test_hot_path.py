@@ -208,3 +208,27 @@ def test_lone_server_selection_is_remembered(make_client):
     assert topology.lone_writable is topology.select_server()
     client.close()
     assert topology.lone_writable is None
+
+
+# CPython 3.11 keeps an instance's attributes in its class's shared-key table
+# only up to about 30 names; an instance with more keeps a plain dict, and every
+# attribute read of the hot path (LOAD_ATTR_INSTANCE_VALUE) loses its
+# specialization: 31 pool attributes cost a find_one ~1,200 instructions.
+SHARED_KEYS_LIMIT = 29
+
+
+def test_hot_objects_keep_their_attributes_in_the_shared_key_table(make_client):
+    client = make_client(maxPoolSize=2)
+    coll = client.mongo_requests_test.hot_attrs
+    # Touch every path that sets attributes: connect, a wait, a request, a pin, stats.
+    with client.start_request():
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
+        assert coll.find_one({"_id": 1})["n"] >= 1
+    pool = client._topology.select_server().pool
+    held = [pool.checkout(), pool.checkout()]
+    for sock in held:
+        pool.checkin(sock)
+    pool.get_stats()
+    for obj in (pool, client._topology, client, coll, coll.database):
+        names = sorted(vars(obj))
+        assert len(names) <= SHARED_KEYS_LIMIT, (type(obj).__name__, len(names), names)

@@ -41,7 +41,7 @@ class FakeConnectPool(Pool):
         self.connects = 0
 
     def _connect(self, deadline: float | None = None) -> SocketInfo:
-        ours, theirs = self._socket_module.socketpair()
+        ours, theirs = self.identity.socket.socketpair()
         self.peers.append(theirs)
         self.connects += 1
         self._counters["created"] += 1
