@@ -39,13 +39,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigurationError
 from .originals import _original, gevent_patched, real_lock, real_poll
 from .waiters import _GreenletWaiter, _ThreadWaiter, use_gevent
 
 __all__ = [
+    "RecordOwner",
     "ThreadIdentity",
     "GreenletIdentity",
     "choose_identity",
@@ -112,6 +113,26 @@ def _thread_vigils(local_cls: type) -> _ThreadVigils:
 # The attribute of a caller (a greenlet, or a thread's thread-local) that holds
 # its request records: {weakref to owner: record}.  See calls().
 CALLS = "_mongo_requests_calls"
+
+
+_R = TypeVar("_R")
+
+
+class RecordOwner(Generic[_R]):
+    """Base of the owners of request records (a topology, a pool): finds the caller's record.
+
+    The owner sets ``_caller`` (its identity's ``current``) and ``_self_ref`` (a weakref to itself, the
+    record's key in every caller's :class:`CallerRecords`).
+    """
+
+    _caller: Callable[[], Any]
+    _self_ref: weakref.ref[Any]
+    identity: ThreadIdentity | GreenletIdentity
+
+    def _own_record(self) -> _R | None:
+        """The caller's record with this owner, if it has one (Pool.checkout inlines this)."""
+        calls = getattr(self._caller(), CALLS, None)
+        return None if calls is None else calls.get(self._self_ref)
 
 
 class CallerRecords(dict[weakref.ref[Any], Any]):

@@ -239,7 +239,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                     return sock
             lock.release()
             return self._acquire()
-        # self._req(), inline: the caller's record, one attribute of the greenlet (or thread-local).
+        # self._own_record(), inline: the caller's record, one attribute of the greenlet (or thread-local).
         calls = getattr(self._caller(), CALLS, None)
         req = None if calls is None else calls.get(self._self_ref)
         if req is None:

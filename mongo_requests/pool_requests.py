@@ -12,28 +12,24 @@ from __future__ import annotations
 
 import collections
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .identity import CALLS
+from .identity import RecordOwner
 from .pipeline import Pipeline
 from .pool_state import _NO_REQUEST, RequestState, _Request
 
 if TYPE_CHECKING:
     from .events import PoolEvents
-    from .identity import GreenletIdentity, ThreadIdentity
     from .pool import Pool
     from .socket_info import SocketInfo
 
 __all__ = ["PoolRequests"]
 
 
-class PoolRequests:
+class PoolRequests(RecordOwner[_Request]):
     """Request records for :class:`~mongo_requests.pool.Pool`: start, end, pipelining, the caller's pin."""
 
     # Set by Pool.__init__; declared here for the type checker only.
-    identity: ThreadIdentity | GreenletIdentity
-    _caller: Callable[[], Any]
     _self_ref: weakref.ref[Pool]
     _requests_seen: bool
     _counters: collections.Counter[str]
@@ -48,14 +44,9 @@ class PoolRequests:
         def _drop_pin(self, req: _Request, sock: SocketInfo) -> None: ...
 
     # -- requests -----------------------------------------------------------
-    def _req(self) -> _Request | None:
-        """The caller's request record with this pool, if it has one (checkout inlines this)."""
-        calls = getattr(self._caller(), CALLS, None)
-        return None if calls is None else calls.get(self._self_ref)
-
     def _record(self) -> _Request:
         """The caller's request record, created on first use."""
-        req = self._req()
+        req = self._own_record()
         if req is None:
             req = _Request()
             self._requests_seen = True
@@ -99,7 +90,7 @@ class PoolRequests:
         The socket goes back to the idle sockets, or is closed if the pool
         was reset or closed while the request held it.
         """
-        req = self._req()
+        req = self._own_record()
         if req is None or req.depth == 0:
             return
         req.depth -= 1
@@ -124,7 +115,7 @@ class PoolRequests:
 
     def pipelined(self) -> Pipeline | None:
         """The caller's pipeline when its request pipelines its acknowledged writes, else None."""
-        req = self._req()
+        req = self._own_record()
         if req is None or not req.depth:
             return None
         pipeline: Pipeline | None = req.pipeline
@@ -132,29 +123,29 @@ class PoolRequests:
 
     def sync_pipeline(self) -> None:
         """Read every pipelined reply of the caller's request; raise what they say (a sync point)."""
-        req = self._req()
+        req = self._own_record()
         if req is not None and req.pipeline is not None:
             req.pipeline.sync()
 
     def abandon_pipeline(self) -> None:
         """The caller is being killed: close its pinned socket if pipelined replies are unread."""
-        req = self._req()
+        req = self._own_record()
         if req is not None and req.pipeline is not None:
             req.pipeline.abandon()
 
     def in_request(self) -> bool:
         """True when the caller is inside a request with this pool."""
-        req = self._req()
+        req = self._own_record()
         return req is not None and req.depth > 0
 
     def request_state(self) -> RequestState:
         """The caller's :class:`RequestState` with this pool."""
-        req = self._req()
+        req = self._own_record()
         return _NO_REQUEST if req is None else req.state
 
     def pinned_socket(self) -> SocketInfo | None:
         """The socket pinned to the caller, if any (for diagnostics and tests)."""
-        req = self._req()
+        req = self._own_record()
         return None if req is None else req.sock
 
     def discard_pin(self) -> None:
@@ -163,6 +154,6 @@ class PoolRequests:
         The topology calls this when a closed client is used again, so the
         owner's next call frees the socket that ``close()`` left it.
         """
-        req = self._req()
+        req = self._own_record()
         if req is not None and req.sock is not None:
             self._drop_pin(req, req.sock)

@@ -241,7 +241,7 @@ class Topology(TopologyRequests, TopologyErrors):
             if self.closed:
                 raise InvalidOperation("Cannot use MongoClient after close")
             raise AutoReconnect("server %s:%d is no longer part of the topology" % address)
-        req = self._request()
+        req = self._own_record()
         if req is not None and req.depth:
             self._join_request(req, server)
         return server
@@ -338,7 +338,7 @@ class Topology(TopologyRequests, TopologyErrors):
                     # A lone server: its pool joined the caller's request in start_request.
                     return server
                 if time.monotonic() < self._next_scan:
-                    req = self._request()
+                    req = self._own_record()
                     if req is not None and req.depth:
                         self._join_request(req, server)
                     return server
@@ -371,7 +371,7 @@ class Topology(TopologyRequests, TopologyErrors):
                 self._scan(deadline)
             server = self._pick(read_preference, for_write)
             if server is not None:
-                req = self._request()
+                req = self._own_record()
                 if req is not None and req.depth:
                     self._join_request(req, server)
                 return server
@@ -392,7 +392,7 @@ class Topology(TopologyRequests, TopologyErrors):
     def _pick(self, read_preference: _ServerMode, for_write: bool) -> Server | None:
         td = self._td
         # The caller's request record when this is a read its request keeps on one secondary.
-        sticky = None if for_write or read_preference.mode == 0 else self._request()
+        sticky = None if for_write or read_preference.mode == 0 else self._own_record()
         if sticky is not None and not sticky.depth:
             sticky = None
         if sticky is not None and sticky.secondary is not None:

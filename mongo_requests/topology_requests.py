@@ -20,14 +20,12 @@ pins themselves are the pools'.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import PyMongoError
-from .identity import CALLS
+from .identity import RecordOwner
 
 if TYPE_CHECKING:
-    from .identity import GreenletIdentity, ThreadIdentity
     from .pool import Pool, PoolOptions
     from .topology import Server, Topology
 
@@ -49,12 +47,10 @@ class _TopologyRequest(set["Pool"]):
         self.secondary: Any = None  # the member of the request's secondary reads
 
 
-class TopologyRequests:
+class TopologyRequests(RecordOwner[_TopologyRequest]):
     """``start_request``, ``end_request`` and ``in_request`` for :class:`~mongo_requests.topology.Topology`."""
 
     # Set by Topology.__init__; declared here for the type checker only.
-    identity: ThreadIdentity | GreenletIdentity
-    _caller: Callable[[], Any]
     _self_ref: weakref.ref[Topology]
     _pool_options: PoolOptions
 
@@ -62,14 +58,9 @@ class TopologyRequests:
     def servers(self) -> list[Server]:  # pragma: no cover - Topology's
         raise NotImplementedError
 
-    def _request(self) -> _TopologyRequest | None:
-        """The caller's request record with this topology, if it ever had a request."""
-        calls = getattr(self._caller(), CALLS, None)
-        return None if calls is None else calls.get(self._self_ref)
-
     def start_request(self) -> None:
         """Begin (or nest) the caller's request on every member, present and future."""
-        req = self._request()
+        req = self._own_record()
         if req is None:
             req = _TopologyRequest()
             self.identity.calls().add(self._self_ref, req)
@@ -86,7 +77,7 @@ class TopologyRequests:
 
     def end_request(self) -> None:
         """End one level of the caller's request; the outermost end unpins on every member."""
-        req = self._request()
+        req = self._own_record()
         if req is None or req.depth == 0:
             if self._pool_options.auto_start_request:
                 # Requests the pools began by themselves, on first use.
@@ -102,7 +93,7 @@ class TopologyRequests:
 
     def in_request(self) -> bool:
         """True when the caller is inside a request (its own, or with ``auto_start_request`` one a pool began)."""
-        req = self._request()
+        req = self._own_record()
         if req is not None and req.depth:
             return True
         return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
