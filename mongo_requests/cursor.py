@@ -22,7 +22,7 @@ from bson.raw_bson import RawBSONDocument
 
 from . import raw_arrays
 from .client_session import _CURRENT, ClientSession, bound, check_session
-from .cursor_options import ASCENDING, DESCENDING, CursorOptions, _collation_doc, index_spec
+from .cursor_options import ASCENDING, DESCENDING, CursorOptions, _collation_doc, check_count, index_spec
 
 if TYPE_CHECKING:
     from bson.codec_options import CodecOptions
@@ -283,10 +283,7 @@ class CommandCursor(_CursorBase):
 
     def batch_size(self, batch_size: int) -> CommandCursor:
         """Ask for batches of ``batch_size`` documents on the next getMores."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError("batch_size must be an integer")
-        if batch_size < 0:
-            raise ValueError("batch_size must be >= 0")
+        check_count(batch_size, "batch_size")
         self._batch_size = batch_size
         return self
 

@@ -18,10 +18,19 @@ from typing import Any, Self
 from .bulk import _collation
 from .errors import InvalidOperation
 
-__all__ = ["CursorOptions", "ASCENDING", "DESCENDING", "index_spec"]
+__all__ = ["CursorOptions", "ASCENDING", "DESCENDING", "check_count", "index_spec"]
 
 ASCENDING = 1
 DESCENDING = -1
+
+
+def check_count(value: Any, name: str) -> int:
+    """``value`` if it is an int (not a bool) >= 0: TypeError or ValueError otherwise (skip, batch_size)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("%s must be an integer" % name)
+    if value < 0:
+        raise ValueError("%s must be >= 0" % name)
+    return value
 
 
 def index_spec(key_or_list: Any, direction: Any = None) -> dict[str, Any]:
@@ -98,10 +107,7 @@ class CursorOptions:
 
     def skip(self, skip: int) -> Self:
         """Skip the first ``skip`` documents."""
-        if not isinstance(skip, int) or isinstance(skip, bool):
-            raise TypeError("skip must be an integer")
-        if skip < 0:
-            raise ValueError("skip must be >= 0")
+        check_count(skip, "skip")
         self._check_unstarted()
         self._skip = skip
         return self
@@ -117,10 +123,7 @@ class CursorOptions:
 
     def batch_size(self, batch_size: int) -> Self:
         """Ask the server for batches of ``batch_size`` documents (0: its default)."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError("batch_size must be an integer")
-        if batch_size < 0:
-            raise ValueError("batch_size must be >= 0")
+        check_count(batch_size, "batch_size")
         # Like the other modifiers (and PyMongo): once the query has run, a
         # new batch size would silently apply to the getMores only.
         self._check_unstarted()
