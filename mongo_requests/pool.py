@@ -1,9 +1,11 @@
 """The sockets to one server: cap, wait queue, checkout/checkin, request pins.
 
 :class:`Pool` is assembled from this module's slot rules (checkout, checkin,
-the wait queue, connect, fork) and two mixins: a caller's request record in
-:mod:`mongo_requests.pool_requests`, and dead callers, resets and close in
-:mod:`mongo_requests.pool_lifecycle`.
+connect, fork) and mixins: the wait queue's hand-off in
+:mod:`mongo_requests.pool_queue`, a caller's request record in
+:mod:`mongo_requests.pool_requests`, dead callers, resets and close in
+:mod:`mongo_requests.pool_lifecycle`, and the statistics in
+:mod:`mongo_requests.pool_report`.
 
 Invariants (every method of the three keeps them; the tests check them
 against the server's own connection count):
@@ -15,8 +17,9 @@ against the server's own connection count):
 * Every slot taken is released exactly once, kills and timeouts included:
   every path that takes one gives it back in a ``finally`` or an
   ``except BaseException``.  A waiter either gets a slot (``set``), is failed
-  holding none (``fail``, on close), or gives up; its own lock settles which
-  (identity's ``_Waiter``), so a slot handed to a waiter that gave up moves on.
+  holding none (``fail``, on close), or gives up; the pool's lock settles
+  which (:mod:`mongo_requests.waiters`), so a slot handed to a waiter that
+  gave up moves on.
 * Connect and close happen outside the lock; the lock guards only a few
   attribute updates, so it is a real ``_thread`` lock even under gevent
   (nothing ever waits on it for long, and it never yields to the hub).
@@ -59,6 +62,7 @@ from .identity import (
 )
 from .pipeline import Pipeline, w0_acknowledged
 from .pool_lifecycle import PoolLifecycle, _closed_error
+from .pool_queue import PoolQueue
 from .pool_report import PoolReport
 from .pool_requests import PoolRequests
 from .pool_state import PoolOptions, RequestState, _Request
@@ -108,7 +112,7 @@ _all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _pid = os.getpid()
 
 
-class Pool(PoolRequests, PoolLifecycle, PoolReport):
+class Pool(PoolQueue, PoolRequests, PoolLifecycle, PoolReport):
     """A capped pool of :class:`SocketInfo` to one server, request-aware.
 
     :param address: ``(host, port)``.
@@ -309,13 +313,17 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                         self._reap()
                     return
                 waiter = waiters.popleft()
-                lock.release()
-                # The slot moves to the waiter (in_use unchanged), outside the lock, which it settles
-                # under; if it gave up just now, _release passes the socket on.
-                if waiter.set(sock):
+                if waiter._outcome == 0:  # pending
+                    # The slot moves to the waiter (in_use unchanged): settled here, under the pool's lock
+                    # (every waiter's settle lock, so this is waiter.set() inline), and woken outside it.
+                    waiter._outcome = 1  # set
+                    waiter.sock = sock
+                    lock.release()
+                    waiter._wake()
                     if self._dead:
                         self._reap()
                     return
+                lock.release()  # it gave up just now: _release passes the socket on
             self._release(sock)
         elif sock.closed:
             # The owner has just seen the error that closed its pinned socket
@@ -377,7 +385,20 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                 lock.release()
             if self._dead:
                 self._reap()
-            sock = self._wait_in_queue(waiter, deadline)
+            # _wait_in_queue(), inline: one call less per wait of a saturated pool.
+            timeout = self.opts.wait_queue_timeout
+            if deadline is not None:
+                left = max(deadline - _monotonic(), 0.0)
+                timeout = left if timeout is None else min(timeout, left)
+            try:
+                handed, sock = waiter.wait(timeout)
+            except BaseException as exc:
+                self._interrupted(waiter, exc)
+                raise
+            if not handed:
+                self._leave_queue(waiter)
+                self._counters["wait_timeouts"] += 1
+                raise self._timeout_error(timeout)
         # We hold a slot from here on: any failure must give it back.
         try:
             if self.closed:
@@ -386,7 +407,7 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
                 if (
                     sock.generation == self.generation
                     and not sock.closed
-                    and (time.monotonic() - sock.last_checkin < _CHECK_IDLE_AFTER or sock.is_alive(self._poll))
+                    and (_monotonic() - sock.last_checkin < _CHECK_IDLE_AFTER or sock.is_alive(self._poll))
                 ):
                     if self._rehome is not None and self._home_hub is not self._current_hub():
                         raw = self._rehome(sock.sock)
@@ -411,81 +432,6 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
     def _pop_idle(self) -> SocketInfo | None:
         with self._guard:
             return self._idle.pop() if self._idle else None
-
-    def _wait_in_queue(self, waiter: Any, deadline: float | None) -> SocketInfo | None:
-        """Wait, queued (FIFO) by _acquire, for a slot; returns the handed-over idle socket or None."""
-        timeout = self.opts.wait_queue_timeout
-        if deadline is not None:
-            left = max(deadline - time.monotonic(), 0.0)
-            timeout = left if timeout is None else min(timeout, left)
-        try:
-            handed, sock = waiter.wait(timeout)
-        except BaseException as exc:
-            if exc is waiter.error:
-                raise  # failed by close(): the waiter holds no slot
-            # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt) while
-            # queued.  If we were handed a slot in the meantime, pass it on.
-            held, sock = waiter.abandon()
-            self._leave_queue(waiter)
-            if held:
-                self._release(sock)
-            raise
-        if not handed:
-            self._leave_queue(waiter)
-            self._counters["wait_timeouts"] += 1
-            raise self._timeout_error(timeout)
-        return sock  # type: ignore[no-any-return]
-
-    def _leave_queue(self, waiter: Any) -> None:
-        """A waiter that gave up leaves the queue (a releaser may have popped it already)."""
-        with self._guard:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
-
-    def _release(self, sock: SocketInfo | None) -> None:
-        """Give back one checked-out slot, with the socket it held (None: none to keep).
-
-        A socket that closed itself (an error, an interrupted message) is
-        counted here; a stale one, or any after close, is closed.  A waiter,
-        if any, gets the slot and the socket directly (FIFO), so a socket
-        freed by one caller cannot be snatched by a newcomer while others
-        have been waiting.
-        """
-        if sock is not None:
-            if sock.closed:
-                self._counters["closed"] += 1
-                if self._events is not None:
-                    self._events.closing(self, sock, "error")  # closed by its own error
-                sock = None
-            elif sock.generation != self.generation or self.closed:
-                self._close_socket(sock)
-                sock = None
-            else:
-                sock.last_checkin = time.monotonic()
-        lock = self._lock
-        while True:
-            # The guard by hand, as in _acquire (the hot path).
-            lock.acquire()
-            if self._waiters:
-                waiter = self._waiters.popleft()
-                lock.release()
-            else:
-                self._in_use -= 1
-                if sock is not None:
-                    self._idle.append(sock)
-                self._available += 1
-                lock.release()
-                if self._dead:
-                    self._reap()
-                return
-            # Outside the lock: the slot moves to the waiter (in_use
-            # unchanged), unless it gave up just now; then try the next.
-            if waiter.set(sock):
-                if self._dead:
-                    self._reap()
-                return
 
     def _unpin(self, sock: SocketInfo) -> bool:
         """Move a pinned socket's slot back to "checked out", ready for _release.
@@ -576,10 +522,10 @@ class Pool(PoolRequests, PoolLifecycle, PoolReport):
         idle, pinned = list(self._idle), list(self._pinned)
         self._idle.clear()
         self._pinned.clear()
-        self._waiters.clear()
         self._dead.clear()
         self._available = self.opts.max_size
         self._in_use = 0
+        self._requeue_after_fork()  # the forking thread's queued greenlets get the fresh slots
         for sock in idle + pinned:
             req = sock.request
             if req is not None and req.sock is sock:

@@ -20,14 +20,20 @@ from .originals import _allocate_lock, _get_ident, _original
 class _Waiter:
     """One caller queued for a pool slot: ``set()``, ``fail()`` and ``wait()`` settle the race.
 
-    Exactly one outcome wins, under the waiter's own tiny lock: a releaser
-    hands over a slot (``set``), the pool fails the waiter (``fail``, on
-    close), or the waiter gives up (its timeout expires, or it is killed).
-    ``set`` and ``fail`` return False when the waiter already gave up, so the
-    releaser passes the slot to the next waiter instead; a waiter killed just
-    after being handed a slot learns so from ``wait`` and passes it on.  This
-    is psycopg_pool's ``WaitingClient`` protocol.  Subclasses supply the
-    wake-up primitive that suits the caller (``_sleep``/``_wake``).
+    Exactly one outcome wins, under the settle lock (the pool's lock): a
+    releaser hands over a slot (``set``), the pool fails the waiter
+    (``fail``, on close), or the waiter gives up (its timeout expires, or it
+    is killed).  ``set`` and ``fail`` return False when the waiter already
+    gave up, so the releaser passes the slot to the next waiter instead; a
+    waiter killed just after being handed a slot learns so from ``wait`` and
+    passes it on.  This is psycopg_pool's ``WaitingClient`` protocol.
+    Subclasses supply the wake-up primitive that suits the caller
+    (``_sleep``/``_wake``).
+
+    The pool's releasers run ``set`` inline, under the hold of the pool's
+    lock that popped the waiter: ``_outcome`` from pending (0) to set (1),
+    ``sock``, then ``_wake()`` after releasing the lock
+    (:mod:`mongo_requests.pool_queue`).
     """
 
     __slots__ = ("_settle", "_outcome", "sock", "error")
@@ -92,6 +98,10 @@ class _Waiter:
         if self._settle_as(self._GAVE_UP):
             return False, None
         return (self._outcome == self._SET), self.sock
+
+    def survives_fork(self) -> bool:
+        """In a forked child: is the waiting caller still there?  Only the forking thread lives on."""
+        return False  # a thread that waits cannot be the one that forks
 
     def _sleep(self, timeout: float | None) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -280,6 +290,10 @@ class _GreenletWaiter(_Waiter):
         wakeups.pending.append(self)
         wakeups.watcher.send()
         return True
+
+    def survives_fork(self) -> bool:
+        """A greenlet of the forking thread lives on in the child (its thread keeps its ident there)."""
+        return self._thread == _get_ident()
 
     def _expire(self) -> None:
         """Timer callback, in the waiter's hub: the timeout is up."""

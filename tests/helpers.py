@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -488,3 +489,39 @@ def run_threads(target: Callable[..., Any], count: int, *args: Any, join_timeout
     alive = [t for t in threads if t.is_alive()]
     assert not alive, "%d threads still running after %ss" % (len(alive), join_timeout)
     return errors
+
+
+def in_forked_child(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Fork; run ``fn()`` in the child, which reports a JSON dict through a pipe and exits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, whatever happens
+        try:
+            os.close(r)
+            report = fn()
+        except BaseException as exc:  # noqa: BLE001
+            report = {"error": repr(exc)}
+        try:
+            os.write(w, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    try:
+        # poll, not select: the descriptor may be above select's 1024 limit.
+        poller = select.poll()
+        poller.register(r, select.POLLIN)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                break
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if not wait_until(lambda: os.waitpid(pid, os.WNOHANG) != (0, 0), 5, 0.02):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b"{}")

@@ -32,10 +32,13 @@ from pymongo.errors import (
 
 import mongo_requests
 from helpers import (
+    PATCHED,
+    UNPATCHED,
     ConnMonitor,
     app_connections,
     conn_id,
     fail_point,
+    in_forked_child,
     run_threads,
     server_connections,
     settled_connections,
@@ -363,6 +366,42 @@ def test_fork_child_never_uses_the_parents_sockets(make_client):
     stats = c.pool.get_stats()
     assert stats["generation"] == 0 and stats["pinned"] == 1 and stats["idle"] == 1
     c.end_request()
+
+
+@pytest.mark.modes(PATCHED, UNPATCHED)
+def test_greenlets_queued_at_a_fork_get_the_childs_slots(make_client, mode):
+    # Greenlets queued for a slot when the process forks live on in the child,
+    # but the slots they wait for are the parent's: nothing comes back to wake
+    # them.  The child's fresh slot must go to them, first in, first served.
+    c = make_client(maxPoolSize=1)
+    conn_id(c)  # connected: the holder below takes the idle socket
+    holder = c.pool.checkout()
+    order: list[int] = []
+    ids: list[int] = []
+
+    def queued(i: int) -> None:
+        ids.append(conn_id(c))
+        order.append(i)
+
+    greenlets = [mode.gevent.spawn(queued, i) for i in range(3)]
+    assert wait_until(lambda: c.pool.get_stats()["waiting"] == 3, 5, sleep=mode.gevent.sleep)
+
+    def child() -> dict:
+        done = mode.gevent.joinall(greenlets, timeout=15)
+        return {"done": len(done), "order": order, "ids": ids, "stats": c.pool.get_stats()}
+
+    report = in_forked_child(child)
+    assert "error" not in report, report
+    assert report["done"] == 3 and report["order"] == [0, 1, 2], report
+    # One fresh socket of the child's, not the parent's held one, served all three in turn.
+    assert len(set(report["ids"])) == 1 and report["ids"][0] != holder.server_connection_id, report
+    stats = report["stats"]
+    assert stats["waiting"] == 0 and stats["in_use"] == 0 and stats["idle"] == 1, stats
+
+    # The parent's queue is untouched by the child: its greenlets are served as the holder comes back.
+    c.pool.checkin(holder)
+    assert len(mode.gevent.joinall(greenlets, timeout=15)) == 3
+    assert order == [0, 1, 2] and ids == [holder.server_connection_id] * 3
 
 
 # -- close -----------------------------------------------------------------------------------

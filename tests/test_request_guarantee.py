@@ -14,16 +14,12 @@ sent nothing on the inherited one).
 
 from __future__ import annotations
 
-import json
-import os
-import select
 import threading
-import time
 
 import pytest
 from pymongo.errors import AutoReconnect
 
-from helpers import conn_id, fail_point, run_threads, unique_app, wait_until
+from helpers import conn_id, fail_point, in_forked_child, run_threads, unique_app
 from mongo_requests import RequestState
 
 # The server evaluates this once per matching document: it holds A's w=0
@@ -117,42 +113,6 @@ def test_owner_sees_the_error_before_its_socket_is_replaced(make_client, admin_c
 
 
 # -- fork ----------------------------------------------------------------------------
-def _in_child(fn) -> dict:
-    """Fork; run ``fn()`` in the child, which reports a JSON dict through a pipe and exits."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report and leave at once, whatever happens
-        try:
-            os.close(r)
-            report = fn()
-        except BaseException as exc:  # noqa: BLE001
-            report = {"error": repr(exc)}
-        try:
-            os.write(w, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    try:
-        # poll, not select: the descriptor may be above select's 1024 limit.
-        poller = select.poll()
-        poller.register(r, select.POLLIN)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-                break
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        if not wait_until(lambda: os.waitpid(pid, os.WNOHANG) != (0, 0), 5, 0.02):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-    return json.loads(b"".join(chunks) or b"{}")
-
-
 def test_request_survives_a_fork(make_client, db):
     # PyMongo 2.8's test_request_with_fork: the child is still in its
     # request, and its first operation pins a fresh socket of its own.
@@ -174,7 +134,7 @@ def test_request_survives_a_fork(make_client, db):
             report["state_after"] = c.pool.request_state().name
             return report
 
-        report = _in_child(child)
+        report = in_forked_child(child)
         assert "error" not in report, report
         assert report["in_request"] is True, report
         assert report["state_before"] == "REQUEST_NO_SOCKET", report
