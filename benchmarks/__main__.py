@@ -269,11 +269,10 @@ def run_all(uri: str, server: str, args: argparse.Namespace) -> tuple[dict[str, 
     ok = True
     selected = [w for w in WORKLOADS if w.name in args.names]
     in_process = selected or REQUEST_OVERHEAD in args.names
+    # A section's steps(args) already counts its repetitions (scaling runs fewer than --reps).
     total = args.reps * (
-        len(selected) * len(CLIENTS)
-        + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
-        + sum(sec.steps(args) for sec in SECTIONS if sec.name in args.names)
-    )
+        len(selected) * len(CLIENTS) + (len(REQUEST_VARIANTS) if REQUEST_OVERHEAD in args.names else 0)
+    ) + sum(sec.steps(args) for sec in SECTIONS if sec.name in args.names)
     progress = Progress(total)
     try:
         if in_process:

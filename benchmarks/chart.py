@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .adapters import CLIENTS, MR, PYMONGO, PYMONGO_NORETRY, RAW
+from .report import scaling_drop_text
 
 # What each in-process bar is (the legend).
 CLIENT_LABELS = {
@@ -190,7 +191,9 @@ def _scaling(ax_ops: Any, ax_mem: Any, sc: dict[str, Any]) -> None:
     for label, c in sc["curves"].items():
         color = _color(sc["points"][str(c["greenlets"][0])]["configs"][label])
         xs = c["greenlets"]
-        ax_ops.plot(xs, [y or 0 for y in c["ops_per_s"]], marker="o", label=label, color=color)
+        # The drop in the legend: the median of the repetitions' own drops, and their range.
+        drop = "%s, drop %s" % (label, scaling_drop_text(c))
+        ax_ops.plot(xs, [y or 0 for y in c["ops_per_s"]], marker="o", label=drop, color=color)
         for x, y, peak in zip(xs, c["ops_per_s"], c["peak_connections"], strict=True):
             if y:
                 ax_ops.annotate(
@@ -211,7 +214,15 @@ def _scaling(ax_ops: Any, ax_mem: Any, sc: dict[str, Any]) -> None:
     ax_ops.set_ylabel("ops/s")
     ax_ops.set_ylim(bottom=0)
     ax_ops.margins(y=0.2)
-    ax_ops.set_title("Scaling: ops/s against concurrent greenlets (peak connections marked)", fontsize=10)
+    ax_ops.set_title(
+        "Scaling: ops/s against concurrent greenlets (peak connections marked)%s"
+        % (
+            "\nmedian of %d reps; drop: median of each repetition's own drop (range)" % sc["reps"]
+            if sc.get("method") == "interleaved"
+            else ""
+        ),
+        fontsize=10,
+    )
     ax_mem.set_ylabel("KiB per greenlet (peak RSS growth / greenlets)")
     ax_mem.set_yscale("log")
     ax_mem.set_title("Scaling: memory per greenlet", fontsize=10)

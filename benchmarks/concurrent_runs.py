@@ -8,6 +8,9 @@ maxPoolSize 50, for the configurations in :data:`SCALING_CONFIGS`.  Every
 point does about the same number of operations (``SCALING_TASK_ITERATIONS``
 greenlet-iterations, split evenly among the greenlets), so a point with many
 greenlets differs from one with few only in how many are waiting at once.
+A repetition runs every configuration at every greenlet count, in an order
+that changes from one repetition to the next (:func:`scaling_order`), and a
+curve's drop is the median of the repetitions' own drops (:func:`paired_drops`).
 
 Each run is a fresh subprocess (monkey-patching is process-wide) that prints
 one JSON object: see :mod:`benchmarks.gevent_bench`.
@@ -105,6 +108,8 @@ SCALING_CONFIGS = (MR_W0_REQUEST, MR_W1, PM_W1)
 SCALING_GREENLETS = (10, 100, 1000, 10_000)
 SCALING_POOL_SIZE = 50
 SCALING_TASK_ITERATIONS = 30_000  # greenlet-iterations per point (3 ops each); 3,000 with --quick (at least 1 each)
+# Each repetition is 12 subprocesses of 5-20 s: 5 repetitions take about 15 minutes here.
+SCALING_MAX_REPS = 5
 
 
 def run_one(
@@ -197,59 +202,129 @@ def run_gevent(uri: str, args: Any, progress: Any) -> dict[str, Any]:
 
 
 def scaling_reps(args: Any) -> int:
-    return 1 if args.quick else min(args.reps, 3)
+    """Repetitions of the scaling section: up to 5 (2 with ``--quick``, enough to exercise the pairing)."""
+    return min(args.reps, 2 if args.quick else SCALING_MAX_REPS)
 
 
 def scaling_steps(args: Any) -> int:
     return scaling_reps(args) * len(SCALING_CONFIGS) * len(SCALING_GREENLETS)
 
 
+def scaling_order(rep: int) -> tuple[list[Config], list[int]]:
+    """(configurations, greenlet counts) in the order repetition ``rep`` runs them.
+
+    Ascending in even repetitions, descending in odd ones, and rotated by one
+    every two repetitions: no greenlet count is always first or last, and the
+    distance from a repetition's 10-greenlet run to its 10,000-greenlet run
+    changes sign from one repetition to the next, so a drift during the run
+    does not always favour the same end of the curve.  The configurations
+    rotate too, so none always runs first.
+    """
+    sizes = list(SCALING_GREENLETS) if rep % 2 == 0 else list(reversed(SCALING_GREENLETS))
+    shift = (rep // 2) % len(sizes)
+    turn = rep % len(SCALING_CONFIGS)
+    return list(SCALING_CONFIGS[turn:] + SCALING_CONFIGS[:turn]), sizes[shift:] + sizes[:shift]
+
+
+def _cpu_us_per_op(run: dict[str, Any]) -> float | None:
+    """The benchmark process's CPU per op in one run (None if the runner did not report it)."""
+    cpu = run.get("client_cpu_s")
+    return cpu * 1e6 / run["ops"] if cpu is not None and run["ops"] else None
+
+
+def paired_drops(first: list[dict[str, Any]], last: list[dict[str, Any]], reps: int) -> dict[str, Any]:
+    """Each repetition's own drop in ops/s, and rise in client CPU per op, from its ``first`` run to its ``last``.
+
+    ``first`` and ``last`` are one configuration's runs at the fewest and the
+    most greenlets, each tagged with its repetition (``"rep"``).  A repetition
+    that lost either run has no pair (None).
+    """
+    by_rep_first = {r["rep"]: r for r in first}
+    by_rep_last = {r["rep"]: r for r in last}
+    drops: list[float | None] = []
+    rises: list[float | None] = []
+    for rep in range(reps):
+        a, b = by_rep_first.get(rep), by_rep_last.get(rep)
+        drops.append(1 - b["ops_per_s"] / a["ops_per_s"] if a and b and a["ops_per_s"] else None)
+        cpu_a, cpu_b = (_cpu_us_per_op(a), _cpu_us_per_op(b)) if a and b else (None, None)
+        rises.append(cpu_b - cpu_a if cpu_a is not None and cpu_b is not None else None)
+    paired = [d for d in drops if d is not None]
+    paired_rises = [x for x in rises if x is not None]
+    return {
+        # Throughput lost from the fewest to the most greenlets (issue 13's target: <= 5%): the median of
+        # the repetitions' own drops, so a drift between repetitions cancels.
+        "drop": report.median(paired),
+        "drops_per_rep": drops,
+        "drop_min": min(paired, default=None),
+        "drop_max": max(paired, default=None),
+        "client_cpu_rise_us_per_op": report.median(paired_rises),
+        "client_cpu_rise_us_per_op_per_rep": rises,
+    }
+
+
+def scaling_curve(label: str, points: dict[str, dict[str, Any]], reps: int) -> dict[str, Any]:
+    """One configuration's curve: the medians at each greenlet count, and the drop from the first to the last."""
+    sizes = [int(g) for g in points]
+    cfgs = [points[str(g)]["configs"][label] for g in sizes]
+    ops = [c["median_ops_per_s"] for c in cfgs]
+    curve: dict[str, Any] = {
+        "greenlets": sizes,
+        "ops_per_s": ops,
+        "peak_connections": [c["peak_connections_max"] for c in cfgs],
+        "memory_per_greenlet_bytes": [c["memory_per_task_bytes_median"] for c in cfgs],
+        "client_cpu_us_per_op": [c.get("client_cpu_us_per_op_median") for c in cfgs],
+    }
+    curve.update(paired_drops(cfgs[0]["runs"], cfgs[-1]["runs"], reps))
+    # The figure reported before the runs were paired: the drop from one median to the other.
+    curve["drop_of_medians"] = (1 - ops[-1] / ops[0]) if ops[0] and ops[-1] else None
+    return curve
+
+
 def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
-    """The ``scaling`` workload: ops/s, peak connections and memory per greenlet against the greenlet count."""
+    """The ``scaling`` workload: ops/s, peak connections and memory per greenlet against the greenlet count.
+
+    One repetition runs every configuration at every greenlet count, each
+    configuration's four points in a row (see :func:`scaling_order`), so the
+    runs that a drop compares are measured minutes, not a whole section, apart.
+    """
+    reps = scaling_reps(args)
     total = 3_000 if args.quick else SCALING_TASK_ITERATIONS
-    points: dict[str, dict[str, Any]] = {}
-    for greenlets in SCALING_GREENLETS:
-        iterations = max(1, total // greenlets)
-        points[str(greenlets)] = {
-            "iterations": iterations,
-            "configs": run_configs(
-                SCALING_CONFIGS,
-                uri,
-                scaling_reps(args),
-                SCALING_POOL_SIZE,
-                greenlets,
-                iterations,
-                progress,
-                "scaling %d greenlets" % greenlets,
+    iterations = {g: max(1, total // g) for g in SCALING_GREENLETS}
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {
+        (g, c.label): [] for g in SCALING_GREENLETS for c in SCALING_CONFIGS
+    }
+    errors: dict[tuple[int, str], list[str]] = {key: [] for key in runs}
+    order: list[list[list[Any]]] = []
+    for rep in range(reps):
+        configs, sizes = scaling_order(rep)
+        order.append([])
+        for cfg in configs:
+            for greenlets in sizes:
+                progress.step("scaling rep %d/%d %s, %d greenlets" % (rep + 1, reps, cfg.label, greenlets))
+                order[-1].append([greenlets, cfg.label])
                 # Every task's counter exists before timing, so the server does
                 # the same work at every point (an update per upsert); else
                 # 10,000 greenlets insert 10,000 documents that 10 do not.
-                preinsert=True,
-            ),
+                run, error = run_one(cfg, uri, SCALING_POOL_SIZE, greenlets, iterations[greenlets], preinsert=True)
+                if error is not None:
+                    errors[greenlets, cfg.label].append("rep %d: %s" % (rep + 1, error))
+                else:
+                    run.update(rep=rep, position=len(order[-1]) - 1)
+                    runs[greenlets, cfg.label].append(run)
+    points = {
+        str(g): {
+            "iterations": iterations[g],
+            "configs": {c.label: summarize(c, runs[g, c.label], errors[g, c.label]) for c in SCALING_CONFIGS},
         }
-    curves: dict[str, dict[str, Any]] = {}
-    for cfg in SCALING_CONFIGS:
-        ops = [points[str(g)]["configs"][cfg.label]["median_ops_per_s"] for g in SCALING_GREENLETS]
-        first, last = ops[0], ops[-1]
-        curves[cfg.label] = {
-            "greenlets": list(SCALING_GREENLETS),
-            "ops_per_s": ops,
-            "peak_connections": [
-                points[str(g)]["configs"][cfg.label]["peak_connections_max"] for g in SCALING_GREENLETS
-            ],
-            "memory_per_greenlet_bytes": [
-                points[str(g)]["configs"][cfg.label]["memory_per_task_bytes_median"] for g in SCALING_GREENLETS
-            ],
-            "client_cpu_us_per_op": [
-                points[str(g)]["configs"][cfg.label].get("client_cpu_us_per_op_median") for g in SCALING_GREENLETS
-            ],
-            # Throughput lost from the fewest to the most greenlets (issue 13's target: <= 5%).
-            "drop": (1 - last / first) if first and last else None,
-        }
+        for g in SCALING_GREENLETS
+    }
     return {
         "max_pool_size": SCALING_POOL_SIZE,
-        "reps": scaling_reps(args),
+        "reps": reps,
         "task_iterations": total,
+        # What drop means here (report.scaling_markdown renders older results.json files too).
+        "method": "interleaved",
+        "order": order,  # per repetition, the [greenlets, config] runs in the order they ran
         "points": points,
-        "curves": curves,
+        "curves": {c.label: scaling_curve(c.label, points, reps) for c in SCALING_CONFIGS},
     }

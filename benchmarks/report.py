@@ -124,11 +124,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     curves = (results.get("scaling") or {}).get("curves", {})
+    sc_paired = (results.get("scaling") or {}).get("method") == "interleaved"
     for label in (GEVENT_MR, "mongo_requests w=1"):
+        # The median of the repetitions' own drops (concurrent_runs.paired_drops), in results since the
+        # interleaved method ("method": "interleaved"); the drop of the medians before.
         drop = curves.get(label, {}).get("drop")
         out.append(
             _target(
-                "scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%" % (label, SCALING_MAX_DROP * 100),
+                "scaling, %s: ops/s drop from 10 to 10,000 greenlets <= %.0f%%%s"
+                % (label, SCALING_MAX_DROP * 100, " (median of paired reps)" if sc_paired else ""),
                 drop * 100 if drop is not None else None,
                 SCALING_MAX_DROP * 100,
                 False,
@@ -381,6 +385,15 @@ def scaling_markdown(sc: dict[str, Any]) -> list[str]:
         "time per op." % ("{:,}".format(sc["task_iterations"]), sc["reps"]),
         "",
     ]
+    paired = sc.get("method") == "interleaved"
+    if paired:
+        lines += [
+            "Each repetition runs every configuration at every greenlet count, in an order that changes from one "
+            "repetition to the next. The drop is the median of the repetitions' own drops (each one's 10 against "
+            "its own 10,000), with their range in brackets; the CPU column of that row is the median of the "
+            "repetitions' own rises. results.json also keeps the drop of the medians (`drop_of_medians`).",
+            "",
+        ]
     rows = []
     for label, c in curves.items():
         for i, g in enumerate(c["greenlets"]):
@@ -394,7 +407,16 @@ def scaling_markdown(sc: dict[str, Any]) -> list[str]:
                     _us(c.get("client_cpu_us_per_op", [None] * len(c["greenlets"]))[i]),
                 ]
             )
-        rows.append(["", "drop 10 -> 10,000", "-" if c["drop"] is None else "%.1f%%" % (c["drop"] * 100), "", "", ""])
+        rows.append(
+            [
+                "",
+                "drop %s -> %s" % (f"{c['greenlets'][0]:,}", f"{c['greenlets'][-1]:,}"),
+                scaling_drop_text(c),
+                "",
+                "",
+                "-" if c.get("client_cpu_rise_us_per_op") is None else "%+.1f" % c["client_cpu_rise_us_per_op"],
+            ]
+        )
     lines += _table(
         ["config", "greenlets", "ops/s", "peak connections", "KiB per greenlet", "client CPU µs per op"], rows
     )
@@ -403,6 +425,18 @@ def scaling_markdown(sc: dict[str, Any]) -> list[str]:
             for err in g.get("run_errors", []):
                 lines.append("- %s: `%s`" % (label, err))
     return lines
+
+
+def scaling_drop_text(curve: dict[str, Any]) -> str:
+    """A curve's drop in percent, with the range of the repetitions' own drops when there is more than one."""
+    drop = curve.get("drop")
+    if drop is None:
+        return "-"
+    text = "%.1f%%" % (drop * 100)
+    low, high = curve.get("drop_min"), curve.get("drop_max")
+    if low is not None and high is not None and len([d for d in curve["drops_per_rep"] if d is not None]) > 1:
+        text += " (%.1f..%.1f%%)" % (low * 100, high * 100)
+    return text
 
 
 # -- chart -----------------------------------------------------------------------
