@@ -43,7 +43,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import ConfigurationError
 from .originals import _original, gevent_patched, real_lock, real_poll
-from .waiters import _GreenletWaiter, _ThreadWaiter, use_gevent
+from .waiters import _ThreadWaiter, greenlet_waiter, use_gevent
 
 __all__ = [
     "RecordOwner",
@@ -339,11 +339,11 @@ class GreenletIdentity:
                 self._watch(current, calls.caller_died)
         return calls
 
-    #: ``waiter(settle_lock=None)``: a one-shot waiter for the pool's wait queue
-    #: (``settle_lock``: the pool's lock, else a new one).  The class itself, so
-    #: making one is one call.  Its wake-up may come from another thread's hub
-    #: (or a plain thread), which mixed mode needs: see :class:`_GreenletWaiter`.
-    waiter = _GreenletWaiter
+    #: ``waiter(settle_lock=None)``: the calling greenlet's waiter for the pool's wait queue, reset
+    #: for this wait (``settle_lock``: the pool's lock, else a new one).  Its wake-up may come
+    #: from another thread's hub (or a plain thread), which mixed mode needs: see
+    #: :class:`_GreenletWaiter` and :func:`greenlet_waiter`.
+    waiter = staticmethod(greenlet_waiter)
 
     def after_fork(self) -> None:
         """In a forked child: make gevent's hub usable again.

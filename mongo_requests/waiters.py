@@ -196,26 +196,27 @@ def _hub_wakeups(hub: Any) -> _HubWakeups:
 class _GreenletWaiter(_Waiter):
     """A waiter for greenlets: the waiting greenlet switches to its hub, and the wake-up switches back.
 
-    ``_GreenletWaiter(settle_lock)`` waits in the calling greenlet's hub (the
-    identity hands out the class itself as ``waiter``: one call makes one).
-    The bare hub protocol that ``gevent.queue`` uses, rather than a
+    The identity hands out :func:`greenlet_waiter` as ``waiter``: each
+    greenlet keeps one waiter, made on its first wait in its hub and reset
+    for every wait after (a greenlet waits for one slot at a time).  The
+    bare hub protocol that ``gevent.queue`` uses, rather than a
     ``gevent.lock.Semaphore``: a wait is one switch out and one back, with
     no link list to build and walk (benchmarks/README.md's scaling section
     measures what that saves per wait).  A releaser in the waiter's thread
     schedules a plain callback, which runs before the loop next polls; one
     in another thread goes through the hub's :class:`_HubWakeups`.
 
-    ``_resume`` switches only while the waiter is still sleeping, so a
-    wake-up that arrives after a timeout or a kill is dropped, and never
-    switches into the greenlet while it is busy elsewhere.
+    ``_resume`` switches only while the waiter is still sleeping, and the
+    sleep loops until the outcome is settled or the timer expired, so a
+    wake-up that arrives late (after a timeout, a kill, or even in a later
+    wait of the same waiter) is dropped, and never switches into the
+    greenlet while it is busy elsewhere.
 
-    Every saturated checkout makes, sleeps on and wakes one of these, so the
-    base class's steps are inlined into ``__init__``, ``wait`` and ``set``:
-    four Python calls less per wait (``_Waiter.__init__``, ``_sleep``,
-    ``_wake``, and ``identity.waiter()``), with the same protocol.
+    Every saturated checkout sleeps on and wakes one of these, so the base
+    class's ``_sleep`` is inlined into ``wait``.
     """
 
-    __slots__ = ("_hub", "_thread", "_owner", "_glet", "_wakeups", "_woken", "_expired")
+    __slots__ = ("_hub", "_thread", "_glet", "_wakeups", "_expired")
 
     def __init__(self, settle_lock: Any = None) -> None:
         """Wait in the calling greenlet's hub; ``settle_lock``: the pool's lock, else a new one."""
@@ -226,14 +227,14 @@ class _GreenletWaiter(_Waiter):
         self.error: BaseException | None = None
         hub = self._hub = _get_hub()  # type: ignore[misc]  # the waiting greenlet's hub: its thread's
         self._thread = _get_ident()
-        self._owner = _getcurrent()  # type: ignore[misc]  # the waiting greenlet
-        self._glet: Any = None  # the owner while it sleeps, else None
+        # The waiting greenlet while it sleeps, else None.  Not kept otherwise: the greenlet keeps
+        # its waiter (greenlet_waiter), and a reference back would make a cycle.
+        self._glet: Any = None
         # _hub_wakeups(hub), inline.
         wakeups: _HubWakeups | None = getattr(_wakeups, "current", None)
         if wakeups is None or wakeups.hub is not hub:
             wakeups = _hub_wakeups(hub)
         self._wakeups = wakeups
-        self._woken = False
         self._expired = False
 
     def wait(self, timeout: float | None) -> tuple[bool, Any]:
@@ -250,13 +251,13 @@ class _GreenletWaiter(_Waiter):
             # update=True: count from now, not from the loop's cached time,
             # which is stale when this greenlet ran a while (gevent.Timeout does the same).
             timer.start(self._expire, update=True)
-        # Published before the flags are read: a waker in another thread
-        # sets _woken and then queues us, so one of us sees the other.
-        self._glet = self._owner
+        # Published before the outcome is read: a waker in another thread
+        # settles the outcome and then queues us, so one of us sees the other.
+        self._glet = _getcurrent()  # type: ignore[misc]
         try:
             # Only _resume switches back here; the loop guards against
             # anything else that might switch into a sleeping greenlet.
-            while not (self._woken or self._expired):
+            while self._outcome == 0 and not self._expired:  # _PENDING
                 hub.switch()
         finally:
             self._glet = None
@@ -266,30 +267,15 @@ class _GreenletWaiter(_Waiter):
                 wakeups.watcher.stop()  # stopped, not closed: see _HubWakeups
             if timer is not None:
                 timer.close()
-        if not self._woken and self._settle_as(self._GAVE_UP):
+        outcome = self._outcome
+        if outcome == 1:  # _SET: the common case
+            return True, self.sock
+        if outcome == 0 and self._settle_as(self._GAVE_UP):
             return False, None
-        # Woken, or lost the race to set()/fail() just as the timeout expired.
+        # Failed, or lost the race to set()/fail() just as the timeout expired.
         if self._outcome == 2:  # _FAILED
             raise self.error  # type: ignore[misc]
         return True, self.sock
-
-    def set(self, sock: Any) -> bool:
-        """:meth:`_Waiter.set`, with the wake-up inline."""
-        with self._settle:
-            if self._outcome != 0:  # _PENDING
-                return False
-            self._outcome = 1  # _SET
-            self.sock = sock
-        # _wake(), inline.
-        self._woken = True
-        if _get_ident() == self._thread:
-            self._hub.loop.run_callback(self._resume)
-            return True
-        # Another thread: see _wake.
-        wakeups = self._wakeups
-        wakeups.pending.append(self)
-        wakeups.watcher.send()
-        return True
 
     def survives_fork(self) -> bool:
         """A greenlet of the forking thread lives on in the child (its thread keeps its ident there)."""
@@ -307,12 +293,39 @@ class _GreenletWaiter(_Waiter):
             glet.switch()
 
     def _wake(self) -> None:
-        self._woken = True
         if _get_ident() == self._thread:
             self._hub.loop.run_callback(self._resume)
             return
         # Another thread: queue the waiter for its hub's watcher.  If it has
-        # not slept yet it sees _woken first, and the queued entry is a no-op.
+        # not slept yet it sees its outcome first, and the queued entry is a no-op.
         wakeups = self._wakeups
         wakeups.pending.append(self)
         wakeups.watcher.send()
+
+
+# The attribute of a greenlet that keeps its waiter (see greenlet_waiter).
+_WAITER = "_mongo_requests_waiter"
+
+
+def greenlet_waiter(settle_lock: Any = None) -> _GreenletWaiter:
+    """The calling greenlet's waiter, reset for one more wait (made on its first, or in a new hub).
+
+    Making and freeing a waiter per wait cost ~5,000 instructions, on every
+    checkout of a saturated pool; resetting one costs a fifth of that, and a
+    parked greenlet holds one object fewer for the garbage collector.  Safe
+    because a greenlet waits for one slot at a time, and a waiter is out of
+    every pool's queue once its wait returns: a wake-up from an earlier wait
+    that comes late is dropped by ``wait``'s loop (see :class:`_GreenletWaiter`).
+    """
+    glet = _getcurrent()  # type: ignore[misc]
+    waiter: _GreenletWaiter | None = getattr(glet, _WAITER, None)
+    if waiter is None or waiter._hub is not _get_hub():  # type: ignore[misc]
+        waiter = _GreenletWaiter(settle_lock)
+        setattr(glet, _WAITER, waiter)
+        return waiter
+    waiter._settle = _allocate_lock() if settle_lock is None else settle_lock
+    waiter._outcome = 0  # _PENDING
+    waiter.sock = None
+    waiter.error = None
+    waiter._expired = False
+    return waiter

@@ -144,6 +144,48 @@ def test_greenlet_waiter_drops_a_wake_up_that_comes_too_late(pools, mode):
     assert time.monotonic() - t0 >= 0.045  # not cut short by a stray switch
 
 
+@pytest.mark.modes(PATCHED, UNPATCHED)
+def test_a_greenlet_keeps_one_waiter_and_a_late_wake_up_cannot_end_its_next_wait(pools, mode):
+    # A greenlet's waiter is reset for each of its waits.  The first wait here
+    # ends before its wake-up callback runs; that callback must not end the
+    # second wait, which has to run to its timeout.
+    pool = pools(max_size=1)
+    w = pool.identity.waiter()
+    assert w.set("sock") is True
+    assert w.wait(None) == (True, "sock")
+    again = pool.identity.waiter()
+    assert again is w
+    t0 = time.monotonic()
+    assert again.wait(0.05) == (False, None)  # the stale callback ran in between, and was dropped
+    assert time.monotonic() - t0 >= 0.045
+
+
+@pytest.mark.modes(PATCHED, UNPATCHED)
+def test_a_greenlet_that_waited_is_freed_without_the_garbage_collector(pools, mode):
+    # The waiter a greenlet keeps must not refer back to it: a cycle would
+    # keep every greenlet that ever waited alive until a collection.
+    import gc
+    import weakref
+
+    pool = pools(max_size=1)
+    holder = pool.checkout()
+    got: list = []
+    glet = mode.gevent.spawn(lambda: got.append(pool.checkout()))
+    assert wait_until(lambda: pool.get_stats()["waiting"] == 1, 5, sleep=mode.gevent.sleep)
+    pool.checkin(holder)
+    glet.join(5)
+    assert got == [holder]
+    pool.checkin(holder)
+    ref = weakref.ref(glet)
+    gc.disable()
+    try:
+        del glet
+        mode.gevent.sleep(0)  # let the hub drop its own references
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 @pytest.mark.modes(UNPATCHED, MIXED)
 def test_a_greenlet_alone_in_its_thread_is_woken_by_another_thread(pools):
     # A real thread's main greenlet waits for the slot another thread holds.
@@ -183,12 +225,17 @@ def waiter_factory(pool: Pool, wait_hook):
 
     def make(*args):
         w = real_waiter(*args)
+        base = type(w)
 
-        class Hooked(type(w)):  # same slots, so the instance can switch class
+        class Hooked(base):  # same slots, so the instance can switch class
             __slots__ = ()
 
             def wait(self, timeout):
-                return wait_hook(super().wait, timeout)
+                try:
+                    return wait_hook(super().wait, timeout)
+                finally:
+                    # A greenlet keeps its waiter for its next waits: give it back unhooked.
+                    self.__class__ = base
 
         w.__class__ = Hooked
         return w
