@@ -138,9 +138,10 @@ class RecordOwner(Generic[_R]):
 class CallerRecords(dict[weakref.ref[Any], Any]):
     """One caller's request records: ``{weakref to owner: record}``, and its death callback.
 
-    A dict subclass so that the death callback is a bound method: one object
-    per caller for the garbage collector to track, where a closure and
-    rawlink's wrapper made five (10,000 greenlets keep them all alive).
+    A dict subclass, so one object per caller for the garbage collector to
+    track (10,000 greenlets keep them all alive).  A gevent Greenlet's death
+    watch is a module function that finds the records on the greenlet, so
+    it adds no object; other callers' watches use the bound ``caller_died``.
     """
 
     __slots__ = ()
@@ -161,6 +162,13 @@ class CallerRecords(dict[weakref.ref[Any], Any]):
         for dead in [ref for ref in self if ref() is None]:
             del self[dead]
         self[owner_ref] = record
+
+
+def _greenlet_died(glet: Any) -> None:
+    """rawlink callback of a gevent Greenlet that had request records: the records' death watch."""
+    calls: CallerRecords | None = getattr(glet, CALLS, None)
+    if calls is not None:
+        calls.caller_died()
 
 
 class ThreadIdentity:
@@ -334,7 +342,7 @@ class GreenletIdentity:
             calls = CallerRecords()
             setattr(current, CALLS, calls)
             if isinstance(current, self._Greenlet):
-                current.rawlink(calls.caller_died)  # called with the greenlet: no wrapper needed
+                current.rawlink(_greenlet_died)  # a module function: no bound method per greenlet
             else:
                 self._watch(current, calls.caller_died)
         return calls
