@@ -72,7 +72,8 @@ EPILOG = """workloads:
   request_overhead   mongo_requests only: find_one_by_id outside and inside a request
   gevent             500 greenlets, maxPoolSize 50: mongo_requests w=0 in a request, w=0 with
                      auto_start_request, w=1; pymongo w=1 and w=0; AsyncMongoClient w=1 (asyncio tasks)
-  scaling            the gevent workload at 10, 100, 1,000 and 10,000 greenlets, maxPoolSize 50
+  scaling            the gevent workload at 10, 100, 1,000 and 10,000 greenlets, maxPoolSize 50,
+                     beside gevent's own floor (the same shape, no driver and no I/O)
   replset            a 3-member replica set: primary and secondary reads, w=1 updates, gevent,
                      retryable-writes overhead (also on the standalone); peak connections per member
   tls                its own mongod with TLS and SCRAM: connection set-up, find_one and w=1 over TLS

@@ -11,6 +11,10 @@ greenlets differs from one with few only in how many are waiting at once.
 A repetition runs every configuration at every greenlet count, in an order
 that changes from one repetition to the next (:func:`scaling_order`), and a
 curve's drop is the median of the repetitions' own drops (:func:`paired_drops`).
+Every repetition also runs gevent's own floor at each greenlet count
+(:mod:`benchmarks.gevent_floor`: the same shape with no driver and no I/O), so
+a curve's rise in client CPU per op can be split into gevent's part and the
+driver's (:func:`floor_summary`, :func:`driver_rises`).
 
 Each run is a fresh subprocess (monkey-patching is process-wide) that prints
 one JSON object: see :mod:`benchmarks.gevent_bench`.
@@ -110,20 +114,25 @@ SCALING_POOL_SIZE = 50
 SCALING_TASK_ITERATIONS = 30_000  # greenlet-iterations per point (3 ops each); 3,000 with --quick (at least 1 each)
 # Each repetition is 12 subprocesses of 5-20 s: 5 repetitions take about 15 minutes here.
 SCALING_MAX_REPS = 5
+# gevent's own floor (benchmarks.gevent_floor), run at every point of every repetition: not a Config, since it
+# has no server, no ops/s target and no connections.  Two switches per op: an op of the real workload waits
+# about twice (for its socket's reply, and for a pooled socket).
+FLOOR_LABEL = "gevent alone"
+FLOOR_SWITCHES = 2
+FLOOR_NOTE = "gevent alone: the same shape, %d switches per op, no driver, no I/O" % FLOOR_SWITCHES
 
 
 def run_one(
     cfg: Config, uri: str, pool_size: int, greenlets: int, iterations: int, preinsert: bool = False
 ) -> tuple[Any, str | None]:
     """(the run's JSON object, None) or (None, what went wrong)."""
+    return run_command(cfg.command(uri, pool_size, greenlets, iterations, preinsert))
+
+
+def run_command(cmd: list[str]) -> tuple[Any, str | None]:
+    """Run one benchmark subprocess: (the JSON object it printed last, None) or (None, what went wrong)."""
     try:
-        proc = subprocess.run(
-            cfg.command(uri, pool_size, greenlets, iterations, preinsert),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         return None, "timed out after 900 s"
     if proc.returncode != 0:
@@ -207,7 +216,7 @@ def scaling_reps(args: Any) -> int:
 
 
 def scaling_steps(args: Any) -> int:
-    return scaling_reps(args) * len(SCALING_CONFIGS) * len(SCALING_GREENLETS)
+    return scaling_reps(args) * (len(SCALING_CONFIGS) + 1) * len(SCALING_GREENLETS)  # + 1: the floor
 
 
 def scaling_order(rep: int) -> tuple[list[Config], list[int]]:
@@ -262,8 +271,72 @@ def paired_drops(first: list[dict[str, Any]], last: list[dict[str, Any]], reps: 
     }
 
 
-def scaling_curve(label: str, points: dict[str, dict[str, Any]], reps: int) -> dict[str, Any]:
-    """One configuration's curve: the medians at each greenlet count, and the drop from the first to the last."""
+def floor_command(greenlets: int, iterations: int) -> list[str]:
+    """The command line of one run of gevent's floor."""
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.gevent_floor",
+        "--greenlets",
+        str(greenlets),
+        "--iterations",
+        str(iterations),
+        "--switches",
+        str(FLOOR_SWITCHES),
+    ]
+
+
+def floor_summary(runs: dict[int, list[dict[str, Any]]], errors: dict[int, list[str]], reps: int) -> dict[str, Any]:
+    """The floor's points (per-rep runs, median client CPU per op) and its paired CPU rise, fewest to most greenlets.
+
+    ``runs`` and ``errors`` are keyed by greenlet count, each run tagged with its repetition (``"rep"``).
+    """
+    sizes = sorted(runs)
+    points = {
+        str(g): {
+            "runs": runs[g],
+            "client_cpu_us_per_op_median": report.median([x for x in map(_cpu_us_per_op, runs[g]) if x is not None]),
+            "errors": len(errors[g]),
+            "run_errors": errors[g],
+        }
+        for g in sizes
+    }
+    paired = paired_drops(runs[sizes[0]], runs[sizes[-1]], reps)
+    return {
+        "label": FLOOR_LABEL,
+        "note": FLOOR_NOTE,
+        "switches": FLOOR_SWITCHES,
+        # No server: its ops/s count switches only, so no drop is reported, only client CPU.
+        "greenlets": sizes,
+        "client_cpu_us_per_op": [points[str(g)]["client_cpu_us_per_op_median"] for g in sizes],
+        "client_cpu_rise_us_per_op": paired["client_cpu_rise_us_per_op"],
+        "client_cpu_rise_us_per_op_per_rep": paired["client_cpu_rise_us_per_op_per_rep"],
+        "points": points,
+    }
+
+
+def driver_rises(curve_rises: list[float | None], floor_rises: list[float | None]) -> dict[str, Any]:
+    """A curve's CPU rise less the floor's, repetition by repetition: the part that is not gevent's own.
+
+    Derived, not measured: it assumes gevent's cost in the real run is the floor's,
+    and it holds the server-side and GC effects the floor lacks (benchmarks/README.md).
+    """
+    per_rep = [
+        c - f if c is not None and f is not None else None for c, f in zip(curve_rises, floor_rises, strict=True)
+    ]
+    return {
+        "driver_cpu_rise_us_per_op": report.median([x for x in per_rep if x is not None]),
+        "driver_cpu_rise_us_per_op_per_rep": per_rep,
+    }
+
+
+def scaling_curve(
+    label: str, points: dict[str, dict[str, Any]], reps: int, floor: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One configuration's curve: the medians at each greenlet count, and the drop from the first to the last.
+
+    With ``floor`` (see :func:`floor_summary`), also the curve's CPU rise less gevent's own, per repetition.
+    """
     sizes = [int(g) for g in points]
     cfgs = [points[str(g)]["configs"][label] for g in sizes]
     ops = [c["median_ops_per_s"] for c in cfgs]
@@ -277,6 +350,10 @@ def scaling_curve(label: str, points: dict[str, dict[str, Any]], reps: int) -> d
     curve.update(paired_drops(cfgs[0]["runs"], cfgs[-1]["runs"], reps))
     # The figure reported before the runs were paired: the drop from one median to the other.
     curve["drop_of_medians"] = (1 - ops[-1] / ops[0]) if ops[0] and ops[-1] else None
+    if floor is not None:
+        curve.update(
+            driver_rises(curve["client_cpu_rise_us_per_op_per_rep"], floor["client_cpu_rise_us_per_op_per_rep"])
+        )
     return curve
 
 
@@ -294,10 +371,24 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
         (g, c.label): [] for g in SCALING_GREENLETS for c in SCALING_CONFIGS
     }
     errors: dict[tuple[int, str], list[str]] = {key: [] for key in runs}
+    floor_runs: dict[int, list[dict[str, Any]]] = {g: [] for g in SCALING_GREENLETS}
+    floor_errors: dict[int, list[str]] = {g: [] for g in SCALING_GREENLETS}
     order: list[list[list[Any]]] = []
+    floor_order: list[list[int]] = []
     for rep in range(reps):
         configs, sizes = scaling_order(rep)
         order.append([])
+        # gevent's own floor before the configurations, in this repetition's order of greenlet counts (about a
+        # second a point).  Kept out of `order`, so that a config run's position means what it did before.
+        floor_order.append(sizes)
+        for position, greenlets in enumerate(sizes):
+            progress.step("scaling rep %d/%d %s, %d greenlets" % (rep + 1, reps, FLOOR_LABEL, greenlets))
+            run, error = run_command(floor_command(greenlets, iterations[greenlets]))
+            if error is not None:
+                floor_errors[greenlets].append("rep %d: %s" % (rep + 1, error))
+            else:
+                run.update(rep=rep, position=position)
+                floor_runs[greenlets].append(run)
         for cfg in configs:
             for greenlets in sizes:
                 progress.step("scaling rep %d/%d %s, %d greenlets" % (rep + 1, reps, cfg.label, greenlets))
@@ -318,6 +409,8 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
         }
         for g in SCALING_GREENLETS
     }
+    floor = floor_summary(floor_runs, floor_errors, reps)
+    floor["order"] = floor_order  # per repetition, the greenlet counts in the order they ran, before its configs
     return {
         "max_pool_size": SCALING_POOL_SIZE,
         "reps": reps,
@@ -326,5 +419,6 @@ def run_scaling(uri: str, args: Any, progress: Any) -> dict[str, Any]:
         "method": "interleaved",
         "order": order,  # per repetition, the [greenlets, config] runs in the order they ran
         "points": points,
-        "curves": {c.label: scaling_curve(c.label, points, reps) for c in SCALING_CONFIGS},
+        "curves": {c.label: scaling_curve(c.label, points, reps, floor) for c in SCALING_CONFIGS},
+        "floor": floor,
     }

@@ -373,6 +373,7 @@ def _us(value: float | None) -> str:
 def scaling_markdown(sc: dict[str, Any]) -> list[str]:
     """The scaling section: ops/s, peak connections and memory per greenlet for each greenlet count."""
     curves = sc["curves"]
+    floor = sc.get("floor")  # gevent's own floor: in results since it was added (older files render without it)
     sizes = next(iter(curves.values()))["greenlets"] if curves else []
     lines = [
         "",
@@ -414,17 +415,63 @@ def scaling_markdown(sc: dict[str, Any]) -> list[str]:
                 scaling_drop_text(c),
                 "",
                 "",
-                "-" if c.get("client_cpu_rise_us_per_op") is None else "%+.1f" % c["client_cpu_rise_us_per_op"],
+                scaling_rise_text(c, floor),
+            ]
+        )
+    if floor is not None:
+        rows.append(
+            [
+                floor.get("note", floor["label"]),
+                " → ".join(f"{g:,}" for g in floor["greenlets"]),
+                "-",
+                "-",
+                "-",
+                "%s; rise %s"
+                % (
+                    " → ".join(_us(x) for x in floor["client_cpu_us_per_op"]),
+                    _signed(floor["client_cpu_rise_us_per_op"]),
+                ),
             ]
         )
     lines += _table(
         ["config", "greenlets", "ops/s", "peak connections", "KiB per greenlet", "client CPU µs per op"], rows
     )
+    if floor is not None:
+        lines += [
+            "",
+            "The last row is gevent's own floor, run in every repetition before the configurations: the same "
+            "greenlets and iterations, each op %d `gevent.sleep(0)` and nothing else (benchmarks/gevent_floor.py). "
+            "In a drop row, gevent's part is the floor's rise (the median of its repetitions' own rises) and the "
+            "driver's part is derived: the median over repetitions of the configuration's rise less the floor's "
+            "rise in the same repetition, so the two parts need not add up to the total exactly. The driver's part "
+            "also holds whatever the floor lacks (the server's replies, the garbage collector's work on driver "
+            "objects)." % floor.get("switches", 2),
+        ]
     for point in sc["points"].values():
         for label, g in point["configs"].items():
             for err in g.get("run_errors", []):
                 lines.append("- %s: `%s`" % (label, err))
+    if floor is not None:
+        for point in floor["points"].values():
+            for err in point.get("run_errors", []):
+                lines.append("- %s: `%s`" % (floor["label"], err))
     return lines
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else "%+.1f" % value
+
+
+def scaling_rise_text(curve: dict[str, Any], floor: dict[str, Any] | None) -> str:
+    """A curve's paired rise in client CPU per op, split into gevent's part and the driver's when the floor ran."""
+    text = _signed(curve.get("client_cpu_rise_us_per_op"))
+    if floor is None or curve.get("client_cpu_rise_us_per_op") is None:
+        return text
+    return "%s (gevent %s, driver %s)" % (
+        text,
+        _signed(floor.get("client_cpu_rise_us_per_op")),
+        _signed(curve.get("driver_cpu_rise_us_per_op")),
+    )
 
 
 def scaling_drop_text(curve: dict[str, Any]) -> str:
