@@ -13,10 +13,8 @@ by ``appName`` and always switched off in a ``finally``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import select
 import threading
 import time
 
@@ -320,36 +318,7 @@ def test_fork_child_never_uses_the_parents_sockets(make_client):
     stats = c.pool.get_stats()
     assert stats["pinned"] == 1 and stats["idle"] == 1
 
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report and leave at once, whatever happens
-        try:
-            os.close(r)
-            report = {"id": conn_id(c), "pid": os.getpid()}
-        except BaseException as exc:  # noqa: BLE001
-            report = {"error": repr(exc)}
-        try:
-            os.write(w, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-            if not readable:
-                break
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        if not wait_until(lambda: os.waitpid(pid, os.WNOHANG) != (0, 0), 5, 0.02):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-    report = json.loads(b"".join(chunks) or b"{}")
+    report = in_forked_child(lambda: {"id": conn_id(c), "pid": os.getpid()})
     assert "error" not in report and "id" in report, report
     assert report["id"] != pinned_id
     assert report["id"] != idle_id
