@@ -385,7 +385,7 @@ class Pool(PoolQueue, PoolRequests, PoolLifecycle, PoolReport):
                 lock.release()
             if self._dead:
                 self._reap()
-            # _wait_in_queue(), inline: one call less per wait of a saturated pool.
+            # The wait, inline (it was a method of its own): one call less per wait of a saturated pool.
             timeout = self.opts.wait_queue_timeout
             if deadline is not None:
                 left = max(deadline - _monotonic(), 0.0)
