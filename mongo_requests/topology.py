@@ -486,6 +486,12 @@ class Topology(TopologyRequests, TopologyErrors):
         pool.checkin(sock)
         if sdam is not None:
             sdam.heartbeat_succeeded(server.address, time.monotonic() - start, sock.hello)
+        if server.known:
+            # Another caller's check described the seed while this one waited for a slot: callers
+            # that arrive together before the first check ends (10,000 new greenlets) each run one.
+            # Describing it again from a handshake's hello would change nothing, and costs ~150k
+            # instructions per caller.
+            return
         self._apply(ServerDescription.from_hello(server.address, sock.hello, None, time.monotonic()))
 
     # -- life cycle ---------------------------------------------------------

@@ -364,6 +364,46 @@ def test_economy_many_callers_share_the_cap(request, mode, make_client, monitor,
     assert_quiet(s, 10)
 
 
+def test_callers_arriving_together_describe_the_seed_once(mode, make_client):
+    # Callers that start at once on a new client all arrive before the first
+    # check of the lone seed ends, and each runs one (a checkout proves the
+    # server reachable).  Only the first needs to describe the server: the
+    # others wait behind it for a slot and find it described.  10,000 new
+    # greenlets each rebuilding the topology description cost ~150k
+    # instructions apiece (benchmarks/README.md, scaling).
+    n = 50 if mode.name == THREADS else 300
+    client = make_client(max_pool_size=5)
+    described: list[int] = []
+    real_apply = client._topology._apply
+
+    def counting_apply(sd):
+        described.append(1)
+        return real_apply(sd)
+
+    client._topology._apply = counting_apply
+    start = Gate(mode, n)
+    errors: list = []
+
+    def work(wid: int) -> None:
+        try:
+            start.arrive()
+            if not start.wait(30):
+                raise RuntimeError("start gate: only %d of %d workers arrived" % (start.count, n))
+            client.admin.command("ping")
+        except Exception as exc:
+            errors.append(short(exc))
+
+    alive = mode.join([mode.spawn(work, i) for i in range(n)], 60)
+    assert (len(errors), alive) == (0, 0), errors[:5]
+    s = pool_stats(client)
+    # Every caller checked the seed (a checkout each, besides its ping's) within
+    # the cap; the description was built by the few callers that found it
+    # undescribed, not by all of them.
+    assert s["checkouts"] >= n, s
+    assert s["created"] <= 5, s
+    assert 1 <= len(described) < 5, len(described)
+
+
 # ---------------------------------------------------------------------------
 # 5. exhaustion: more live requests than sockets
 # ---------------------------------------------------------------------------
