@@ -91,9 +91,7 @@ class PoolQueue:
             lock.acquire()
             if self._waiters:
                 waiter = self._waiters.popleft()
-                if waiter._outcome == 0:  # pending: settle it here, as in checkin
-                    waiter._outcome = 1  # set
-                    waiter.sock = sock
+                if waiter.take(sock):  # settled under this hold of the lock, woken outside it
                     lock.release()
                     waiter._wake()
                     if self._dead:
@@ -125,13 +123,10 @@ class PoolQueue:
         self._waiters.clear()
         for waiter in waiters:
             waiter._settle = lock
-            if waiter._outcome != 0:  # it gave up: no slot for it
-                continue
             if self._available > 0:
-                self._available -= 1
-                self._in_use += 1
-                waiter._outcome = 1  # set, with no socket: it connects
-                waiter.sock = None
-                waiter._wake()
-            else:
+                if waiter.take(None):  # with no socket: it connects (one that gave up gets no slot)
+                    self._available -= 1
+                    self._in_use += 1
+                    waiter._wake()
+            elif waiter._outcome == waiter._PENDING:
                 self._waiters.append(waiter)

@@ -30,10 +30,9 @@ class _Waiter:
     Subclasses supply the wake-up primitive that suits the caller
     (``_sleep``/``_wake``).
 
-    The pool's releasers run ``set`` inline, under the hold of the pool's
-    lock that popped the waiter: ``_outcome`` from pending (0) to set (1),
-    ``sock``, then ``_wake()`` after releasing the lock
-    (:mod:`mongo_requests.pool_queue`).
+    The pool's releasers settle a hand-off with :meth:`take` under the hold
+    of the pool's lock that popped the waiter, and call ``_wake()`` after
+    releasing it (:mod:`mongo_requests.pool_queue`).
     """
 
     __slots__ = ("_settle", "_outcome", "sock", "error")
@@ -56,13 +55,22 @@ class _Waiter:
 
     def set(self, sock: Any) -> bool:
         """Hand the waiter a slot (and ``sock``, or None to connect); False if it gave up."""
-        # _settle_as(), inline: a hand-off is on every checkout of a saturated pool.
         with self._settle:
-            if self._outcome != 0:  # _PENDING
+            if not self.take(sock):
                 return False
-            self._outcome = 1  # _SET
-            self.sock = sock
         self._wake()
+        return True
+
+    def take(self, sock: Any) -> bool:
+        """:meth:`set` with the settle lock already held (the pool's releasers hold it); no wake-up.
+
+        False if the waiter gave up.  The caller wakes it with ``_wake()``
+        once the lock is released (``Pool.checkin`` inlines this).
+        """
+        if self._outcome != self._PENDING:
+            return False
+        self._outcome = self._SET
+        self.sock = sock
         return True
 
     def fail(self, error: BaseException) -> bool:
@@ -218,13 +226,8 @@ class _GreenletWaiter(_Waiter):
 
     __slots__ = ("_hub", "_thread", "_glet", "_wakeups", "_expired")
 
-    def __init__(self, settle_lock: Any = None) -> None:
-        """Wait in the calling greenlet's hub; ``settle_lock``: the pool's lock, else a new one."""
-        # _Waiter.__init__, inline.
-        self._settle = _allocate_lock() if settle_lock is None else settle_lock
-        self._outcome = 0  # _PENDING
-        self.sock: Any = None
-        self.error: BaseException | None = None
+    def __init__(self) -> None:
+        """Wait in the calling greenlet's hub.  Made by :func:`greenlet_waiter`, which sets the per-wait state."""
         hub = self._hub = _get_hub()  # type: ignore[misc]  # the waiting greenlet's hub: its thread's
         self._thread = _get_ident()
         # The waiting greenlet while it sleeps, else None.  Not kept otherwise: the greenlet keeps
@@ -235,7 +238,6 @@ class _GreenletWaiter(_Waiter):
         if wakeups is None or wakeups.hub is not hub:
             wakeups = _hub_wakeups(hub)
         self._wakeups = wakeups
-        self._expired = False
 
     def wait(self, timeout: float | None) -> tuple[bool, Any]:
         """:meth:`_Waiter.wait`, with the sleep inline."""
@@ -320,9 +322,9 @@ def greenlet_waiter(settle_lock: Any = None) -> _GreenletWaiter:
     glet = _getcurrent()  # type: ignore[misc]
     waiter: _GreenletWaiter | None = getattr(glet, _WAITER, None)
     if waiter is None or waiter._hub is not _get_hub():  # type: ignore[misc]
-        waiter = _GreenletWaiter(settle_lock)
+        waiter = _GreenletWaiter()
         setattr(glet, _WAITER, waiter)
-        return waiter
+    # The per-wait state (_Waiter.__init__'s, and the timer's flag), for a new waiter or a reused one.
     waiter._settle = _allocate_lock() if settle_lock is None else settle_lock
     waiter._outcome = 0  # _PENDING
     waiter.sock = None
