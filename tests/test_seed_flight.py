@@ -19,6 +19,7 @@ import time
 
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.uri_parser import parse_uri
 
 from helpers import (
     GEVENT_MODES,
@@ -28,9 +29,11 @@ from helpers import (
     assert_quiet,
     in_forked_child,
     pool_stats,
+    report,
     short,
     wait_until,
 )
+from mongo_requests.testing_proxy import DelayProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("watchdog")]
 
@@ -41,6 +44,13 @@ def _frozen_seed() -> socket.socket:
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(512)
     return lsock
+
+
+def _free_port() -> int:
+    """A port nothing listens on (yet): connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _seed_client(mode, port: int, beats: Heartbeats, **kwargs):
@@ -62,6 +72,68 @@ def _ping_all(mode, client, n: int, errors: list, elapsed: list | None = None) -
                 elapsed.append(time.monotonic() - t0)
 
     return [mode.spawn(work) for _ in range(n)]
+
+
+def test_callers_waiting_on_a_hung_check_raise_selection_errors_by_their_deadline(request, mode):
+    # The seed is frozen: the first caller's check waits for a hello reply
+    # until its deadline.  The callers that arrived meanwhile wait for that
+    # check, each bounded by its own deadline, and then fail the way server
+    # selection fails: ServerSelectionTimeoutError.  (Before, each ran a
+    # check of its own: 5 at a time, the cap, the rest queued in the pool
+    # and failed with a wait-queue timeout.)
+    n = 50 if mode.name == THREADS else 300
+    timeout = 1.0
+    lsock = _frozen_seed()
+    beats = Heartbeats()
+    client = _seed_client(mode, lsock.getsockname()[1], beats, serverSelectionTimeoutMS=int(timeout * 1000))
+    errors: list = []
+    elapsed: list = []
+    try:
+        alive = mode.join(_ping_all(mode, client, n, errors, elapsed), 30)
+        stats = pool_stats(client)
+    finally:
+        client.close()
+        lsock.close()
+    kinds = sorted({type(e).__name__ for e in errors})
+    report(request, callers=n, checks=dict(beats.counts), kinds=kinds, slowest=round(max(elapsed), 3))
+    assert alive == 0
+    assert len(errors) == n and kinds == ["ServerSelectionTimeoutError"], [short(e) for e in errors[:3]]
+    # A hang guard, not a speed figure: every caller gave up near its own deadline.
+    assert max(elapsed) < timeout + 5, max(elapsed)
+    # A handful of checks for the whole crowd, not one per caller.
+    assert 1 <= beats.counts["started"] <= 5, beats.counts
+    assert_quiet(stats, 5)
+
+
+def test_callers_find_a_seed_that_comes_back(request, mode, mongodb_uri):
+    # The seed is down (connections refused): each check fails at once and
+    # marks it unknown; the waiting callers must not all fail with that
+    # error, but go on checking (one check at a time, every 0.05-0.5 s)
+    # until their deadline.  The server comes back: everyone succeeds.
+    n = 50 if mode.name == THREADS else 300
+    port = _free_port()
+    beats = Heartbeats()
+    client = _seed_client(mode, port, beats, serverSelectionTimeoutMS=30000)
+    target = parse_uri(mongodb_uri)["nodelist"][0]
+    errors: list = []
+    relay = None
+    try:
+        workers = _ping_all(mode, client, n, errors)
+        assert wait_until(lambda: beats.counts["failed"] >= 3, 20, 0.01, mode.sleep), beats.counts
+        relay = DelayProxy(target, delay=0.0, port=port).start()
+        alive = mode.join(workers, 40)
+        stats = pool_stats(client)
+    finally:
+        client.close()
+        if relay is not None:
+            relay.stop()
+    report(request, callers=n, checks=dict(beats.counts))
+    assert (alive, [short(e) for e in errors[:3]]) == (0, [])
+    assert beats.counts["succeeded"] == 1, beats.counts
+    # The failed checks were the flights', not one per caller per retry.
+    assert beats.counts["started"] < n // 2, beats.counts
+    assert stats["checkouts"] == n + 1, stats  # n pings and the one check that succeeded
+    assert_quiet(stats, 5)
 
 
 # ---------------------------------------------------------------------------
