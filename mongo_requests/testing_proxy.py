@@ -117,12 +117,14 @@ class DelayProxy(_ChildProxy):
 
     :param target: ``(host, port)`` of the server.
     :param delay: one-way delay in seconds.
+    :param port: the port to listen on (0: any free one); a fixed one brings
+        a server "back" at an address a client already uses.
     """
 
     kind = "delay"
 
-    def __init__(self, target: tuple[str, int], delay: float = 0.0005) -> None:
-        super().__init__(target, "--delay", repr(float(delay)))
+    def __init__(self, target: tuple[str, int], delay: float = 0.0005, port: int = 0) -> None:
+        super().__init__(target, "--delay", repr(float(delay)), "--port", str(int(port)))
         self.delay = delay
 
 

@@ -19,6 +19,8 @@ handshake: if it is a standalone the topology stays *Single* and never opens
 a heartbeat connection (a standalone costs exactly what it did before
 replica sets: it is known until a network error, then re-checked by
 connecting).  If it is a replica set member, the set is discovered from it.
+One caller checks; callers that arrive meanwhile wait for its outcome
+(:mod:`mongo_requests.flight`) instead of checking out a socket each.
 
 **Errors**: :meth:`Topology.handle_error`, the one place that interprets
 them, lives in :mod:`mongo_requests.topology_errors`.
@@ -45,6 +47,7 @@ from .errors import (
     ServerSelectionTimeoutError,
 )
 from .events import MonitoredPool
+from .flight import ABORTED, TAKE_OFF, Flight
 from .identity import choose_identity, notify_when_threading_patched, real_lock
 from .monitor import ServerMonitor, scan
 from .pool import Pool, PoolOptions
@@ -72,6 +75,10 @@ log = logging.getLogger("mongo_requests")
 PRIMARY = ReadPreference.PRIMARY
 # The specification's floor between two scans when nothing is suitable.
 MIN_HEARTBEAT_INTERVAL = 0.5
+# The first wait before re-checking a lone seed whose check failed; it doubles up to MIN_HEARTBEAT_INTERVAL.
+SEED_RETRY_MIN = 0.05
+# How a seed check landed (Topology._check_seed): it ran (the seed is described, or marked unknown), or it raised.
+_CHECKED, _RAISED = "checked", "raised"
 
 
 class Server:
@@ -138,6 +145,11 @@ class Topology(TopologyRequests, TopologyErrors):
             raise ConfigurationError(str(exc)) from None
         # A lone seed that may be a standalone is checked through its pool.
         self._pool_checks = self._td.type in (TopologyType.Single, TopologyType.Unknown) and len(self._td.servers) == 1
+        self._seed_flight = Flight()  # one seed check at a time; callers that arrive meanwhile wait for it
+        # After a failed seed check, none before _seed_due: the back-off (0.05 s doubling to 0.5 s) is the
+        # topology's, not each caller's, so a crowd retries one check at a time.
+        self._seed_due = 0.0
+        self._seed_backoff = SEED_RETRY_MIN
         self._servers: dict[Address, Server] = {}
         self._lock = real_lock()  # guards _td and _servers: held for microseconds only
         self._scan_lock = real_lock()  # only ever tried, never waited on
@@ -362,10 +374,11 @@ class Topology(TopologyRequests, TopologyErrors):
             deadline = start + (self._pool_options.connect_timeout or 20.0)
             self._next_scan = 0.0
             self._last_scan = -1e9
+            self._seed_due = 0.0
         delay = 0.05
         while True:
             if self._pool_checks:
-                if not self._seed().known:
+                if not self._seed().known and time.monotonic() >= self._seed_due:
                     self._check_seed(deadline)
             elif self._scan_due():
                 self._scan(deadline)
@@ -386,6 +399,9 @@ class Topology(TopologyRequests, TopologyErrors):
             if not self._pool_checks:
                 # Sleep until the next scan is allowed (at most every 0.5 s).
                 delay = max(self._last_scan + MIN_HEARTBEAT_INTERVAL - time.monotonic(), 0.005)
+            else:
+                # At least until the seed's next check is due (after a failed one: see _check_seed_now).
+                delay = max(delay, self._seed_due - time.monotonic())
             self.identity.sleep(min(delay, remaining))  # gevent.sleep in greenlet mode
             delay = min(delay * 2, MIN_HEARTBEAT_INTERVAL)
 
@@ -465,6 +481,41 @@ class Topology(TopologyRequests, TopologyErrors):
         return next(iter(self._servers.values()))
 
     def _check_seed(self, deadline: float) -> None:
+        """Check the lone seed, or wait for the check another caller has in flight.
+
+        Callers that arrive while a check is in flight (10,000 greenlets
+        starting on a new client) board it (:mod:`mongo_requests.flight`)
+        instead of checking out a socket of their own, and then read the
+        seed's state as if they had run it: described, or marked unknown
+        with the error (then ``_select`` sleeps and checks again, so a
+        server that came back is found, not a stale error).  A check that
+        raised (an authentication failure, a wait-queue timeout) says
+        nothing about the server, so each waiter checks for itself, as
+        before; one whose leader was killed boards again.
+        """
+        flight = self._seed_flight
+        while True:
+            outcome = flight.board(self.identity.waiter, deadline)
+            if outcome is TAKE_OFF:
+                break
+            if outcome is _RAISED:
+                self._check_seed_now(deadline)
+                return
+            if outcome is not ABORTED:
+                return  # checked, or TIMED_OUT: the caller's loop reads the seed's state
+        outcome = ABORTED
+        try:
+            # A check may have landed between our reading "unknown" and taking off (threads).
+            if not self._seed().known:
+                self._check_seed_now(deadline)
+            outcome = _CHECKED
+        except Exception:
+            outcome = _RAISED
+            raise
+        finally:
+            flight.land(outcome)
+
+    def _check_seed_now(self, deadline: float) -> None:
         """Check the lone seed through its pool's handshake (no heartbeat connection)."""
         server = self._seed()
         pool = server.pool
@@ -482,15 +533,16 @@ class Topology(TopologyRequests, TopologyErrors):
             if not isinstance(exc, AutoReconnect):
                 raise
             self.handle_error(server, exc)
+            self._seed_due = time.monotonic() + self._seed_backoff
+            self._seed_backoff = min(self._seed_backoff * 2, MIN_HEARTBEAT_INTERVAL)
             return
         pool.checkin(sock)
+        self._seed_due, self._seed_backoff = 0.0, SEED_RETRY_MIN
         if sdam is not None:
             sdam.heartbeat_succeeded(server.address, time.monotonic() - start, sock.hello)
         if server.known:
-            # Another caller's check described the seed while this one waited for a slot: callers
-            # that arrive together before the first check ends (10,000 new greenlets) each run one.
-            # Describing it again from a handshake's hello would change nothing, and costs ~150k
-            # instructions per caller.
+            # Described by a concurrent check (the waiters of one that raised check for themselves):
+            # a handshake's hello would change nothing, and describing costs ~150k instructions.
             return
         self._apply(ServerDescription.from_hello(server.address, sock.hello, None, time.monotonic()))
 

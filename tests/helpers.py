@@ -7,6 +7,7 @@ bookkeeping alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pymongo import monitoring
 from pymongo.errors import OperationFailure
 
 import mongo_requests
@@ -397,6 +399,30 @@ def report(request: pytest.FixtureRequest, **figures: Any) -> None:
 def short(exc: BaseException) -> str:
     """``Type: message`` of an error a worker saw, cut to a readable length."""
     return "%s: %s" % (type(exc).__name__, str(exc)[:300])
+
+
+class Heartbeats(monitoring.ServerHeartbeatListener):
+    """A client's heartbeat events, counted (``event_listeners=[Heartbeats()]``).
+
+    A lone seed's checks as a user sees them: ``counts["started"]``, ``["succeeded"]``, ``["failed"]``.
+    """
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
+    def started(self, event: Any) -> None:
+        self._count("started")
+
+    def succeeded(self, event: Any) -> None:
+        self._count("succeeded")
+
+    def failed(self, event: Any) -> None:
+        self._count("failed")
 
 
 def unique_app(prefix: str = "t") -> str:

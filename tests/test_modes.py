@@ -17,7 +17,12 @@ from helpers import MIXED, PATCHED, THREADS, UNPATCHED, child_env, run_child
 # The files whose tests depend on the mode (greenlets, hubs, patching); the
 # rest of the suite is the same code under every mode and runs in children
 # only when CI asks for that mode.
-MODE_FILES = ["tests/test_greenlets.py", "tests/test_greenlet_kills.py", "tests/test_soak_greenlets.py"]
+MODE_FILES = [
+    "tests/test_greenlets.py",
+    "tests/test_greenlet_kills.py",
+    "tests/test_soak_greenlets.py",
+    "tests/test_seed_flight.py",
+]
 
 
 @pytest.mark.spawns_modes
