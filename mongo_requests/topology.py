@@ -154,6 +154,7 @@ class Topology(TopologyRequests, TopologyErrors):
         self.direct_member = False
         self.closed = False
         self._self_ref = weakref.ref(self)  # the key of the topology's record in each caller's store
+        self._lone_pool: Pool | None = None  # set for good once Single: see topology_requests
         self._set_identity(choose_identity(use_greenlets))
         if use_greenlets is None:
             notify_when_threading_patched(self)
@@ -161,6 +162,7 @@ class Topology(TopologyRequests, TopologyErrors):
             sdam_events.opened(self._td, heartbeat_frequency, local_threshold)
         for address in self._td.servers:
             self._servers[address] = self._new_server(address)
+        self._find_lone_pool()  # directConnection: Single from the start
 
     # -- identity -----------------------------------------------------------
     def _set_identity(self, identity: Any) -> None:
@@ -174,6 +176,12 @@ class Topology(TopologyRequests, TopologyErrors):
             self._set_identity(choose_identity(None))
 
     # -- servers ------------------------------------------------------------
+    def _find_lone_pool(self) -> None:
+        """Once the topology is Single (for good, with its one server), its requests go to that pool alone."""
+        if self._td.type is TopologyType.Single and len(self._servers) == 1:
+            for server in self._servers.values():
+                self._lone_pool = server.pool
+
     def _new_server(self, address: Address) -> Server:
         if self._pool_events is None:
             return Server(address, Pool(address, self._pool_options, self._use_greenlets))
@@ -295,6 +303,8 @@ class Topology(TopologyRequests, TopologyErrors):
             if sd.type is ServerType.RSPrimary or (td.type is TopologyType.Single and known):
                 writable = server
         self._writable = writable
+        if self._lone_pool is None:
+            self._find_lone_pool()
         # A member reached directly: reads carry primaryPreferred so a secondary answers.
         self.direct_member = td.type is TopologyType.Single and any(
             sd.type in (ServerType.RSPrimary, ServerType.RSSecondary, ServerType.RSOther) for sd in td.servers.values()

@@ -15,6 +15,14 @@ The caller's request state is a :class:`_TopologyRequest` (the pools it
 joined, ``depth``, ``secondary``) in the caller's record store, the one its pools'
 records share (:meth:`~mongo_requests.identity.GreenletIdentity.calls`); the
 pins themselves are the pools'.
+
+A lone server (a ``Single`` topology: a standalone, or ``directConnection``)
+has one member for good, so its pool's record carries the whole request: its
+depth is the request's, and the topology files no record of its own
+(``_lone_pool``).  That halves what a caller's first request makes (one record,
+not two) and what every request does here.  A caller that began a request
+before the topology was known to be ``Single`` keeps its record, and goes on
+using it: a caller with a record always uses it.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
     # Set by Topology.__init__; declared here for the type checker only.
     _self_ref: weakref.ref[Topology]
     _pool_options: PoolOptions
+    # The pool of the one server once the topology is Single (it stays Single), else None: see the module.
+    _lone_pool: Pool | None
 
     @property
     def servers(self) -> list[Server]:  # pragma: no cover - Topology's
@@ -62,6 +72,10 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
         """Begin (or nest) the caller's request on every member, present and future."""
         req = self._own_record()
         if req is None:
+            pool = self._lone_pool
+            if pool is not None:
+                pool.start_request()  # a lone server: its pool's record is the request's
+                return
             req = _TopologyRequest()
             self.identity.calls().add(self._self_ref, req)
         req.depth += 1
@@ -78,6 +92,10 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
     def end_request(self) -> None:
         """End one level of the caller's request; the outermost end unpins on every member."""
         req = self._own_record()
+        if req is None and self._lone_pool is not None:
+            # A lone server's request (or one its pool began by itself, auto_start_request) is its pool's.
+            self._lone_pool.end_request()
+            return
         if req is None or req.depth == 0:
             if self._pool_options.auto_start_request:
                 # Requests the pools began by themselves, on first use.
@@ -96,6 +114,8 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
         req = self._own_record()
         if req is not None and req.depth:
             return True
+        if req is None and self._lone_pool is not None:
+            return self._lone_pool.in_request()
         return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
 
     def _caller_died(self, req: _TopologyRequest) -> None:

@@ -59,7 +59,10 @@ def test_a_caller_that_dies_in_requests_with_two_clients_frees_both_sockets(mode
         # A dead greenlet object may stay referenced (here, by handles): its records hold nothing any more.
         for handle in handles:
             records = getattr(handle, CALLS)
-            assert len(records) == 4  # a's and b's topology and pool
+            # a's and b's pool, and a topology's own record when the request began before the topology knew
+            # it had a lone server (then the pool's record carries the request alone): see topology_requests.
+            assert 2 <= len(records) <= 4
+            assert sum(not isinstance(record, set) for record in records.values()) == 2
             for record in records.values():
                 assert record.depth == 0 and not getattr(record, "sock", None), record
                 assert not isinstance(record, set) or not record  # a topology's: no pools held
