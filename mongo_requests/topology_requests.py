@@ -31,7 +31,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .errors import PyMongoError
-from .identity import RecordOwner
+from .identity import CALLS, RecordOwner
 
 if TYPE_CHECKING:
     from .pool import Pool, PoolOptions
@@ -70,14 +70,16 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
 
     def start_request(self) -> None:
         """Begin (or nest) the caller's request on every member, present and future."""
-        req = self._own_record()
+        # self._own_record(), inline (one call less per request).
+        calls = getattr(self._caller(), CALLS, None)
+        req = None if calls is None else calls.get(self._self_ref)
         if req is None:
             pool = self._lone_pool
             if pool is not None:
                 pool.start_request()  # a lone server: its pool's record is the request's
                 return
             req = _TopologyRequest()
-            self.identity.calls().add(self._self_ref, req)
+            (self.identity.calls() if calls is None else calls).add(self._self_ref, req)
         req.depth += 1
         if req.depth == 1:
             req.secondary = None
@@ -91,7 +93,9 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
 
     def end_request(self) -> None:
         """End one level of the caller's request; the outermost end unpins on every member."""
-        req = self._own_record()
+        # self._own_record(), inline (one call less per request).
+        calls = getattr(self._caller(), CALLS, None)
+        req = None if calls is None else calls.get(self._self_ref)
         if req is None and self._lone_pool is not None:
             # A lone server's request (or one its pool began by itself, auto_start_request) is its pool's.
             self._lone_pool.end_request()
