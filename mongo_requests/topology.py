@@ -154,7 +154,6 @@ class Topology(TopologyRequests, TopologyErrors):
         self.direct_member = False
         self.closed = False
         self._self_ref = weakref.ref(self)  # the key of the topology's record in each caller's store
-        self._lone_pool: Pool | None = None  # set for good once Single: see topology_requests
         self._set_identity(choose_identity(use_greenlets))
         if use_greenlets is None:
             notify_when_threading_patched(self)
@@ -162,7 +161,11 @@ class Topology(TopologyRequests, TopologyErrors):
             sdam_events.opened(self._td, heartbeat_frequency, local_threshold)
         for address in self._td.servers:
             self._servers[address] = self._new_server(address)
-        self._find_lone_pool()  # directConnection: Single from the start
+        # The lone seed's pool carries the callers' requests while it is the only server: see topology_requests.
+        self._lone_pool: Pool | None = None
+        self._former_lone_pool: Pool | None = None
+        if self._pool_checks:
+            (self._lone_pool,) = [server.pool for server in self._servers.values()]
 
     # -- identity -----------------------------------------------------------
     def _set_identity(self, identity: Any) -> None:
@@ -176,12 +179,6 @@ class Topology(TopologyRequests, TopologyErrors):
             self._set_identity(choose_identity(None))
 
     # -- servers ------------------------------------------------------------
-    def _find_lone_pool(self) -> None:
-        """Once the topology is Single (for good, with its one server), its requests go to that pool alone."""
-        if self._td.type is TopologyType.Single and len(self._servers) == 1:
-            for server in self._servers.values():
-                self._lone_pool = server.pool
-
     def _new_server(self, address: Address) -> Server:
         if self._pool_events is None:
             return Server(address, Pool(address, self._pool_options, self._use_greenlets))
@@ -303,8 +300,6 @@ class Topology(TopologyRequests, TopologyErrors):
             if sd.type is ServerType.RSPrimary or (td.type is TopologyType.Single and known):
                 writable = server
         self._writable = writable
-        if self._lone_pool is None:
-            self._find_lone_pool()
         # A member reached directly: reads carry primaryPreferred so a secondary answers.
         self.direct_member = td.type is TopologyType.Single and any(
             sd.type in (ServerType.RSPrimary, ServerType.RSSecondary, ServerType.RSOther) for sd in td.servers.values()
@@ -317,6 +312,10 @@ class Topology(TopologyRequests, TopologyErrors):
         if self._pool_checks and td.type not in (TopologyType.Single, TopologyType.Unknown):
             # The lone seed was a replica set member (or a mongos): monitor from now on.
             self._pool_checks = False
+            # More members may come: requests begun in the seed's pool alone get records (topology_requests).
+            # Published before _lone_pool is cleared: whoever finds it None finds the former one.
+            self._former_lone_pool = self._lone_pool
+            self._lone_pool = None
             self._next_scan = 0.0
         self.lone_writable = writable if self._pool_checks else None
         if old.type is not td.type:

@@ -16,13 +16,18 @@ joined, ``depth``, ``secondary``) in the caller's record store, the one its pool
 records share (:meth:`~mongo_requests.identity.GreenletIdentity.calls`); the
 pins themselves are the pools'.
 
-A lone server (a ``Single`` topology: a standalone, or ``directConnection``)
-has one member for good, so its pool's record carries the whole request: its
-depth is the request's, and the topology files no record of its own
-(``_lone_pool``).  That halves what a caller's first request makes (one record,
-not two) and what every request does here.  A caller that began a request
-before the topology was known to be ``Single`` keeps its record, and goes on
-using it: a caller with a record always uses it.
+While the topology has one server for sure (``_lone_pool``: one seed,
+checked through its pool, and still ``Unknown`` or a standalone, or a
+``directConnection``), a caller with no record of its own needs none: that
+pool's record carries the whole request, its depth included.  A caller's
+first request then makes one record, not two, and every request skips the
+topology's set of pools and its end-all loop.  When the seed turns out to be
+a replica set member or a mongos, more members may come: the pool becomes
+``_former_lone_pool``, and a caller whose request lives there alone gets a
+record the first time the topology reads it (:meth:`TopologyRequests._own_record`),
+holding that request's depth and that pool (which keeps one level), so the
+members it uses next join it as they always did.  A caller with a record
+always uses it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .errors import PyMongoError
-from .identity import CALLS, RecordOwner
+from .identity import CALLS, CallerRecords, RecordOwner
 
 if TYPE_CHECKING:
     from .pool import Pool, PoolOptions
@@ -61,12 +66,37 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
     # Set by Topology.__init__; declared here for the type checker only.
     _self_ref: weakref.ref[Topology]
     _pool_options: PoolOptions
-    # The pool of the one server once the topology is Single (it stays Single), else None: see the module.
+    # The pool of the one server while the topology has one for sure, else None: see the module.
     _lone_pool: Pool | None
+    # That pool once the topology has left it (the seed was a replica set member or a mongos), else None.
+    _former_lone_pool: Pool | None
 
     @property
     def servers(self) -> list[Server]:  # pragma: no cover - Topology's
         raise NotImplementedError
+
+    def _own_record(self) -> _TopologyRequest | None:
+        """The caller's record, if it has one (made now for a request begun in the former lone pool)."""
+        calls = getattr(self._caller(), CALLS, None)
+        if calls is None:
+            return None
+        req: _TopologyRequest | None = calls.get(self._self_ref)
+        if req is None and self._former_lone_pool is not None:
+            req = self._adopt(calls)
+        return req
+
+    def _adopt(self, calls: CallerRecords) -> _TopologyRequest | None:
+        """A record for the request the caller began in the former lone pool, if it is still open (see the module)."""
+        pool = self._former_lone_pool
+        assert pool is not None
+        pool_req = calls.get(pool._self_ref)
+        if pool_req is None or not pool_req.depth:
+            return None
+        req = _TopologyRequest()
+        req.depth, pool_req.depth = pool_req.depth, 1  # the pool keeps one level: the topology's join
+        req.add(pool)
+        calls.add(self._self_ref, req)
+        return req
 
     def start_request(self) -> None:
         """Begin (or nest) the caller's request on every member, present and future."""
@@ -76,10 +106,13 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
         if req is None:
             pool = self._lone_pool
             if pool is not None:
-                pool.start_request()  # a lone server: its pool's record is the request's
+                pool.start_request()  # one server for sure: its pool's record is the request's
                 return
-            req = _TopologyRequest()
-            (self.identity.calls() if calls is None else calls).add(self._self_ref, req)
+            if calls is not None and self._former_lone_pool is not None:
+                req = self._adopt(calls)
+            if req is None:
+                req = _TopologyRequest()
+                (self.identity.calls() if calls is None else calls).add(self._self_ref, req)
         req.depth += 1
         if req.depth == 1:
             req.secondary = None
@@ -96,10 +129,14 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
         # self._own_record(), inline (one call less per request).
         calls = getattr(self._caller(), CALLS, None)
         req = None if calls is None else calls.get(self._self_ref)
-        if req is None and self._lone_pool is not None:
-            # A lone server's request (or one its pool began by itself, auto_start_request) is its pool's.
-            self._lone_pool.end_request()
-            return
+        if req is None:
+            pool = self._lone_pool
+            if pool is not None:
+                # One server for sure: the request (or one its pool began by itself, auto_start_request) is its pool's.
+                pool.end_request()
+                return
+            if calls is not None and self._former_lone_pool is not None:
+                req = self._adopt(calls)
         if req is None or req.depth == 0:
             if self._pool_options.auto_start_request:
                 # Requests the pools began by themselves, on first use.
@@ -118,8 +155,9 @@ class TopologyRequests(RecordOwner[_TopologyRequest]):
         req = self._own_record()
         if req is not None and req.depth:
             return True
-        if req is None and self._lone_pool is not None:
-            return self._lone_pool.in_request()
+        pool = self._lone_pool
+        if req is None and pool is not None:
+            return pool.in_request()
         return self._pool_options.auto_start_request and any(s.pool.in_request() for s in self.servers)
 
     def _caller_died(self, req: _TopologyRequest) -> None:
