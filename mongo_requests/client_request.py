@@ -71,7 +71,12 @@ class Request:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is None:
-            self.end()
+            if self._pipeline:
+                self.end()
+            elif not self._ended:
+                # end(), its plain case inline (one call less per request).
+                self._ended = True
+                self._client.end_request()
             return
         if not isinstance(exc, Exception):
             # Killed (GreenletExit, gevent.Timeout, KeyboardInterrupt): no I/O

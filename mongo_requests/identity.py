@@ -147,11 +147,16 @@ class CallerRecords(dict[weakref.ref[Any], Any]):
     __slots__ = ()
 
     def caller_died(self, *_: Any) -> None:
-        """Death watch (any arguments ignored: rawlink passes the greenlet): each live owner reclaims its record."""
+        """Death watch (any arguments ignored: rawlink passes the greenlet): each live owner reclaims its record.
+
+        A record at depth 0 holds nothing to reclaim (no pin, no pipeline, no pools: every owner's outermost end
+        and reap clear them), which is the common case (a greenlet that ended its requests): it is skipped.
+        """
         for owner_ref, record in list(self.items()):
-            owner = owner_ref()
-            if owner is not None:
-                owner._caller_died(record)
+            if record.depth:
+                owner = owner_ref()
+                if owner is not None:
+                    owner._caller_died(record)
 
     def add(self, owner_ref: weakref.ref[Any], record: Any) -> None:
         """File ``record`` under ``owner_ref``, dropping the records of freed owners.
@@ -159,8 +164,9 @@ class CallerRecords(dict[weakref.ref[Any], Any]):
         A long-lived caller (a main thread) that uses many short-lived clients
         keeps one small record per live owner this way, not one per client ever used.
         """
-        for dead in [ref for ref in self if ref() is None]:
-            del self[dead]
+        if self:  # a fresh store (a new greenlet's first record) has nothing to drop
+            for dead in [ref for ref in self if ref() is None]:
+                del self[dead]
         self[owner_ref] = record
 
 

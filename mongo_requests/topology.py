@@ -173,6 +173,11 @@ class Topology(TopologyRequests, TopologyErrors):
             sdam_events.opened(self._td, heartbeat_frequency, local_threshold)
         for address in self._td.servers:
             self._servers[address] = self._new_server(address)
+        # The lone seed's pool carries the callers' requests while it is the only server: see topology_requests.
+        self._lone_pool: Pool | None = None
+        self._former_lone_pool: Pool | None = None
+        if self._pool_checks:
+            (self._lone_pool,) = [server.pool for server in self._servers.values()]
 
     # -- identity -----------------------------------------------------------
     def _set_identity(self, identity: Any) -> None:
@@ -319,6 +324,10 @@ class Topology(TopologyRequests, TopologyErrors):
         if self._pool_checks and td.type not in (TopologyType.Single, TopologyType.Unknown):
             # The lone seed was a replica set member (or a mongos): monitor from now on.
             self._pool_checks = False
+            # More members may come: requests begun in the seed's pool alone get records (topology_requests).
+            # Published before _lone_pool is cleared: whoever finds it None finds the former one.
+            self._former_lone_pool = self._lone_pool
+            self._lone_pool = None
             self._next_scan = 0.0
         self.lone_writable = writable if self._pool_checks else None
         if old.type is not td.type:

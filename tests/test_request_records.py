@@ -59,7 +59,8 @@ def test_a_caller_that_dies_in_requests_with_two_clients_frees_both_sockets(mode
         # A dead greenlet object may stay referenced (here, by handles): its records hold nothing any more.
         for handle in handles:
             records = getattr(handle, CALLS)
-            assert len(records) == 4  # a's and b's topology and pool
+            # a's and b's pool: a lone server's pool carries the request alone (topology_requests).
+            assert len(records) == 2
             for record in records.values():
                 assert record.depth == 0 and not getattr(record, "sock", None), record
                 assert not isinstance(record, set) or not record  # a topology's: no pools held
@@ -171,3 +172,72 @@ def test_a_caller_that_dies_in_a_request_on_two_members_frees_both_sockets(repli
         p.get_stats() for p in pools
     ]
     assert sum(p.get_stats().get("reclaimed", 0) for p in pools) == 6
+
+
+@pytest.mark.modes(THREADS, PATCHED, UNPATCHED)
+def test_a_request_begun_on_a_lone_seed_spans_the_replica_set_the_seed_belongs_to(replica_set, make_rs_client, mode):
+    """A request begun while the client knew one seed only (its pool carries such a request alone) goes on
+    once the seed turns out to be a replica set member: the members it uses then join it, each on one
+    connection across a nested end, and only the outermost end frees the pins, on every member."""
+    seed = replica_set.secondaries()[0]
+    c = make_rs_client("mongodb://%s:%d/" % seed.address, max_pool_size=5)  # one seed, no replicaSet
+    secondary = Secondary()
+    seen: list[tuple[object, ...]] = []
+    errors: list[BaseException] = []
+
+    def hello(read_preference=None) -> tuple[str, int]:
+        reply = c.admin.command("hello", read_preference=read_preference)
+        return reply["me"], reply["connectionId"]
+
+    def work() -> None:
+        try:
+            c.start_request()  # nothing checked yet: the seed is the only server
+            c.start_request()
+            first = (hello(), hello(secondary))  # finds the set: the primary joins the request
+            c.end_request()
+            inside = c.in_request()
+            second = (hello(), hello(secondary))
+            c.end_request()
+            seen.append((first, second, inside, c.in_request()))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    assert mode.join([mode.spawn(work)], 60) == 0
+    assert not errors, errors
+    ((first, second, inside, after),) = seen
+    assert inside and not after
+    assert first == second, (first, second)  # the same member and connection, primary and secondary
+    pools = [server.pool for server in c._topology.servers]
+    assert len(pools) == 3
+    assert all(p.get_stats()["pinned"] == 0 for p in pools), [p.get_stats() for p in pools]
+    started = sum(p.get_stats().get("requests_started", 0) for p in pools)
+    assert started >= 2 and sum(p.get_stats().get("requests_ended", 0) for p in pools) == started
+
+
+@pytest.mark.modes(PATCHED, UNPATCHED)
+@pytest.mark.parametrize("ends", [True, False], ids=["ended", "died-in-it"])
+def test_a_greenlet_that_ran_a_request_is_freed_without_the_garbage_collector(mode, make_client, ends):
+    """A greenlet's request records (and its death watch) must not refer back to it: a cycle would keep every
+    greenlet that ever began a request, and all it holds, alive until a collection."""
+    import weakref
+
+    c = make_client(max_pool_size=1)
+    ids: list[int] = []
+
+    def work() -> None:
+        c.start_request()
+        ids.append(conn_id(c))  # pins the socket
+        if ends:
+            c.end_request()
+
+    glet = mode.spawn(work)
+    assert mode.join([glet], 30) == 0
+    assert ids and wait_until(lambda: c.pool.get_stats()["pinned"] == 0, sleep=mode.sleep), c.pool.get_stats()
+    ref = weakref.ref(glet)
+    gc.disable()
+    try:
+        del glet
+        mode.gevent.sleep(0)  # let the hub drop its own references
+        assert ref() is None
+    finally:
+        gc.enable()
