@@ -429,16 +429,28 @@ class _Started(monitoring.CommandListener):
         pass
 
 
-def test_update_one_with_a_collection_write_concern_shows_listeners_the_general_command(make_client):
+@pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
+def test_update_one_shows_listeners_the_general_command_and_encodes_no_body_for_them(make_client, monkeypatch, concern):
+    """With a command listener the command dict is what gets encoded (by the listener's path): no body is made."""
     listener = _Started()
     client = make_client(event_listeners=[listener])
     name = unique_app("t")
+    bodies = []
+    original = precoded.encode
+
+    def counting(doc, check_keys, options):
+        bodies.append(doc)
+        return original(doc, check_keys, options)
+
+    monkeypatch.setattr(precoded, "encode", counting)
     try:
-        coll = client[name].get_collection("wc", write_concern=WriteConcern(w="majority", j=True))
+        coll = client[name].get_collection("wc", write_concern=concern)
         coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
-        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True, w="majority", j=True)
+        assert bodies == []  # the hot path's statement was not encoded for nothing
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True, write_concern=concern)
         hot, general = listener.commands
         assert list(hot.items()) == list(general.items())
-        assert hot["writeConcern"] == {"w": "majority", "j": True}
+        assert hot.get("writeConcern", {}) == concern.document
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
     finally:
         client.drop_database(name)
