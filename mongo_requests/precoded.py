@@ -316,8 +316,10 @@ class UpdateOne(WriteOne):
         else:
             cmd = {"update": self.name, "ordered": True, "updates": [statement]}
         codec_options = self.codec_options
-        if self._hot.listeners is not None:
-            # A command listener gets the command dict, and its path encodes that: a body
+        hot = self._hot
+        if hot.listeners is not None or hot.session_hooks or hot.topology.sessions_supported:
+            # A command listener or the session path (a replica set or mongos, or once the
+            # application has started a session) gets the command dict and encodes that: a body
             # would be one more call into bson's encoder, for nothing (about 9,000 instructions).
             reply: dict[str, Any] = self._command(self.dbname, cmd, codec_options)
             return reply

@@ -429,28 +429,52 @@ class _Started(monitoring.CommandListener):
         pass
 
 
+@pytest.fixture
+def encoded(monkeypatch):
+    """The documents the hot path's writers and finders encoded (precoded.encode's calls)."""
+    docs = []
+    original = precoded.encode
+
+    def counting(doc, check_keys, options):
+        docs.append(doc)
+        return original(doc, check_keys, options)
+
+    monkeypatch.setattr(precoded, "encode", counting)
+    return docs
+
+
 @pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
-def test_update_one_shows_listeners_the_general_command_and_encodes_no_body_for_them(make_client, monkeypatch, concern):
+def test_update_one_shows_listeners_the_general_command_and_encodes_no_body_for_them(make_client, encoded, concern):
     """With a command listener the command dict is what gets encoded (by the listener's path): no body is made."""
     listener = _Started()
     client = make_client(event_listeners=[listener])
     name = unique_app("t")
-    bodies = []
-    original = precoded.encode
-
-    def counting(doc, check_keys, options):
-        bodies.append(doc)
-        return original(doc, check_keys, options)
-
-    monkeypatch.setattr(precoded, "encode", counting)
     try:
         coll = client[name].get_collection("wc", write_concern=concern)
         coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
-        assert bodies == []  # the hot path's statement was not encoded for nothing
+        assert encoded == []  # the hot path's statement was not encoded for nothing
         coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True, write_concern=concern)
         hot, general = listener.commands
         assert list(hot.items()) == list(general.items())
         assert hot.get("writeConcern", {}) == concern.document
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+    finally:
+        client.drop_database(name)
+
+
+@pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w=1)], ids=["default", "w1"])
+def test_update_one_encodes_no_body_for_the_session_path(make_client, sent, encoded, concern):
+    """Once the application has started a session, commands take the session path, which encodes the dict."""
+    client = make_client()
+    name = unique_app("t")
+    coll = client[name].get_collection("wc", write_concern=concern)
+    try:
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
+        assert len(encoded) == 1 and sent[-1][1] is not None  # no session yet: the pre-encoded body
+        with client.start_session():
+            coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+        assert len(encoded) == 1 and sent[-1][1] is None
+        assert sent[-1][0].get("writeConcern", {}) == concern.document
         assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
     finally:
         client.drop_database(name)
