@@ -236,13 +236,18 @@ def run_one(
     client = coll._client
     if statement.__class__ is dict:
         cmd[_COMMANDS[kind][1]] = [statement]
-        if len(cmd) == 3 and concern.acknowledged:
-            # No option and the default write concern: the hot path's encoded body.
+        if concern.acknowledged and bypass is None and comment is None and let is None:
+            # No option: the collection's writer has the encoded body, if this is its write concern.
             writer = coll._writers.get(kind)
             if writer is None:
-                writer = coll._writers[kind] = precoded.WriteOne(coll._db_name, coll._name, *_COMMANDS[kind])
-            body = writer.body(statement, coll.codec_options)
-            return client._command(coll._db_name, cmd, coll.codec_options, body=body)
+                writer = coll._writers[kind] = precoded.WriteOne(
+                    coll._db_name, coll._name, *_COMMANDS[kind], coll._concern.document
+                )
+            # The collection's own concern object holds that very document; a
+            # per-call concern (w=, write_concern=) holds a copy of its own.
+            if writer.concern is concern.document:
+                body = writer.body(statement, coll.codec_options)
+                return client._command(coll._db_name, cmd, coll.codec_options, body=body)
         seq: tuple[bytes, ...] = ()
     else:
         seq = (wire.encode_section(_COMMANDS[kind][1], (statement,)),)  # type: ignore[arg-type]

@@ -239,18 +239,28 @@ class FindOne:
 
 
 class WriteOne:
-    """``{command: coll, "ordered": True, field: [statement], "$db": db}`` around an encoded statement.
+    """``{command: coll, "ordered": True, "writeConcern": wc, field: [statement], "$db": db}`` around a statement.
 
-    For an ``update`` or ``delete`` of one statement with the default write
-    concern sent as nothing (``{}``) and no other option: anything else takes
-    the general path.
+    For an ``update`` or ``delete`` of one statement with no other option and
+    one write concern, the collection's: ``concern`` is its command document,
+    left out when it is ``{}`` (the server's default, sent as nothing), as
+    :func:`mongo_requests.bulk.write_command` leaves it out.  The key order is
+    the general path's.  Anything else takes the general path.
     """
 
-    __slots__ = ("_head", "_tail")
+    __slots__ = ("_head", "_tail", "concern")
 
-    def __init__(self, dbname: str, coll: str, command: str, field: str) -> None:
-        self._head = fields({command: coll, "ordered": True}) + b"\x04" + field.encode("utf-8") + b"\x00"
+    def __init__(
+        self, dbname: str, coll: str, command: str, field: str, concern: Mapping[str, Any] | None = None
+    ) -> None:
+        fixed: dict[str, Any] = {command: coll, "ordered": True}
+        if concern:
+            fixed["writeConcern"] = concern
+        self._head = fields(fixed) + b"\x04" + field.encode("utf-8") + b"\x00"
         self._tail = fields({"$db": dbname}) + b"\x00"
+        # The document itself, not a copy: bulk.run_one tells the collection's
+        # concern by it, and UpdateOne.run's command dict carries it as the general path's does.
+        self.concern = concern
 
     def body(self, statement: Mapping[str, Any], codec_options: CodecOptions[Any]) -> bytes:
         """The command's body for one statement."""
@@ -276,28 +286,50 @@ class WriteOne:
 class UpdateOne(WriteOne):
     """The ``update`` of one statement, bound like a primary :class:`FindOne`: :meth:`run` also sends it."""
 
-    __slots__ = ("client", "dbname", "name", "codec_options", "_encoding", "_command")
+    __slots__ = ("client", "dbname", "name", "codec_options", "_encoding", "_command", "_hot")
 
-    def __init__(self, client: Any, dbname: str, coll: str, codec_options: CodecOptions[Any]) -> None:
-        super().__init__(dbname, coll, "update", "updates")
+    def __init__(
+        self,
+        client: Any,
+        dbname: str,
+        coll: str,
+        codec_options: CodecOptions[Any],
+        concern: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(dbname, coll, "update", "updates", concern)
         self.client = client
         # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
         self._command: Any = client._command if client is not None else None
+        # The client's slotted hot-path state: whether a command listener is on (set once, when it is made).
+        self._hot: Any = client._hot if client is not None else None
         self.dbname = dbname
         self.name = coll
         self.codec_options = codec_options
         self._encoding = encoding_options(codec_options)
 
     def run(self, statement: dict[str, Any]) -> dict[str, Any]:
-        """Send the update with the default write concern; the server's reply (not checked here)."""
+        """Send the update with the collection's write concern; the server's reply (not checked here)."""
+        concern = self.concern
+        # The command as the general path builds it, for the paths that encode it (sessions, listeners...).
+        if concern:
+            cmd = {"update": self.name, "ordered": True, "writeConcern": concern, "updates": [statement]}
+        else:
+            cmd = {"update": self.name, "ordered": True, "updates": [statement]}
+        codec_options = self.codec_options
+        hot = self._hot
+        if hot.listeners is not None or hot.session_hooks or hot.topology.sessions_supported:
+            # A command listener or the session path (a replica set or mongos, or once the
+            # application has started a session) gets the command dict and encodes that: a body
+            # would be one more call into bson's encoder, for nothing (about 9,000 instructions).
+            reply: dict[str, Any] = self._command(self.dbname, cmd, codec_options)
+            return reply
         # body(), inline (one call less per update_one).
         stmt = encode(statement, False, self._encoding)
         head = self._head
         tail = self._tail
-        codec_options = self.codec_options
-        reply: dict[str, Any] = self._command(
+        reply = self._command(
             self.dbname,
-            {"update": self.name, "ordered": True, "updates": [statement]},
+            cmd,
             codec_options,
             body=b"".join(
                 (

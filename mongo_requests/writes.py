@@ -91,7 +91,8 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
     codec_options: CodecOptions[Any]
     write_concern: WriteConcern
     _concern: _Concern
-    # Encoded command bodies of single-statement writes, by kind (bulk.run_one).
+    # Encoded command bodies of single-statement writes with the collection's
+    # write concern (_concern), by kind (bulk.run_one, update_one).
     _writers: dict[int, Any]
 
     @property
@@ -293,7 +294,7 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
         if (
             not wc
             and not _OPEN_PIPELINES
-            and self._concern.document == {}
+            and self._concern.acknowledged
             and filter.__class__ is dict
             and bypass_document_validation is None
             and collation is None
@@ -303,13 +304,14 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
             and sort is None
             and comment is None
         ):
-            # The hot path: no option, the default acknowledged write concern
-            # (sent as nothing), a dict filter.  The same statement, command,
-            # checks and result as the general path below, without its calls.
+            # The hot path: no option, the collection's write concern if
+            # acknowledged (pre-encoded in the writer), a dict filter.  The same
+            # statement, command, checks and result as the general path below,
+            # without its calls.
             writer = self._writers.get(UPDATE)
             if writer.__class__ is not _precoded.UpdateOne:
                 writer = self._writers[UPDATE] = _precoded.UpdateOne(
-                    self._client, self._db_name, self._name, self.codec_options
+                    self._client, self._db_name, self._name, self.codec_options, self._concern.document
                 )
             reply = writer.run({"q": filter, "u": update, "multi": False, "upsert": upsert})
             if reply.get("ok") != 1 or "writeErrors" in reply or "writeConcernError" in reply:

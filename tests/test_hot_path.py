@@ -7,11 +7,16 @@
   gives what decoding the whole reply gives, and any other reply falls back;
 - ``UpdateResult`` made by filling its slots (:mod:`mongo_requests.hot_results`)
   reads back exactly like one from PyMongo's constructor, and both run;
-- a lone server's selection is read from ``Topology.lone_writable``.
+- a lone server's selection is read from ``Topology.lone_writable``;
+- ``update_one`` on a collection with an acknowledged write concern other
+  than ``{}`` (``w=1``, ``"majority"``, ``j``...) takes the hot path with the
+  ``writeConcern`` element pre-encoded: the bytes sent, the command the other
+  paths get, the results and the errors are the general path's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import uuid
@@ -22,10 +27,20 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, TypeEncoder, TypeRegistry
 from bson.json_util import JSONOptions
 from bson.son import SON
-from pymongo.errors import OperationFailure, ProtocolError
+from pymongo import monitoring
+from pymongo.errors import (
+    InvalidOperation,
+    OperationFailure,
+    ProtocolError,
+    WriteConcernError,
+    WriteError,
+    WTimeoutError,
+)
 from pymongo.results import UpdateResult
+from pymongo.write_concern import WriteConcern
 
-from mongo_requests import hot_results, precoded, wire, writes
+from helpers import fail_point, unique_app
+from mongo_requests import bulk, hot_results, precoded, socket_info, wire, writes
 
 
 class _DecimalEncoder(TypeEncoder):
@@ -232,3 +247,234 @@ def test_hot_objects_keep_their_attributes_in_the_shared_key_table(make_client):
     for obj in (pool, client._topology, client, coll, coll.database):
         names = sorted(vars(obj))
         assert len(names) <= SHARED_KEYS_LIMIT, (type(obj).__name__, len(names), names)
+
+
+# -- update_one with a collection's write concern --------------------------------
+CONCERNS = [
+    WriteConcern(),
+    WriteConcern(w=1),
+    WriteConcern(w="majority"),
+    WriteConcern(j=True),
+    WriteConcern(w=1, wtimeout=500),
+    WriteConcern(w="majority", wtimeout=1000, j=True),
+    WriteConcern(w=1, fsync=True),
+]
+CONCERN_IDS = ["default", "w1", "majority", "j", "w1-wtimeout", "majority-wtimeout-j", "fsync"]
+
+
+@pytest.mark.parametrize("options", OPTIONS[:2], ids=["default", "tz-uuid"])
+@pytest.mark.parametrize("concern", CONCERNS + [WriteConcern(w=2, wtimeout=100)], ids=CONCERN_IDS + ["w2"])
+def test_writers_encode_the_general_command_with_the_collections_write_concern(db, concern, options):
+    """A writer's body is the general path's command for the collection's concern, encoded (bson.encode)."""
+    coll = db.get_collection("wc", write_concern=concern, codec_options=options)
+    statements = {
+        bulk.UPDATE: bulk.update_statement({"_id": 1}, {"$inc": {"n": 1}}, False, True),
+        bulk.DELETE: bulk.delete_statement({"_id": 1}, 1),
+    }
+    writers = {
+        bulk.UPDATE: precoded.UpdateOne(None, db.name, "wc", options, coll._concern.document),
+        bulk.DELETE: precoded.WriteOne(db.name, "wc", "delete", "deletes", coll._concern.document),
+    }
+    for kind, stmt in statements.items():
+        cmd, sequences = bulk.one_statement(coll, kind, stmt, coll._concern)  # what the general path sends
+        assert sequences == ()
+        assert ("writeConcern" in cmd) is bool(concern.document)
+        assert writers[kind].body(stmt, options) == bson.encode({**cmd, "$db": db.name}, False, options)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The update and delete commands sockets were given: (the command, the body given, else its encoding)."""
+    calls = []
+    original = socket_info.SocketInfo.command
+
+    def spy(
+        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
+    ):
+        if next(iter(cmd)) in ("update", "delete"):
+            encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
+            calls.append((dict(cmd), body, encoded))
+        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
+
+    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
+    return calls
+
+
+@pytest.mark.parametrize("concern", CONCERNS, ids=CONCERN_IDS)
+def test_update_one_with_a_collection_write_concern_sends_the_general_bytes(db, sent, concern):
+    """The hot path's update (a pre-encoded body) is byte for byte the general path's, with the same result."""
+    coll = db.get_collection("wc", write_concern=concern)
+    coll.insert_one({"_id": 1, "n": 0})
+    hot = coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+    # The same concern given to the call: the general path (it encodes the command dict).
+    general = coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, write_concern=concern)
+    assert len(sent) == 2
+    (hot_cmd, hot_body, _), (general_cmd, general_body, general_bytes) = sent
+    assert hot_body is not None, "update_one did not take the hot path"
+    assert general_body is None
+    assert hot_body == general_bytes
+    # The command dict the other paths (listeners, sessions, retries) encode instead: the same, in the same order.
+    assert list(hot_cmd.items()) == list(general_cmd.items())
+    assert general_cmd.get("writeConcern", {}) == concern.document
+    assert type(hot) is type(general) is UpdateResult
+    assert hot_results._reading(hot) == hot_results._reading(general)
+    assert hot.raw_result == {"n": 1, "nModified": 1, "ok": 1.0, "updatedExisting": True}
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+
+
+def test_update_one_upserts_with_a_collection_write_concern_as_the_general_path(db, sent):
+    coll = db.get_collection("wc", write_concern=WriteConcern(w=1, j=True))
+    hot = coll.update_one({"_id": 10}, {"$set": {"s": "x"}}, upsert=True)
+    general = coll.update_one({"_id": 11}, {"$set": {"s": "x"}}, upsert=True, w=1, j=True)
+    assert [body is not None for _, body, _ in sent] == [True, False]
+    assert (hot.upserted_id, general.upserted_id) == (10, 11)
+    assert {**hot.raw_result, "upserted": None} == {**general.raw_result, "upserted": None}
+    assert (hot.matched_count, hot.modified_count, hot.acknowledged) == (0, 0, True)
+    assert coll.find_one({"_id": 10}) == {"_id": 10, "s": "x"}
+
+
+def _failure(call):
+    with pytest.raises(Exception) as info:
+        call()
+    exc = info.value
+    return type(exc), str(exc), getattr(exc, "code", None), getattr(exc, "details", None)
+
+
+@pytest.mark.parametrize("case", ["write error", "w2 on a standalone", "write concern error", "write concern timeout"])
+def test_update_one_errors_with_a_collection_write_concern_match_the_general_path(
+    make_client, admin_client, sent, case
+):
+    app = unique_app("wc")
+    client = make_client(appname=app)
+    name = unique_app("t")
+    concern = WriteConcern(w=2, wtimeout=100) if case == "w2 on a standalone" else WriteConcern(w=1)
+    coll = client[name].get_collection("wc", write_concern=concern)
+    try:
+        client[name].wc.insert_one({"_id": 1, "n": 0})
+        update = {"$set": {"_id": 5}} if case == "write error" else {"$inc": {"n": 1}}
+        wce = {
+            "write concern error": {"code": 100, "codeName": "UnsatisfiableWriteConcern", "errmsg": "not enough nodes"},
+            "write concern timeout": {
+                "code": 64,
+                "errmsg": "waiting for replication timed out",
+                "errInfo": {"wtimeout": True},
+            },
+        }.get(case)
+        # The server applies each update, then answers with the write concern error (both calls).
+        failing = (
+            fail_point(admin_client, {"times": 2}, failCommands=["update"], writeConcernError=wce, appName=app)
+            if wce
+            else contextlib.nullcontext()
+        )
+        with failing:
+            hot = _failure(lambda: coll.update_one({"_id": 1}, update))
+            general = _failure(lambda: coll.update_one({"_id": 1}, update, write_concern=concern))
+        assert [body is not None for _, body, _ in sent] == [True, False]
+        assert hot == general
+        expected = {
+            "write error": WriteError,
+            "w2 on a standalone": OperationFailure,  # a standalone refuses w > 1 as a command error
+            "write concern error": WriteConcernError,
+            "write concern timeout": WTimeoutError,
+        }[case]
+        assert hot[0] is expected
+        # The write ran (or not) as the general path's did: twice with a write concern error, never otherwise.
+        n = 2 if wce else 0
+        assert client[name].wc.find_one({"_id": 1}) == {"_id": 1, "n": n}
+    finally:
+        client.drop_database(name)
+
+
+def test_single_writes_use_the_collections_writers_only_with_its_own_write_concern(db, sent):
+    """update_many/delete_one (bulk.run_one) send the writer's body for the collection's concern, not another's."""
+    coll = db.get_collection("wc", write_concern=WriteConcern(w=1))
+    coll.insert_many([{"_id": i} for i in range(4)])
+    coll.update_one({"_id": 0}, {"$set": {"a": 1}})
+    coll.update_many({"_id": 1}, {"$set": {"a": 1}})
+    coll.delete_one({"_id": 2})
+    # Per-call concerns, {} among them: the general path, each with its own writeConcern (or none).
+    coll.update_many({"_id": 3}, {"$set": {"a": 1}}, write_concern=WriteConcern())
+    coll.delete_one({"_id": 3}, w=1, j=True)
+    assert [body is not None for _, body, _ in sent] == [True, True, True, False, False]
+    concerns = []
+    for cmd, body, encoded in sent:
+        sent_doc = bson.decode(body if body is not None else encoded)
+        assert list(sent_doc.items()) == list({**cmd, "$db": db.name}.items())
+        concerns.append(sent_doc.get("writeConcern"))
+    assert concerns == [{"w": 1}, {"w": 1}, {"w": 1}, None, {"w": 1, "j": True}]
+    assert list(coll.find({}, sort=[("_id", 1)])) == [{"_id": 0, "a": 1}, {"_id": 1, "a": 1}]
+
+
+def test_update_one_with_an_unacknowledged_collection_takes_the_general_path(db, sent):
+    coll = db.get_collection("wc", write_concern=WriteConcern(w=0))
+    result = coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
+    assert result.acknowledged is False
+    assert sent == []  # sent with moreToCome (send_command), no reply awaited
+    with pytest.raises(InvalidOperation):
+        result.matched_count  # noqa: B018
+
+
+class _Started(monitoring.CommandListener):
+    def __init__(self):
+        self.commands = []
+
+    def started(self, event):
+        if event.command_name == "update":
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+@pytest.fixture
+def encoded(monkeypatch):
+    """The documents the hot path's writers and finders encoded (precoded.encode's calls)."""
+    docs = []
+    original = precoded.encode
+
+    def counting(doc, check_keys, options):
+        docs.append(doc)
+        return original(doc, check_keys, options)
+
+    monkeypatch.setattr(precoded, "encode", counting)
+    return docs
+
+
+@pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
+def test_update_one_shows_listeners_the_general_command_and_encodes_no_body_for_them(make_client, encoded, concern):
+    """With a command listener the command dict is what gets encoded (by the listener's path): no body is made."""
+    listener = _Started()
+    client = make_client(event_listeners=[listener])
+    name = unique_app("t")
+    try:
+        coll = client[name].get_collection("wc", write_concern=concern)
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
+        assert encoded == []  # the hot path's statement was not encoded for nothing
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True, write_concern=concern)
+        hot, general = listener.commands
+        assert list(hot.items()) == list(general.items())
+        assert hot.get("writeConcern", {}) == concern.document
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+    finally:
+        client.drop_database(name)
+
+
+@pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w=1)], ids=["default", "w1"])
+def test_update_one_encodes_no_body_for_the_session_path(make_client, sent, encoded, concern):
+    """Once the application has started a session, commands take the session path, which encodes the dict."""
+    client = make_client()
+    name = unique_app("t")
+    coll = client[name].get_collection("wc", write_concern=concern)
+    try:
+        coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, upsert=True)
+        assert len(encoded) == 1 and sent[-1][1] is not None  # no session yet: the pre-encoded body
+        with client.start_session():
+            coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+        assert len(encoded) == 1 and sent[-1][1] is None
+        assert sent[-1][0].get("writeConcern", {}) == concern.document
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
+    finally:
+        client.drop_database(name)

@@ -206,3 +206,30 @@ def test_the_first_write_of_a_fresh_client_is_retryable(replica_set, make_rs_cli
     # Sent with an lsid and a txnNumber, and retried with the same ones.
     assert len(inserts) == 2 and inserts[0] == inserts[1] and inserts[0][1] and inserts[0][2] is not None
     client.retry_bulk.drop_collection(name)
+
+
+@pytest.mark.parametrize("concern", [WriteConcern(w=1), WriteConcern(w="majority", j=True)], ids=["w1", "majority-j"])
+def test_update_one_with_a_collection_write_concern_and_no_listener_is_retried_and_applied_once(
+    replica_set, make_rs_client, concern
+):
+    """The hot path's pre-encoded update (a collection's write concern, no listener) still travels as a retryable write.
+
+    Without a listener nothing else would re-encode the command: on a replica
+    set it must go out with its lsid and txnNumber, so the retry after a
+    write concern error finds the statement applied.
+    """
+    primary = replica_set.primary()
+    assert primary is not None
+    app = unique_app("rbwc")
+    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
+    client = make_rs_client(appname=app)
+    coll = client.retry_bulk.get_collection("wc_" + unique_app(), write_concern=concern)
+    coll.insert_one({"_id": 1, "n": 0})
+    before = _retried_statements(primary.address)
+    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
+    with fail_point(admin, {"times": 1}, failCommands=["update"], writeConcernError=wce, appName=app):
+        result = coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
+    assert (result.matched_count, result.modified_count) == (1, 1)
+    assert _docs(primary.address, coll) == [{"_id": 1, "n": 1}]
+    assert _retried_statements(primary.address) - before == 1
+    coll.drop()
