@@ -146,10 +146,10 @@ class Topology(TopologyRequests, TopologyErrors):
         # A lone seed that may be a standalone is checked through its pool.
         self._pool_checks = self._td.type in (TopologyType.Single, TopologyType.Unknown) and len(self._td.servers) == 1
         self._seed_flight = Flight()  # one seed check at a time; callers that arrive meanwhile wait for it
-        # After a failed seed check, none before _seed_due: the back-off (0.05 s doubling to 0.5 s) is the
+        # After a failed seed check, none before _seed_retry's due time: the back-off (0.05 s doubling to 0.5 s) is the
         # topology's, not each caller's, so a crowd retries one check at a time.
-        self._seed_due = 0.0
-        self._seed_backoff = SEED_RETRY_MIN
+        # (due, back-off) in one attribute: Topology's attributes stay within the shared-key table (test_hot_path).
+        self._seed_retry = (0.0, SEED_RETRY_MIN)
         self._servers: dict[Address, Server] = {}
         self._lock = real_lock()  # guards _td and _servers: held for microseconds only
         self._scan_lock = real_lock()  # only ever tried, never waited on
@@ -383,11 +383,11 @@ class Topology(TopologyRequests, TopologyErrors):
             deadline = start + (self._pool_options.connect_timeout or 20.0)
             self._next_scan = 0.0
             self._last_scan = -1e9
-            self._seed_due = 0.0
+            self._seed_retry = (0.0, SEED_RETRY_MIN)
         delay = 0.05
         while True:
             if self._pool_checks:
-                if not self._seed().known and time.monotonic() >= self._seed_due:
+                if not self._seed().known and time.monotonic() >= self._seed_retry[0]:
                     self._check_seed(deadline)
             elif self._scan_due():
                 self._scan(deadline)
@@ -410,7 +410,7 @@ class Topology(TopologyRequests, TopologyErrors):
                 delay = max(self._last_scan + MIN_HEARTBEAT_INTERVAL - time.monotonic(), 0.005)
             else:
                 # At least until the seed's next check is due (after a failed one: see _check_seed_now).
-                delay = max(delay, self._seed_due - time.monotonic())
+                delay = max(delay, self._seed_retry[0] - time.monotonic())
             self.identity.sleep(min(delay, remaining))  # gevent.sleep in greenlet mode
             delay = min(delay * 2, MIN_HEARTBEAT_INTERVAL)
 
@@ -542,11 +542,11 @@ class Topology(TopologyRequests, TopologyErrors):
             if not isinstance(exc, AutoReconnect):
                 raise
             self.handle_error(server, exc)
-            self._seed_due = time.monotonic() + self._seed_backoff
-            self._seed_backoff = min(self._seed_backoff * 2, MIN_HEARTBEAT_INTERVAL)
+            backoff = self._seed_retry[1]
+            self._seed_retry = (time.monotonic() + backoff, min(backoff * 2, MIN_HEARTBEAT_INTERVAL))
             return
         pool.checkin(sock)
-        self._seed_due, self._seed_backoff = 0.0, SEED_RETRY_MIN
+        self._seed_retry = (0.0, SEED_RETRY_MIN)
         if sdam is not None:
             sdam.heartbeat_succeeded(server.address, time.monotonic() - start, sock.hello)
         if server.known:
