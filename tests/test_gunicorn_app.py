@@ -181,20 +181,28 @@ def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict]:
         conn.close()
 
 
-def worker_stats(port: int, rounds: int = 20, width: int = 16) -> dict[int, dict]:
-    """/stats of each worker (keyed by pid), asking until both have answered.
+def worker_stats(port: int, timeout: float = 60.0, width: int = 16) -> dict[int, dict]:
+    """/stats of each worker (keyed by pid), asking until both have answered (at most ``timeout`` seconds).
 
     Asked ``width`` at a time: one request after another on an idle server
-    tends to be accepted by the same worker every time.
+    tends to be accepted by the same worker every time.  The bound is time,
+    not rounds: a worker answers only once it has booted, and gunicorn's
+    gevent worker boots by monkey-patching in the child, where gevent
+    searches every loaded module for references to ``ssl`` (pymongo, imported
+    by the --preload master, has some).  On a loaded machine one worker was
+    caught there by py-spy after the other had answered 320 requests (20
+    rounds, the old bound: about 10 s in a failed CI run).
     """
     seen: dict[int, dict] = {}
+    deadline = time.monotonic() + timeout
     with concurrent.futures.ThreadPoolExecutor(width) as pool:
-        for _ in range(rounds):
+        while True:
             for status, body in pool.map(lambda _: http_get(port, "/stats"), range(width)):
                 assert status == 200, body
                 seen[body["pid"]] = body
-            if len(seen) == WORKERS:
+            if len(seen) == WORKERS or time.monotonic() > deadline:
                 break
+            time.sleep(0.05)
     return seen
 
 
