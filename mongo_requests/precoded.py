@@ -157,6 +157,7 @@ class FindOne:
         "_reply_tail",
         "_prefixes",
         "_command",
+        "_hot",
     )
 
     def __init__(
@@ -167,6 +168,8 @@ class FindOne:
         self.client = client
         # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
         self._command: Any = client._command if client is not None else None
+        # The client's slotted hot-path state: whether a command listener is on (set once, when it is made).
+        self._hot: Any = client._hot if client is not None else None
         self.dbname = dbname
         self.name = coll
         self.codec_options = codec_options
@@ -237,18 +240,25 @@ class FindOne:
 
     def run(self, filter: Mapping[str, Any] | None) -> Any:
         """``find_one(filter)`` on the primary: the first matching document, or None."""
-        # body(), inline (one call less per find_one).
-        value = encode(filter, False, self._encoding) if filter else _EMPTY
-        head = self._head
-        tail = self._tail
+        cmd = {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
         codec_options = self.codec_options
-        reply = self._command(
-            self.dbname,
-            {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True},
-            codec_options,
-            body=_pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail,
-            unpack=self.first_batch,
-        )
+        hot = self._hot
+        if hot.listeners is not None or hot.session_hooks or hot.topology.sessions_supported:
+            # A command listener or the session path encodes the command dict and ignores a body
+            # and unpack: encoding the filter for a body would be one more encoder call for nothing.
+            reply = self._command(self.dbname, cmd, codec_options)
+        else:
+            # body(), inline (one call less per find_one).
+            value = encode(filter, False, self._encoding) if filter else _EMPTY
+            head = self._head
+            tail = self._tail
+            reply = self._command(
+                self.dbname,
+                cmd,
+                codec_options,
+                body=_pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail,
+                unpack=self.first_batch,
+            )
         # The list first_batch gave, or (its reply had another shape, or another path ran it) the reply.
         batch = reply if reply.__class__ is list else reply["cursor"]["firstBatch"]
         return batch[0] if batch else None

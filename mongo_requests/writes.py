@@ -214,9 +214,9 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
                 lambda reply: InsertOneResult(_id, True),
                 InsertOneResult,
             )
-        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
-        if reply is not None:
-            check_write(reply)
+        general = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
+        if general is not None:
+            check_write(general)
         return InsertOneResult(_id, concern.acknowledged)
 
     @with_session
