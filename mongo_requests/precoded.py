@@ -11,7 +11,9 @@ joins the pieces.  The result is byte for byte what encoding the whole
 command gives (tests compare the two), so the server sees the same command.
 
 Only the hot path uses these bodies; listeners, retryable writes and
-read preferences still get (and encode) the command dict.
+read preferences still get (and encode) the command dict.  ``insert_one``'s
+body (:class:`InsertOne`) is constant: its document travels in a document
+sequence, as the general path sends it.
 
 Three more shortcuts live here, each checked against the general path by
 tests/test_hot_path.py: :func:`encoding_options` (the same bytes without the
