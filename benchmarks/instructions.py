@@ -44,6 +44,7 @@ OPS = {
     'find_one': frame({'find': 'reads', 'filter': {'_id': 500}, 'limit': 1, 'singleBatch': True, '$db': DB}),
     'update_w1': frame({'update': 'counters',
                         'updates': [{'q': {'_id': 1}, 'u': {'$inc': {'n': 1}}, 'upsert': True}], '$db': DB}),
+    'insert_one': frame({'insert': 'inserts', 'documents': [{'name': 'document', 'value': 3.25}], '$db': DB}),
 }
 """,
     "mongo_requests": """
@@ -59,6 +60,7 @@ OPS = {
     'ping': lambda: c.admin.command('ping'),
     'find_one': lambda: db.reads.find_one({'_id': 500}),
     'update_w1': lambda: db.counters.update_one({'_id': 1}, {'$inc': {'n': 1}}, upsert=True),
+    'insert_one': lambda: db.inserts.insert_one({'name': 'document', 'value': 3.25}),
 }
 if REQUEST:
     c.start_request()
@@ -70,6 +72,7 @@ OPS = {
     'ping': lambda: c.admin.command('ping'),
     'find_one': lambda: db.reads.find_one({'_id': 500}),
     'update_w1': lambda: db.counters.update_one({'_id': 1}, {'$inc': {'n': 1}}, upsert=True),
+    'insert_one': lambda: db.inserts.insert_one({'name': 'document', 'value': 3.25}),
 }
 """,
 }
@@ -147,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         with MongoClient(uri) as seed:
             db = seed[DB]
             db.reads.drop()
+            db.inserts.drop()
             db.reads.insert_many(
                 [{"_id": i, "key": "key-%05d" % i, "name": "document", "value": 3.25} for i in range(1000)]
             )
             address = seed.address
         rows = []
-        for op in ("ping", "find_one", "update_w1"):
+        for op in ("ping", "find_one", "update_w1", "insert_one"):
             raw = per_op("raw", op, args.ops, uri, address)
             mr = per_op("mongo_requests", op, args.ops, uri, address)
             pm = per_op("pymongo", op, args.ops, uri, address)

@@ -11,7 +11,9 @@ joins the pieces.  The result is byte for byte what encoding the whole
 command gives (tests compare the two), so the server sees the same command.
 
 Only the hot path uses these bodies; listeners, retryable writes and
-read preferences still get (and encode) the command dict.
+read preferences still get (and encode) the command dict.  ``insert_one``'s
+body (:class:`InsertOne`) is constant: its document travels in a document
+sequence, as the general path sends it.
 
 Three more shortcuts live here, each checked against the general path by
 tests/test_hot_path.py: :func:`encoding_options` (the same bytes without the
@@ -30,9 +32,25 @@ from typing import Any
 import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
-__all__ = ["encode", "encoding_options", "fields", "doc_element", "ping_body", "FindOne", "WriteOne", "UpdateOne"]
+__all__ = [
+    "encode",
+    "encoding_options",
+    "fields",
+    "doc_element",
+    "ping_body",
+    "FindOne",
+    "WriteOne",
+    "UpdateOne",
+    "InsertOne",
+]
 
 _INT32 = struct.Struct("<i")
+# A kind-1 section's kind byte and size (wire.encode_section's prefix).
+_SECTION = struct.Struct("<Bi")
+_pack_section = _SECTION.pack
+_DOCUMENTS = b"documents\x00"
+# maxBsonObjectSize when the server's hello has none (MongoClient._max_bson_size's default).
+_DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 # A find reply up to its first document: flagBits, section kind, body length,
 # the cursor element and length, the firstBatch element and length, element "0".
 _REPLY_PREFIX = struct.Struct("<IBi8si12si3s")
@@ -141,6 +159,7 @@ class FindOne:
         "_reply_tail",
         "_prefixes",
         "_command",
+        "_hot",
     )
 
     def __init__(
@@ -151,6 +170,8 @@ class FindOne:
         self.client = client
         # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
         self._command: Any = client._command if client is not None else None
+        # The client's slotted hot-path state: whether a command listener is on (set once, when it is made).
+        self._hot: Any = client._hot if client is not None else None
         self.dbname = dbname
         self.name = coll
         self.codec_options = codec_options
@@ -221,18 +242,25 @@ class FindOne:
 
     def run(self, filter: Mapping[str, Any] | None) -> Any:
         """``find_one(filter)`` on the primary: the first matching document, or None."""
-        # body(), inline (one call less per find_one).
-        value = encode(filter, False, self._encoding) if filter else _EMPTY
-        head = self._head
-        tail = self._tail
+        cmd = {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
         codec_options = self.codec_options
-        reply = self._command(
-            self.dbname,
-            {"find": self.name, "filter": filter or {}, "limit": 1, "singleBatch": True},
-            codec_options,
-            body=_pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail,
-            unpack=self.first_batch,
-        )
+        hot = self._hot
+        if hot.listeners is not None or hot.session_hooks or hot.topology.sessions_supported:
+            # A command listener or the session path encodes the command dict and ignores a body
+            # and unpack: encoding the filter for a body would be one more encoder call for nothing.
+            reply = self._command(self.dbname, cmd, codec_options)
+        else:
+            # body(), inline (one call less per find_one).
+            value = encode(filter, False, self._encoding) if filter else _EMPTY
+            head = self._head
+            tail = self._tail
+            reply = self._command(
+                self.dbname,
+                cmd,
+                codec_options,
+                body=_pack_int32(4 + len(head) + len(value) + len(tail)) + head + value + tail,
+                unpack=self.first_batch,
+            )
         # The list first_batch gave, or (its reply had another shape, or another path ran it) the reply.
         batch = reply if reply.__class__ is list else reply["cursor"]["firstBatch"]
         return batch[0] if batch else None
@@ -342,5 +370,90 @@ class UpdateOne(WriteOne):
                     tail,
                 )
             ),
+        )
+        return reply
+
+
+class InsertOne:
+    """``insert_one``'s command, bound like :class:`UpdateOne`: a constant body, the document in a sequence.
+
+    The general path (:func:`mongo_requests.bulk.run_one`) sends an insert's
+    document, encoded, as a ``documents`` document sequence beside the body
+    ``{"insert": coll, "ordered": True, "writeConcern": wc, "$db": db}``.
+    That body never changes for a collection and its write concern, so it is
+    encoded once here (``writeConcern`` left out for ``{}``, as
+    :func:`mongo_requests.bulk.write_command` leaves it out), and each call
+    encodes the document alone, as the general path does, into the same
+    sequence.  The command dict handed to ``_command`` beside them is the
+    general path's, for the paths that encode it instead (listeners,
+    sessions, retryable writes); those paths ignore the body, which costs
+    nothing to pass.
+    """
+
+    __slots__ = ("client", "dbname", "name", "codec_options", "concern", "_encoding", "_command", "_hot", "_body")
+
+    def __init__(
+        self,
+        client: Any,
+        dbname: str,
+        coll: str,
+        codec_options: CodecOptions[Any],
+        concern: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        # The bound method, looked up once (on a MongoClient each lookup is unspecialized).
+        self._command: Any = client._command if client is not None else None
+        self._hot: Any = client._hot if client is not None else None
+        self.dbname = dbname
+        self.name = coll
+        self.codec_options = codec_options
+        self._encoding = encoding_options(codec_options)
+        self.concern = concern
+        self._body = bson.encode({**self.command(), "$db": dbname})
+
+    def command(self) -> dict[str, Any]:
+        """The command dict the general path builds (its statement travels in a sequence)."""
+        if self.concern:
+            return {"insert": self.name, "ordered": True, "writeConcern": self.concern}
+        return {"insert": self.name, "ordered": True}
+
+    def section(self, document: Mapping[str, Any], codec_options: CodecOptions[Any]) -> bytes:
+        """The ``documents`` sequence of one document, as ``wire.encode_section`` frames it."""
+        pair = _last_options  # encoding_options(), its common case inline
+        data = encode(document, False, pair[1] if pair[0] is codec_options else encoding_options(codec_options))
+        return _pack_section(1, 14 + len(data)) + _DOCUMENTS + data
+
+    def run(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Send ``document`` (a dict that has its ``_id``); the server's reply (not checked here).
+
+        DocumentTooLarge, before anything is sent, for a document over the
+        limit ``MongoClient._max_bson_size`` gives (read inline for a known lone server).
+        """
+        data = encode(document, False, self._encoding)
+        hot = self._hot
+        server = hot.topology.lone_writable
+        if server is not None:
+            hello = server.pool.hello
+            max_size = (
+                hello.get("maxBsonObjectSize", _DEFAULT_MAX_BSON_SIZE) if hello is not None else _DEFAULT_MAX_BSON_SIZE
+            )
+        else:
+            max_size = self.client._max_bson_size()
+        if len(data) > max_size:
+            from .bulk import check_size  # the general path's error and message
+
+            check_size(data, max_size)
+        concern = self.concern
+        if concern:
+            cmd = {"insert": self.name, "ordered": True, "writeConcern": concern}
+        else:
+            cmd = {"insert": self.name, "ordered": True}
+        reply: dict[str, Any] = self._command(
+            self.dbname,
+            cmd,
+            self.codec_options,
+            # wire.encode_section("documents", (data,)), inline.
+            (_pack_section(1, 14 + len(data)) + _DOCUMENTS + data,),
+            body=self._body,
         )
         return reply

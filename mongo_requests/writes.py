@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import ConfigurationError
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
@@ -177,6 +178,28 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
                 comment,
                 **wc,
             )
+        if (
+            not wc
+            and not _OPEN_PIPELINES
+            and document.__class__ is dict
+            and bypass_document_validation is None
+            and comment is None
+            and self._concern.acknowledged
+        ):
+            # The hot path: a dict, no option, the collection's write concern
+            # if acknowledged (pre-encoded in the writer's body).  The same
+            # _id, command, sequence, checks and result as the general path.
+            writer = self._writers.get(INSERT)
+            if writer.__class__ is not _precoded.InsertOne:
+                writer = self._writers[INSERT] = _precoded.InsertOne(
+                    self._client, self._db_name, self._name, self.codec_options, self._concern.document
+                )
+            if "_id" not in document:
+                document["_id"] = ObjectId()
+            reply = writer.run(document)
+            if reply.get("ok") != 1 or "writeErrors" in reply or "writeConcernError" in reply:
+                check_write(reply)
+            return InsertOneResult(document["_id"], True)
         concern = self._resolve_wc(**wc) if wc else self._concern
         data = _bulk.encode_insert(self.codec_options, document, self._client._max_bson_size())
         _id = document["_id"] if not isinstance(document, RawBSONDocument) else document.get("_id")
@@ -191,9 +214,9 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
                 lambda reply: InsertOneResult(_id, True),
                 InsertOneResult,
             )
-        reply = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
-        if reply is not None:
-            check_write(reply)
+        general = run_one(self, INSERT, data, concern, bypass_document_validation, comment)  # type: ignore[arg-type]
+        if general is not None:
+            check_write(general)
         return InsertOneResult(_id, concern.acknowledged)
 
     @with_session

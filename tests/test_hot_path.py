@@ -11,7 +11,10 @@
 - ``update_one`` on a collection with an acknowledged write concern other
   than ``{}`` (``w=1``, ``"majority"``, ``j``...) takes the hot path with the
   ``writeConcern`` element pre-encoded: the bytes sent, the command the other
-  paths get, the results and the errors are the general path's.
+  paths get, the results and the errors are the general path's;
+- ``insert_one`` of a dict takes the hot path (``precoded.InsertOne``): the
+  same body, the same ``documents`` sequence with the ``_id`` first, the same
+  command dict (more in tests/test_hot_insert.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pytest
 from bson.binary import UuidRepresentation
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, TypeEncoder, TypeRegistry
 from bson.json_util import JSONOptions
+from bson.objectid import ObjectId
 from bson.son import SON
 from pymongo import monitoring
 from pymongo.errors import (
@@ -36,7 +40,7 @@ from pymongo.errors import (
     WriteError,
     WTimeoutError,
 )
-from pymongo.results import UpdateResult
+from pymongo.results import InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from helpers import fail_point, unique_app
@@ -478,3 +482,56 @@ def test_update_one_encodes_no_body_for_the_session_path(make_client, sent, enco
         assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 2}
     finally:
         client.drop_database(name)
+
+
+# -- insert_one ------------------------------------------------------------------
+@pytest.fixture
+def sent_inserts(monkeypatch):
+    """The insert commands sockets were given: (the command, the body given, else its encoding, the sequences)."""
+    calls = []
+    original = socket_info.SocketInfo.command
+
+    def spy(
+        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
+    ):
+        if next(iter(cmd)) == "insert":
+            encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
+            calls.append((dict(cmd), body, encoded, tuple(sequences)))
+        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
+
+    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
+    return calls
+
+
+@pytest.mark.parametrize("options", OPTIONS[:2], ids=["default", "tz-uuid"])
+@pytest.mark.parametrize("concern", CONCERNS, ids=CONCERN_IDS)
+def test_insert_one_sends_the_general_bytes(db, sent_inserts, concern, options):
+    """The hot path's insert is the general path's to the byte: body, sequence, the _id generated and placed first."""
+    coll = db.get_collection("ins", write_concern=concern, codec_options=options)
+    fields = {"a": datetime.datetime(2020, 1, 2, 3, 4, 5), "l": [1, {"x": "é"}], "s": SON([("b", 1), ("a", 2)])}
+    if options.uuid_representation == UuidRepresentation.STANDARD:
+        fields["u"] = uuid.UUID(int=7)
+    hot_doc, general_doc = dict(fields), dict(fields)
+    hot = coll.insert_one(hot_doc)
+    # The same concern given to the call: the general path (encode_insert, run_one, the command dict encoded).
+    general = coll.insert_one(general_doc, write_concern=concern)
+    assert len(sent_inserts) == 2
+    (hot_cmd, hot_body, _, hot_seq), (general_cmd, general_body, general_bytes, general_seq) = sent_inserts
+    assert hot_body is not None, "insert_one did not take the hot path"
+    assert general_body is None
+    assert hot_body == general_bytes
+    # The command dict the other paths (listeners, sessions, retries) encode instead: the same, in the same order.
+    assert list(hot_cmd.items()) == list(general_cmd.items())
+    assert general_cmd.get("writeConcern", {}) == concern.document
+    # Each caller's dict got a fresh ObjectId, added last as the general path adds it...
+    hot_id, general_id = hot_doc["_id"], general_doc["_id"]
+    assert type(hot_id) is type(general_id) is ObjectId and hot_id != general_id
+    assert list(hot_doc) == list(general_doc) == [*fields, "_id"]
+    # ... and encoded first, in the same documents sequence, byte for byte but for the ids.
+    assert len(hot_seq) == len(general_seq) == 1
+    assert hot_seq[0].replace(hot_id.binary, general_id.binary) == general_seq[0]
+    assert hot_seq[0] == wire.encode_section("documents", [bson.encode({"_id": hot_id, **fields}, False, options)])
+    assert type(hot) is type(general) is InsertOneResult
+    assert (hot.inserted_id, hot.acknowledged) == (hot_id, True)
+    assert (general.inserted_id, general.acknowledged) == (general_id, True)
+    assert coll.count_documents({"_id": {"$in": [hot_id, general_id]}}) == 2

@@ -19,6 +19,7 @@ from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, Upd
 from pymongo.write_concern import WriteConcern
 
 from helpers import fail_point, unique_app
+from mongo_requests import precoded
 from mongo_requests.testing import raw_command
 
 
@@ -231,5 +232,26 @@ def test_update_one_with_a_collection_write_concern_and_no_listener_is_retried_a
         result = coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     assert (result.matched_count, result.modified_count) == (1, 1)
     assert _docs(primary.address, coll) == [{"_id": 1, "n": 1}]
+    assert _retried_statements(primary.address) - before == 1
+    coll.drop()
+
+
+@pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w=1)], ids=["default", "w1"])
+def test_insert_one_on_the_hot_path_with_no_listener_is_retried_and_applied_once(replica_set, make_rs_client, concern):
+    """insert_one's hot path (a dict, no option, the collection's concern) still travels as a retryable write."""
+    primary = replica_set.primary()
+    assert primary is not None
+    app = unique_app("rbins")
+    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
+    client = make_rs_client(appname=app)
+    coll = client.retry_bulk.get_collection("ins_" + unique_app(), write_concern=concern)
+    before = _retried_statements(primary.address)
+    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
+    doc = {"a": 1}
+    with fail_point(admin, {"times": 1}, failCommands=["insert"], writeConcernError=wce, appName=app):
+        result = coll.insert_one(doc)
+    assert isinstance(coll._writers.get(0), precoded.InsertOne)  # it took the hot path
+    assert (result.inserted_id, result.acknowledged) == (doc["_id"], True)
+    assert _docs(primary.address, coll) == [{"_id": doc["_id"], "a": 1}]
     assert _retried_statements(primary.address) - before == 1
     coll.drop()
