@@ -9,6 +9,7 @@ a pipelining request's sync points) and which pool's pipeline a write joins.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import pipeline as _pipeline
@@ -22,6 +23,61 @@ if TYPE_CHECKING:
 __all__ = ["ClientRequests", "Request"]
 
 
+class _OpenRecord:
+    """A caller's open pipelining requests (their ``pipeline.OPEN`` entries), filed in its record store."""
+
+    __slots__ = ("depth", "refs")
+
+    def __init__(self) -> None:
+        self.depth = 0  # how many: the death watch skips a record at depth 0
+        self.refs: list[weakref.ref[Request]] = []
+
+
+class _OpenRequests:
+    """Takes a caller's pipelining requests out of ``pipeline.OPEN`` when they end, or when it dies.
+
+    An entry of ``OPEN`` is a weak reference to the :class:`Request`, so a
+    request freed without being ended drops out by itself.  But a caller
+    that dies inside one may leave it alive: a greenlet killed mid-pipeline
+    keeps its frames in the kill's traceback, which gevent holds on to.  So
+    each caller's open requests are also filed in its record store (the one
+    its pools' records are in), whose death watch calls
+    :meth:`_caller_died`, as it reclaims a dead caller's sockets.  Either
+    way, no request stays counted open, keeping every client's writes off
+    their hot paths (and its client alive).
+    """
+
+    def __init__(self) -> None:
+        self._self_ref = weakref.ref(self)
+
+    def opened(self, calls: Any, ref: weakref.ref[Request]) -> None:
+        """``ref`` (a new entry of ``OPEN``) belongs to the caller whose record store is ``calls``."""
+        record = calls.get(self._self_ref)
+        if record is None:
+            record = _OpenRecord()
+            calls.add(self._self_ref, record)
+        record.refs.append(ref)
+        record.depth = len(record.refs)
+
+    def ended(self, calls: Any, ref: weakref.ref[Request]) -> None:
+        """The request of ``ref`` ended (normally in its caller: ``calls`` is the caller's store, or None)."""
+        _pipeline.OPEN.discard(ref)
+        record = calls.get(self._self_ref) if calls is not None else None
+        if record is not None and ref in record.refs:
+            record.refs.remove(ref)
+            record.depth = len(record.refs)
+
+    def _caller_died(self, record: _OpenRecord) -> None:
+        """Death watch: the dead caller's requests will never end; none counts as open."""
+        for ref in record.refs:
+            _pipeline.OPEN.discard(ref)
+        record.refs.clear()
+        record.depth = 0
+
+
+_OPEN_REQUESTS = _OpenRequests()
+
+
 class Request:
     """A request returned by :meth:`MongoClient.start_request`.
 
@@ -30,7 +86,7 @@ class Request:
     ``try/finally`` with ``request.end()`` inside a ``with`` is safe too.
     """
 
-    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on")
+    __slots__ = ("_client", "_ended", "_pipeline", "_turned_on", "_open", "__weakref__")
 
     def __init__(self, client: MongoClient, pipeline: bool = False, turned_on: bool = False) -> None:
         self._client = client
@@ -38,6 +94,12 @@ class Request:
         self._pipeline = pipeline
         # This request began pipelining (it was not nested in a pipelining one).
         self._turned_on = turned_on
+        # Its entry in pipeline.OPEN while it pipelines (a weak reference): see _OpenRequests.
+        self._open: weakref.ref[Request] | None = None
+        if pipeline:
+            self._open = ref = weakref.ref(self, _pipeline.OPEN.discard)
+            _pipeline.OPEN.add(ref)
+            _OPEN_REQUESTS.opened(client._topology.identity.calls(), ref)
 
     def end(self) -> None:
         """End this request (once).  Ending a pipelining request is a sync point."""
@@ -47,7 +109,8 @@ class Request:
         error = None
         if self._pipeline:
             client = self._client
-            _pipeline.OPEN.discard(self)
+            if self._open is not None:
+                _OPEN_REQUESTS.ended(client._topology.identity.calls(), self._open)
             try:
                 client._sync_pipelines()
             except PyMongoError as exc:
@@ -115,10 +178,7 @@ class ClientRequests:
             # Every member's pool the request joined: writes go to the primary's.
             for server in self._topology.servers:
                 turned_on = server.pool.set_pipelined(True) or turned_on
-        request = Request(self, pipeline, turned_on)  # type: ignore[arg-type]
-        if pipeline:
-            _pipeline.OPEN.add(request)
-        return request
+        return Request(self, pipeline, turned_on)  # type: ignore[arg-type]
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns its socket on every member)."""

@@ -154,10 +154,14 @@ def _unpiped_class(cls: type) -> type:
     return cls
 
 
-# Pipelining requests open in this process, any client (Request objects; a
-# set, whose add/discard are atomic across threads).  While it is empty a
-# write pays one global truth test: a MongoClient attribute would cost more,
-# as the class's __getattr__ keeps CPython from specializing the lookup.
+# Pipelining requests open in this process, any client: weak references to
+# their Request objects, in a set (add/discard are atomic across threads).
+# While it is empty a write pays one global truth test: a MongoClient
+# attribute would cost more, as the class's __getattr__ keeps CPython from
+# specializing the lookup.  A request freed without being ended (its
+# greenlet or thread died inside it) drops out by its reference's callback:
+# a strong reference kept it, and its client, forever, and kept every
+# client's writes off their hot paths.
 OPEN: set[Any] = set()
 
 # The mongos rule of the module docstring.  Only the test that shows what

@@ -16,6 +16,7 @@ mixed) and is deselected in the others.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ import pytest
 
 import mongo_requests
 from helpers import DEFAULT_MODES, MODES, ConnMonitor, Mode, current_mode, unique_app
+from mongo_requests import pipeline as _pipeline
 from mongo_requests.testing import MongodNotFound, MongodServer
 
 MODE = current_mode()
@@ -196,6 +198,22 @@ def watchdog() -> Iterator[None]:
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_left_open() -> Iterator[None]:
+    """No test leaves a pipelining request counted open (``mongo_requests.pipeline.OPEN``).
+
+    One left there keeps its client alive and every later write in the
+    process off its hot path: a request whose caller died unended must drop
+    out by itself once it is freed.
+    """
+    yield
+    if _pipeline.OPEN:
+        gc.collect()
+        left = len(_pipeline.OPEN)
+        _pipeline.OPEN.clear()
+        assert not left, "%d pipelining request(s) left counted open" % left
 
 
 # Security fixtures (auth and TLS servers, a test CA): see security_fixtures.py.

@@ -20,7 +20,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 
 from helpers import app_connections, assert_quiet, fail_point, pool_stats, unique_app, wait_until
 from mongo_requests import PipelineError
-from mongo_requests.pipeline import unknown_writes
+from mongo_requests.pipeline import OPEN, unknown_writes
 from mongo_requests.testing import MongodServer
 
 
@@ -276,6 +276,8 @@ def test_caller_killed_mid_pipeline_leaks_no_slot(mode, make_client, admin_clien
     stats = pool_stats(c)
     assert_quiet(stats, 2)
     assert stats["closed"] >= 1  # the socket with unread replies was closed, not handed on
+    # The request it never ended is no longer counted open: writes in this process take their hot paths again.
+    assert not OPEN, OPEN
     # The next caller gets a clean socket: no stale replies, exact results.
     for _ in range(3):
         with c.start_request(pipeline=True):
