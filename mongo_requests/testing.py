@@ -513,9 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.replset and args.members != 1:
         return _serve_replica_set(args.replset, args.members)
     with MongodServer(port=args.port, replset=args.replset) as server:
-        print(server.uri, flush=True)
-        print("pid %s, dbpath %s; Ctrl-C to stop" % (server.pid, server.dbpath), file=sys.stderr, flush=True)
+        # The URI is printed inside the try: whoever reads it may send SIGTERM at once.
         try:
+            print(server.uri, flush=True)
+            print("pid %s, dbpath %s; Ctrl-C to stop" % (server.pid, server.dbpath), file=sys.stderr, flush=True)
             while server.running:
                 time.sleep(0.5)
         except KeyboardInterrupt:
@@ -534,12 +535,13 @@ def _serve_replica_set(name: str, members: int) -> int:
 
 
 def _serve(uri: str, servers: list[Any]) -> int:
-    print(uri, flush=True)
-    for member in servers:
-        line = "%s:%s pid %s, dbpath %s" % (member.host, member.port, member.pid, member.dbpath)
-        print(line, file=sys.stderr, flush=True)
-    print("Ctrl-C to stop", file=sys.stderr, flush=True)
+    # The URI is printed inside the try: whoever reads it may send SIGTERM at once.
     try:
+        print(uri, flush=True)
+        for member in servers:
+            line = "%s:%s pid %s, dbpath %s" % (member.host, member.port, member.pid, member.dbpath)
+            print(line, file=sys.stderr, flush=True)
+        print("Ctrl-C to stop", file=sys.stderr, flush=True)
         while any(m.running for m in servers):
             time.sleep(0.5)
     except KeyboardInterrupt:
