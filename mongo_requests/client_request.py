@@ -24,54 +24,68 @@ __all__ = ["ClientRequests", "Request"]
 
 
 class _OpenRecord:
-    """A caller's open pipelining requests (their ``pipeline.OPEN`` entries), filed in its record store."""
+    """A caller's open pipelining requests, filed in its record store."""
 
-    __slots__ = ("depth", "refs")
+    __slots__ = ("depth", "requests")
 
     def __init__(self) -> None:
         self.depth = 0  # how many: the death watch skips a record at depth 0
-        self.refs: list[weakref.ref[Request]] = []
+        self.requests: list[Request] = []
 
 
 class _OpenRequests:
-    """Takes a caller's pipelining requests out of ``pipeline.OPEN`` when they end, or when it dies.
+    """Counts a request in ``pipeline.OPEN`` from its start until it ends, however it ends.
 
-    An entry of ``OPEN`` is a weak reference to the :class:`Request`, so a
-    request freed without being ended drops out by itself.  But a caller
-    that dies inside one may leave it alive: a greenlet killed mid-pipeline
-    keeps its frames in the kill's traceback, which gevent holds on to.  So
-    each caller's open requests are also filed in its record store (the one
-    its pools' records are in), whose death watch calls
-    :meth:`_caller_died`, as it reclaims a dead caller's sockets.  Either
-    way, no request stays counted open, keeping every client's writes off
-    their hot paths (and its client alive).
+    An entry of ``OPEN`` is a weak reference to the :class:`Request`; the
+    caller's record store (the one its pools' records are in) holds the
+    request itself, so a caller may drop the object and end its request with
+    ``client.end_request()``, as PyMongo 2 code does, and still pipeline
+    until then.  The entry goes when the request ends (:meth:`Request.end`),
+    when the caller leaves its outermost request on that client
+    (``client.end_request()``), or when the caller dies (the store's death
+    watch calls :meth:`_caller_died`, as it reclaims the caller's sockets: a
+    killed greenlet's frames may outlive it in gevent's kept traceback).  A
+    request left counted open kept every client's writes off their hot
+    paths, and its client alive.
     """
 
     def __init__(self) -> None:
         self._self_ref = weakref.ref(self)
 
-    def opened(self, calls: Any, ref: weakref.ref[Request]) -> None:
-        """``ref`` (a new entry of ``OPEN``) belongs to the caller whose record store is ``calls``."""
+    def opened(self, calls: Any, request: Request) -> weakref.ref[Request]:
+        """Count ``request`` open, for the caller whose record store is ``calls``; its ``OPEN`` entry."""
+        ref = weakref.ref(request, _pipeline.OPEN.discard)
         record = calls.get(self._self_ref)
         if record is None:
             record = _OpenRecord()
             calls.add(self._self_ref, record)
-        record.refs.append(ref)
-        record.depth = len(record.refs)
+        record.requests.append(request)
+        record.depth = len(record.requests)
+        _pipeline.OPEN.add(ref)
+        return ref
 
-    def ended(self, calls: Any, ref: weakref.ref[Request]) -> None:
-        """The request of ``ref`` ended (normally in its caller: ``calls`` is the caller's store, or None)."""
-        _pipeline.OPEN.discard(ref)
-        record = calls.get(self._self_ref) if calls is not None else None
-        if record is not None and ref in record.refs:
-            record.refs.remove(ref)
-            record.depth = len(record.refs)
+    def ended(self, calls: Any, request: Request) -> None:
+        """``request`` ended (in its caller, whose record store is ``calls``)."""
+        _pipeline.OPEN.discard(request._open)
+        record = calls.get(self._self_ref)
+        if record is not None and request in record.requests:
+            record.requests.remove(request)
+            record.depth = len(record.requests)
+
+    def left(self, calls: Any, client: Any) -> None:
+        """The caller left its outermost request on ``client``: its requests there are over."""
+        record = calls.get(self._self_ref)
+        if record is None:
+            return
+        for request in [r for r in record.requests if r._client is client]:
+            request._ended = True
+            self.ended(calls, request)
 
     def _caller_died(self, record: _OpenRecord) -> None:
         """Death watch: the dead caller's requests will never end; none counts as open."""
-        for ref in record.refs:
-            _pipeline.OPEN.discard(ref)
-        record.refs.clear()
+        for request in record.requests:
+            _pipeline.OPEN.discard(request._open)
+        record.requests.clear()
         record.depth = 0
 
 
@@ -94,12 +108,10 @@ class Request:
         self._pipeline = pipeline
         # This request began pipelining (it was not nested in a pipelining one).
         self._turned_on = turned_on
-        # Its entry in pipeline.OPEN while it pipelines (a weak reference): see _OpenRequests.
+        # Its entry in pipeline.OPEN while it pipelines (a weak reference to it): see _OpenRequests.
         self._open: weakref.ref[Request] | None = None
         if pipeline:
-            self._open = ref = weakref.ref(self, _pipeline.OPEN.discard)
-            _pipeline.OPEN.add(ref)
-            _OPEN_REQUESTS.opened(client._topology.identity.calls(), ref)
+            self._open = _OPEN_REQUESTS.opened(client._topology.identity.calls(), self)
 
     def end(self) -> None:
         """End this request (once).  Ending a pipelining request is a sync point."""
@@ -109,8 +121,7 @@ class Request:
         error = None
         if self._pipeline:
             client = self._client
-            if self._open is not None:
-                _OPEN_REQUESTS.ended(client._topology.identity.calls(), self._open)
+            _OPEN_REQUESTS.ended(client._topology.identity.calls(), self)
             try:
                 client._sync_pipelines()
             except PyMongoError as exc:
@@ -182,7 +193,12 @@ class ClientRequests:
 
     def end_request(self) -> None:
         """End one level of the caller's request (the outermost returns its socket on every member)."""
-        self._topology.end_request()
+        try:
+            self._topology.end_request()  # a sync point: may raise PipelineError
+        finally:
+            if _pipeline.OPEN and not self._topology.in_request():
+                # Its pipelining requests on this client are over too, ended or not through their Request.
+                _OPEN_REQUESTS.left(self._topology.identity.calls(), self)
 
     def in_request(self) -> bool:
         """True when the calling thread or greenlet is inside a request."""

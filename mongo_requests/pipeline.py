@@ -158,10 +158,9 @@ def _unpiped_class(cls: type) -> type:
 # their Request objects, in a set (add/discard are atomic across threads).
 # While it is empty a write pays one global truth test: a MongoClient
 # attribute would cost more, as the class's __getattr__ keeps CPython from
-# specializing the lookup.  A request freed without being ended (its
-# greenlet or thread died inside it) drops out by its reference's callback:
-# a strong reference kept it, and its client, forever, and kept every
-# client's writes off their hot paths.
+# specializing the lookup.  Entries come and go through
+# client_request._OpenRequests: at the request's start, and at its end, its
+# caller's leaving its outermost request, or its caller's death.
 OPEN: set[Any] = set()
 
 # The mongos rule of the module docstring.  Only the test that shows what

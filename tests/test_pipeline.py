@@ -467,3 +467,28 @@ def test_a_pipelines_reports_are_never_retried_away():
     for exc in (failed, lost):
         assert not is_retryable_read_error(exc) and not is_retryable_write_error(exc)
     assert is_retryable_read_error(AutoReconnect("an ordinary network error"))
+
+
+def test_a_dropped_request_object_pipelines_until_client_end_request(make_client, db):
+    """PyMongo 2's form: start_request(pipeline=True) as a statement, client.end_request() to end it.
+
+    Nothing keeps the Request object, yet the writes between pipeline (a
+    duplicate key surfaces at the sync point, not at its insert_one), and
+    leaving the request ends its count in pipeline.OPEN.
+    """
+    import gc
+
+    c = make_client()
+    coll = c[db.name].dropped_request
+    coll.insert_one({"_id": 1})
+    c.start_request(pipeline=True)  # the returned Request is dropped at once
+    gc.collect()
+    assert OPEN
+    coll.insert_one({"_id": 1})  # pipelined: no DuplicateKeyError here
+    coll.insert_one({"_id": 2})
+    with pytest.raises(PipelineError) as info:
+        c.end_request()
+    assert [(i, type(e)) for i, e in info.value.errors] == [(0, DuplicateKeyError)]
+    assert not OPEN
+    assert not c.in_request()
+    assert sorted(d["_id"] for d in coll.find()) == [1, 2]
