@@ -176,7 +176,9 @@ class Topology(TopologyRequests, TopologyErrors):
         # The lone seed's pool carries the callers' requests while it is the only server: see topology_requests.
         self._lone_pool: Pool | None = None
         self._former_lone_pool: Pool | None = None
-        if self._pool_checks:
+        # Not with auto_start_request: a pool's record may then hold a level the pool began by itself,
+        # which _adopt could not tell from the caller's own request.
+        if self._pool_checks and not self._pool_options.auto_start_request:
             (self._lone_pool,) = [server.pool for server in self._servers.values()]
 
     # -- identity -----------------------------------------------------------

@@ -18,7 +18,9 @@ pins themselves are the pools'.
 
 While the topology has one server for sure (``_lone_pool``: one seed,
 checked through its pool, and still ``Unknown`` or a standalone, or a
-``directConnection``), a caller with no record of its own needs none: that
+``directConnection``), and ``auto_start_request`` is off (else a pool's
+record may hold a level the pool began by itself, which ``_adopt`` could
+not tell from the caller's), a caller with no record of its own needs none: that
 pool's record carries the whole request, its depth included.  A caller's
 first request then makes one record, not two, and every request skips the
 topology's set of pools and its end-all loop.  When the seed turns out to be
