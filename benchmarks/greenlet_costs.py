@@ -73,7 +73,7 @@ for _ in range(G):
 _PARKED = """
 from gevent import monkey
 monkey.patch_all()
-import collections, gc, sys
+import collections, gc, sys, time
 import gevent
 import mongo_requests
 from pymongo.write_concern import WriteConcern
@@ -106,7 +106,10 @@ gc.disable()
 before = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
 held = pool.checkout()
 greenlets = [gevent.spawn(worker, i) for i in range(N)]
+deadline = time.monotonic() + 60
 while pool.get_stats()["waiting"] < N:
+    if time.monotonic() > deadline or any(g.dead for g in greenlets):
+        sys.exit("the greenlets did not all park in the pool's queue: %r" % pool.get_stats())
     gevent.sleep(0)
 gc.collect()
 grown = collections.Counter(type(o).__qualname__ for o in gc.get_objects()) - before
