@@ -417,12 +417,6 @@ class InsertOne:
             return {"insert": self.name, "ordered": True, "writeConcern": self.concern}
         return {"insert": self.name, "ordered": True}
 
-    def section(self, document: Mapping[str, Any], codec_options: CodecOptions[Any]) -> bytes:
-        """The ``documents`` sequence of one document, as ``wire.encode_section`` frames it."""
-        pair = _last_options  # encoding_options(), its common case inline
-        data = encode(document, False, pair[1] if pair[0] is codec_options else encoding_options(codec_options))
-        return _pack_section(1, 14 + len(data)) + _DOCUMENTS + data
-
     def run(self, document: dict[str, Any]) -> dict[str, Any]:
         """Send ``document`` (a dict that has its ``_id``); the server's reply (not checked here).
 

@@ -93,7 +93,7 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
     write_concern: WriteConcern
     _concern: _Concern
     # Encoded command bodies of single-statement writes with the collection's
-    # write concern (_concern), by kind (bulk.run_one, update_one).
+    # write concern (_concern), by kind (bulk.run_one, update_one, insert_one).
     _writers: dict[int, Any]
 
     @property
