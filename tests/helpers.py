@@ -551,3 +551,21 @@ def in_forked_child(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
     return json.loads(b"".join(chunks) or b"{}")
+
+
+class StartedCommands(monitoring.CommandListener):
+    """A command listener that keeps a copy of every started command named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: Any) -> None:
+        if event.command_name == self.name:
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass

@@ -15,11 +15,10 @@ import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
-from pymongo import monitoring
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteConcernError, WTimeoutError
 from pymongo.write_concern import WriteConcern
 
-from helpers import fail_point, unique_app
+from helpers import StartedCommands, fail_point, unique_app
 from mongo_requests import precoded, socket_info
 
 
@@ -187,24 +186,9 @@ def test_insert_one_write_concern_errors_match_the_general_path(make_client, adm
         client.drop_database(name)
 
 
-class _Started(monitoring.CommandListener):
-    def __init__(self):
-        self.commands = []
-
-    def started(self, event):
-        if event.command_name == "insert":
-            self.commands.append(dict(event.command))
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 @pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
 def test_insert_one_shows_listeners_the_general_command(make_client, sent, concern):
-    listener = _Started()
+    listener = StartedCommands("insert")
     client = make_client(event_listeners=[listener])
     name = unique_app("t")
     try:
@@ -257,7 +241,7 @@ def encoded(monkeypatch):
 
 
 def test_find_one_encodes_no_body_for_a_command_listener(make_client, encoded):
-    listener = _Started()
+    listener = StartedCommands("insert")
     client = make_client(event_listeners=[listener])
     plain = make_client()
     name = unique_app("t")

@@ -31,7 +31,6 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, TypeEncoder,
 from bson.json_util import JSONOptions
 from bson.objectid import ObjectId
 from bson.son import SON
-from pymongo import monitoring
 from pymongo.errors import (
     InvalidOperation,
     OperationFailure,
@@ -43,7 +42,7 @@ from pymongo.errors import (
 from pymongo.results import InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
-from helpers import fail_point, unique_app
+from helpers import StartedCommands, fail_point, unique_app
 from mongo_requests import bulk, hot_results, precoded, socket_info, wire, writes
 
 
@@ -418,21 +417,6 @@ def test_update_one_with_an_unacknowledged_collection_takes_the_general_path(db,
         result.matched_count  # noqa: B018
 
 
-class _Started(monitoring.CommandListener):
-    def __init__(self):
-        self.commands = []
-
-    def started(self, event):
-        if event.command_name == "update":
-            self.commands.append(dict(event.command))
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
 @pytest.fixture
 def encoded(monkeypatch):
     """The documents the hot path's writers and finders encoded (precoded.encode's calls)."""
@@ -450,7 +434,7 @@ def encoded(monkeypatch):
 @pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
 def test_update_one_shows_listeners_the_general_command_and_encodes_no_body_for_them(make_client, encoded, concern):
     """With a command listener the command dict is what gets encoded (by the listener's path): no body is made."""
-    listener = _Started()
+    listener = StartedCommands("update")
     client = make_client(event_listeners=[listener])
     name = unique_app("t")
     try:
