@@ -45,7 +45,7 @@ from typing import Any
 
 from .originals import _get_ident, real_lock
 
-__all__ = ["ABORTED", "TAKE_OFF", "TIMED_OUT", "Flight"]
+__all__ = ["ABORTED", "TAKE_OFF", "TIMED_OUT", "Flight", "TryLock"]
 
 #: :meth:`Flight.board`: nothing was in flight; the caller runs the errand and must :meth:`Flight.land`.
 TAKE_OFF = "take-off"
@@ -147,6 +147,26 @@ class Flight:
         for w in boarded:
             if w.take(ABORTED):
                 w._wake()
+
+
+class TryLock:
+    """A lock only ever tried (``acquire(False)``) that knows the OS thread holding it, for a forked child to judge."""
+
+    __slots__ = ("_lock", "owner")
+
+    def __init__(self) -> None:
+        self._lock = real_lock()
+        self.owner = 0  # the holder's OS thread (a greenlet's thread), or 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        got: bool = self._lock.acquire(blocking)
+        if got:
+            self.owner = _get_ident()
+        return got
+
+    def release(self) -> None:
+        self.owner = 0
+        self._lock.release()
 
 
 # Every flight, so a forked child can ground those whose leader did not survive.

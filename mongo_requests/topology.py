@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -47,9 +48,10 @@ from .errors import (
     ServerSelectionTimeoutError,
 )
 from .events import MonitoredPool
-from .flight import ABORTED, TAKE_OFF, Flight
+from .flight import ABORTED, TAKE_OFF, Flight, TryLock
 from .identity import choose_identity, notify_when_threading_patched, real_lock
 from .monitor import ServerMonitor, scan
+from .originals import _get_ident
 from .pool import Pool, PoolOptions
 from .sdam import (
     Address,
@@ -79,6 +81,30 @@ MIN_HEARTBEAT_INTERVAL = 0.5
 SEED_RETRY_MIN = 0.05
 # How a seed check landed (Topology._check_seed): it ran (the seed is described, or marked unknown), or it raised.
 _CHECKED, _RAISED = "checked", "raised"
+
+
+# Every topology, so a forked child can replace the locks a thread it does not have held at the fork.
+_all_topologies: weakref.WeakSet[Topology] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child, replace the locks held by threads it does not have (only the forking thread lives on).
+
+    ``_lock`` is held for a few statements without a switch, so only another
+    thread can hold it at a fork.  The scan's lock stays if a greenlet of the
+    forking thread holds it (that scan goes on, and releases it).  Without
+    this, a child forked during another thread's scan never scanned, and
+    waited out its selection timeout each time a scan was due.
+    """
+    here = _get_ident()
+    for topology in list(_all_topologies):
+        topology._lock = real_lock()
+        if topology._scan_lock.owner not in (0, here):
+            topology._scan_lock = TryLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Server:
@@ -146,13 +172,14 @@ class Topology(TopologyRequests, TopologyErrors):
         # A lone seed that may be a standalone is checked through its pool.
         self._pool_checks = self._td.type in (TopologyType.Single, TopologyType.Unknown) and len(self._td.servers) == 1
         self._seed_flight = Flight()  # one seed check at a time; callers that arrive meanwhile wait for it
+        _all_topologies.add(self)
         # After a failed seed check, none before _seed_retry's due time: the back-off (0.05 s doubling to 0.5 s) is the
         # topology's, not each caller's, so a crowd retries one check at a time.
         # (due, back-off) in one attribute: Topology's attributes stay within the shared-key table (test_hot_path).
         self._seed_retry = (0.0, SEED_RETRY_MIN)
         self._servers: dict[Address, Server] = {}
         self._lock = real_lock()  # guards _td and _servers: held for microseconds only
-        self._scan_lock = real_lock()  # only ever tried, never waited on
+        self._scan_lock = TryLock()  # only ever tried, never waited on
         self._scans = 0
         self._errors: list[ServerDescription] = []  # marked Unknown since the running scan began
         self._last_scan = -1e9

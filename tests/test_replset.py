@@ -9,6 +9,7 @@ restarts what they killed).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from pymongo.errors import NotPrimaryError, ServerSelectionTimeoutError
 from pymongo.read_preferences import Secondary
 from pymongo.write_concern import WriteConcern
 
-from helpers import report, run_child, short, unique_app, wait_until
+from helpers import in_forked_child, report, run_child, short, unique_app, wait_until
 from mongo_requests.testing import raw_command
 
 
@@ -434,3 +435,43 @@ def test_pymongo_2_names_are_aliases_with_pymongo_2_defaults(replica_set):
         assert conn.auto_start_request is True and not conn.write_concern.acknowledged
         conn.admin.command("ping")
         assert conn.in_request()  # auto_start_request: the first operation started one
+
+
+@pytest.mark.modes("threads")
+def test_a_child_forked_while_another_thread_holds_the_topologys_locks_selects_and_scans(make_rs_client):
+    """Only the forking thread lives on in a child: locks another thread held at the fork are replaced there.
+
+    The other thread holds the topology's lock and its scan's lock across the
+    fork.  Without the fix the child deadlocks on the first (in_forked_child
+    reports nothing within 20 s), or, with only the first replaced, never
+    scans: it waits out its 3 s selection timeout and runs no scan.
+    """
+    c = make_rs_client(serverSelectionTimeoutMS=3000)
+    c.admin.command("ping")
+    topology = c._topology
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with topology._lock:
+            assert topology._scan_lock.acquire(False)
+            held.set()
+            done.wait(30)
+            topology._scan_lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+
+    def child() -> dict:
+        topology._next_scan, topology._last_scan = 0.0, -1e9  # a scan is due
+        before, start = topology._scans, time.monotonic()
+        c.admin.command("ping")
+        return {"scans": topology._scans - before, "seconds": time.monotonic() - start}
+
+    try:
+        result = in_forked_child(child)
+    finally:
+        done.set()
+        holder.join(10)
+    assert result.get("scans", 0) >= 1, result
+    assert result["seconds"] < 2.5, result
