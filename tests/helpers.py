@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import bson
 import pytest
 from pymongo import monitoring
 from pymongo.errors import OperationFailure
@@ -569,3 +570,60 @@ class StartedCommands(monitoring.CommandListener):
 
     def failed(self, event: Any) -> None:
         pass
+
+
+def spy_commands(monkeypatch: Any, names: tuple[str, ...], record: Callable[..., Any]) -> list[Any]:
+    """Spy on ``SocketInfo.command``: for each command named in ``names``, keep
+    ``record(dbname, cmd, codec_options, sequences, body)`` in the list returned."""
+    from mongo_requests import socket_info
+
+    calls: list[Any] = []
+    original = socket_info.SocketInfo.command
+
+    def spy(
+        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
+    ):
+        if next(iter(cmd)) in names:
+            calls.append(record(dbname, cmd, codec_options, sequences, body))
+        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
+
+    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
+    return calls
+
+
+def failure(call: Callable[[], Any]) -> tuple[Any, ...]:
+    """What ``call()`` raised, as a comparable tuple: type, message, code, details."""
+    with pytest.raises(Exception) as info:
+        call()
+    exc = info.value
+    return type(exc), str(exc), getattr(exc, "code", None), getattr(exc, "details", None)
+
+
+# Write concern errors a fail point makes a write answer with, by test case (None: no fail point).
+WRITE_CONCERN_ERRORS: dict[str, dict[str, Any]] = {
+    "write concern error": {"code": 100, "codeName": "UnsatisfiableWriteConcern", "errmsg": "not enough nodes"},
+    "write concern timeout": {"code": 64, "errmsg": "waiting for replication timed out", "errInfo": {"wtimeout": True}},
+}
+
+
+def write_concern_failure(admin: Any, case: str, command: str, app: str) -> tuple[Any, dict[str, Any] | None]:
+    """``(context manager, error)``: a fail point answering ``command`` twice with ``case``'s write concern error."""
+    wce = WRITE_CONCERN_ERRORS.get(case)
+    if wce is None:
+        return contextlib.nullcontext(), None
+    return fail_point(admin, {"times": 2}, failCommands=[command], writeConcernError=wce, appName=app), wce
+
+
+def spy_precoded_encodes(monkeypatch: Any) -> list[Any]:
+    """The documents the hot path's finders and writers encode (``precoded.encode``'s calls), from now on."""
+    from mongo_requests import precoded
+
+    docs: list[Any] = []
+    original = precoded.encode
+
+    def counting(doc: Any, check_keys: bool, options: Any) -> bytes:
+        docs.append(doc)
+        return original(doc, check_keys, options)
+
+    monkeypatch.setattr(precoded, "encode", counting)
+    return docs

@@ -8,7 +8,6 @@ top-level ``$`` key, and the command the listener and session paths get.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 import bson
@@ -18,37 +17,19 @@ from bson.son import SON
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteConcernError, WTimeoutError
 from pymongo.write_concern import WriteConcern
 
-from helpers import StartedCommands, fail_point, unique_app
-from mongo_requests import precoded, socket_info
+from helpers import StartedCommands, failure, spy_commands, spy_precoded_encodes, unique_app, write_concern_failure
+from mongo_requests import precoded
 
 
 @pytest.fixture
 def sent(monkeypatch):
     """The insert commands sockets were given: (the command, the body given or None, the sequences)."""
-    calls = []
-    original = socket_info.SocketInfo.command
-
-    def spy(
-        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
-    ):
-        if next(iter(cmd)) == "insert":
-            calls.append((dict(cmd), body, tuple(sequences)))
-        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
-
-    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
-    return calls
+    return spy_commands(monkeypatch, ("insert",), lambda db, cmd, opts, seqs, body: (dict(cmd), body, tuple(seqs)))
 
 
 def _hot(sent):
     """Which of the inserts sent so far took the hot path (a pre-encoded body)."""
     return [body is not None for _, body, _ in sent]
-
-
-def _failure(call):
-    with pytest.raises(Exception) as info:
-        call()
-    exc = info.value
-    return type(exc), str(exc), getattr(exc, "code", None), getattr(exc, "details", None)
 
 
 class _Doc(Mapping):
@@ -125,14 +106,14 @@ def test_insert_one_with_options_or_other_concerns_takes_the_general_path(db, se
 
 def test_insert_one_errors_match_the_general_path(db, sent):
     db.ins.insert_one({"_id": 1})
-    hot = _failure(lambda: db.ins.insert_one({"_id": 1, "a": 2}))
-    general = _failure(lambda: db.ins.insert_one({"_id": 1, "a": 2}, w=1))
+    hot = failure(lambda: db.ins.insert_one({"_id": 1, "a": 2}))
+    general = failure(lambda: db.ins.insert_one({"_id": 1, "a": 2}, w=1))
     assert hot == general and hot[0] is DuplicateKeyError and hot[2] == 11000
     # Too large: refused before anything is sent, with the general path's message.
     big = "x" * (16 * 1024 * 1024)
     hot_big, general_big = {"big": big}, {"big": big}
-    hot = _failure(lambda: db.ins.insert_one(hot_big))
-    general = _failure(lambda: db.ins.insert_one(general_big, w=1))
+    hot = failure(lambda: db.ins.insert_one(hot_big))
+    general = failure(lambda: db.ins.insert_one(general_big, w=1))
     assert hot[0] is DocumentTooLarge and hot[1:] == general[1:]
     assert "_id" in hot_big and "_id" in general_big  # both added the _id before encoding, as before
     assert _hot(sent) == [True, True, False]
@@ -155,23 +136,11 @@ def test_insert_one_write_concern_errors_match_the_general_path(make_client, adm
     name = unique_app("t")
     concern = WriteConcern(w=2, wtimeout=100) if case == "w2 on a standalone" else WriteConcern(w=1)
     coll = client[name].get_collection("ins", write_concern=concern)
-    wce = {
-        "write concern error": {"code": 100, "codeName": "UnsatisfiableWriteConcern", "errmsg": "not enough nodes"},
-        "write concern timeout": {
-            "code": 64,
-            "errmsg": "waiting for replication timed out",
-            "errInfo": {"wtimeout": True},
-        },
-    }.get(case)
-    failing = (
-        fail_point(admin_client, {"times": 2}, failCommands=["insert"], writeConcernError=wce, appName=app)
-        if wce
-        else contextlib.nullcontext()
-    )
+    failing, wce = write_concern_failure(admin_client, case, "insert", app)
     try:
         with failing:
-            hot = _failure(lambda: coll.insert_one({"_id": 1}))
-            general = _failure(lambda: coll.insert_one({"_id": 2}, write_concern=concern))
+            hot = failure(lambda: coll.insert_one({"_id": 1}))
+            general = failure(lambda: coll.insert_one({"_id": 2}, write_concern=concern))
         assert _hot(sent) == [True, False]
         assert hot == general
         expected = {
@@ -229,15 +198,7 @@ def test_insert_one_gives_the_session_path_the_general_command(make_client, sent
 @pytest.fixture
 def encoded(monkeypatch):
     """The documents the hot path's finders and writers encoded (precoded.encode's calls)."""
-    docs = []
-    original = precoded.encode
-
-    def counting(doc, check_keys, options):
-        docs.append(doc)
-        return original(doc, check_keys, options)
-
-    monkeypatch.setattr(precoded, "encode", counting)
-    return docs
+    return spy_precoded_encodes(monkeypatch)
 
 
 def test_find_one_encodes_no_body_for_a_command_listener(make_client, encoded):

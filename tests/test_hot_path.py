@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
 import uuid
@@ -42,8 +41,8 @@ from pymongo.errors import (
 from pymongo.results import InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
-from helpers import StartedCommands, fail_point, unique_app
-from mongo_requests import bulk, hot_results, precoded, socket_info, wire, writes
+from helpers import StartedCommands, failure, spy_commands, spy_precoded_encodes, unique_app, write_concern_failure
+from mongo_requests import bulk, hot_results, precoded, wire, writes
 
 
 class _DecimalEncoder(TypeEncoder):
@@ -288,19 +287,12 @@ def test_writers_encode_the_general_command_with_the_collections_write_concern(d
 @pytest.fixture
 def sent(monkeypatch):
     """The update and delete commands sockets were given: (the command, the body given, else its encoding)."""
-    calls = []
-    original = socket_info.SocketInfo.command
 
-    def spy(
-        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
-    ):
-        if next(iter(cmd)) in ("update", "delete"):
-            encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
-            calls.append((dict(cmd), body, encoded))
-        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
+    def record(dbname, cmd, codec_options, sequences, body):
+        encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
+        return dict(cmd), body, encoded
 
-    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
-    return calls
+    return spy_commands(monkeypatch, ("update", "delete"), record)
 
 
 @pytest.mark.parametrize("concern", CONCERNS, ids=CONCERN_IDS)
@@ -336,13 +328,6 @@ def test_update_one_upserts_with_a_collection_write_concern_as_the_general_path(
     assert coll.find_one({"_id": 10}) == {"_id": 10, "s": "x"}
 
 
-def _failure(call):
-    with pytest.raises(Exception) as info:
-        call()
-    exc = info.value
-    return type(exc), str(exc), getattr(exc, "code", None), getattr(exc, "details", None)
-
-
 @pytest.mark.parametrize("case", ["write error", "w2 on a standalone", "write concern error", "write concern timeout"])
 def test_update_one_errors_with_a_collection_write_concern_match_the_general_path(
     make_client, admin_client, sent, case
@@ -355,23 +340,11 @@ def test_update_one_errors_with_a_collection_write_concern_match_the_general_pat
     try:
         client[name].wc.insert_one({"_id": 1, "n": 0})
         update = {"$set": {"_id": 5}} if case == "write error" else {"$inc": {"n": 1}}
-        wce = {
-            "write concern error": {"code": 100, "codeName": "UnsatisfiableWriteConcern", "errmsg": "not enough nodes"},
-            "write concern timeout": {
-                "code": 64,
-                "errmsg": "waiting for replication timed out",
-                "errInfo": {"wtimeout": True},
-            },
-        }.get(case)
         # The server applies each update, then answers with the write concern error (both calls).
-        failing = (
-            fail_point(admin_client, {"times": 2}, failCommands=["update"], writeConcernError=wce, appName=app)
-            if wce
-            else contextlib.nullcontext()
-        )
+        failing, wce = write_concern_failure(admin_client, case, "update", app)
         with failing:
-            hot = _failure(lambda: coll.update_one({"_id": 1}, update))
-            general = _failure(lambda: coll.update_one({"_id": 1}, update, write_concern=concern))
+            hot = failure(lambda: coll.update_one({"_id": 1}, update))
+            general = failure(lambda: coll.update_one({"_id": 1}, update, write_concern=concern))
         assert [body is not None for _, body, _ in sent] == [True, False]
         assert hot == general
         expected = {
@@ -420,15 +393,7 @@ def test_update_one_with_an_unacknowledged_collection_takes_the_general_path(db,
 @pytest.fixture
 def encoded(monkeypatch):
     """The documents the hot path's writers and finders encoded (precoded.encode's calls)."""
-    docs = []
-    original = precoded.encode
-
-    def counting(doc, check_keys, options):
-        docs.append(doc)
-        return original(doc, check_keys, options)
-
-    monkeypatch.setattr(precoded, "encode", counting)
-    return docs
+    return spy_precoded_encodes(monkeypatch)
 
 
 @pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w="majority", j=True)], ids=["default", "majority-j"])
@@ -472,19 +437,12 @@ def test_update_one_encodes_no_body_for_the_session_path(make_client, sent, enco
 @pytest.fixture
 def sent_inserts(monkeypatch):
     """The insert commands sockets were given: (the command, the body given, else its encoding, the sequences)."""
-    calls = []
-    original = socket_info.SocketInfo.command
 
-    def spy(
-        self, dbname, cmd, codec_options=bson.DEFAULT_CODEC_OPTIONS, sequences=(), check=True, body=None, unpack=None
-    ):
-        if next(iter(cmd)) == "insert":
-            encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
-            calls.append((dict(cmd), body, encoded, tuple(sequences)))
-        return original(self, dbname, cmd, codec_options, sequences, check, body, unpack)
+    def record(dbname, cmd, codec_options, sequences, body):
+        encoded = bson.encode({**cmd, "$db": dbname}, False, codec_options) if body is None else None
+        return dict(cmd), body, encoded, tuple(sequences)
 
-    monkeypatch.setattr(socket_info.SocketInfo, "command", spy)
-    return calls
+    return spy_commands(monkeypatch, ("insert",), record)
 
 
 @pytest.mark.parametrize("options", OPTIONS[:2], ids=["default", "tz-uuid"])
