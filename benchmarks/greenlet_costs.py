@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
+
+from .instructions import callgrind_total, run_script
 
 _INSTRUCTIONS = """
 from gevent import monkey
@@ -123,37 +122,17 @@ client.close()
 """
 
 
-def _run(code: str, args: list[str], valgrind: bool) -> subprocess.CompletedProcess[str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(code)
-    argv = [sys.executable, f.name, *args]
-    if valgrind:
-        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
-    finally:
-        os.unlink(f.name)
-    if proc.returncode != 0:
-        raise RuntimeError("run failed:\n%s" % proc.stderr[-3000:])
-    return proc
-
-
 def instructions(uri: str, greenlets: int, shape: str) -> tuple[float, float]:
     """(first request, later request): instructions per greenlet."""
-    counts = []
-    for k in (0, 1, 2):
-        proc = _run(_INSTRUCTIONS, [uri, str(greenlets), str(k), shape], valgrind=True)
-        match = re.search(r"Collected : (\d+)", proc.stderr)
-        if not match:
-            raise RuntimeError("no callgrind total:\n%s" % proc.stderr[-3000:])
-        counts.append(int(match.group(1)))
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    counts = [callgrind_total(_INSTRUCTIONS, (uri, str(greenlets), str(k), shape), env, timeout=900) for k in (0, 1, 2)]
     return (counts[1] - counts[0]) / greenlets, (counts[2] - counts[1]) / greenlets
 
 
 def parked(uri: str, n: int, shape: str) -> str:
     """GC-tracked objects per parked greenlet, and the types that make them up."""
-    return _run(_PARKED, [uri, str(n), shape], valgrind=False).stdout.strip()
+    proc = run_script(_PARKED, (uri, str(n), shape), dict(os.environ, PYTHONHASHSEED="0"), timeout=900)
+    return proc.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:

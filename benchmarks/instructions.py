@@ -100,20 +100,39 @@ def count(client: str, op: str, n: int, uri: str, address: tuple, request: bool 
         listener,
     )
     code += _SETUP[client] + _RUN
+    return callgrind_total(code)
+
+
+def run_script(
+    code: str,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    callgrind: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python process with ``args`` (under callgrind if asked); RuntimeError if it fails."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(code)
+    argv = [sys.executable, f.name, *args]
+    if callgrind:
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
     try:
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, f.name],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     finally:
         os.unlink(f.name)
+    if proc.returncode != 0:
+        raise RuntimeError("run failed:\n%s" % proc.stderr[-2000:])
+    return proc
+
+
+def callgrind_total(
+    code: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None, timeout: float = 600
+) -> int:
+    """Total user-space instructions (callgrind) of a Python process running ``code`` with ``args``."""
+    proc = run_script(code, args, env, timeout, callgrind=True)
     match = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or not match:
-        raise RuntimeError("callgrind run failed:\n%s" % proc.stderr[-2000:])
+    if not match:
+        raise RuntimeError("no callgrind total:\n%s" % proc.stderr[-2000:])
     return int(match.group(1))
 
 
