@@ -627,3 +627,15 @@ def spy_precoded_encodes(monkeypatch: Any) -> list[Any]:
 
     monkeypatch.setattr(precoded, "encode", counting)
     return docs
+
+
+@contextlib.contextmanager
+def gc_disabled() -> Iterator[None]:
+    """The garbage collector off inside the block: what is freed there was freed by reference counting alone."""
+    import gc
+
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

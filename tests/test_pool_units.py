@@ -19,7 +19,7 @@ import time
 import pytest
 from pymongo.errors import InvalidOperation
 
-from helpers import MIXED, PATCHED, UNPATCHED, wait_until
+from helpers import MIXED, PATCHED, UNPATCHED, gc_disabled, wait_until
 from mongo_requests import Pool, PoolOptions, PoolTimeoutError, RequestState
 from mongo_requests.socket_info import SocketInfo
 
@@ -164,7 +164,6 @@ def test_a_greenlet_keeps_one_waiter_and_a_late_wake_up_cannot_end_its_next_wait
 def test_a_greenlet_that_waited_is_freed_without_the_garbage_collector(pools, mode):
     # The waiter a greenlet keeps must not refer back to it: a cycle would
     # keep every greenlet that ever waited alive until a collection.
-    import gc
     import weakref
 
     pool = pools(max_size=1)
@@ -177,13 +176,10 @@ def test_a_greenlet_that_waited_is_freed_without_the_garbage_collector(pools, mo
     assert got == [holder]
     pool.checkin(holder)
     ref = weakref.ref(glet)
-    gc.disable()
-    try:
+    with gc_disabled():
         del glet
         mode.gevent.sleep(0)  # let the hub drop its own references
         assert ref() is None
-    finally:
-        gc.enable()
 
 
 @pytest.mark.modes(UNPATCHED, MIXED)

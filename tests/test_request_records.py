@@ -16,7 +16,7 @@ import gc
 import pytest
 from pymongo.read_preferences import Secondary
 
-from helpers import MODES, PATCHED, THREADS, UNPATCHED, conn_id, wait_until
+from helpers import MODES, PATCHED, THREADS, UNPATCHED, conn_id, gc_disabled, wait_until
 from mongo_requests.identity import CALLS
 
 ALL_MODES = MODES
@@ -137,6 +137,12 @@ def test_a_raw_greenlet_that_dies_in_a_request_frees_its_socket(mode, make_clien
     assert c.pool.get_stats()["reclaimed"] == 3
 
 
+def _hello(c, read_preference=None) -> tuple[str, int]:
+    """The member that answered ``hello``, and the server's id of the connection it came on."""
+    reply = c.admin.command("hello", read_preference=read_preference)
+    return reply["me"], reply["connectionId"]
+
+
 @pytest.mark.modes(THREADS, PATCHED, UNPATCHED)
 def test_a_caller_that_dies_in_a_request_on_two_members_frees_both_sockets(replica_set, make_rs_client, mode):
     """One request, two pools of one topology (primary and a secondary): the death watch frees both pins."""
@@ -145,14 +151,10 @@ def test_a_caller_that_dies_in_a_request_on_two_members_frees_both_sockets(repli
     seen: list[tuple[tuple[str, int], tuple[str, int]]] = []
     errors: list[BaseException] = []
 
-    def hello(read_preference=None) -> tuple[str, int]:
-        reply = c.admin.command("hello", read_preference=read_preference)
-        return reply["me"], reply["connectionId"]
-
     def work() -> None:
         try:
             c.start_request()
-            seen.append((hello(), hello(secondary)))
+            seen.append((_hello(c), _hello(c, secondary)))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -185,18 +187,14 @@ def test_a_request_begun_on_a_lone_seed_spans_the_replica_set_the_seed_belongs_t
     seen: list[tuple[object, ...]] = []
     errors: list[BaseException] = []
 
-    def hello(read_preference=None) -> tuple[str, int]:
-        reply = c.admin.command("hello", read_preference=read_preference)
-        return reply["me"], reply["connectionId"]
-
     def work() -> None:
         try:
             c.start_request()  # nothing checked yet: the seed is the only server
             c.start_request()
-            first = (hello(), hello(secondary))  # finds the set: the primary joins the request
+            first = (_hello(c), _hello(c, secondary))  # finds the set: the primary joins the request
             c.end_request()
             inside = c.in_request()
-            second = (hello(), hello(secondary))
+            second = (_hello(c), _hello(c, secondary))
             c.end_request()
             seen.append((first, second, inside, c.in_request()))
         except BaseException as exc:  # reported below
@@ -234,10 +232,7 @@ def test_a_greenlet_that_ran_a_request_is_freed_without_the_garbage_collector(mo
     assert mode.join([glet], 30) == 0
     assert ids and wait_until(lambda: c.pool.get_stats()["pinned"] == 0, sleep=mode.sleep), c.pool.get_stats()
     ref = weakref.ref(glet)
-    gc.disable()
-    try:
+    with gc_disabled():
         del glet
         mode.gevent.sleep(0)  # let the hub drop its own references
         assert ref() is None
-    finally:
-        gc.enable()
