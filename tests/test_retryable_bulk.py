@@ -58,6 +58,21 @@ def rs_setup(replica_set, make_rs_client, request):
     return client, listener, primary.address, admin, db[name], app
 
 
+def _without_listener(replica_set, make_rs_client, prefix: str):
+    """(the primary, a direct client to it, a client with no listener, its appName): for the hot paths."""
+    primary = replica_set.primary()
+    assert primary is not None
+    app = unique_app(prefix)
+    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
+    return primary, admin, make_rs_client(appname=app), app
+
+
+def _applied_then_retryable_error(admin, command: str, app: str):
+    """A fail point: the server applies ``command`` once, then answers with a retryable write concern error."""
+    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
+    return fail_point(admin, {"times": 1}, failCommands=[command], writeConcernError=wce, appName=app)
+
+
 def _retried_statements(address: tuple[str, int]) -> int:
     reply = raw_command(address, {"serverStatus": 1})
     assert reply["ok"] == 1, reply
@@ -85,8 +100,7 @@ def test_insert_many_applied_then_retried_is_applied_once(rs_setup):
     client, listener, primary, admin, coll, app = rs_setup
     before = _retried_statements(primary)
     # The server inserts the documents, then answers with a retryable write concern error.
-    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
-    with fail_point(admin, {"times": 1}, failCommands=["insert"], writeConcernError=wce, appName=app):
+    with _applied_then_retryable_error(admin, "insert", app):
         result = coll.insert_many([{"x": i} for i in range(4)], ordered=False)
     assert len(result.inserted_ids) == 4
     assert sorted(d["x"] for d in _docs(primary, coll)) == [0, 1, 2, 3]
@@ -155,8 +169,7 @@ def test_single_writes_are_retried_and_applied_once(rs_setup, call):
     command = {"find_one_and_update": "findAndModify"}.get(call, call.split("_")[0])
     command = {"replace": "update"}.get(command, command)
     before = _retried_statements(primary)
-    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
-    with fail_point(admin, {"times": 1}, failCommands=[command], writeConcernError=wce, appName=app):
+    with _applied_then_retryable_error(admin, command, app):
         if call == "insert_one":
             coll.insert_one({"_id": 2, "n": 0})
         elif call == "update_one":
@@ -219,16 +232,11 @@ def test_update_one_with_a_collection_write_concern_and_no_listener_is_retried_a
     set it must go out with its lsid and txnNumber, so the retry after a
     write concern error finds the statement applied.
     """
-    primary = replica_set.primary()
-    assert primary is not None
-    app = unique_app("rbwc")
-    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
-    client = make_rs_client(appname=app)
+    primary, admin, client, app = _without_listener(replica_set, make_rs_client, "rbwc")
     coll = client.retry_bulk.get_collection("wc_" + unique_app(), write_concern=concern)
     coll.insert_one({"_id": 1, "n": 0})
     before = _retried_statements(primary.address)
-    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
-    with fail_point(admin, {"times": 1}, failCommands=["update"], writeConcernError=wce, appName=app):
+    with _applied_then_retryable_error(admin, "update", app):
         result = coll.update_one({"_id": 1}, {"$inc": {"n": 1}})
     assert (result.matched_count, result.modified_count) == (1, 1)
     assert _docs(primary.address, coll) == [{"_id": 1, "n": 1}]
@@ -239,16 +247,11 @@ def test_update_one_with_a_collection_write_concern_and_no_listener_is_retried_a
 @pytest.mark.parametrize("concern", [WriteConcern(), WriteConcern(w=1)], ids=["default", "w1"])
 def test_insert_one_on_the_hot_path_with_no_listener_is_retried_and_applied_once(replica_set, make_rs_client, concern):
     """insert_one's hot path (a dict, no option, the collection's concern) still travels as a retryable write."""
-    primary = replica_set.primary()
-    assert primary is not None
-    app = unique_app("rbins")
-    admin = make_rs_client("mongodb://%s:%d/?directConnection=true" % primary.address)
-    client = make_rs_client(appname=app)
+    primary, admin, client, app = _without_listener(replica_set, make_rs_client, "rbins")
     coll = client.retry_bulk.get_collection("ins_" + unique_app(), write_concern=concern)
     before = _retried_statements(primary.address)
-    wce = {"code": 91, "errmsg": "fake shutdown", "errorLabels": ["RetryableWriteError"]}
     doc = {"a": 1}
-    with fail_point(admin, {"times": 1}, failCommands=["insert"], writeConcernError=wce, appName=app):
+    with _applied_then_retryable_error(admin, "insert", app):
         result = coll.insert_one(doc)
     assert isinstance(coll._writers.get(0), precoded.InsertOne)  # it took the hot path
     assert (result.inserted_id, result.acknowledged) == (doc["_id"], True)
