@@ -36,6 +36,7 @@ from .legacy_options import LegacyOptions
 from .monitoring import Listeners
 from .options import ClientOptions
 from .pool import Pool, PoolOptions
+from .precoded import DEFAULT_MAX_BSON_SIZE as _DEFAULT_MAX_BSON_SIZE
 from .retry import (
     is_retryable_read,
     is_retryable_read_error,
@@ -52,7 +53,6 @@ __all__ = ["MongoClient", "Connection", "MongoReplicaSetClient", "ReplicaSetConn
 # frozen server must not hang close().  Cursors it could not kill time out on
 # the server (after 10 minutes by default).
 _CLOSE_TIMEOUT = 1.0
-_DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 
 
 class _Hot:

@@ -49,8 +49,9 @@ _INT32 = struct.Struct("<i")
 _SECTION = struct.Struct("<Bi")
 _pack_section = _SECTION.pack
 _DOCUMENTS = b"documents\x00"
-# maxBsonObjectSize when the server's hello has none (MongoClient._max_bson_size's default).
-_DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
+# maxBsonObjectSize when the server's hello has none (here and in MongoClient._max_bson_size):
+# every server's limit since MongoDB 1.8.
+DEFAULT_MAX_BSON_SIZE = 16 * 1024 * 1024
 # A find reply up to its first document: flagBits, section kind, body length,
 # the cursor element and length, the firstBatch element and length, element "0".
 _REPLY_PREFIX = struct.Struct("<IBi8si12si3s")
@@ -429,7 +430,7 @@ class InsertOne:
         if server is not None:
             hello = server.pool.hello
             max_size = (
-                hello.get("maxBsonObjectSize", _DEFAULT_MAX_BSON_SIZE) if hello is not None else _DEFAULT_MAX_BSON_SIZE
+                hello.get("maxBsonObjectSize", DEFAULT_MAX_BSON_SIZE) if hello is not None else DEFAULT_MAX_BSON_SIZE
             )
         else:
             max_size = self.client._max_bson_size()
