@@ -26,11 +26,15 @@ __all__ = ["ClientRequests", "Request"]
 class _OpenRecord:
     """A caller's open pipelining requests, filed in its record store."""
 
-    __slots__ = ("depth", "requests")
+    __slots__ = ("requests",)
 
     def __init__(self) -> None:
-        self.depth = 0  # how many: the death watch skips a record at depth 0
         self.requests: list[Request] = []
+
+    @property
+    def depth(self) -> int:
+        """How many (the death watch skips a record at depth 0)."""
+        return len(self.requests)
 
 
 class _OpenRequests:
@@ -60,7 +64,6 @@ class _OpenRequests:
             record = _OpenRecord()
             calls.add(self._self_ref, record)
         record.requests.append(request)
-        record.depth = len(record.requests)
         _pipeline.OPEN.add(ref)
         return ref
 
@@ -70,7 +73,6 @@ class _OpenRequests:
         record = calls.get(self._self_ref)
         if record is not None and request in record.requests:
             record.requests.remove(request)
-            record.depth = len(record.requests)
 
     def left(self, calls: Any, client: Any) -> None:
         """The caller left its outermost request on ``client``: its requests there are over."""
@@ -86,7 +88,6 @@ class _OpenRequests:
         for request in record.requests:
             _pipeline.OPEN.discard(request._open)
         record.requests.clear()
-        record.depth = 0
 
 
 _OPEN_REQUESTS = _OpenRequests()
