@@ -1,4 +1,4 @@
-"""SocketInfo against the real server: checksums, and the memory a socket keeps after a large reply."""
+"""SocketInfo against the real server: checksums, and the memory kept after a large reply."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import tracemalloc
 
 import bson
 import pytest
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo.errors import AutoReconnect
 
-from mongo_requests import wire
+from mongo_requests import socket_info, wire
 from mongo_requests.socket_info import _DEFAULT_BUF, SocketInfo
 
 
@@ -62,26 +64,69 @@ def big_collection(db):
     return coll
 
 
-def test_a_large_reply_does_not_stay_in_the_socket(make_client, big_collection):
+def _kept_after_big_replies(c, coll, socks):
+    """Bytes still allocated after each socket read one reply of BATCH_DOCS big documents and dropped it."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for sock in socks:
+        reply = sock.command(coll.database.name, {"find": "big", "batchSize": BATCH_DOCS})
+        assert len(reply["cursor"]["firstBatch"]) == BATCH_DOCS  # about 14 MB in one reply
+        del reply
+    gc.collect()
+    kept: int = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return kept
+
+
+def test_a_large_reply_does_not_stay_in_the_socket(make_client, big_collection, monkeypatch):
     # Defect 10: each socket kept a receive buffer as big as the largest reply it ever read
-    # (20 sockets that each read one 15 MB batch kept 549 MB).
+    # (20 sockets that each read one 15 MB batch kept 549 MB).  Now the sockets keep their
+    # 64 KiB, and the process keeps one spare big buffer for the next big reply: at most one
+    # reply's size (up to _SPARE_MAX), whatever the number of sockets.
+    monkeypatch.setattr(socket_info, "_SPARE", [])
     c = make_client(max_pool_size=4)
     coll = c[big_collection.database.name].big
     socks = [c.pool.checkout() for _ in range(4)]
     try:
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        for sock in socks:
-            reply = sock.command(coll.database.name, {"find": "big", "batchSize": BATCH_DOCS})
-            assert len(reply["cursor"]["firstBatch"]) == BATCH_DOCS  # about 14 MB in one reply
-            del reply
-        gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
+        kept = _kept_after_big_replies(c, coll, socks)
         for sock in socks:
             assert len(sock._buf) == _DEFAULT_BUF
-        assert kept < 2 * 1024 * 1024, "the sockets kept %d bytes after their replies were dropped" % kept
+        assert len(socket_info._SPARE) == 1
+        spare = len(socket_info._SPARE[0])
+        assert 13 * DOC_SIZE < spare <= socket_info._SPARE_MAX
+        assert kept < spare + 2 * 1024 * 1024, "kept %d bytes after the replies were dropped" % kept
+        # Over the cap, nothing is kept.
+        monkeypatch.setattr(socket_info, "_SPARE", [])
+        monkeypatch.setattr(socket_info, "_SPARE_MAX", DOC_SIZE)
+        kept = _kept_after_big_replies(c, coll, socks)
+        assert socket_info._SPARE == []
+        assert kept < 2 * 1024 * 1024, "kept %d bytes after the replies were dropped" % kept
     finally:
         for sock in socks:
             c.pool.checkin(sock)
+
+
+@pytest.mark.parametrize("codec", ["dict", "raw"])
+def test_the_spare_buffer_is_reused_and_nothing_handed_out_reads_from_it(client, db, codec, monkeypatch):
+    # A big reply is read into the spare buffer that the one before it left: documents, raw
+    # documents and raw batches of the first reply must not change when the second overwrites it.
+    monkeypatch.setattr(socket_info, "_SPARE", [])
+    first, second = db.spare_first, db.spare_second
+    first.insert_many([{"_id": i, "v": "a" * 40} for i in range(3000)])  # about 150 KB in one getMore
+    second.insert_many([{"_id": i, "v": "b" * 40} for i in range(3000)])
+    if codec == "raw":
+        opts = CodecOptions(document_class=RawBSONDocument)
+        first, second = first.with_options(codec_options=opts), second.with_options(codec_options=opts)
+    kept = list(first.find())
+    batches = list(first.find_raw_batches())
+    assert len(socket_info._SPARE) == 1
+    buf = socket_info._SPARE[0]
+    assert len(buf) > _DEFAULT_BUF
+    assert [d["v"] for d in second.find()] == ["b" * 40] * 3000
+    assert len(socket_info._SPARE) == 1 and socket_info._SPARE[0] is buf  # taken for the reply, then given back
+    assert buf.count(b"b" * 40) > 2000  # ... and the second reply was read into it
+    assert [d["v"] for d in kept] == ["a" * 40] * 3000
+    assert [d["_id"] for d in kept] == list(range(3000))
+    assert sum(len(bson.decode_all(b)) for b in batches) == 3000
+    assert all(d["v"] == "a" * 40 for b in batches for d in bson.decode_all(b))
