@@ -17,10 +17,10 @@ writes return the bulk API result (``nInserted``, ``upserted``, ...) that
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-import bson
 from bson.errors import InvalidDocument
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -49,10 +49,11 @@ _DEFAULT_MAX_MESSAGE = 48 * 1000 * 1000
 _DEFAULT_MAX_BATCH = 100000
 
 # bson's C encoder without the Python wrapper's argument checks (we always
-# pass valid CodecOptions); fall back to the public function without C.
-_dict_to_bson = getattr(bson, "_dict_to_bson", None) or (
-    lambda doc, check_keys, opts: bson.encode(doc, check_keys, opts)
-)
+# pass valid CodecOptions); the public function without C (tests run both).
+_encode = precoded.encode
+# The kind of a bulk whose statements are all of one kind, by its mask of kinds (1 << kind).
+_ONE_KIND = {1 << INSERT: INSERT, 1 << UPDATE: UPDATE, 1 << DELETE: DELETE}
+_encoded = itemgetter(2)  # an op's BSON
 
 
 # -- validation ----------------------------------------------------------------
@@ -117,6 +118,12 @@ def check_size(data: bytes, max_size: int) -> bytes:
 
 
 # -- statements ----------------------------------------------------------------
+def _encoding(codec_options: CodecOptions[Any]) -> CodecOptions[Any]:
+    """``codec_options`` for encoding (:func:`precoded.encoding_options`, its common case inline)."""
+    pair = precoded._last_options
+    return pair[1] if pair[0] is codec_options else precoded.encoding_options(codec_options)
+
+
 def encode_insert(codec_options: CodecOptions[Any], doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
     """Validate a document to store, give it an ``_id`` (on the caller's document too), and encode it.
 
@@ -132,7 +139,7 @@ def encode_insert(codec_options: CodecOptions[Any], doc: Any, max_size: int, leg
         check_keys_legacy(doc)
     if "_id" not in doc:
         doc["_id"] = ObjectId()
-    return check_size(_dict_to_bson(doc, False, codec_options), max_size)
+    return check_size(_encode(doc, False, _encoding(codec_options)), max_size)
 
 
 def update_statement(
@@ -325,26 +332,52 @@ class Bulk:
         # (kind, statement as sent, its BSON)
         self.ops: list[tuple[int, Any, bytes]] = []
         self.executed = False
+        self._kinds = 0  # the kinds queued, as a mask of 1 << kind
+        self._bytes = 0  # the BSON bytes queued
 
     # -- the _add_to_bulk protocol ---------------------------------------------
     def add_insert(self, document: Any) -> None:
         """Queue an insert (giving the document an ``_id``)."""
         data = encode_insert(self.codec_options, document, self.max_size, self.legacy_check)
         self.ops.append((INSERT, document, data))
+        self._kinds |= 1 << INSERT
+        self._bytes += len(data)
 
     def add_inserts(self, documents: Iterable[Any]) -> list[Any]:
-        """Queue many inserts (``insert_many``'s loop, kept tight); returns their ``_id`` values."""
-        encode, codec, max_size, legacy = encode_insert, self.codec_options, self.max_size, self.legacy_check
+        """Queue many inserts (``insert_many``'s loop, kept tight); returns their ``_id`` values.
+
+        A plain dict takes :func:`encode_insert`'s steps inline (a call per
+        document cost as much as encoding it); anything else goes through it.
+        """
+        codec, max_size, legacy = self.codec_options, self.max_size, self.legacy_check
+        opts = _encoding(codec)
         append = self.ops.append
-        ids = []
+        ids: list[Any] = []
+        add_id = ids.append
+        size = 0
         for doc in documents:
-            append((INSERT, doc, encode(codec, doc, max_size, legacy)))
-            ids.append(doc.get("_id"))
+            if doc.__class__ is dict and not legacy:
+                if "_id" not in doc:
+                    doc["_id"] = ObjectId()
+                data = _encode(doc, False, opts)
+                if len(data) > max_size:
+                    check_size(data, max_size)
+                add_id(doc["_id"])
+            else:
+                data = encode_insert(codec, doc, max_size, legacy)
+                add_id(doc.get("_id"))
+            append((INSERT, doc, data))
+            size += len(data)
+        if ids:
+            self._kinds |= 1 << INSERT
+        self._bytes += size
         return ids
 
     def _add(self, kind: int, stmt: dict[str, Any]) -> None:
-        data = check_size(_dict_to_bson(stmt, False, self.codec_options), self.max_size + _MESSAGE_OVERHEAD)
+        data = check_size(_encode(stmt, False, _encoding(self.codec_options)), self.max_size + _MESSAGE_OVERHEAD)
         self.ops.append((kind, stmt, data))
+        self._kinds |= 1 << kind
+        self._bytes += len(data)
 
     def add_update(
         self,
@@ -406,6 +439,9 @@ class Bulk:
 
     def _batches(self, max_bytes: int, max_count: int) -> list[tuple[int, list[int]]]:
         """(kind, indexes into ops) per write command, cut at the server's limits."""
+        kind = _ONE_KIND.get(self._kinds)
+        if kind is not None and len(self.ops) <= max_count and self._bytes <= max_bytes:
+            return [(kind, list(range(len(self.ops))))]  # one command holds them all: no walk
         batches: list[tuple[int, list[int]]] = []
         for kind, indexes in self._runs():
             start = 0
@@ -419,6 +455,13 @@ class Bulk:
                 batches.append((kind, indexes[start:end]))
                 start = end
         return batches
+
+    def _sequence(self, indexes: list[int]) -> Iterator[bytes]:
+        """The BSON of the statements at ``indexes``, in order."""
+        ops = self.ops
+        if len(indexes) == len(ops):  # every statement: indexes are 0, 1, 2...
+            return map(_encoded, ops)
+        return map(_encoded, map(ops.__getitem__, indexes))
 
     def _retryable(self, kind: int, indexes: list[int]) -> bool:
         """Whether a batch may be retried: inserts, or updates and deletes of one document each."""
@@ -475,7 +518,7 @@ class Bulk:
         max_bytes = hello.get("maxMessageSizeBytes", _DEFAULT_MAX_MESSAGE) - _MESSAGE_OVERHEAD
         for kind, indexes in self._batches(max_bytes, hello.get("maxWriteBatchSize", _DEFAULT_MAX_BATCH)):
             cmd = write_command(coll, kind, concern, self.ordered, self.bypass, self.comment, self.let)
-            seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
+            seq = (wire.encode_section(_COMMANDS[kind][1], self._sequence(indexes)),)
             reply = client._command(
                 coll._db_name, cmd, coll.codec_options, seq, retryable=self._retryable(kind, indexes)
             )
@@ -496,7 +539,7 @@ class Bulk:
                 ack_this = acknowledged or (self.ordered and not last)
                 batch_concern = concern if acknowledged or not ack_this else _ack_concern()
                 cmd = write_command(coll, kind, batch_concern, self.ordered, self.bypass, self.comment, self.let)
-                seq = (wire.encode_section(_COMMANDS[kind][1], [self.ops[i][2] for i in indexes]),)
+                seq = (wire.encode_section(_COMMANDS[kind][1], self._sequence(indexes)),)
                 if not ack_this:
                     if listeners is None:
                         sock.send_command(coll._db_name, cmd, coll.codec_options, seq)

@@ -205,3 +205,63 @@ def test_pymongo2_bulk_builders(twins):
     assert info.value.details["nInserted"] == 1
     assert info.value.details["nRemoved"] == 3
     assert ours.count_documents({}) == 0
+
+
+def test_one_kind_bulks_skip_the_walk_and_cut_batches_exactly_as_it_does(db):
+    # Bulk._batches answers "one command" without walking the statements when they are all of
+    # one kind and fit; otherwise it walks them.  Both must cut the same batches, whatever the
+    # kinds, sizes and limits, and each batch's document sequence must be its statements' BSON.
+    import random
+
+    from bson.objectid import ObjectId
+
+    from mongo_requests.bulk import DELETE, INSERT, UPDATE, Bulk
+
+    rng = random.Random(13)
+    shortcuts = 0
+    for _ in range(300):
+        bulk = Bulk(db.batches, ordered=rng.random() < 0.5)
+        kinds = rng.choice([[INSERT], [UPDATE], [DELETE], [INSERT, UPDATE, DELETE]])
+        many = [{"p": "x" * rng.randint(0, 300)} for _ in range(rng.randint(0, 30))]
+        if many and kinds == [INSERT]:
+            bulk.add_inserts(many)
+        for i in range(rng.randint(0 if many else 1, 30)):
+            kind = rng.choice(kinds)
+            pad = "x" * rng.randint(0, 300)
+            if kind == INSERT:
+                bulk.add_insert({"p": pad} if rng.random() < 0.5 else {"_id": ObjectId(), "p": pad})
+            elif kind == UPDATE:
+                bulk.add_update({"_id": i}, {"$set": {"p": pad}}, False, None)
+            else:
+                bulk.add_delete({"_id": i, "p": pad}, 1)
+        assert bulk._bytes == sum(len(op[2]) for op in bulk.ops)
+        max_bytes, max_count = rng.choice([300, 2000, 10**6]), rng.choice([1, 7, 1000])
+        fast = bulk._batches(max_bytes, max_count)
+        mask, bulk._kinds = bulk._kinds, 0  # no kind known: always the walk
+        walked = bulk._batches(max_bytes, max_count)
+        bulk._kinds = mask
+        assert fast == walked
+        shortcuts += len(fast) == 1 and len(bulk.ops) > 1 and len(set(op[0] for op in bulk.ops)) == 1
+        for kind, indexes in fast:
+            assert all(bulk.ops[i][0] == kind for i in indexes)
+            assert list(bulk._sequence(indexes)) == [bulk.ops[i][2] for i in indexes]
+    assert shortcuts > 20  # the shortcut itself was exercised
+
+
+@pytest.mark.parametrize("encoder", ["private", "public"])
+def test_insert_many_encodes_the_same_documents_with_either_bson_encoder(db, monkeypatch, encoder):
+    # bulk encodes with bson's C encoder called directly (precoded.encode); the public
+    # bson.encode is its fallback.  Both must store the same documents.
+    from mongo_requests import bulk, precoded
+
+    if encoder == "public":
+        monkeypatch.setattr(bulk, "_encode", precoded._public_encode)
+    else:
+        assert bulk._encode is precoded._private_encode is not None
+    docs = [{"i": i, "s": "é" * (i % 5), "f": i / 3, "l": [i, {"n": None}]} for i in range(300)]
+    expected = [dict(d) for d in docs]
+    db.enc.insert_many(docs)
+    db.enc.insert_one({"i": 300})
+    stored = list(db.enc.find({"i": {"$lt": 300}}, sort=[("i", 1)]))
+    assert [{k: v for k, v in d.items() if k != "_id"} for d in stored] == expected
+    assert [d["_id"] for d in stored] == [d["_id"] for d in docs]
