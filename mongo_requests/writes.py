@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import ConfigurationError
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 from pymongo.write_concern import WriteConcern
 
 from . import bulk as _bulk
+from . import objectids as _objectids
 from . import precoded as _precoded
 from .bulk import DELETE, INSERT, UPDATE, Bulk, check_mapping, run_one
 from .bulk_builder import BulkOperationBuilder
@@ -195,7 +195,7 @@ class WriteMethods(PipelinedWrites, LegacyWrites):
                     self._client, self._db_name, self._name, self.codec_options, self._concern.document
                 )
             if "_id" not in document:
-                document["_id"] = ObjectId()
+                document["_id"] = _objectids.new()
             reply = writer.run(document)
             if reply.get("ok") != 1 or "writeErrors" in reply or "writeConcernError" in reply:
                 check_write(reply)
