@@ -348,38 +348,51 @@ class Bulk:
 
         A plain dict takes :func:`encode_insert`'s steps inline (a call per
         document cost as much as encoding it); anything else goes through it.
-        New ids share one clock reading (:func:`objectids.stamp`).
+        New ids share a clock reading (:func:`objectids.stamp`), read again
+        every ``objectids.STAMP_SPAN`` ids of the process.
         """
         codec, max_size, legacy = self.codec_options, self.max_size, self.legacy_check
         opts = _encoding(codec)
-        append = self.ops.append
+        ops = self.ops
+        append = ops.append
+        queued = len(ops)
         ids: list[Any] = []
         add_id = ids.append
         size = 0
         private = objectids.PRIVATE
-        stamp, count, mask, new_oid = objectids.stamp(), objectids.counter(), objectids.COUNTER_MASK, object.__new__
-        for doc in documents:
-            if doc.__class__ is dict and not legacy:
-                if "_id" not in doc:
-                    if private:
-                        # objectids.make(), inline: a call per document costs as much again.
-                        oid: Any = new_oid(ObjectId)
-                        oid._ObjectId__id = (stamp | next(count) & mask).to_bytes(12, "big")
-                        doc["_id"] = oid
-                    else:
-                        doc["_id"] = ObjectId()
-                data = _encode(doc, False, opts)
-                if len(data) > max_size:
-                    check_size(data, max_size)
-                add_id(doc["_id"])
-            else:
-                data = encode_insert(codec, doc, max_size, legacy)
-                add_id(doc.get("_id"))
-            append((INSERT, doc, data))
-            size += len(data)
-        if ids:
-            self._kinds |= 1 << INSERT
-        self._bytes += size
+        stamp, until = objectids.stamp()
+        until += objectids.STAMP_SPAN
+        count, mask, new_oid = objectids.counter(), objectids.COUNTER_MASK, object.__new__
+        try:
+            for doc in documents:
+                if doc.__class__ is dict and not legacy:
+                    if "_id" not in doc:
+                        if private:
+                            # objectids.make(), inline: a call per document costs as much again.
+                            c = next(count)
+                            if c > until:
+                                stamp, until = objectids.stamp()
+                                until += objectids.STAMP_SPAN
+                                count = objectids.counter()
+                                c = next(count)
+                            oid: Any = new_oid(ObjectId)
+                            oid._ObjectId__id = (stamp | c & mask).to_bytes(12, "big")
+                            doc["_id"] = oid
+                        else:
+                            doc["_id"] = ObjectId()
+                    data = _encode(doc, False, opts)
+                    if len(data) > max_size:
+                        check_size(data, max_size)
+                    add_id(doc["_id"])
+                else:
+                    data = encode_insert(codec, doc, max_size, legacy)
+                    add_id(doc.get("_id"))
+                append((INSERT, doc, data))
+                size += len(data)
+        finally:  # what was queued is counted, even when a document failed
+            if len(ops) > queued:
+                self._kinds |= 1 << INSERT
+            self._bytes += size
         return ids
 
     def _add(self, kind: int, stmt: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ value and counter, and ``ObjectId()`` (objectids.PRIVATE off).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from datetime import UTC, datetime
@@ -115,6 +116,61 @@ def test_a_forked_child_draws_its_own_random_value_and_counter(path):
     first, second = ObjectId(data[:12]), ObjectId(data[12:])
     assert _random_part(first) == _random_part(second) != _random_part(parent)
     assert _random_part(objectids.new()) == _random_part(parent)  # the parent's is unchanged
+
+
+class _Clock:
+    """A clock that moves one second on at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000
+
+    def time(self) -> float:
+        self.now += 1
+        return float(self.now)
+
+
+def test_one_insert_many_never_repeats_an_id_when_the_counter_wraps(db, monkeypatch):
+    # An insert_many reads the clock once for many ids; with a 3-byte counter, 2**24 ids under
+    # one clock reading would repeat.  Scaled down: a 4-bit counter, a stamp serving at most 8
+    # counter values, and a clock that moves on at each reading.  Without reading the clock
+    # again, ids 16 apart would be equal and the server would refuse them as duplicates.
+    # (The private path only: ObjectId(), the fallback, reads the clock for every id.)
+    assert objectids.PRIVATE
+    monkeypatch.setattr(objectids, "COUNTER_MASK", 0xF)
+    monkeypatch.setattr(objectids, "STAMP_SPAN", 8)
+    monkeypatch.setattr(objectids, "time", _Clock())
+    docs = [{"n": n} for n in range(100)]
+    db.wrap.insert_many(docs)
+    ids = [d["_id"] for d in docs]
+    assert len(set(ids)) == 100 == db.wrap.count_documents({})
+    seconds = [int(oid.generation_time.timestamp()) for oid in ids]
+    # The clock was read again at least every 9 ids (8 values, and the one spent on the stamp).
+    assert all(seconds.count(sec) <= 9 for sec in set(seconds))
+    assert seconds == sorted(seconds) and len(set(seconds)) >= 100 // 9
+
+
+def test_a_child_forked_without_pythons_fork_hooks_draws_its_own_random_value(path):
+    # uWSGI forks its workers from C, without Python's fork hooks (os.register_at_fork's
+    # callbacks never run): the pid check must notice the new process by itself.
+    parent = objectids.new()
+    read, write = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # libc's fork, holding the GIL, no hooks
+    if pid == 0:
+        try:
+            os.write(write, objectids.new().binary)
+        finally:
+            os._exit(0)
+    assert pid > 0
+    os.close(write)
+    data = b""
+    while len(data) < 12:
+        chunk = os.read(read, 12)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert _random_part(ObjectId(data)) != _random_part(parent)
 
 
 def test_the_private_check_refuses_an_objectid_with_other_slots(monkeypatch):
