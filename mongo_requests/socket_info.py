@@ -356,7 +356,7 @@ class SocketInfo:
         except BaseException:
             self.close()
             raise
-        if length > _DEFAULT_BUF:
+        if length > _DEFAULT_BUF and message.obj is not self._buf:
             _spare(message.obj)  # type: ignore[arg-type]  # decoded: nothing reads the buffer any more
         if check and reply.get("ok") != 1:
             check_command(reply, self.max_wire_version)

@@ -99,7 +99,7 @@ class PipelinedWrites:
                     batch.comment,
                     batch.let,
                 )
-                seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], [batch.ops[i][2] for i in indexes]),)
+                seq = (wire.encode_section(_bulk.SEQUENCE_NAMES[kind], batch._sequence(indexes)),)
                 pipeline.send(sock, self._db_name, cmd, self.codec_options, seq, op, client._listeners)
             op.seal()
         return _pipeline.lazy_result(result_class, op)

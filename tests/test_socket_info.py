@@ -107,14 +107,16 @@ def test_a_large_reply_does_not_stay_in_the_socket(make_client, big_collection, 
             c.pool.checkin(sock)
 
 
-@pytest.mark.parametrize("codec", ["dict", "raw"])
-def test_the_spare_buffer_is_reused_and_nothing_handed_out_reads_from_it(client, db, codec, monkeypatch):
+@pytest.mark.parametrize("codec,pad", [("dict", 40), ("raw", 40), ("raw", 5000)])
+def test_the_spare_buffer_is_reused_and_nothing_handed_out_reads_from_it(client, db, codec, pad, monkeypatch):
     # A big reply is read into the spare buffer that the one before it left: documents, raw
     # documents and raw batches of the first reply must not change when the second overwrites it.
+    # Raw documents of 4 KB or more are the ones bson may hand out as views of their buffer.
     monkeypatch.setattr(socket_info, "_SPARE", [])
+    n = 3000 if pad < 1000 else 300  # about 150 KB or 1.5 MB in one getMore
     first, second = db.spare_first, db.spare_second
-    first.insert_many([{"_id": i, "v": "a" * 40} for i in range(3000)])  # about 150 KB in one getMore
-    second.insert_many([{"_id": i, "v": "b" * 40} for i in range(3000)])
+    first.insert_many([{"_id": i, "v": "a" * pad} for i in range(n)])
+    second.insert_many([{"_id": i, "v": "b" * pad} for i in range(n)])
     if codec == "raw":
         opts = CodecOptions(document_class=RawBSONDocument)
         first, second = first.with_options(codec_options=opts), second.with_options(codec_options=opts)
@@ -123,10 +125,29 @@ def test_the_spare_buffer_is_reused_and_nothing_handed_out_reads_from_it(client,
     assert len(socket_info._SPARE) == 1
     buf = socket_info._SPARE[0]
     assert len(buf) > _DEFAULT_BUF
-    assert [d["v"] for d in second.find()] == ["b" * 40] * 3000
+    assert [d["v"] for d in second.find()] == ["b" * pad] * n
     assert len(socket_info._SPARE) == 1 and socket_info._SPARE[0] is buf  # taken for the reply, then given back
-    assert buf.count(b"b" * 40) > 2000  # ... and the second reply was read into it
-    assert [d["v"] for d in kept] == ["a" * 40] * 3000
-    assert [d["_id"] for d in kept] == list(range(3000))
-    assert sum(len(bson.decode_all(b)) for b in batches) == 3000
-    assert all(d["v"] == "a" * 40 for b in batches for d in bson.decode_all(b))
+    assert buf.count(b"b" * pad) > n // 2  # ... and the second reply was read into it
+    assert [d["v"] for d in kept] == ["a" * pad] * n
+    assert [d["_id"] for d in kept] == list(range(n))
+    assert sum(len(bson.decode_all(b)) for b in batches) == n
+    assert all(d["v"] == "a" * pad for b in batches for d in bson.decode_all(b))
+
+
+def test_a_reply_decoded_whole_as_raw_documents_does_not_read_from_the_spare_buffer(client, db, monkeypatch):
+    # A command run with RawBSONDocument codec options (not a cursor's marker class) is decoded
+    # by bson in one piece: its documents, big ones included, must be copies too.
+    monkeypatch.setattr(socket_info, "_SPARE", [])
+    db.whole.insert_many([{"_id": i, "v": "c" * 6000} for i in range(40)])
+    raw = CodecOptions(document_class=RawBSONDocument)
+    sock = client.pool.checkout()
+    try:
+        reply = sock.command(db.name, {"find": "whole", "batchSize": 40}, raw)
+        docs = list(reply["cursor"]["firstBatch"])
+        assert len(socket_info._SPARE) == 1
+        buf = socket_info._SPARE[0]
+        buf[:] = b"\xff" * len(buf)  # what a next big reply would do to it, and worse
+        assert [d["v"] for d in docs] == ["c" * 6000] * 40
+        assert [bson.decode(bytes(d.raw))["_id"] for d in docs] == list(range(40))
+    finally:
+        client.pool.checkin(sock)
