@@ -95,25 +95,31 @@ def test_threads_and_greenlets_never_share_an_id(path, client, mode):
     coll.drop()
 
 
-def test_a_forked_child_draws_its_own_random_value_and_counter(path):
-    parent = objectids.new()
+def _ids_from_a_child(fork, count: int) -> list[ObjectId]:
+    """``count`` new ids made by a child process that ``fork`` starts (it exits without pytest's cleanup)."""
     read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report one id, and exit without running pytest's cleanup
+    pid = fork()
+    if pid == 0:
         try:
-            os.write(write, objectids.new().binary + objectids.new().binary)
+            os.write(write, b"".join(objectids.new().binary for _ in range(count)))
         finally:
             os._exit(0)
+    assert pid > 0
     os.close(write)
     data = b""
-    while len(data) < 24:
-        chunk = os.read(read, 24)
+    while len(data) < 12 * count:
+        chunk = os.read(read, 12 * count)
         if not chunk:
             break
         data += chunk
     os.close(read)
     assert os.waitpid(pid, 0)[1] == 0
-    first, second = ObjectId(data[:12]), ObjectId(data[12:])
+    return [ObjectId(data[i : i + 12]) for i in range(0, len(data), 12)]
+
+
+def test_a_forked_child_draws_its_own_random_value_and_counter(path):
+    parent = objectids.new()
+    first, second = _ids_from_a_child(os.fork, 2)
     assert _random_part(first) == _random_part(second) != _random_part(parent)
     assert _random_part(objectids.new()) == _random_part(parent)  # the parent's is unchanged
 
@@ -153,24 +159,8 @@ def test_a_child_forked_without_pythons_fork_hooks_draws_its_own_random_value(pa
     # uWSGI forks its workers from C, without Python's fork hooks (os.register_at_fork's
     # callbacks never run): the pid check must notice the new process by itself.
     parent = objectids.new()
-    read, write = os.pipe()
-    pid = ctypes.PyDLL(None).fork()  # libc's fork, holding the GIL, no hooks
-    if pid == 0:
-        try:
-            os.write(write, objectids.new().binary)
-        finally:
-            os._exit(0)
-    assert pid > 0
-    os.close(write)
-    data = b""
-    while len(data) < 12:
-        chunk = os.read(read, 12)
-        if not chunk:
-            break
-        data += chunk
-    os.close(read)
-    assert os.waitpid(pid, 0)[1] == 0
-    assert _random_part(ObjectId(data)) != _random_part(parent)
+    (child,) = _ids_from_a_child(ctypes.PyDLL(None).fork, 1)  # libc's fork, holding the GIL, no hooks
+    assert _random_part(child) != _random_part(parent)
 
 
 def test_the_private_check_refuses_an_objectid_with_other_slots(monkeypatch):
