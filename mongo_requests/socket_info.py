@@ -450,8 +450,8 @@ class SocketInfo:
                             "reply length %d exceeds the server's maximum message size %d"
                             % (length, self.max_message_size)
                         )
-                    # A big reply (a full cursor batch): read it into a buffer of
-                    # its own, so the socket does not keep it once the caller is done.
+                    # A big reply (a full cursor batch): read it into a big buffer
+                    # (the process's spare one if big enough), never the socket's own.
                     view = memoryview(_big_buffer(length))
                     view[:got] = self._view[:got]
                 while got < length:
