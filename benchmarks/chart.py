@@ -27,8 +27,8 @@ WORKLOAD_TICKS = {
     "insert_one_w1": "insert_one w=1",
     "insert_many_1000": "insert_many\n1,000 docs w=1",
     "find_10000": "find 10,000 docs",
-    "find_10000_rawbson": "find 10,000 docs\nmr: RawBSONDocument\npymongo: dict",
-    "find_10000_raw_batches": "find 10,000 docs\nmr: find_raw_batches\npymongo: dict",
+    "find_10000_rawbson": "find 10,000\nmr: RawBSON-\nDocument\npymongo: dict",
+    "find_10000_raw_batches": "find 10,000\nmr: find_raw_\nbatches\npymongo: dict",
 }
 
 
