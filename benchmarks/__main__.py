@@ -31,11 +31,11 @@ import pymongo
 from pymongo import uri_parser
 
 import mongo_requests
-from mongo_requests.testing import MongodServer
 
 from . import concurrent_runs, pipeline, replset, report, secure, spec
 from .adapters import CLIENTS, MR, Adapter, make_clients
 from .progress import Progress
+from .servers import server_uri
 from .workloads import ALL_NAMES, REQUEST_OVERHEAD, REQUEST_VARIANTS, WORKLOADS, Workload
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory holding the package
@@ -329,19 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     uri = args.uri or os.environ.get("MONGODB_URI")
-    mongod = None
     if uri:
         server = "given by --uri" if args.uri else "given by MONGODB_URI"
     else:
         print("starting a throwaway mongod ...", file=sys.stderr, flush=True)
-        mongod = MongodServer().start()
-        uri, server = mongod.uri, "throwaway mongod on 127.0.0.1"
-    try:
+        server = "throwaway mongod on 127.0.0.1"
+    with server_uri(uri) as uri:
         results, ok = run_all(uri, server, args)
-    finally:
-        if mongod is not None:
-            mongod.stop()
-            mongod.cleanup()
     results["duration_s"] = time.monotonic() - started
 
     args.out.mkdir(parents=True, exist_ok=True)

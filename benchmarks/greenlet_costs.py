@@ -28,6 +28,7 @@ import shutil
 import sys
 
 from .instructions import callgrind_total, run_script
+from .servers import server_uri
 
 _INSTRUCTIONS = """
 from gevent import monkey
@@ -141,15 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greenlets", type=int, default=300, help="greenlets per callgrind run")
     parser.add_argument("--parked", type=int, default=1000, help="greenlets parked at once")
     args = parser.parse_args(argv)
-    server = None
-    uri = args.uri
-    if not uri:
-        from mongo_requests.testing import MongodServer
-
-        server = MongodServer()
-        server.start()
-        uri = server.uri
-    try:
+    with server_uri(args.uri) as uri:
         if shutil.which("valgrind"):
             for shape in ("bare", "pinned"):
                 first, later = instructions(uri, args.greenlets, shape)
@@ -161,9 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             print("valgrind is not installed: no instruction counts", file=sys.stderr)
         for shape in ("request", "find_one"):
             print("GC-tracked objects per greenlet parked in %s: %s" % (shape, parked(uri, args.parked, shape)))
-    finally:
-        if server is not None:
-            server.cleanup()
     return 0
 
 

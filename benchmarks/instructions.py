@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+from .servers import server_uri
+
 # The operations, in the three clients.  Each snippet defines op(); the
 # collection is seeded by the parent before any measurement.
 _SETUP = {
@@ -157,15 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from mongo_requests import MongoClient
-    from mongo_requests.testing import MongodServer
 
-    server = None
-    uri = args.uri
-    if not uri:
-        server = MongodServer()
-        server.start()
-        uri = server.uri
-    try:
+    with server_uri(args.uri) as uri:
         with MongoClient(uri) as seed:
             db = seed[DB]
             db.reads.drop()
@@ -202,10 +197,6 @@ def main(argv: list[str] | None = None) -> int:
                 print("| %s | %s |" % (op, " | ".join(f"{x:,.0f}" for x in (mr, cmd, pool))))
         with MongoClient(uri) as seed:
             seed.drop_database(DB)
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup()
     return 0
 
 

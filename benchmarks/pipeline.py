@@ -39,8 +39,9 @@ from pymongo import uri_parser
 
 import mongo_requests
 from mongo_requests import wire
-from mongo_requests.testing import MongodServer
 from mongo_requests.testing_proxy import DelayProxy
+
+from .servers import server_uri
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 KEYS = 100
@@ -155,12 +156,8 @@ def _measure(target: tuple[str, int], via: str, quick: bool, reps: int) -> dict[
 
 def run(uri: str | None, quick: bool) -> dict[str, Any]:
     """Measure both settings; returns ``{"loopback": {...}, "delay_1ms": {...}, "ratios", "targets", "pass"}``."""
-    server = None
-    if uri is None:
-        server = MongodServer().start()
-        uri = server.uri
-    load_start = os.getloadavg()
-    try:
+    with server_uri(uri) as uri:
+        load_start = os.getloadavg()
         target = uri_parser.parse_uri(uri)["nodelist"][0]
         reps = 3 if quick else 5
         with mongo_requests.MongoClient(uri) as probe:
@@ -168,10 +165,6 @@ def run(uri: str | None, quick: bool) -> dict[str, Any]:
         loopback = _measure(target, "loopback", quick, reps)
         with DelayProxy(target, delay=0.0005) as proxy:
             delayed = _measure(proxy.address, "delay", quick, reps)
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup()
     pipe_l, pipe_d = loopback["mongo_requests pipelined"], delayed["mongo_requests pipelined"]
     ratios = {
         "delay_vs_plain_w1": pipe_d / delayed["mongo_requests w=1"],

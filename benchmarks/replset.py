@@ -39,10 +39,11 @@ from pymongo.read_preferences import Secondary
 from pymongo.write_concern import WriteConcern
 
 import mongo_requests
-from mongo_requests.testing import MongodServer, ReplicaSet, raw_command
+from mongo_requests.testing import ReplicaSet, raw_command
 
 from . import concurrent_runs, report
 from .progress import Progress
+from .servers import server_uri
 
 REPLSET = "replset"
 DB = "mongo_requests_bench_rs"
@@ -252,11 +253,7 @@ def _run_set(uri: str, where: str, n: int, warmup: int, args: Any, progress: Any
 
 def _run_standalone(uri: str | None, n: int, warmup: int, args: Any, progress: Any) -> dict[str, Any]:
     """The w=1 $inc with retryWrites on and off, both drivers, on a standalone."""
-    server = None
-    if uri is None:
-        server = MongodServer().start()
-        uri = server.uri
-    try:
+    with server_uri(uri) as uri:
         address = uri_parser.parse_uri(uri)["nodelist"][0]
         setup: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, directConnection=True)
         setup[DB]["c"].insert_one({"_id": 1})
@@ -270,10 +267,6 @@ def _run_standalone(uri: str | None, n: int, warmup: int, args: Any, progress: A
                 c.close()
             setup.drop_database(DB)
             setup.close()
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup()
     return _table(samples)
 
 

@@ -47,6 +47,8 @@ import sys
 import time
 from typing import Any
 
+from .servers import server_uri
+
 VARIANTS = (
     "gevent + raw sockets",
     "mongo_requests, pool 50",
@@ -211,14 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         monkey.patch_all()
         print(json.dumps(child(args.uri, VARIANTS[int(args.child[0])], int(args.child[1]), int(args.child[2]))))
         return 0
-    from mongo_requests.testing import MongodServer
-
-    server = None
-    uri = args.uri
-    if uri is None:
-        server = MongodServer().start()
-        uri = server.uri
-    try:
+    with server_uri(args.uri) as uri:
         print("| variant | greenlets | ops/s | client CPU us/op | spawn+join us | + first request us |")
         print("|---|---:|---:|---:|---:|---:|")
         for index in (int(i) for i in args.variants.split(",")):
@@ -258,10 +253,6 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup()
     return 0
 
 
