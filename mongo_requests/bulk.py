@@ -118,12 +118,6 @@ def check_size(data: bytes, max_size: int) -> bytes:
 
 
 # -- statements ----------------------------------------------------------------
-def _encoding(codec_options: CodecOptions[Any]) -> CodecOptions[Any]:
-    """``codec_options`` for encoding (:func:`precoded.encoding_options`, its common case inline)."""
-    pair = precoded._last_options
-    return pair[1] if pair[0] is codec_options else precoded.encoding_options(codec_options)
-
-
 def encode_insert(codec_options: CodecOptions[Any], doc: Any, max_size: int, legacy_check: bool = False) -> bytes:
     """Validate a document to store, give it an ``_id`` (on the caller's document too), and encode it.
 
@@ -139,7 +133,7 @@ def encode_insert(codec_options: CodecOptions[Any], doc: Any, max_size: int, leg
         check_keys_legacy(doc)
     if "_id" not in doc:
         doc["_id"] = objectids.new()
-    return check_size(_encode(doc, False, _encoding(codec_options)), max_size)
+    return check_size(_encode(doc, False, precoded.encoding_options(codec_options)), max_size)
 
 
 def update_statement(
@@ -352,7 +346,7 @@ class Bulk:
         every ``objectids.STAMP_SPAN`` ids of the process.
         """
         codec, max_size, legacy = self.codec_options, self.max_size, self.legacy_check
-        opts = _encoding(codec)
+        opts = precoded.encoding_options(codec)
         ops = self.ops
         append = ops.append
         queued = len(ops)
@@ -396,7 +390,8 @@ class Bulk:
         return ids
 
     def _add(self, kind: int, stmt: dict[str, Any]) -> None:
-        data = check_size(_encode(stmt, False, _encoding(self.codec_options)), self.max_size + _MESSAGE_OVERHEAD)
+        opts = precoded.encoding_options(self.codec_options)
+        data = check_size(_encode(stmt, False, opts), self.max_size + _MESSAGE_OVERHEAD)
         self.ops.append((kind, stmt, data))
         self._kinds |= 1 << kind
         self._bytes += len(data)
